@@ -1,0 +1,33 @@
+# Realtime Pipelines — every target installs what it needs first.
+#   make run    install, then run the logs job on its built-in synthetic stream
+#   make test   install, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+JOB    ?= logs
+ARGS   ?=
+
+.PHONY: install run test clean help
+
+help:
+	@echo "make install | run [JOB=logs ARGS=...] | test | clean"
+
+install: $(STAMP)
+
+# Re-installs only when the requirements or setup.py change.
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: install
+	$(PY) -m pipelines $(JOB) --streaming $(ARGS)
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf output .pytest_cache build *.egg-info

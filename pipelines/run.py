@@ -1,0 +1,105 @@
+"""Running a job: build its pipeline, run it, and account for every record.
+
+The summary of a local run adds up: every record read was decoded or
+dead-lettered, and every decoded record reached an output pane or was dropped
+as late (after the allowed lateness) — counted, never silent.
+"""
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import StandardOptions
+
+from pipelines import local_runner
+from pipelines import options as job_options
+from transforms import io
+
+local_runner.install()
+
+
+def counters(result, job) -> dict:
+    """The job's counters by name (committed values where the runner has them)."""
+    found = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(job))
+    for metric in query['counters']:
+        value = metric.committed if metric.committed is not None \
+            else metric.attempted
+        name = metric.key.metric.name
+        found[name] = found.get(name, 0) + (value or 0)
+    return found
+
+
+def summarize(c: dict) -> dict:
+    """Derived figures: the accounting identities and what was dropped late."""
+    s = {
+        'read': c.get('read', 0),
+        'decoded': c.get('decoded', 0),
+        'dead_lettered': c.get('dead_letters', 0),
+        'filtered': sum(v for k, v in c.items() if k.startswith('filtered.')),
+        'window_assignments': c.get('assigned', 0),
+        'aggregated': c.get('aggregated', 0),
+        'late_accepted': c.get('late_accepted', 0),
+        'dropped_late': c.get('assigned', 0) - c.get('aggregated', 0),
+        'panes_early': c.get('panes.EARLY', 0),
+        'panes_on_time': c.get('panes.ON_TIME', 0),
+        'panes_late': c.get('panes.LATE', 0),
+        'alerts_raised': c.get('alerts.raised', 0),
+        'alerts_recovered': c.get('alerts.recovered', 0),
+        'files_written': c.get('files_written', 0),
+        'rows_written': {k.split('.', 1)[1]: v for k, v in sorted(c.items())
+                         if k.startswith('rows_written.')},
+    }
+    s['balanced'] = s['read'] == s['decoded'] + s['dead_lettered'] + \
+        s['filtered']
+    return s
+
+
+def format_summary(job, s, seconds) -> str:
+    ok = 'yes' if s['balanced'] else 'NO (records unaccounted for!)'
+    rows = ', '.join(f'{t} {n}' for t, n in s['rows_written'].items())
+    return '\n'.join([
+        f'== {job}: run summary ({seconds:.1f} s) ==',
+        f'records read            {s["read"]:>10}',
+        f'  decoded               {s["decoded"]:>10}',
+        f'  dead-lettered         {s["dead_lettered"]:>10}',
+        f'  filtered              {s["filtered"]:>10}',
+        f'  adds up               {ok:>10}',
+        f'window assignments      {s["window_assignments"]:>10}',
+        f'  aggregated            {s["aggregated"]:>10}'
+        f'   (of which late, in LATE panes: {s["late_accepted"]})',
+        f'  dropped late          {s["dropped_late"]:>10}'
+        f'   (after the allowed lateness)',
+        f'panes early/on time/late  {s["panes_early"]} / {s["panes_on_time"]}'
+        f' / {s["panes_late"]}',
+        f'alerts raised/recovered   {s["alerts_raised"]} / '
+        f'{s["alerts_recovered"]}',
+        f'rows written              {rows or "none"}',
+        f'files written             {s["files_written"]}',
+    ])
+
+
+def run(job_module, argv, out=sys.stdout):
+    """Parse argv for the job, build and run it; returns the summary dict
+    (local runners) or None."""
+    options_cls = job_module.OPTIONS
+    args, beam_options = job_options.parse(
+        options_cls, argv, description=job_module.__doc__)
+    streaming = bool(beam_options.view_as(StandardOptions).streaming)
+    context = io.Context(job=options_cls.JOB, streaming=streaming)
+    started = time.time()
+    pipeline = beam.Pipeline(options=beam_options)
+    try:
+        job_module.build(pipeline, args, context)
+    except ValueError as e:
+        # A problem found while wiring (e.g. a source with no files): one line.
+        job_options.fail(f'python -m pipelines {options_cls.JOB}', str(e))
+    result = pipeline.run()
+    result.wait_until_finish()
+    if not job_options.is_local(beam_options):
+        return None
+    summary = summarize(counters(result, options_cls.JOB))
+    if args.summary:
+        out.write(format_summary(options_cls.JOB, summary,
+                                 time.time() - started) + '\n')
+    return summary

@@ -1,0 +1,172 @@
+"""Streaming semantics of windowed aggregation, stated with TestStream.
+
+Event times are in 2026 and the TestStream clock starts at the epoch, as the
+synthetic source does (see transforms.io.synthetic.test_stream).
+"""
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from pipelines.run import counters, summarize
+from transforms import windows
+from transforms.aggregate import AggregatePerKey
+from transforms.logs.records import LogRecord
+from transforms.logs.stats import LogStatsFn, stats_count, to_service_stats
+
+T0 = 1767225600          # 2026-01-01T00:00:00Z, a multiple of 60
+JOB = 'aggtest'
+
+
+def rec(offset, service='a', status=200, latency=10.0):
+    return LogRecord(Timestamp.of(T0 + offset), service, 'INFO', status,
+                     latency, 'h', 'm', 'json')
+
+
+def add(stream, *records):
+    return stream.add_elements(
+        [TimestampedValue(r, r.event_time) for r in records])
+
+
+def run_stream(stream, check, window='fixed:60s', trigger='default'):
+    """Runs records through window + aggregate; `check(panes)` asserts on the
+    sorted (service, window offset, timing, index, count, errors) tuples inside
+    the pipeline; returns the run summary."""
+    spec_w = windows.parse_window(window)
+    spec_t = windows.parse_trigger(trigger)
+    p = TestPipeline(options=PipelineOptions(
+        runner='BundleBasedDirectRunner', streaming=True))
+    rows = (p
+            | stream
+            | beam.Map(lambda r: (r.service, r))
+            | windows.ApplyWindow(spec_w, spec_t)
+            | AggregatePerKey(LogStatsFn(), to_service_stats, stats_count,
+                              spec_t.accumulating, JOB))
+    panes = (rows | beam.Map(lambda s: (
+        s.service, int(s.window_start.micros // 1e6) - T0, s.pane_timing,
+        s.pane_index, s.count, s.errors)))
+    assert_that(panes, lambda got: check(
+        sorted(got, key=lambda x: (x[0], x[1], x[3]))))
+    result = p.run()
+    result.wait_until_finish()
+    return summarize(counters(result, JOB))
+
+
+def equals(expected):
+    def check(got):
+        assert got == expected, got
+    return check
+
+
+def test_on_time_then_late_pane_corrects_then_beyond_lateness_is_dropped():
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1), rec(2, status=503))
+    stream.advance_watermark_to(Timestamp.of(T0 + 70))         # window closes
+    add(stream, rec(3))                                        # late, accepted
+    stream.advance_watermark_to(Timestamp.of(T0 + 60 + 300 + 1))  # GC passes
+    add(stream, rec(4))                                        # too late
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(stream, equals([
+        ('a', 0, 'ON_TIME', 0, 2, 1),
+        ('a', 0, 'LATE', 1, 3, 1),      # accumulating: the corrected total
+    ]), trigger='late=1,lateness=5m')
+    assert summary['window_assignments'] == 4
+    assert summary['aggregated'] == 3
+    assert summary['late_accepted'] == 1
+    assert summary['dropped_late'] == 1
+
+
+def test_discarding_late_pane_holds_only_the_late_records():
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1), rec(2))
+    stream.advance_watermark_to(Timestamp.of(T0 + 70))
+    add(stream, rec(3, status=500))
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(stream, equals([
+        ('a', 0, 'ON_TIME', 0, 2, 0), ('a', 0, 'LATE', 1, 1, 1)]),
+        trigger='lateness=5m,discarding')
+    assert summary['aggregated'] == 3 and summary['dropped_late'] == 0
+
+
+def test_early_panes_fire_on_processing_time_and_accumulate():
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1))
+    stream.advance_processing_time(11)
+    add(stream, rec(2), rec(3))
+    stream.advance_processing_time(11)
+    stream.advance_watermark_to(Timestamp.of(T0 + 61))
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(stream, equals([
+        ('a', 0, 'EARLY', 0, 1, 0), ('a', 0, 'EARLY', 1, 3, 0),
+        ('a', 0, 'ON_TIME', 2, 3, 0)]), trigger='early=10s')
+    assert summary['panes_early'] == 2 and summary['panes_on_time'] == 1
+    assert summary['aggregated'] == 3
+
+
+def _early_then_on_time_summing_to(total):
+    def check(panes):
+        assert [p[2] for p in panes] == ['EARLY', 'ON_TIME'], panes
+        assert sum(p[4] for p in panes) == total, panes
+    return check
+
+
+def test_early_panes_discarding_sum_to_the_total():
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1))
+    stream.advance_processing_time(11)
+    add(stream, rec(2), rec(3))
+    stream.advance_watermark_to(Timestamp.of(T0 + 61))
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(stream, _early_then_on_time_summing_to(3),
+                         trigger='early=10s,discarding')
+    assert summary['aggregated'] == 3
+
+
+def _projected(fields, expected, timing=None):
+    def check(panes):
+        got = [tuple(p[i] for i in fields) for p in panes]
+        assert got == expected, got
+        if timing:
+            assert all(p[2] == timing for p in panes), panes
+    return check
+
+
+def test_out_of_order_records_land_in_their_event_time_windows():
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(65, 'b'), rec(5, 'b'), rec(125, 'b'), rec(59.999, 'b'),
+        rec(60, 'b'))
+    stream.advance_watermark_to_infinity()
+    run_stream(stream, _projected((1, 4), [(0, 2), (60, 2), (120, 1)],
+                                  'ON_TIME'))
+
+
+def test_sliding_windows_count_each_record_in_every_window():
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(30), rec(90))
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(
+        stream, _projected((1, 4), [(-60, 1), (0, 2), (60, 1)]),
+        window='sliding:2m/1m')
+    assert summary['window_assignments'] == 4 == summary['aggregated']
+
+
+def test_sessions_merge_per_key():
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(0, 'a'), rec(20, 'a'), rec(200, 'a'), rec(5, 'b'))
+    stream.advance_watermark_to_infinity()
+    run_stream(stream, _projected(
+        (0, 1, 4), [('a', 0, 2), ('a', 200, 1), ('b', 5, 1)]),
+        window='session:1m')
+
+
+def test_a_wrong_expectation_fails_the_pipeline():
+    """The in-pipeline checks above can fail: a wrong expectation raises."""
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1))
+    stream.advance_watermark_to_infinity()
+    with pytest.raises(Exception, match='ON_TIME'):
+        run_stream(stream, equals([('a', 0, 'ON_TIME', 0, 99, 0)]))

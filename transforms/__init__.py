@@ -1,0 +1,1 @@
+"""The shared transform library every job draws on (see docs/architecture.md)."""

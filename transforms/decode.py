@@ -1,0 +1,117 @@
+"""Decoding raw payloads into typed records, with tagged outputs ``ok`` / ``dead``.
+
+A *decoder* is a plain function ``decode(text: str) -> record`` that raises
+:class:`DecodeError` with a one-line reason for input it refuses.  :class:`Decode`
+wraps it into a ``beam.PTransform`` that
+
+* refuses oversized payloads before touching them,
+* refuses payloads that are not UTF-8,
+* turns every ``DecodeError`` *and every unexpected exception* into a dead letter
+  (a hostile record never stops the job),
+* stamps each good record with its event time taken from the payload
+  (``record.event_time``, a ``Timestamp``), and
+* counts decoded and dead records.
+
+The format parsers themselves (JSON lines, nginx/Apache combined, syslog) live in
+:mod:`transforms.formats`; what a domain makes of the parsed fields lives in
+``transforms/<domain>/``.
+"""
+import typing
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms import deadletter
+
+# 1 MiB: far beyond any sane log line, small enough to keep a worker alive.
+DEFAULT_MAX_BYTES = 1 << 20
+
+# Event times outside this range are refused: they are corrupt, and Beam's own
+# timestamp range would reject them with an exception otherwise.
+MIN_EVENT_TIME = Timestamp.of(0)                       # 1970-01-01
+MAX_EVENT_TIME = Timestamp.of(253402300799)            # 9999-12-31T23:59:59Z
+
+
+class DecodeError(ValueError):
+    """Raised by a decoder for input it refuses; the message is the reason."""
+
+
+class DecodeFn(beam.DoFn):
+    """Applies one decoder; emits records to ``ok`` and dead letters to ``dead``."""
+
+    def __init__(self, decoder: typing.Callable[[str], typing.Any], stage: str,
+                 job: str, source: str = '', max_bytes: int = DEFAULT_MAX_BYTES):
+        self._decoder = decoder
+        self._stage = stage
+        self._source = source
+        self._max_bytes = max_bytes
+        self._decoded = Metrics.counter(job, 'decoded')
+        self._dead = Metrics.counter(job, 'dead_letters')
+
+    def _dead_letter(self, raw, reason):
+        self._dead.inc()
+        return beam.pvalue.TaggedOutput(
+            deadletter.DEAD,
+            deadletter.dead_letter(raw, self._stage, reason, self._source))
+
+    def process(self, raw):
+        if raw is None:
+            yield self._dead_letter(b'', 'empty record (None)')
+            return
+        if isinstance(raw, str):
+            text = raw
+            size = len(raw.encode('utf-8', errors='surrogateescape'))
+        else:
+            size = len(raw)
+            text = None
+        if size > self._max_bytes:
+            yield self._dead_letter(
+                raw, f'oversized: {size} bytes > limit {self._max_bytes}')
+            return
+        if text is None:
+            try:
+                text = bytes(raw).decode('utf-8')
+            except UnicodeDecodeError as e:
+                yield self._dead_letter(
+                    raw, f'not UTF-8: invalid byte at offset {e.start}')
+                return
+        try:
+            record = self._decoder(text)
+        except DecodeError as e:
+            yield self._dead_letter(raw, str(e) or 'refused by decoder')
+            return
+        except Exception as e:  # pylint: disable=broad-except
+            # A decoder bug must not stop the job: the record goes to the dead
+            # letters with the exception named, so the bug can be found.
+            yield self._dead_letter(
+                raw, f'unexpected {type(e).__name__}: {e}')
+            return
+        event_time = record.event_time
+        if not MIN_EVENT_TIME <= event_time <= MAX_EVENT_TIME:
+            yield self._dead_letter(
+                raw, f'event time out of range: {event_time}')
+            return
+        self._decoded.inc()
+        yield TimestampedValue(record, event_time)
+
+
+class Decode(beam.PTransform):
+    """``PCollection[bytes|str]`` -> tagged ``ok`` (records, event-timestamped) and
+    ``dead`` (:class:`~transforms.deadletter.DeadLetter`).
+
+    Any windowing is kept; decoding is element-wise.  Use as::
+
+        decoded = lines | Decode(decode_log_line, stage='decode.logs', job='logs')
+        decoded.ok, decoded.dead
+    """
+
+    def __init__(self, decoder, stage: str, job: str, source: str = '',
+                 max_bytes: int = DEFAULT_MAX_BYTES, label=None):
+        super().__init__(label)
+        self._fn = DecodeFn(decoder, stage, job, source, max_bytes)
+
+    def expand(self, raw):
+        return raw | beam.ParDo(self._fn).with_outputs(
+            deadletter.DEAD, main=deadletter.OK)

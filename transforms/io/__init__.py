@@ -1,0 +1,152 @@
+"""Sources and sinks, chosen by URI.
+
+A URI's scheme names a module of this package: ``synthetic://`` is
+:mod:`transforms.io.synthetic`, ``file://`` is :mod:`transforms.io.file`,
+``parquet://`` is :mod:`transforms.io.parquet`, and so on.  A module that can
+read defines ``open_source(uri, context)``; one that can write defines
+``open_sink(uri, context)``; either may define ``DESCRIPTION`` (one line for
+``--help``) and ``validate(uri)`` (raises :class:`UriError` with the reason).
+Adding a scheme (Pub/Sub, Kafka, BigQuery ...) is adding one module: nothing
+else changes.
+
+``open_source`` returns a :class:`Source`: a ``PTransform`` from the pipeline
+to ``PCollection[bytes]`` (raw payloads; event time comes from the payload).
+``open_sink`` returns a :class:`Sink`, whose ``write(table, record_type)`` is a
+``PTransform`` from ``PCollection[record_type]`` to ``PCollection[str]`` (what it
+wrote: file paths, table names ...).
+"""
+import importlib
+import importlib.util
+import pkgutil
+import typing
+import urllib.parse
+
+import apache_beam as beam
+
+
+class UriError(ValueError):
+    """A source or sink URI that cannot be used; the message says why."""
+
+
+class Uri(typing.NamedTuple):
+    scheme: str
+    location: str          # everything between '://' and '?'
+    params: dict           # query parameters, last value wins
+    text: str              # the URI as given
+
+    def param(self, name, default=None, kind=str):
+        if name not in self.params:
+            return default
+        value = self.params[name]
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise UriError(
+                f'{self.text}: parameter {name}={value!r} is not a valid '
+                f'{getattr(kind, "__name__", kind)}') from None
+
+    def check_params(self, allowed):
+        unknown = sorted(set(self.params) - set(allowed))
+        if unknown:
+            raise UriError(
+                f'{self.text}: unknown parameter(s) {", ".join(unknown)}; '
+                f'accepted: {", ".join(sorted(allowed)) or "none"}')
+
+
+class Context(typing.NamedTuple):
+    """What a source or sink may need to know about the job that opens it."""
+    job: str
+    streaming: bool = False
+
+
+def parse_uri(text: str) -> Uri:
+    text = str(text).strip()
+    scheme, sep, rest = text.partition('://')
+    if not sep or not scheme or not scheme.replace('_', '').isalnum():
+        raise UriError(
+            f'{text!r} is not a URI: expected SCHEME://..., e.g. '
+            f'file://logs/*.log or parquet://output')
+    location, _, query = rest.partition('?')
+    try:
+        params = dict(urllib.parse.parse_qsl(
+            query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError:
+        raise UriError(f'{text}: malformed query string {query!r}') from None
+    return Uri(scheme.lower(), location, params, text)
+
+
+def _module(scheme: str):
+    name = f'{__name__}.{scheme}'
+    if scheme.startswith('_') or importlib.util.find_spec(name) is None:
+        raise UriError(
+            f'unknown scheme {scheme}://; known: '
+            f'{", ".join(s + "://" for s in schemes())}')
+    return importlib.import_module(name)
+
+
+def schemes(kind: typing.Optional[str] = None) -> list:
+    """The schemes this package knows; kind 'source' or 'sink' filters."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith('_'):
+            continue
+        if kind is None:
+            found.append(info.name)
+            continue
+        module = importlib.import_module(f'{__name__}.{info.name}')
+        if hasattr(module, f'open_{kind}'):
+            found.append(info.name)
+    return sorted(found)
+
+
+def describe(kind: str) -> str:
+    """One line per scheme of this kind, for --help."""
+    lines = []
+    for scheme in schemes(kind):
+        module = importlib.import_module(f'{__name__}.{scheme}')
+        lines.append(f'{scheme}://  {getattr(module, "DESCRIPTION", "")}')
+    return '\n'.join(lines)
+
+
+def check_uri(text: str, kind: str) -> Uri:
+    """Parse and validate a URI for use as a source or sink; raise UriError."""
+    uri = parse_uri(text)
+    module = _module(uri.scheme)
+    if not hasattr(module, f'open_{kind}'):
+        raise UriError(
+            f'{uri.scheme}:// cannot be used as a {kind}; {kind}s: '
+            f'{", ".join(s + "://" for s in schemes(kind))}')
+    validate = getattr(module, 'validate', None)
+    if validate is not None:
+        validate(uri, kind)
+    return uri
+
+
+def open_source(text: str, context: Context) -> 'Source':
+    uri = check_uri(text, 'source')
+    return _module(uri.scheme).open_source(uri, context)
+
+
+def open_sink(text: str, context: Context) -> 'Sink':
+    uri = check_uri(text, 'sink')
+    return _module(uri.scheme).open_sink(uri, context)
+
+
+class Source(beam.PTransform):
+    """Base of every source: ``PBegin -> PCollection[bytes]``."""
+
+    def __init__(self, uri: Uri, context: Context):
+        super().__init__()
+        self.uri = uri
+        self.context = context
+
+
+class Sink:
+    """Base of every sink; ``write(table, record_type)`` gives the PTransform."""
+
+    def __init__(self, uri: Uri, context: Context):
+        self.uri = uri
+        self.context = context
+
+    def write(self, table: str, record_type) -> beam.PTransform:
+        raise TypeError(f'{type(self).__name__} does not implement write()')

@@ -1,0 +1,130 @@
+"""Writing windowed rows to files: one set of files per window and pane.
+
+Each bundle's rows are grouped by (window, pane timing, pane index) and written
+as one file per group, under ``DIR/TABLE/``::
+
+    DIR/TABLE/20260101T000000Z_20260101T000100Z/TABLE-p0003-ON_TIME-<digest>.parquet
+
+The digest is a hash of what identifies the file's rows (the record type's
+``IDENTITY_FIELDS``, e.g. key, window and pane; all fields by default), so the
+name is deterministic: a retried bundle writes the same name, and a file once
+written is never rewritten (an existing name is skipped).  Dead letters are
+identified by all their fields, processing time included, so that two equal
+payloads refused in different bundles are both kept.  Files are written
+under a temporary name and renamed into place, so a reader never sees half a
+file.  Rows outside any interval window (e.g. dead letters before windowing)
+go under ``DIR/TABLE/unwindowed/``.  A row type with ``window_start``,
+``window_end``, ``pane_timing`` and ``pane_index`` fields is placed by those.
+"""
+import collections
+import hashlib
+import io
+import uuid
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import IntervalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import windows
+
+
+def _stamp(ts) -> str:
+    return windows.to_datetime(ts).strftime('%Y%m%dT%H%M%SZ')
+
+
+class WriteWindowedFilesFn(beam.DoFn):
+    """Buffers a bundle's rows per window and pane; writes one file per group."""
+
+    def __init__(self, directory, table, record_type, encode, extension, job):
+        self._directory = directory.rstrip('/')
+        self._table = table
+        self._record_type = record_type
+        self._encode = encode          # (rows, record_type) -> bytes
+        self._extension = extension
+        self._job = job
+        self._rows = Metrics.counter(job, f'rows_written.{table}')
+        self._files = Metrics.counter(job, 'files_written')
+        self._has_pane_fields = all(
+            f in getattr(record_type, '_fields', ())
+            for f in ('window_start', 'window_end', 'pane_timing', 'pane_index'))
+
+    def start_bundle(self):
+        self._groups = collections.defaultdict(list)
+
+    def process(self, row, window=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam):
+        if self._has_pane_fields:
+            # The row says which window and pane it belongs to (alerts, say,
+            # are computed in the global window about a statistics window).
+            key = (row.window_start, row.window_end, row.pane_timing,
+                   row.pane_index)
+        elif isinstance(window, IntervalWindow):
+            key = (window.start, window.end,
+                   windows.TIMING_NAMES.get(pane.timing, 'UNKNOWN'), pane.index)
+        else:
+            key = None
+        # Grouped by the Beam window too: what finish_bundle emits must be in
+        # a window of this PCollection's windowing.
+        self._groups[(window, key)].append(row)
+
+    def finish_bundle(self):
+        for (window, key), rows in self._groups.items():
+            path = self._write(key, rows)
+            if path is not None:
+                yield WindowedValue(path, window.max_timestamp(), (window,))
+        self._groups = None
+
+    def _write(self, key, rows):
+        # The name hashes what identifies the rows (IDENTITY_FIELDS of the
+        # record type, all fields by default), so a retried bundle finds the
+        # file it wrote before, and a rerun gives the same names even where
+        # sketch-based values differ in their last digits.
+        rows = sorted(rows, key=repr)
+        data = self._encode(rows, self._record_type)
+        fields = getattr(self._record_type, 'IDENTITY_FIELDS', None)
+        identity = [tuple(getattr(row, f) for f in fields) for row in rows] \
+            if fields else rows
+        digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
+        if key is None:
+            folder, name = 'unwindowed', f'{self._table}-{digest}'
+        else:
+            start, end, timing, index = key
+            folder = f'{_stamp(start)}_{_stamp(end)}'
+            name = f'{self._table}-p{index:04d}-{timing}-{digest}'
+        final = '/'.join(
+            (self._directory, self._table, folder, name + self._extension))
+        self._rows.inc(len(rows))
+        if FileSystems.exists(final):
+            return None      # same content already written (a retried bundle)
+        parent = final.rsplit('/', 1)[0]
+        if '://' not in parent and not FileSystems.exists(parent):
+            try:
+                FileSystems.mkdirs(parent)
+            except IOError:
+                pass    # another bundle made it first
+        temp = f'{final}.tmp-{uuid.uuid4().hex}'
+        with FileSystems.create(temp) as f:
+            f.write(data)
+        FileSystems.rename([temp], [final])
+        self._files.inc()
+        return final
+
+
+class WriteWindowedFiles(beam.PTransform):
+    """``PCollection[record_type]`` (any windowing) -> ``PCollection[str]`` paths."""
+
+    def __init__(self, directory, table, record_type, encode, extension, job):
+        super().__init__()
+        self._fn = WriteWindowedFilesFn(
+            directory, table, record_type, encode, extension, job)
+
+    def expand(self, rows):
+        return rows | beam.ParDo(self._fn)
+
+
+def buffer_bytes(write) -> bytes:
+    buf = io.BytesIO()
+    write(buf)
+    return buf.getvalue()

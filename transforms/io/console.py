@@ -1,0 +1,37 @@
+"""``console://``: print each row as one JSON line prefixed by its table (for
+trying a job out; not for production)."""
+import sys
+
+import apache_beam as beam
+import orjson
+from apache_beam.metrics import Metrics
+
+from transforms import schemas
+from transforms.io import Sink
+
+DESCRIPTION = 'print rows as JSON lines on standard output (for trying things)'
+
+
+def validate(uri, kind):
+    uri.check_params(())
+
+
+class _Print(beam.DoFn):
+    def __init__(self, table, job):
+        self._table = table
+        self._rows = Metrics.counter(job, f'rows_written.{table}')
+
+    def process(self, row):
+        line = orjson.dumps(schemas.to_json_dict(row)).decode()
+        sys.stdout.write(f'{self._table}\t{line}\n')
+        self._rows.inc()
+        return ()
+
+
+class ConsoleSink(Sink):
+    def write(self, table, record_type):
+        return beam.ParDo(_Print(table, self.context.job))
+
+
+def open_sink(uri, context):
+    return ConsoleSink(uri, context)

@@ -1,0 +1,46 @@
+"""``parquet://DIR``: one sub-directory per output table, one set of files per
+window and pane (see :mod:`transforms.io._windowed_files`).  Read a table back
+with ``pyarrow.dataset.dataset('DIR/TABLE')``.  The Parquet schema is derived
+from the table's record type."""
+import pyarrow.parquet as pq
+
+from transforms import schemas
+from transforms.io import Sink, UriError
+from transforms.io._windowed_files import WriteWindowedFiles, buffer_bytes
+
+DESCRIPTION = 'Parquet files under DIR/TABLE/, one set per window and pane'
+
+
+def validate(uri, kind):
+    uri.check_params(('compression',))
+    if not uri.location:
+        raise UriError(f'{uri.text}: no directory; expected parquet://DIR')
+    if uri.param('compression', 'zstd') not in ('zstd', 'snappy', 'gzip', 'none'):
+        raise UriError(f'{uri.text}: compression must be zstd, snappy, gzip '
+                       f'or none')
+
+
+def encode_parquet(rows, record_type, compression='zstd'):
+    table = schemas.to_arrow(rows, record_type)
+    return buffer_bytes(lambda buf: pq.write_table(
+        table, buf, compression=compression))
+
+
+class _Encoder:
+    def __init__(self, compression):
+        self.compression = compression
+
+    def __call__(self, rows, record_type):
+        return encode_parquet(rows, record_type, self.compression)
+
+
+class ParquetSink(Sink):
+    def write(self, table, record_type):
+        return WriteWindowedFiles(
+            self.uri.location, table, record_type,
+            _Encoder(self.uri.param('compression', 'zstd')), '.parquet',
+            self.context.job)
+
+
+def open_sink(uri, context):
+    return ParquetSink(uri, context)

@@ -1,0 +1,1 @@
+"""What is particular to log monitoring: the log record, its decoders, templates."""

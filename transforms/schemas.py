@@ -1,0 +1,75 @@
+"""Output schemas derived from the record types: one definition, never restated.
+
+A record type is a ``typing.NamedTuple`` (registered as a Beam schema with
+``RowCoder``).  Its Arrow schema — and from it the Parquet and BigQuery schemas —
+is derived here from the type hints.
+"""
+import datetime
+import typing
+
+import pyarrow as pa
+from apache_beam.utils.timestamp import Timestamp
+
+_ARROW = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    bytes: pa.binary(),
+    Timestamp: pa.timestamp('us', tz='UTC'),
+}
+
+
+def _unwrap_optional(hint):
+    if typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def arrow_schema(record_type) -> pa.Schema:
+    """The Arrow schema of a NamedTuple record type."""
+    fields = []
+    for name, hint in typing.get_type_hints(record_type).items():
+        base, nullable = _unwrap_optional(hint)
+        if base not in _ARROW:
+            raise TypeError(
+                f'{record_type.__name__}.{name}: type {hint} has no Arrow '
+                f'mapping; use one of {sorted(t.__name__ for t in _ARROW)}')
+        fields.append(pa.field(name, _ARROW[base], nullable=nullable))
+    return pa.schema(fields)
+
+
+def _convert(value):
+    if isinstance(value, Timestamp):
+        return value.micros
+    return value
+
+
+def to_arrow(rows, record_type) -> pa.Table:
+    """A list of records (NamedTuples of ``record_type``) as an Arrow table."""
+    schema = arrow_schema(record_type)
+    columns = list(zip(*rows)) if rows else [[] for _ in schema]
+    arrays = []
+    for field, column in zip(schema, columns):
+        if pa.types.is_timestamp(field.type):
+            column = [None if v is None else _convert(v) for v in column]
+            arrays.append(pa.array(column, type=pa.int64()).cast(field.type))
+        else:
+            arrays.append(pa.array(list(column), type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def to_json_dict(row) -> dict:
+    """A record as a JSON-ready dict: times as RFC 3339 UTC, bytes as text."""
+    out = {}
+    for name, value in row._asdict().items():
+        if isinstance(value, Timestamp):
+            value = (datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+                     + datetime.timedelta(microseconds=value.micros)
+                     ).isoformat().replace('+00:00', 'Z')
+        elif isinstance(value, bytes):
+            value = value.decode('utf-8', errors='backslashreplace')
+        out[name] = value
+    return out
