@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 JOB    ?= logs
 ARGS   ?=
 
-.PHONY: install run test clean help
+.PHONY: install run test docs clean help
 
 help:
-	@echo "make install | run [JOB=logs ARGS=...] | test | clean"
+	@echo "make install | run [JOB=logs ARGS=...] | test | docs | clean"
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Regenerates the README's option and table reference from the code.
+docs: install
+	$(PY) -m pipelines.docs --write README.md
 
 clean:
 	rm -rf output .pytest_cache build *.egg-info

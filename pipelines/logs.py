@@ -87,6 +87,13 @@ class LogsOptions(JobOptions):
 
 OPTIONS = LogsOptions
 
+# Output tables and their record types (schemas derive from these).
+TABLES = {
+    'service_stats': ServiceStats,
+    'alerts': Alert,
+    'dead_letter': DeadLetter,
+}
+
 
 def masker_from(args) -> privacy.Masker:
     if args.mask == 'hash':
@@ -134,7 +141,9 @@ def build(pipeline, args, context):
     alerts = stats | 'Alerts' >> ThresholdAlerts(
         lambda row: row.service, rules, JOB).with_output_types(Alert)
 
-    stats | 'WriteServiceStats' >> sink.write('service_stats', ServiceStats)
-    alerts | 'WriteAlerts' >> sink.write('alerts', Alert)
-    dead | 'WriteDeadLetters' >> dead_sink.write('dead_letter', DeadLetter)
+    stats | 'WriteServiceStats' >> sink.write(
+        'service_stats', TABLES['service_stats'])
+    alerts | 'WriteAlerts' >> sink.write('alerts', TABLES['alerts'])
+    dead | 'WriteDeadLetters' >> dead_sink.write(
+        'dead_letter', TABLES['dead_letter'])
     return {'service_stats': stats, 'alerts': alerts, 'dead_letter': dead}
