@@ -26,13 +26,15 @@ from transforms import windows
 
 
 class _CountAssignments(beam.DoFn):
-    """Passes (key, value) through once per window, counting assignments."""
+    """Passes (key, value) through once per window, counting assignments
+    (a partial aggregate counts as the records it holds)."""
 
-    def __init__(self, job):
+    def __init__(self, job, count_of):
         self._assigned = Metrics.counter(job, 'assigned')
+        self._count_of = count_of
 
     def process(self, kv, window=beam.DoFn.WindowParam):
-        self._assigned.inc()
+        self._assigned.inc(self._count_of(kv[1]))
         yield kv
 
 
@@ -73,8 +75,9 @@ class AggregatePerKey(beam.PTransform):
     """``PCollection[(K, V)]`` (windowed, triggered) -> ``PCollection[Row]``.
 
     ``combine_fn`` combines the values of a key and window; ``make_row(key,
-    result, pane_fields)`` builds the output row; ``count_of(result)`` is the
-    number of input records the result covers.  ``accumulating`` must match the
+    result, pane_fields)`` builds the output row; ``count_of(x)`` is the
+    number of input records a result, an input record (1) or an input partial
+    aggregate (columnar fast path) covers.  ``accumulating`` must match the
     trigger's accumulation mode.
     """
 
@@ -91,7 +94,7 @@ class AggregatePerKey(beam.PTransform):
     def expand(self, kvs):
         combined = (kvs
                     | 'CountAssigned' >> beam.ParDo(
-                        _CountAssignments(self._job))
+                        _CountAssignments(self._job, self._count_of))
                     | 'Combine' >> beam.CombinePerKey(self._combine_fn))
         # The key type lets Beam pick a deterministic key coder for the state.
         combined.element_type = typehints.Tuple[self._key_type, typehints.Any]

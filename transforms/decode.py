@@ -38,6 +38,48 @@ class DecodeError(ValueError):
     """Raised by a decoder for input it refuses; the message is the reason."""
 
 
+def decode_payload(raw, decoder, stage: str, source: str = '',
+                   max_bytes: int = DEFAULT_MAX_BYTES):
+    """One payload -> the decoded record, or a DeadLetter saying why not.
+
+    The single definition of what decoding accepts, shared by the
+    element-at-a-time path and the columnar fast path's fallback.
+    """
+    if raw is None:
+        return deadletter.dead_letter(b'', stage, 'empty record (None)', source)
+    if isinstance(raw, str):
+        text = raw
+        size = len(raw.encode('utf-8', errors='surrogateescape'))
+    else:
+        size = len(raw)
+        text = None
+    if size > max_bytes:
+        return deadletter.dead_letter(
+            raw, stage, f'oversized: {size} bytes > limit {max_bytes}', source)
+    if text is None:
+        try:
+            text = bytes(raw).decode('utf-8')
+        except UnicodeDecodeError as e:
+            return deadletter.dead_letter(
+                raw, stage, f'not UTF-8: invalid byte at offset {e.start}',
+                source)
+    try:
+        record = decoder(text)
+    except DecodeError as e:
+        return deadletter.dead_letter(
+            raw, stage, str(e) or 'refused by decoder', source)
+    except Exception as e:  # pylint: disable=broad-except
+        # A decoder bug must not stop the job: the record goes to the dead
+        # letters with the exception named, so the bug can be found.
+        return deadletter.dead_letter(
+            raw, stage, f'unexpected {type(e).__name__}: {e}', source)
+    event_time = record.event_time
+    if not MIN_EVENT_TIME <= event_time <= MAX_EVENT_TIME:
+        return deadletter.dead_letter(
+            raw, stage, f'event time out of range: {event_time}', source)
+    return record
+
+
 class DecodeFn(beam.DoFn):
     """Applies one decoder; emits records to ``ok`` and dead letters to ``dead``."""
 
@@ -50,51 +92,15 @@ class DecodeFn(beam.DoFn):
         self._decoded = Metrics.counter(job, 'decoded')
         self._dead = Metrics.counter(job, 'dead_letters')
 
-    def _dead_letter(self, raw, reason):
-        self._dead.inc()
-        return beam.pvalue.TaggedOutput(
-            deadletter.DEAD,
-            deadletter.dead_letter(raw, self._stage, reason, self._source))
-
     def process(self, raw):
-        if raw is None:
-            yield self._dead_letter(b'', 'empty record (None)')
-            return
-        if isinstance(raw, str):
-            text = raw
-            size = len(raw.encode('utf-8', errors='surrogateescape'))
+        result = decode_payload(raw, self._decoder, self._stage, self._source,
+                                self._max_bytes)
+        if isinstance(result, deadletter.DeadLetter):
+            self._dead.inc()
+            yield beam.pvalue.TaggedOutput(deadletter.DEAD, result)
         else:
-            size = len(raw)
-            text = None
-        if size > self._max_bytes:
-            yield self._dead_letter(
-                raw, f'oversized: {size} bytes > limit {self._max_bytes}')
-            return
-        if text is None:
-            try:
-                text = bytes(raw).decode('utf-8')
-            except UnicodeDecodeError as e:
-                yield self._dead_letter(
-                    raw, f'not UTF-8: invalid byte at offset {e.start}')
-                return
-        try:
-            record = self._decoder(text)
-        except DecodeError as e:
-            yield self._dead_letter(raw, str(e) or 'refused by decoder')
-            return
-        except Exception as e:  # pylint: disable=broad-except
-            # A decoder bug must not stop the job: the record goes to the dead
-            # letters with the exception named, so the bug can be found.
-            yield self._dead_letter(
-                raw, f'unexpected {type(e).__name__}: {e}')
-            return
-        event_time = record.event_time
-        if not MIN_EVENT_TIME <= event_time <= MAX_EVENT_TIME:
-            yield self._dead_letter(
-                raw, f'event time out of range: {event_time}')
-            return
-        self._decoded.inc()
-        yield TimestampedValue(record, event_time)
+            self._decoded.inc()
+            yield TimestampedValue(result, result.event_time)
 
 
 class Decode(beam.PTransform):

@@ -140,6 +140,12 @@ class Source(beam.PTransform):
         self.uri = uri
         self.context = context
 
+    def blocks(self):
+        """A PTransform ``PBegin -> PCollection[LineBlock]`` reading many lines
+        per element (the columnar fast path), or None if this source only
+        reads one payload per element."""
+        return None
+
 
 class Sink:
     """Base of every sink; ``write(table, record_type)`` gives the PTransform."""

@@ -71,7 +71,8 @@ class LogStats:
 
 
 class LogStatsFn(beam.CombineFn):
-    """``LogRecord`` values -> :class:`LogStats` per key and window."""
+    """``LogRecord`` values (or partial :class:`LogStats` of many records) ->
+    :class:`LogStats` per key and window."""
 
     def __init__(self, k=DEFAULT_K):
         self._k = k
@@ -80,6 +81,9 @@ class LogStatsFn(beam.CombineFn):
         return LogStats(self._k)
 
     def add_input(self, acc, record):
+        # The columnar fast path sends partial accumulators, not records.
+        if isinstance(record, LogStats):
+            return acc.merge(record)
         return acc.add(record)
 
     def merge_accumulators(self, accs):
@@ -93,8 +97,9 @@ class LogStatsFn(beam.CombineFn):
         return acc
 
 
-def stats_count(stats: LogStats) -> int:
-    return stats.count
+def stats_count(stats) -> int:
+    """How many records a result (or an input: record or partial) covers."""
+    return stats.count if isinstance(stats, LogStats) else 1
 
 
 def to_service_stats(service, stats: LogStats, pane: dict) -> ServiceStats:

@@ -1,0 +1,311 @@
+"""The logs job's columnar fast path: raw lines -> per (service, window)
+partial :class:`~transforms.logs.stats.LogStats`, without a Python object per
+record.
+
+:class:`LogPartialsFn` takes blocks of lines (:class:`~transforms.columnar.
+LineBlock`, from a block-reading source) or single lines (buffered per bundle),
+decodes the JSON lines of a block with Arrow (see :mod:`transforms.columnar`),
+hands every other line to the reference decoder, assigns event-time windows
+with numpy and emits one partial accumulator per (service, window), in that
+window.  Downstream, ``WindowInto(KeepWindows())`` sets the trigger and the
+same ``CombinePerKey(LogStatsFn())`` as the reference path merges partials, so
+panes, lateness and results are those of the element-at-a-time path.
+
+A JSON line is accepted by the vectorised reader only in the canonical shape
+(``timestamp`` as RFC 3339 text with zone, ``service`` text, ``level`` text,
+``status`` integer 100..599, ``latency_ms`` finite number >= 0, ``host`` text,
+none of the alternative keys); everything else goes to the reference decoder.
+"""
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import IntervalWindow
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import columnar, deadletter, windows
+from transforms.combiners import Moments, Quantiles
+from transforms.decode import (DEFAULT_MAX_BYTES, MAX_EVENT_TIME,
+                               MIN_EVENT_TIME, decode_payload)
+from transforms.logs import decoders
+from transforms.logs.records import ERROR_LEVELS
+from transforms.logs.stats import LogStats
+
+SCHEMA = pa.schema([
+    ('timestamp', pa.string()), ('service', pa.string()),
+    ('level', pa.string()), ('status', pa.int64()),
+    ('latency_ms', pa.float64()), ('host', pa.string()),
+])
+# Keys the reference decoder would consult when a canonical one is absent, or
+# that hold nested versions of them: a row with any of them goes to it.
+ALTERNATIVE_KEYS = frozenset(
+    decoders.TIME_KEYS[1:] + decoders.SERVICE_KEYS[1:] +
+    decoders.LEVEL_KEYS[1:] + decoders.STATUS_KEYS[1:] +
+    decoders.LATENCY_MS_KEYS[1:] + decoders.LATENCY_S_KEYS +
+    decoders.HOST_KEYS[1:] + ('log', 'http'))
+RFC3339 = (r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?'
+           r'(Z|[+-]\d{2}:\d{2})$')
+ERROR_LEVEL_LIST = sorted(ERROR_LEVELS)
+
+
+class Columns:
+    """Decoded records as columns (what the statistics need of them)."""
+    __slots__ = ('event_us', 'service', 'error', 'latency')
+
+    def __init__(self, event_us, service, error, latency):
+        self.event_us = event_us          # int64 microseconds
+        self.service = service            # numpy object array of str
+        self.error = error                # bool
+        self.latency = latency            # float64, NaN where none
+
+    @classmethod
+    def concat(cls, parts):
+        parts = [p for p in parts if len(p.event_us)]
+        if not parts:
+            return cls(np.zeros(0, np.int64), np.zeros(0, object),
+                       np.zeros(0, bool), np.zeros(0, np.float64))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in cls.__slots__))
+
+    @classmethod
+    def of_records(cls, records):
+        return cls(
+            np.array([r.event_time.micros for r in records], np.int64),
+            np.array([r.service for r in records], object),
+            np.array([(r.status is not None and r.status >= 500)
+                      or r.level in ERROR_LEVELS for r in records], bool),
+            np.array([np.nan if r.latency_ms is None else r.latency_ms
+                      for r in records], np.float64))
+
+
+def _accepted_rows(table: pa.Table) -> np.ndarray:
+    """Rows the vectorised reading gets exactly right (bool mask)."""
+    n = table.num_rows
+    ok = np.ones(n, bool)
+    for name in table.column_names:
+        if name in ALTERNATIVE_KEYS:
+            ok &= table.column(name).is_null().to_numpy(zero_copy_only=False)
+    ts = table.column('timestamp') if 'timestamp' in table.column_names \
+        else pa.nulls(n, pa.string())
+    ok &= pc.fill_null(pc.match_substring_regex(ts, RFC3339),
+                       False).to_numpy(zero_copy_only=False)
+    service = table.column('service') if 'service' in table.column_names \
+        else pa.nulls(n, pa.string())
+    trimmed = pc.utf8_trim_whitespace(service)
+    ok &= pc.fill_null(pc.and_(pc.equal(service, trimmed),
+                               pc.greater(pc.utf8_length(service), 0)),
+                       False).to_numpy(zero_copy_only=False)
+    if 'status' in table.column_names:
+        status = table.column('status')
+        good = pc.or_(pc.is_null(status), pc.and_(
+            pc.greater_equal(status, 100), pc.less_equal(status, 599)))
+        ok &= pc.fill_null(good, False).to_numpy(zero_copy_only=False)
+    if 'latency_ms' in table.column_names:
+        latency = table.column('latency_ms')
+        good = pc.or_(pc.is_null(latency), pc.and_(
+            pc.is_finite(latency), pc.greater_equal(latency, 0.0)))
+        ok &= pc.fill_null(good, False).to_numpy(zero_copy_only=False)
+    return ok
+
+
+def _levels(table: pa.Table):
+    """Normalised levels as a string array, or None where a level is refused."""
+    if 'level' not in table.column_names:
+        return pa.array([''] * table.num_rows, pa.string())
+    encoded = pc.dictionary_encode(table.column('level')).combine_chunks()
+    names = []
+    for value in encoded.dictionary.to_pylist():
+        names.append(decoders.normalise_level(value))
+    return pc.fill_null(pc.take(pa.array(names, pa.string()),
+                                encoded.indices), '')
+
+
+def _columns_of(table: pa.Table) -> Columns:
+    n = table.num_rows
+    event_us = table.column('timestamp').cast(
+        pa.timestamp('us', tz='UTC')).cast(pa.int64()).to_numpy(
+            zero_copy_only=False)
+    level = _levels(table)
+    error = pc.is_in(level, pa.array(ERROR_LEVEL_LIST)).to_numpy(
+        zero_copy_only=False)
+    if 'status' in table.column_names:
+        error = error | pc.fill_null(pc.greater_equal(
+            table.column('status'), 500), False).to_numpy(zero_copy_only=False)
+    latency = table.column('latency_ms').to_numpy(zero_copy_only=False) \
+        .astype(np.float64) if 'latency_ms' in table.column_names \
+        else np.full(n, np.nan)
+    return Columns(event_us.astype(np.int64),
+                   table.column('service').to_numpy(zero_copy_only=False),
+                   error.astype(bool), latency)
+
+
+class BlockDecoder:
+    """Decodes a block of lines to :class:`Columns` plus dead letters."""
+
+    def __init__(self, decoder, stage, source='', max_bytes=DEFAULT_MAX_BYTES,
+                 json_fast=True):
+        self.decoder = decoder
+        self.stage = stage
+        self.source = source
+        self.max_bytes = max_bytes
+        self.json_fast = json_fast
+
+    def reference(self, lines):
+        """Lines decoded one by one: (records, dead letters)."""
+        records, dead = [], []
+        for raw in lines:
+            result = decode_payload(raw, self.decoder, self.stage, self.source,
+                                    self.max_bytes)
+            (dead if isinstance(result, deadletter.DeadLetter)
+             else records).append(result)
+        return records, dead
+
+    def decode(self, data: bytes, bounds=None):
+        """``data``: lines joined by b'\\n'; ``bounds``: their (starts, ends)
+        when known (an empty last line leaves no trace in the bytes)."""
+        starts, ends = bounds if bounds is not None else \
+            columnar.line_bounds(data)
+        if not self.json_fast or len(starts) == 0:
+            records, dead = self.reference(
+                [data[s:e] for s, e in zip(starts, ends)])
+            return Columns.of_records(records), dead, len(records)
+        candidates = columnar.json_candidates(data, starts, ends,
+                                              self.max_bytes)
+        segments, refused = columnar.json_block(
+            data, starts, ends, candidates, SCHEMA)
+        fallback = [np.flatnonzero(~candidates), refused]
+        parts = []
+        for segment in segments:
+            ok = _accepted_rows(segment.table)
+            fallback.append(segment.lines[~ok])
+            if ok.any():
+                table = segment.table.filter(pa.array(ok))
+                try:
+                    columns = _columns_of(table)
+                except (pa.ArrowInvalid, decoders.DecodeError):
+                    fallback.append(segment.lines[ok])   # e.g. 2026-02-30
+                    continue
+                inside = ((columns.event_us >= MIN_EVENT_TIME.micros)
+                          & (columns.event_us <= MAX_EVENT_TIME.micros))
+                if not inside.all():
+                    fallback.append(segment.lines[ok][~inside])
+                    columns = Columns(*(getattr(columns, f)[inside]
+                                        for f in Columns.__slots__))
+                parts.append(columns)
+        lines = np.sort(np.concatenate(fallback)) if fallback else []
+        records, dead = self.reference(
+            [data[starts[i]:ends[i]] for i in lines])
+        parts.append(Columns.of_records(records))
+        columns = Columns.concat(parts)
+        return columns, dead, len(columns.event_us)
+
+
+def partials(columns: Columns, window: windows.WindowSpec, k: int):
+    """(service, window start us, window end us, max event us, LogStats) per
+    group of the columns' records (vectorised)."""
+    rows, starts = windows.window_starts(window, columns.event_us)
+    if rows.size == 0:
+        return []
+    size = int(round(window.size * 1e6))
+    service = columns.service[rows]
+    order, bounds, firsts = columnar.group_rows(service, starts)
+    event_us = columns.event_us[rows][order]
+    error = columns.error[rows][order]
+    latency = columns.latency[rows][order]
+    out = []
+    for g in range(len(firsts)):
+        lo, hi = bounds[g], bounds[g + 1]
+        stats = LogStats(k)
+        stats.count = int(hi - lo)
+        stats.errors = int(error[lo:hi].sum())
+        lat = latency[lo:hi]
+        lat = lat[~np.isnan(lat)]
+        if lat.size:
+            stats.latency = Moments.of_array(lat)
+            stats.sketch = Quantiles(k).add_array(lat)
+        start = int(starts[firsts[g]])
+        out.append((service[firsts[g]], start, start + size,
+                    int(event_us[lo:hi].max()), stats))
+    return out
+
+
+class LogPartialsFn(beam.DoFn):
+    """Raw lines or LineBlocks -> ``(service, LogStats)`` partials, each in its
+    window (tag ``ok``), and dead letters (tag ``dead``)."""
+
+    def __init__(self, block_decoder: BlockDecoder, window: windows.WindowSpec,
+                 job: str, k: int, max_buffer: int = 20000):
+        self._decoder = block_decoder
+        self._window = window
+        self._k = k
+        self._max_buffer = max_buffer
+        self._decoded = Metrics.counter(job, 'decoded')
+        self._dead = Metrics.counter(job, 'dead_letters')
+
+    def start_bundle(self):
+        self._buffer = []
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        if isinstance(element, columnar.LineBlock):
+            yield from self._emit(*self._decoder.decode(element.data),
+                                  timestamp, window)
+            return
+        self._buffer.append((element, timestamp, window))
+        if len(self._buffer) >= self._max_buffer:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def _flush(self):
+        buffered, self._buffer = self._buffer, []
+        if not buffered:
+            return
+        # Payloads that cannot travel in a block (text, or holding a newline)
+        # are decoded one by one; the rest as one block.
+        single = [i for i, (raw, _, _) in enumerate(buffered)
+                  if not isinstance(raw, bytes) or b'\n' in raw]
+        if single:
+            records, dead = self._decoder.reference(
+                [buffered[i][0] for i in single])
+            yield from self._emit(Columns.of_records(records), dead,
+                                  len(records), buffered[single[0]][1],
+                                  buffered[single[0]][2])
+            skip = set(single)
+            buffered = [b for i, b in enumerate(buffered) if i not in skip]
+        if buffered:
+            raws = [raw for raw, _, _ in buffered]
+            data = b'\n'.join(raws)
+            lengths = np.fromiter(map(len, raws), np.int64, len(raws))
+            starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+            columns, dead, count = self._decoder.decode(
+                data, (starts, starts + lengths))
+            # Dead letters keep the time and window of their input element.
+            by_raw = {}
+            for raw, ts, w in buffered:
+                by_raw.setdefault(raw, (ts, w))
+            yield from self._emit(columns, [], count, *buffered[0][1:])
+            for letter in dead:
+                ts, w = by_raw.get(letter.raw, buffered[0][1:])
+                self._dead.inc()
+                yield _dead_output(letter, ts, w)
+
+    def _emit(self, columns, dead, count, timestamp, window):
+        self._decoded.inc(count)
+        for letter in dead:
+            self._dead.inc()
+            yield _dead_output(letter, timestamp, window)
+        for service, start, end, last_us, stats in partials(
+                columns, self._window, self._k):
+            yield WindowedValue(
+                (service, stats), Timestamp(micros=last_us),
+                (IntervalWindow(Timestamp(micros=start),
+                                Timestamp(micros=end)),))
+
+
+def _dead_output(letter, timestamp, window):
+    return beam.pvalue.TaggedOutput(
+        deadletter.DEAD, WindowedValue(letter, timestamp, (window,)))
