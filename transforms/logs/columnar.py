@@ -56,7 +56,7 @@ class Columns:
 
     def __init__(self, event_us, service, error, latency):
         self.event_us = event_us          # int64 microseconds
-        self.service = service            # numpy object array of str
+        self.service = service            # pyarrow string Array
         self.error = error                # bool
         self.latency = latency            # float64, NaN where none
 
@@ -64,16 +64,20 @@ class Columns:
     def concat(cls, parts):
         parts = [p for p in parts if len(p.event_us)]
         if not parts:
-            return cls(np.zeros(0, np.int64), np.zeros(0, object),
+            return cls(np.zeros(0, np.int64), pa.array([], pa.string()),
                        np.zeros(0, bool), np.zeros(0, np.float64))
-        return cls(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in cls.__slots__))
+        if len(parts) == 1:
+            return parts[0]
+        return cls(np.concatenate([p.event_us for p in parts]),
+                   pa.concat_arrays([p.service for p in parts]),
+                   np.concatenate([p.error for p in parts]),
+                   np.concatenate([p.latency for p in parts]))
 
     @classmethod
     def of_records(cls, records):
         return cls(
             np.array([r.event_time.micros for r in records], np.int64),
-            np.array([r.service for r in records], object),
+            pa.array([r.service for r in records], pa.string()),
             np.array([(r.status is not None and r.status >= 500)
                       or r.level in ERROR_LEVELS for r in records], bool),
             np.array([np.nan if r.latency_ms is None else r.latency_ms
@@ -137,7 +141,7 @@ def _columns_of(table: pa.Table) -> Columns:
         .astype(np.float64) if 'latency_ms' in table.column_names \
         else np.full(n, np.nan)
     return Columns(event_us.astype(np.int64),
-                   table.column('service').to_numpy(zero_copy_only=False),
+                   table.column('service').combine_chunks(),
                    error.astype(bool), latency)
 
 
@@ -191,8 +195,10 @@ class BlockDecoder:
                           & (columns.event_us <= MAX_EVENT_TIME.micros))
                 if not inside.all():
                     fallback.append(segment.lines[ok][~inside])
-                    columns = Columns(*(getattr(columns, f)[inside]
-                                        for f in Columns.__slots__))
+                    columns = Columns(
+                        columns.event_us[inside],
+                        columns.service.filter(pa.array(inside)),
+                        columns.error[inside], columns.latency[inside])
                 parts.append(columns)
         lines = np.sort(np.concatenate(fallback)) if fallback else []
         records, dead = self.reference(
@@ -204,30 +210,52 @@ class BlockDecoder:
 
 def partials(columns: Columns, window: windows.WindowSpec, k: int):
     """(service, window start us, window end us, max event us, LogStats) per
-    group of the columns' records (vectorised)."""
+    group of the columns' records (vectorised: one Arrow group-by)."""
     rows, starts = windows.window_starts(window, columns.event_us)
     if rows.size == 0:
         return []
     size = int(round(window.size * 1e6))
-    service = columns.service[rows]
-    order, bounds, firsts = columnar.group_rows(service, starts)
-    event_us = columns.event_us[rows][order]
-    error = columns.error[rows][order]
-    latency = columns.latency[rows][order]
+    every_row_once = rows.size == len(columns.event_us)
+    take = (lambda a: a) if every_row_once else (lambda a: a[rows])
+    service = columns.service if every_row_once else \
+        columns.service.take(pa.array(rows))
+    latency = take(columns.latency)
+    table = pa.table({
+        'service': service, 'start': starts,
+        'error': take(columns.error), 'event': take(columns.event_us),
+        'latency': pa.array(latency, pa.float64(), mask=np.isnan(latency)),
+    })
+    grouped = table.group_by(['service', 'start'], use_threads=False) \
+        .aggregate([
+            ('error', 'count'), ('error', 'sum'), ('event', 'max'),
+            ('latency', 'count'), ('latency', 'mean'), ('latency', 'min'),
+            ('latency', 'max'),
+            ('latency', 'variance', pc.VarianceOptions(ddof=0)),
+            ('latency', 'list')])
     out = []
-    for g in range(len(firsts)):
-        lo, hi = bounds[g], bounds[g + 1]
+    columns_of = {name: grouped.column(name).to_pylist() for name in (
+        'service', 'start', 'error_count', 'error_sum', 'event_max',
+        'latency_count', 'latency_mean', 'latency_min', 'latency_max',
+        'latency_variance')}
+    lists = grouped.column('latency_list').combine_chunks()
+    offsets = lists.offsets.to_numpy()
+    values = lists.values.to_numpy(zero_copy_only=False)
+    for g in range(grouped.num_rows):
         stats = LogStats(k)
-        stats.count = int(hi - lo)
-        stats.errors = int(error[lo:hi].sum())
-        lat = latency[lo:hi]
-        lat = lat[~np.isnan(lat)]
-        if lat.size:
-            stats.latency = Moments.of_array(lat)
-            stats.sketch = Quantiles(k).add_array(lat)
-        start = int(starts[firsts[g]])
-        out.append((service[firsts[g]], start, start + size,
-                    int(event_us[lo:hi].max()), stats))
+        stats.count = columns_of['error_count'][g]
+        stats.errors = int(columns_of['error_sum'][g])
+        n = columns_of['latency_count'][g]
+        if n:
+            stats.latency = Moments(
+                n, columns_of['latency_mean'][g],
+                columns_of['latency_variance'][g] * n,
+                columns_of['latency_min'][g], columns_of['latency_max'][g])
+            group_values = values[offsets[g]:offsets[g + 1]]
+            stats.sketch = Quantiles(k).add_array(
+                group_values[~np.isnan(group_values)])
+        start = columns_of['start'][g]
+        out.append((columns_of['service'][g], start, start + size,
+                    columns_of['event_max'][g], stats))
     return out
 
 

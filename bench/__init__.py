@@ -1,0 +1,1 @@
+"""Benchmarks: events/s per core as a ratio to plain pyarrow (``make bench``)."""
