@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 JOB    ?= logs
 ARGS   ?=
 
-.PHONY: install run test docs clean help
+.PHONY: install run test bench docs clean help
 
 help:
-	@echo "make install | run [JOB=logs ARGS=...] | test | docs | clean"
+	@echo "make install | run [JOB=logs ARGS=...] | test | bench | docs | clean"
 
 install: $(STAMP)
 
@@ -29,9 +29,14 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# Benchmarks: events/s per core against plain pyarrow, peak memory of a
+# 10-million-record replay; writes bench/RESULTS.md (a few minutes).
+bench: install
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 # Regenerates the README's option and table reference from the code.
 docs: install
 	$(PY) -m pipelines.docs --write README.md
 
 clean:
-	rm -rf output .pytest_cache build *.egg-info
+	rm -rf output bench/out .pytest_cache build *.egg-info

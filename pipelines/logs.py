@@ -23,7 +23,7 @@ from transforms.deadletter import DeadLetter
 from transforms.decode import DEFAULT_MAX_BYTES, Decode
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.logs import decoders
-from transforms.logs.columnar import BlockDecoder, LogPartialsFn
+from transforms.logs.columnar import BlockDecoder, log_partials_fn
 from transforms.logs.stats import (LogStatsFn, ServiceStats, stats_count,
                                    to_service_stats)
 
@@ -142,20 +142,25 @@ def build(pipeline, args, context):
     decoder = decoders.make_decoder(args.log_format, args.default_service,
                                     args.syslog_year)
     if use_columnar(args, window, trigger):
-        # Blocks of lines -> partial LogStats per (service, window), each in
-        # its window; the trigger is set without reassigning windows.
-        blocks = None if context.streaming else source.blocks()
+        # Blocks of lines -> partial LogStats per (service, window).  In a
+        # stream each partial travels in its window and the trigger is set
+        # without reassigning windows; in a batch run (one pane per window)
+        # the window travels in the key instead.
+        bounded = not context.streaming
+        blocks = source.blocks() if bounded else None
         decoded = (pipeline
                    | 'Read' >> (blocks or source)
-                   | 'DecodePartials' >> beam.ParDo(LogPartialsFn(
+                   | 'DecodePartials' >> beam.ParDo(log_partials_fn(
                        BlockDecoder(decoder, 'decode.logs', args.source,
                                     args.max_record_bytes,
                                     json_fast=args.log_format in ('auto',
                                                                   'json')),
-                       window, JOB, DEFAULT_K)).with_outputs(
-                           deadletter.DEAD, main=deadletter.OK))
-        keyed = decoded.ok | 'Window' >> windows.ApplyKeptWindows(trigger)
+                       window, JOB, DEFAULT_K, window_in_key=bounded))
+                   .with_outputs(deadletter.DEAD, main=deadletter.OK))
+        keyed = decoded.ok if bounded else \
+            decoded.ok | 'Window' >> windows.ApplyKeptWindows(trigger)
     else:
+        bounded = False
         decoded = (pipeline
                    | 'Read' >> source
                    | 'Decode' >> Decode(
@@ -169,8 +174,8 @@ def build(pipeline, args, context):
     dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
         masker, ('raw',))
     stats = keyed | 'ServiceStats' >> AggregatePerKey(
-        LogStatsFn(), to_service_stats, stats_count, trigger.accumulating,
-        JOB).with_output_types(ServiceStats)
+        LogStatsFn(), to_service_stats, stats_count, trigger.accumulates_panes,
+        JOB, window_in_key=bounded).with_output_types(ServiceStats)
     alerts = stats | 'Alerts' >> ThresholdAlerts(
         lambda row: row.service, rules, JOB).with_output_types(Alert)
 

@@ -20,9 +20,16 @@ import codecs
 import re
 import typing
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import deadletter
 
 NEWLINE = 10
 OPEN_BRACE = ord('{')
@@ -184,3 +191,98 @@ def group_rows(*keys):
     breaks = np.flatnonzero(np.diff(sorted_codes)) + 1
     bounds = np.concatenate(([0], breaks, [n])).astype(np.int64)
     return order, bounds, order[bounds[:-1]]
+
+
+_GLOBAL = (GlobalWindow(),)
+
+
+class PartialsFn(beam.DoFn):
+    """Raw payloads or :class:`LineBlock` s -> partial aggregates per (key,
+    window), each emitted in its window (tag ``ok``), and dead letters (tag
+    ``dead``).
+
+    ``decoder.decode(data, bounds)`` decodes a block of lines and
+    ``decoder.decode_each(payloads)`` single payloads, each to ``(columns,
+    dead letters, record count)``; ``make_partials(columns)`` yields ``(key,
+    window start us, window end us, latest event us, accumulator)``.  A block
+    is decoded when it arrives; single payloads (a stream) are buffered per
+    bundle and decoded together when the bundle finishes, so the partials of
+    a bundle are what the element-at-a-time path would have combined before
+    the shuffle.  ``window_in_key`` emits ``((key, start, end), accumulator)``
+    in the global window instead (bounded input; see AggregatePerKey).
+    """
+
+    def __init__(self, decoder, make_partials, job, max_buffer=20000,
+                 window_in_key=False):
+        self._window_in_key = window_in_key
+        self._decoder = decoder
+        self._make_partials = make_partials
+        self._max_buffer = max_buffer
+        self._decoded = Metrics.counter(job, 'decoded')
+        self._dead = Metrics.counter(job, 'dead_letters')
+
+    def start_bundle(self):
+        self._buffer = []
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        if isinstance(element, LineBlock):
+            columns, dead, count = self._decoder.decode(element.data)
+            yield from self._emit(columns, count)
+            yield from self._dead_letters(dead, timestamp, window)
+            return
+        self._buffer.append((element, timestamp, window))
+        if len(self._buffer) >= self._max_buffer:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def _flush(self):
+        buffered, self._buffer = self._buffer, []
+        if not buffered:
+            return
+        # Payloads that cannot travel in a block (text, or holding a newline)
+        # are decoded one by one; the rest as one block.
+        blockable = [isinstance(raw, bytes) and b'\n' not in raw
+                     for raw, _, _ in buffered]
+        singles = [b[0] for b, ok in zip(buffered, blockable) if not ok]
+        raws = [b[0] for b, ok in zip(buffered, blockable) if ok]
+        dead = []
+        if singles:
+            columns, dead_singles, count = self._decoder.decode_each(singles)
+            dead += dead_singles
+            yield from self._emit(columns, count)
+        if raws:
+            lengths = np.fromiter(map(len, raws), np.int64, len(raws))
+            starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+            columns, dead_block, count = self._decoder.decode(
+                b'\n'.join(raws), (starts, starts + lengths))
+            dead += dead_block
+            yield from self._emit(columns, count)
+        # A dead letter keeps the timestamp and window of its input element.
+        where = {}
+        for raw, ts, w in buffered:
+            where.setdefault(deadletter.to_bytes(raw), (ts, w))
+        for letter in dead:
+            yield from self._dead_letters(
+                [letter], *where.get(letter.raw, buffered[0][1:]))
+
+    def _emit(self, columns, count):
+        self._decoded.inc(count)
+        for key, start, end, last_us, accumulator in \
+                self._make_partials(columns):
+            if self._window_in_key:     # bounded input: see AggregatePerKey
+                yield WindowedValue(((key, start, end), accumulator),
+                                    Timestamp(micros=last_us), _GLOBAL)
+                continue
+            yield WindowedValue(
+                (key, accumulator), Timestamp(micros=last_us),
+                (IntervalWindow(Timestamp(micros=start),
+                                Timestamp(micros=end)),))
+
+    def _dead_letters(self, letters, timestamp, window):
+        for letter in letters:
+            self._dead.inc()
+            yield beam.pvalue.TaggedOutput(
+                deadletter.DEAD, WindowedValue(letter, timestamp, (window,)))

@@ -65,6 +65,8 @@ def decode_payload(raw, decoder, stage: str, source: str = '',
                 source)
     try:
         record = decoder(text)
+        event_time = record.event_time
+        in_range = MIN_EVENT_TIME <= event_time <= MAX_EVENT_TIME
     except DecodeError as e:
         return deadletter.dead_letter(
             raw, stage, str(e) or 'refused by decoder', source)
@@ -73,8 +75,7 @@ def decode_payload(raw, decoder, stage: str, source: str = '',
         # letters with the exception named, so the bug can be found.
         return deadletter.dead_letter(
             raw, stage, f'unexpected {type(e).__name__}: {e}', source)
-    event_time = record.event_time
-    if not MIN_EVENT_TIME <= event_time <= MAX_EVENT_TIME:
+    if not in_range:
         return deadletter.dead_letter(
             raw, stage, f'event time out of range: {event_time}', source)
     return record

@@ -129,6 +129,11 @@ class TriggerSpec(typing.NamedTuple):
         late = beam_trigger.AfterCount(self.late) if self.late else None
         return beam_trigger.AfterWatermark(early=early, late=late)
 
+    @property
+    def accumulates_panes(self) -> bool:
+        """True when a window can fire several panes that accumulate."""
+        return self.accumulating and bool(self.early or self.lateness)
+
     def for_mode(self, streaming: bool) -> 'TriggerSpec':
         """The spec as it applies in this mode: a bounded (batch) run has no
         processing time, so early firings are dropped there."""

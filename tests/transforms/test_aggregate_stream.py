@@ -45,7 +45,7 @@ def run_stream(stream, check, window='fixed:60s', trigger='default'):
             | beam.Map(lambda r: (r.service, r))
             | windows.ApplyWindow(spec_w, spec_t)
             | AggregatePerKey(LogStatsFn(), to_service_stats, stats_count,
-                              spec_t.accumulating, JOB))
+                              spec_t.accumulates_panes, JOB))
     panes = (rows | beam.Map(lambda s: (
         s.service, int(s.window_start.micros // 1e6) - T0, s.pane_timing,
         s.pane_index, s.count, s.errors)))

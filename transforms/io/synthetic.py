@@ -11,6 +11,7 @@ Domains and their parameters: see ``python -m pipelines JOB --help``.
 """
 import importlib
 import importlib.util
+import math
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -39,16 +40,19 @@ def params_of(uri) -> dict:
     params = {name: uri.param(name, default, kind)
               for name, (kind, default, _) in module.PARAMS.items()}
     for name, value in params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UriError(f'{uri.text}: {name} must be a finite number')
         if isinstance(value, (int, float)) and not isinstance(value, bool) \
                 and value < 0:
             raise UriError(f'{uri.text}: {name} must not be negative')
+    for name in ('rate', 'tick'):
+        if name in params and params[name] <= 0:
+            raise UriError(f'{uri.text}: {name} must be greater than zero')
     for name in ('late', 'malformed'):
         if name in params and not 0 <= params[name] <= 1:
             raise UriError(f'{uri.text}: {name} is a fraction in [0, 1]')
     if params.get('events', 1) < 1:
         raise UriError(f'{uri.text}: events must be at least 1')
-    if params.get('tick', 1) <= 0:
-        raise UriError(f'{uri.text}: tick must be greater than zero')
     try:
         module.parse_start(params['start'])
     except (KeyError, AttributeError):

@@ -2,7 +2,7 @@
 partial :class:`~transforms.logs.stats.LogStats`, without a Python object per
 record.
 
-:class:`LogPartialsFn` takes blocks of lines (:class:`~transforms.columnar.
+:func:`log_partials_fn` takes blocks of lines (:class:`~transforms.columnar.
 LineBlock`, from a block-reading source) or single lines (buffered per bundle),
 decodes the JSON lines of a block with Arrow (see :mod:`transforms.columnar`),
 hands every other line to the reference decoder, assigns event-time windows
@@ -19,12 +19,6 @@ none of the alternative keys); everything else goes to the reference decoder.
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import IntervalWindow
-from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
-
 from transforms import columnar, deadletter, windows
 from transforms.combiners import Moments, Quantiles
 from transforms.decode import (DEFAULT_MAX_BYTES, MAX_EVENT_TIME,
@@ -156,6 +150,11 @@ class BlockDecoder:
         self.max_bytes = max_bytes
         self.json_fast = json_fast
 
+    def decode_each(self, payloads):
+        """Payloads decoded one by one: (columns, dead letters, count)."""
+        records, dead = self.reference(payloads)
+        return Columns.of_records(records), dead, len(records)
+
     def reference(self, lines):
         """Lines decoded one by one: (records, dead letters)."""
         records, dead = [], []
@@ -259,81 +258,21 @@ def partials(columns: Columns, window: windows.WindowSpec, k: int):
     return out
 
 
-class LogPartialsFn(beam.DoFn):
+class LogPartials:
+    """columns -> partial LogStats per (service, window); picklable."""
+
+    def __init__(self, window: windows.WindowSpec, k: int):
+        self.window = window
+        self.k = k
+
+    def __call__(self, columns):
+        return partials(columns, self.window, self.k)
+
+
+def log_partials_fn(block_decoder: BlockDecoder, window: windows.WindowSpec,
+                    job: str, k: int,
+                    window_in_key: bool = False) -> columnar.PartialsFn:
     """Raw lines or LineBlocks -> ``(service, LogStats)`` partials, each in its
     window (tag ``ok``), and dead letters (tag ``dead``)."""
-
-    def __init__(self, block_decoder: BlockDecoder, window: windows.WindowSpec,
-                 job: str, k: int, max_buffer: int = 20000):
-        self._decoder = block_decoder
-        self._window = window
-        self._k = k
-        self._max_buffer = max_buffer
-        self._decoded = Metrics.counter(job, 'decoded')
-        self._dead = Metrics.counter(job, 'dead_letters')
-
-    def start_bundle(self):
-        self._buffer = []
-
-    def process(self, element, timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam):
-        if isinstance(element, columnar.LineBlock):
-            yield from self._emit(*self._decoder.decode(element.data),
-                                  timestamp, window)
-            return
-        self._buffer.append((element, timestamp, window))
-        if len(self._buffer) >= self._max_buffer:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        yield from self._flush()
-
-    def _flush(self):
-        buffered, self._buffer = self._buffer, []
-        if not buffered:
-            return
-        # Payloads that cannot travel in a block (text, or holding a newline)
-        # are decoded one by one; the rest as one block.
-        single = [i for i, (raw, _, _) in enumerate(buffered)
-                  if not isinstance(raw, bytes) or b'\n' in raw]
-        if single:
-            records, dead = self._decoder.reference(
-                [buffered[i][0] for i in single])
-            yield from self._emit(Columns.of_records(records), dead,
-                                  len(records), buffered[single[0]][1],
-                                  buffered[single[0]][2])
-            skip = set(single)
-            buffered = [b for i, b in enumerate(buffered) if i not in skip]
-        if buffered:
-            raws = [raw for raw, _, _ in buffered]
-            data = b'\n'.join(raws)
-            lengths = np.fromiter(map(len, raws), np.int64, len(raws))
-            starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
-            columns, dead, count = self._decoder.decode(
-                data, (starts, starts + lengths))
-            # Dead letters keep the time and window of their input element.
-            by_raw = {}
-            for raw, ts, w in buffered:
-                by_raw.setdefault(raw, (ts, w))
-            yield from self._emit(columns, [], count, *buffered[0][1:])
-            for letter in dead:
-                ts, w = by_raw.get(letter.raw, buffered[0][1:])
-                self._dead.inc()
-                yield _dead_output(letter, ts, w)
-
-    def _emit(self, columns, dead, count, timestamp, window):
-        self._decoded.inc(count)
-        for letter in dead:
-            self._dead.inc()
-            yield _dead_output(letter, timestamp, window)
-        for service, start, end, last_us, stats in partials(
-                columns, self._window, self._k):
-            yield WindowedValue(
-                (service, stats), Timestamp(micros=last_us),
-                (IntervalWindow(Timestamp(micros=start),
-                                Timestamp(micros=end)),))
-
-
-def _dead_output(letter, timestamp, window):
-    return beam.pvalue.TaggedOutput(
-        deadletter.DEAD, WindowedValue(letter, timestamp, (window,)))
+    return columnar.PartialsFn(block_decoder, LogPartials(window, k), job,
+                               window_in_key=window_in_key)

@@ -1,0 +1,137 @@
+"""``make bench``: every benchmark, a Markdown table in bench/RESULTS.md, and
+the line ``min ratio to pyarrow: N.NN`` (the worst job's ratio).
+
+    python bench/run.py [--events N] [--memory-events M] [--quick]
+"""
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import common  # noqa: E402  pylint: disable=wrong-import-position
+from bench import logs_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import core_bench  # noqa: E402  pylint: disable=wrong-import-position
+
+RESULTS = common.BENCH / 'RESULTS.md'
+
+
+def _rate(run):
+    return run['result']['events'] / run['cpu_s']
+
+
+def bench_job(name, module, make_input, events, element_events):
+    path = make_input(events)
+    out = common.OUT / f'{name}-beam'
+    shutil.rmtree(out, ignore_errors=True)
+    ref_out = common.OUT / f'{name}-reference.parquet'
+    beam = common.in_subprocess(module.__name__.split('.')[-1], 'beam',
+                                path, out)
+    ref = common.in_subprocess(module.__name__.split('.')[-1], 'pyarrow',
+                               path, ref_out)
+    agreement = module.check(path, out, ref_out)
+    row = {
+        'job': name, 'events': beam['result']['events'],
+        'beam_rate': _rate(beam), 'ref_rate': _rate(ref),
+        'ratio': _rate(beam) / _rate(ref),
+        'beam_peak_mib': beam['peak_mib'], 'ref_peak_mib': ref['peak_mib'],
+        'beam_wall_s': beam['wall_s'], 'agreement': agreement,
+    }
+    if element_events:
+        small = make_input(element_events)
+        out = common.OUT / f'{name}-element'
+        shutil.rmtree(out, ignore_errors=True)
+        element = common.in_subprocess(module.__name__.split('.')[-1], 'beam',
+                                       small, out, 'element')
+        small_ref = common.in_subprocess(module.__name__.split('.')[-1],
+                                         'pyarrow', small,
+                                         common.OUT / f'{name}-ref-small.parquet')
+        row['element_ratio'] = _rate(element) / _rate(small_ref)
+        row['element_rate'] = _rate(element)
+    return row
+
+
+def memory_run(name, module, make_input, events):
+    path = make_input(events)
+    out = common.OUT / f'{name}-memory'
+    shutil.rmtree(out, ignore_errors=True)
+    run = common.in_subprocess(module.__name__.split('.')[-1], 'beam',
+                               path, out)
+    shutil.rmtree(out, ignore_errors=True)
+    return {'events': run['result']['events'], 'peak_mib': run['peak_mib'],
+            'rate': _rate(run), 'wall_s': run['wall_s']}
+
+
+def table(rows, memory):
+    lines = [
+        '# Benchmark results',
+        '',
+        f'Made by `make bench` on {datetime.date.today()} '
+        f'({platform.machine()}, {os.cpu_count()} cores, Python '
+        f'{platform.python_version()}).  Events per second per core = events '
+        f'/ CPU seconds of the process that computed them.  Beam runs the '
+        f'replay path (file -> decode -> window -> aggregate -> Parquet) on '
+        f'the in-process portable runner (FnApiRunner) with one worker; the '
+        f'reference computes the same figures with plain pyarrow.',
+        '',
+        '| job | events | Beam ev/s/core | pyarrow ev/s/core | ratio | '
+        'element path ratio | Beam peak MiB | pyarrow peak MiB | agreement |',
+        '|---|---|---|---|---|---|---|---|---|',
+    ]
+    for r in rows:
+        element = f'{r["element_ratio"]:.3f}' if 'element_ratio' in r else '-'
+        lines.append(
+            f'| {r["job"]} | {r["events"]:,} | {r["beam_rate"]:,.0f} | '
+            f'{r["ref_rate"]:,.0f} | {r["ratio"]:.2f} | {element} | '
+            f'{r["beam_peak_mib"]:.0f} | {r["ref_peak_mib"]:.0f} | '
+            f'{r["agreement"]} |')
+    if memory:
+        lines += ['', '| memory run | events | peak MiB | ev/s/core | wall s |',
+                  '|---|---|---|---|---|']
+        for name, m in memory.items():
+            lines.append(f'| {name} | {m["events"]:,} | {m["peak_mib"]:.0f} |'
+                         f' {m["rate"]:,.0f} | {m["wall_s"]:.1f} |')
+    worst = min(r['ratio'] for r in rows)
+    lines += ['', f'min ratio to pyarrow: {worst:.2f}', '']
+    return '\n'.join(lines), worst
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('--events', type=int, default=1_000_000,
+                        help='records per throughput benchmark (default 1e6)')
+    parser.add_argument('--element-events', type=int, default=100_000,
+                        help='records for the element-at-a-time comparison '
+                             '(0 skips it; default 1e5)')
+    parser.add_argument('--memory-events', type=int, default=10_000_000,
+                        help='records of the peak-memory replay (0 skips it; '
+                             'default 1e7)')
+    args = parser.parse_args(argv)
+    benches = [
+        ('core', core_bench, core_bench.make_input),
+        ('logs', logs_bench, common.logs_input),
+    ]
+    rows = []
+    for name, module, make_input in benches:
+        print(f'running {name} ...', flush=True)
+        rows.append(bench_job(name, module, make_input, args.events,
+                              args.element_events))
+    memory = {}
+    if args.memory_events:
+        print(f'running logs memory replay of {args.memory_events:,} ...',
+              flush=True)
+        memory['logs'] = memory_run('logs', logs_bench, common.logs_input,
+                                    args.memory_events)
+    text, worst = table(rows, memory)
+    RESULTS.write_text(text, encoding='utf-8')
+    print(text)
+    return 0 if worst > 0 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
