@@ -100,7 +100,8 @@ def check(path, beam_out, reference_out):
                 worst = max(worst, max(0.0, lo - rank, rank - hi))
             start = i
     assert worst <= eps, f'quantile rank error {worst} > {eps}'
-    return {'groups': len(got), 'worst_rank_error': worst}
+    return {'groups': len(got), 'worst_rank_error': float(worst),
+            'rank_error_bound': float(eps)}
 
 
 RUNS = {'beam': beam_run, 'pyarrow': pyarrow_run}

@@ -66,7 +66,15 @@ def memory_run(name, module, make_input, events):
             'rate': _rate(run), 'wall_s': run['wall_s']}
 
 
-def table(rows, memory):
+def _agreement(a):
+    text = f'{a["groups"]} groups agree'
+    if 'worst_rank_error' in a:
+        text += (f'; quantile rank error <= {float(a["worst_rank_error"]):.4f}'
+                 f' (bound {float(a["rank_error_bound"]):.4f})')
+    return text
+
+
+def table(rows, memory, element_events):
     lines = [
         '# Benchmark results',
         '',
@@ -79,7 +87,8 @@ def table(rows, memory):
         f'reference computes the same figures with plain pyarrow.',
         '',
         '| job | events | Beam ev/s/core | pyarrow ev/s/core | ratio | '
-        'element path ratio | Beam peak MiB | pyarrow peak MiB | agreement |',
+        f'element path ratio ({element_events:,} events) | Beam peak MiB | '
+        'pyarrow peak MiB | agreement |',
         '|---|---|---|---|---|---|---|---|---|',
     ]
     for r in rows:
@@ -88,7 +97,7 @@ def table(rows, memory):
             f'| {r["job"]} | {r["events"]:,} | {r["beam_rate"]:,.0f} | '
             f'{r["ref_rate"]:,.0f} | {r["ratio"]:.2f} | {element} | '
             f'{r["beam_peak_mib"]:.0f} | {r["ref_peak_mib"]:.0f} | '
-            f'{r["agreement"]} |')
+            f'{_agreement(r["agreement"])} |')
     if memory:
         lines += ['', '| memory run | events | peak MiB | ev/s/core | wall s |',
                   '|---|---|---|---|---|']
@@ -127,7 +136,7 @@ def main(argv=None):
               flush=True)
         memory['logs'] = memory_run('logs', logs_bench, common.logs_input,
                                     args.memory_events)
-    text, worst = table(rows, memory)
+    text, worst = table(rows, memory, args.element_events)
     RESULTS.write_text(text, encoding='utf-8')
     print(text)
     return 0 if worst > 0 else 1
