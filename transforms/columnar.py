@@ -145,23 +145,19 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
                     refused.append(bad)
                     lo = bad + 1
                     continue
-                if hi - lo <= bisect_below:
-                    refused.extend(range(lo, hi))
-                    return
-                mid = (lo + hi) // 2
-                read(lo, mid)
-                read(mid, hi)
-                return
+                return bisect(lo, hi)
             if table.num_rows != hi - lo:     # the reader skipped something
-                if hi - lo <= bisect_below:
-                    refused.extend(range(lo, hi))
-                    return
-                mid = (lo + hi) // 2
-                read(lo, mid)
-                read(mid, hi)
-                return
+                return bisect(lo, hi)
             segments.append(JsonSegment(lines[lo:hi], table))
+            return None
+
+    def bisect(lo, hi):          # an error that names no row: halve
+        if hi - lo <= bisect_below:
+            refused.extend(range(lo, hi))
             return
+        mid = (lo + hi) // 2
+        read(lo, mid)
+        read(mid, hi)
 
     read(0, len(blob_starts))
     return segments, lines[np.asarray(sorted(refused), dtype=np.int64)] \

@@ -151,14 +151,21 @@ def _quantiles_from_bytes(data: bytes) -> Quantiles:
     return Quantiles(sketch=datasketches.kll_doubles_sketch.deserialize(data))
 
 
-class MomentsFn(beam.CombineFn):
-    """``PCollection[float]`` -> dict(count, mean, min, max, stddev) per key/window."""
+class MergingCombineFn(beam.CombineFn):
+    """A CombineFn over accumulators that ``merge`` themselves (Moments,
+    Quantiles, domain accumulators built of them).  ``add_input`` also takes
+    a partial accumulator of the same type, as the columnar fast path emits,
+    and merges it.  The output is the accumulator unless overridden."""
+    ACCUMULATOR = None     # the accumulator class
 
-    def create_accumulator(self):
-        return Moments()
+    def add_record(self, acc, record):
+        raise TypeError(f'{type(self).__name__} takes partial accumulators '
+                        f'only, not {type(record).__name__}')
 
-    def add_input(self, acc, x):
-        return acc.add(float(x))
+    def add_input(self, acc, value):
+        if isinstance(value, self.ACCUMULATOR):
+            return acc.merge(value)
+        return self.add_record(acc, value)
 
     def merge_accumulators(self, accs):
         accs = iter(accs)
@@ -168,11 +175,27 @@ class MomentsFn(beam.CombineFn):
         return result
 
     def extract_output(self, acc):
+        return acc
+
+
+class MomentsFn(MergingCombineFn):
+    """``PCollection[float]`` -> dict(count, mean, min, max, stddev) per key/window."""
+    ACCUMULATOR = Moments
+
+    def create_accumulator(self):
+        return Moments()
+
+    def add_record(self, acc, x):
+        return acc.add(float(x))
+
+    def extract_output(self, acc):
         return acc.result()
 
 
-class QuantilesFn(beam.CombineFn):
+class QuantilesFn(MergingCombineFn):
     """``PCollection[float]`` -> list of quantiles (for ``ranks``) per key/window."""
+
+    ACCUMULATOR = Quantiles
 
     def __init__(self, ranks=(0.5, 0.95, 0.99), k: int = DEFAULT_K):
         self._ranks = tuple(ranks)
@@ -181,15 +204,8 @@ class QuantilesFn(beam.CombineFn):
     def create_accumulator(self):
         return Quantiles(self._k)
 
-    def add_input(self, acc, x):
+    def add_record(self, acc, x):
         return acc.add(x)
-
-    def merge_accumulators(self, accs):
-        accs = iter(accs)
-        result = next(accs)
-        for acc in accs:
-            result.merge(acc)
-        return result
 
     def extract_output(self, acc):
         return acc.quantiles(self._ranks)

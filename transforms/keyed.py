@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import columnar, deadletter, formats, windows
-from transforms.combiners import Moments
+from transforms.combiners import MergingCombineFn, Moments
 from transforms.decode import (DEFAULT_MAX_BYTES, MAX_EVENT_TIME,
                                MIN_EVENT_TIME, DecodeError, decode_payload)
 
@@ -167,26 +167,15 @@ class KeyedPartials:
                 grouped['value_max'])]
 
 
-class KeyedMomentsFn(beam.CombineFn):
+class KeyedMomentsFn(MergingCombineFn):
     """KeyedValue records or Moments partials -> Moments."""
+    ACCUMULATOR = Moments
 
     def create_accumulator(self):
         return Moments()
 
-    def add_input(self, acc, value):
-        if isinstance(value, Moments):
-            return acc.merge(value)
-        return acc.add(value.value)
-
-    def merge_accumulators(self, accs):
-        accs = iter(accs)
-        result = next(accs)
-        for acc in accs:
-            result.merge(acc)
-        return result
-
-    def extract_output(self, acc):
-        return acc
+    def add_record(self, acc, record):
+        return acc.add(record.value)
 
 
 def moments_count(x) -> int:

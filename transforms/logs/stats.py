@@ -4,7 +4,8 @@ import typing
 import apache_beam as beam
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.combiners import DEFAULT_K, Moments, Quantiles
+from transforms.combiners import (DEFAULT_K, MergingCombineFn, Moments,
+                                  Quantiles)
 from transforms.logs.records import LogRecord, is_error
 
 RANKS = (0.5, 0.95, 0.99)
@@ -70,9 +71,10 @@ class LogStats:
         self.count, self.errors, self.latency, self.sketch = state
 
 
-class LogStatsFn(beam.CombineFn):
+class LogStatsFn(MergingCombineFn):
     """``LogRecord`` values (or partial :class:`LogStats` of many records) ->
     :class:`LogStats` per key and window."""
+    ACCUMULATOR = LogStats
 
     def __init__(self, k=DEFAULT_K):
         self._k = k
@@ -80,21 +82,8 @@ class LogStatsFn(beam.CombineFn):
     def create_accumulator(self):
         return LogStats(self._k)
 
-    def add_input(self, acc, record):
-        # The columnar fast path sends partial accumulators, not records.
-        if isinstance(record, LogStats):
-            return acc.merge(record)
+    def add_record(self, acc, record):
         return acc.add(record)
-
-    def merge_accumulators(self, accs):
-        accs = iter(accs)
-        result = next(accs)
-        for acc in accs:
-            result.merge(acc)
-        return result
-
-    def extract_output(self, acc):
-        return acc
 
 
 def stats_count(stats) -> int:
