@@ -107,7 +107,8 @@ def case(id_, args, message, prog=PROG):
          'argument --dead_letter: file:// cannot be used as a sink'),
     case('file-matches-nothing',
          ['logs', '--source', 'file://no/such/dir/*.log'],
-         "file://no/such/dir/*.log: no file matches 'no/such/dir/*.log'"),
+         "argument --source: file://no/such/dir/*.log: no file matches "
+         "'no/such/dir/*.log'"),
     case('hash-without-key', ['logs', '--mask', 'hash'],
          '--mask=hash needs --mask_key'),
     case('unknown-job', ['nojob'], "unknown job 'nojob'; jobs: logs",

@@ -92,8 +92,19 @@ def test_param_converts_and_names_the_parameter_when_it_cannot():
     ('jsonl://out', 'sink'),
     ('console://', 'sink'),
 ])
-def test_check_uri_accepts_usable_uris(text, kind):
+def test_check_uri_accepts_usable_uris(text, kind, tmp_path, monkeypatch):
+    # Relative paths resolve against the working directory: give the file
+    # source something to match.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'logs').mkdir()
+    (tmp_path / 'logs' / 'a.log').write_bytes(b'x\n')
     assert check_uri(text, kind) == parse_uri(text)
+
+
+def test_a_file_source_matching_nothing_is_refused_at_once(tmp_path):
+    with pytest.raises(UriError) as err:
+        check_uri(f'file://{tmp_path}/*.log', 'source')
+    assert 'no file matches' in str(err.value)
 
 
 def test_a_sink_scheme_is_not_a_source():

@@ -29,6 +29,14 @@ def validate(uri, kind):
                        f'e.g. file://logs/*.jsonl')
     if uri.param('block_bytes', DEFAULT_BLOCK_BYTES, int) < 1:
         raise UriError(f'{uri.text}: block_bytes must be at least 1')
+    if kind == 'source':
+        _check_matches(uri)
+
+
+def _check_matches(uri):
+    """A replay of nothing is a mistake: say so before anything starts."""
+    if not FileSystems.match([uri.location])[0].metadata_list:
+        raise UriError(f'{uri.text}: no file matches {uri.location!r}')
 
 
 class _BlocksFn(beam.DoFn):
@@ -67,10 +75,8 @@ def _count(raw, counter):
 
 class FileSource(Source):
     def _pattern(self):
-        pattern = self.uri.location
-        if not FileSystems.match([pattern])[0].metadata_list:
-            raise UriError(f'{self.uri.text}: no file matches {pattern!r}')
-        return pattern
+        _check_matches(self.uri)
+        return self.uri.location
 
     def expand(self, pbegin):
         read = Metrics.counter(self.context.job, 'read')
