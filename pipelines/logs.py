@@ -4,7 +4,7 @@ Reads application and server logs (JSON lines, nginx/Apache combined, RFC 5424
 and RFC 3164 syslog; auto-detected per line), masks personal data, and computes
 per service and event-time window: record count, error count and error rate
 (status >= 500 or level ERROR/FATAL) and latency mean/min/max/stddev and
-p50/p95/p99 (KLL sketch, rank error ~1.65%).  An alert is raised once when a
+p50/p95/p99 (KLL sketch, rank error ~1.33%).  An alert is raised once when a
 service's error rate or p99 crosses its threshold and a recovery is recorded
 once when it falls back below the recovery level.
 

@@ -11,9 +11,9 @@ lift the combine before the shuffle.
   cancellation).  ``stddev`` is the sample standard deviation (ddof=1), as
   pandas computes it; it is ``None`` below two values.
 * :class:`Quantiles` wraps an Apache DataSketches KLL sketch (doubles).  With
-  the default ``k=200`` the normalised rank error is about 1.65% (at 99%
-  confidence, single-sided): the reported p99 is a value whose true rank lies
-  within 0.99 +/- 0.0165.  The sketch's size is bounded (a few kB) whatever the
+  the default ``k=200`` the normalised rank error of a quantile is about 1.33%
+  (99% confidence): the reported p99 is a value whose true rank lies within
+  0.99 +/- 0.0133.  The sketch's size is bounded (a few kB) whatever the
   number of inputs.
 """
 import math
