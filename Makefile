@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed
 JOB    ?= logs
 ARGS   ?=
 
-.PHONY: install run test bench docs clean help
+.PHONY: install run test bench docs templates template launch submit-dataflow submit-flink clean help
 
 help:
-	@echo "make install | run [JOB=logs ARGS=...] | test | bench | docs | clean"
+	@echo "make install | run [JOB=logs ARGS=...] | test | bench | docs | templates | clean"
+	@echo "production: make template|launch|submit-dataflow|submit-flink JOB=... (docs/production.md)"
 
 install: $(STAMP)
 
@@ -37,6 +38,57 @@ bench: install
 # Regenerates the README's option and table reference from the code.
 docs: install
 	$(PY) -m pipelines.docs --write README.md
+
+# Regenerates templates/<job>/ (metadata.json, main.py, Dockerfile) from the
+# job's options; a test fails when they are stale.
+templates: install
+	$(PY) -m pipelines.templates --write
+
+# ---- Production (docs/production.md).  These need a cloud project or a Flink
+# cluster; nothing below runs in the tests.
+PROJECT      ?=
+REGION       ?=
+REPOSITORY   ?= realtime-pipelines
+BUCKET       ?=
+TEMP         ?= $(BUCKET)/tmp
+IMAGE        ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/$(JOB):latest
+TEMPLATE     ?= $(BUCKET)/templates/$(JOB).json
+JOB_NAME     ?= $(subst _,-,$(JOB))-$(shell date +%Y%m%d-%H%M%S)
+PARAMETERS   ?=
+FLINK_MASTER ?= localhost:8081
+FLINK_ENV    ?= DOCKER
+
+need = $(if $($(1)),,$(error give $(1)=..., see docs/production.md))
+
+# Build the launcher image (templates/$(JOB)/Dockerfile) and the Flex
+# Template spec file with its parameters from templates/$(JOB)/metadata.json.
+template: templates
+	$(call need,PROJECT)$(call need,REGION)$(call need,BUCKET)
+	docker build -f templates/$(JOB)/Dockerfile -t $(IMAGE) .
+	docker push $(IMAGE)
+	gcloud dataflow flex-template build $(TEMPLATE) \
+	    --project $(PROJECT) --image $(IMAGE) --sdk-language PYTHON \
+	    --metadata-file templates/$(JOB)/metadata.json
+
+# Run a job from the template: PARAMETERS=source=...,sink=...
+launch:
+	$(call need,PROJECT)$(call need,REGION)$(call need,BUCKET)
+	gcloud dataflow flex-template run $(JOB_NAME) --project $(PROJECT) \
+	    --region $(REGION) --template-file-gcs-location $(TEMPLATE) \
+	    --additional-experiments enable_streaming_engine \
+	    $(if $(PARAMETERS),--parameters $(PARAMETERS),)
+
+# Submit straight from this checkout (ARGS: the job's options, e.g. --source).
+submit-dataflow: install
+	$(call need,PROJECT)$(call need,REGION)$(call need,TEMP)
+	$(PY) -m pipelines $(JOB) --runner DataflowRunner --project $(PROJECT) \
+	    --region $(REGION) --temp_location $(TEMP) --job_name $(JOB_NAME) \
+	    --setup_file ./setup.py --enable_streaming_engine $(ARGS)
+
+submit-flink: install
+	$(PY) -m pipelines $(JOB) --runner FlinkRunner \
+	    --flink_master $(FLINK_MASTER) --environment_type $(FLINK_ENV) \
+	    --setup_file ./setup.py $(ARGS)
 
 clean:
 	rm -rf output bench/out .pytest_cache build *.egg-info

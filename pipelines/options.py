@@ -28,7 +28,18 @@ LOCAL_RUNNERS = ('BundleBasedDirectRunner', 'DirectRunner', 'FnApiRunner',
                  'SwitchingDirectRunner', 'PrismRunner')
 
 
-def _checked(kind, parse):
+# Each option type carries the regex a Flex Template checks its parameter
+# against (templates/<job>/metadata.json is generated from these).
+_DURATION = r'[0-9]+(\.[0-9]+)?(ms|s|m|h|d)?'
+URI_REGEX = r'^[a-z][a-z0-9_]*://.*$'
+WINDOW_REGEX = (rf'^((fixed|session):{_DURATION}|sliding:{_DURATION}/'
+                rf'{_DURATION})$')
+TRIGGER_REGEX = r'^[a-z0-9=.,]*$'
+NUMBER_REGEX = r'^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$'
+INTEGER_REGEX = r'^[0-9]+$'
+
+
+def _checked(kind, parse, regex):
     def check(text):
         try:
             parse(text)
@@ -36,13 +47,15 @@ def _checked(kind, parse):
             raise argparse.ArgumentTypeError(str(e)) from None
         return text
     check.__name__ = kind
+    check.regex = regex
     return check
 
 
-source_uri = _checked('source URI', lambda t: io.check_uri(t, 'source'))
-sink_uri = _checked('sink URI', lambda t: io.check_uri(t, 'sink'))
-window_spec = _checked('window spec', windows.parse_window)
-trigger_spec = _checked('trigger spec', windows.parse_trigger)
+source_uri = _checked('source URI', lambda t: io.check_uri(t, 'source'),
+                      URI_REGEX)
+sink_uri = _checked('sink URI', lambda t: io.check_uri(t, 'sink'), URI_REGEX)
+window_spec = _checked('window spec', windows.parse_window, WINDOW_REGEX)
+trigger_spec = _checked('trigger spec', windows.parse_trigger, TRIGGER_REGEX)
 
 
 def positive_float(text):
@@ -62,6 +75,10 @@ def fraction(text):
     return value
 
 
+positive_float.regex = NUMBER_REGEX
+fraction.regex = NUMBER_REGEX
+
+
 def non_negative_int(text):
     try:
         value = int(text)
@@ -71,6 +88,9 @@ def non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f'{text!r} must be >= 0')
     return value
+
+
+non_negative_int.regex = INTEGER_REGEX
 
 
 class JobOptions(PipelineOptions):

@@ -85,7 +85,15 @@ def run(job_module, argv, out=sys.stdout):
     options_cls = job_module.OPTIONS
     args, beam_options = job_options.parse(
         options_cls, argv, description=job_module.__doc__)
+    prog = f'python -m pipelines {options_cls.JOB}'
     streaming = bool(beam_options.view_as(StandardOptions).streaming)
+    local = job_options.is_local(beam_options)
+    if streaming and not local and \
+            io.parse_uri(args.source).scheme == 'synthetic':
+        job_options.fail(prog, (
+            'argument --source: a synthetic:// stream is played by a '
+            'TestStream, which only the local runner runs; give a Pub/Sub '
+            'or Kafka source, or run in batch mode (no --streaming)'))
     context = io.Context(job=options_cls.JOB, streaming=streaming)
     started = time.time()
     pipeline = beam.Pipeline(options=beam_options)
@@ -93,11 +101,16 @@ def run(job_module, argv, out=sys.stdout):
         job_module.build(pipeline, args, context)
     except ValueError as e:
         # A problem found while wiring (e.g. a source with no files): one line.
-        job_options.fail(f'python -m pipelines {options_cls.JOB}', str(e))
+        job_options.fail(prog, str(e))
     result = pipeline.run()
-    result.wait_until_finish()
-    if not job_options.is_local(beam_options):
+    if not local:
+        # A service runner (Dataflow, Flink) runs the job on: a launcher, a
+        # Flex Template among them, must return once the job is submitted.
+        job = getattr(result, 'job_id', None)
+        out.write(f'{prog}: submitted{f" job {job()}" if callable(job) else ""}'
+                  f', state {result.state}\n')
         return None
+    result.wait_until_finish()
     summary = summarize(counters(result, options_cls.JOB))
     if args.summary:
         out.write(format_summary(options_cls.JOB, summary,

@@ -10,7 +10,6 @@ Two ways to read: one element per line (the reference path), or
 4 MiB).  A file is one unit of parallelism.
 """
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -39,15 +38,21 @@ def _check_matches(uri):
         raise UriError(f'{uri.text}: no file matches {uri.location!r}')
 
 
+def _matching_paths(unused_impulse, pattern):
+    for metadata in FileSystems.match([pattern])[0].metadata_list:
+        yield metadata.path
+
+
 class _BlocksFn(beam.DoFn):
-    """A matched file -> LineBlocks of whole lines."""
+    """A file path -> LineBlocks of whole lines."""
 
     def __init__(self, job, block_bytes):
         self._read = Metrics.counter(job, 'read')
         self._block_bytes = block_bytes
 
-    def process(self, readable):
-        with readable.open() as f:       # decompresses .gz/.bz2 by extension
+    def process(self, path):
+        # FileSystems.open decompresses .gz/.bz2 by extension.
+        with FileSystems.open(path) as f:
             rest = b''
             while True:
                 chunk = f.read(self._block_bytes)
@@ -89,8 +94,11 @@ class FileSource(Source):
         pattern = self._pattern()
         block_bytes = self.uri.param('block_bytes', DEFAULT_BLOCK_BYTES, int)
         job = self.context.job
-        return ('Match' >> fileio.MatchFiles(pattern)
-                | 'Open' >> fileio.ReadMatches()
+        # Impulse -> paths -> (spread over workers) -> blocks: only
+        # primitives every portable runner executes.
+        return ('Impulse' >> beam.Impulse()
+                | 'Match' >> beam.FlatMap(_matching_paths, pattern)
+                | 'Spread' >> beam.Reshuffle()
                 | 'Blocks' >> beam.ParDo(_BlocksFn(job, block_bytes)))
 
 

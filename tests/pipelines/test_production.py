@@ -1,0 +1,161 @@
+"""Production readiness, checked offline: Flex Template files generated from
+the options, every template parameter accepted by the job's real parser, the
+Dataflow job description (dry run, nothing submitted), a portable pipeline
+a Flink cluster can run, and stable, unique transform names (so that a
+running streaming job can be updated in place)."""
+import json
+import os
+import re
+
+import apache_beam as beam
+import pytest
+from apache_beam.portability import common_urns
+
+from pipelines import JOBS, REPO_ROOT, options, run, templates
+from transforms import io
+import importlib
+
+SNAPSHOTS = REPO_ROOT / 'tests' / 'pipelines' / 'snapshots'
+# Example values for options whose default is empty.
+EXAMPLES = {'dead_letter': 'parquet://dead', 'mask_key': 'secret',
+            'syslog_year': '2026'}
+DATAFLOW = ['--runner', 'DataflowRunner', '--project', 'demo-project',
+            '--region', 'europe-west1', '--temp_location', 'gs://demo/tmp',
+            '--job_name', 'dry-run', '--dry_run=True', '--no_auth',
+            '--sdk_location=container']
+# What a portable runner (Flink, Dataflow runner v2) executes itself, or
+# hands to the Python SDK harness.
+PORTABLE = {
+    common_urns.primitives.PAR_DO.urn,
+    common_urns.primitives.GROUP_BY_KEY.urn,
+    common_urns.primitives.IMPULSE.urn,
+    common_urns.primitives.FLATTEN.urn,
+    common_urns.primitives.ASSIGN_WINDOWS.urn,
+    common_urns.composites.COMBINE_PER_KEY.urn,
+    common_urns.composites.RESHUFFLE.urn,
+    common_urns.combine_components.COMBINE_PER_KEY_PRECOMBINE.urn,
+    common_urns.combine_components.COMBINE_PER_KEY_MERGE_ACCUMULATORS.urn,
+    common_urns.combine_components.COMBINE_PER_KEY_EXTRACT_OUTPUTS.urn,
+}
+
+
+@pytest.fixture
+def replay_file(tmp_path):
+    path = tmp_path / 'in.log'
+    path.write_bytes(b'{"timestamp":"2026-01-01T00:00:00Z","service":"a"}\n')
+    return path
+
+
+def graph(job, argv):
+    """The job's pipeline, built by its real parser and build(), not run."""
+    module = importlib.import_module(JOBS[job])
+    args, beam_options = options.parse(module.OPTIONS, argv)
+    streaming = beam_options.view_as(
+        beam.options.pipeline_options.StandardOptions).streaming
+    pipeline = beam.Pipeline(options=beam_options)
+    module.build(pipeline, args, io.Context(job, bool(streaming)))
+    return pipeline
+
+
+def leaf_urns(proto):
+    return {t.unique_name: t.spec.urn
+            for t in proto.components.transforms.values()
+            if not t.subtransforms}
+
+
+@pytest.mark.parametrize('job', JOBS)
+def test_template_files_are_generated_from_the_options(job):
+    assert templates.stale() == [], (
+        'run  python -m pipelines.templates --write')
+    meta = json.loads((REPO_ROOT / f'templates/{job}/metadata.json')
+                      .read_text())
+    names = [p['name'] for p in meta['parameters']]
+    assert len(names) == len(set(names))
+    assert {'source', 'sink', 'dead_letter', 'window', 'trigger'} <= set(names)
+    for param in meta['parameters']:
+        assert param['label'] and param['helpText'], param
+
+
+@pytest.mark.parametrize('job', JOBS)
+def test_every_template_parameter_parses_through_the_job_parser(job):
+    module = importlib.import_module(JOBS[job])
+    parser = options.job_parser(module.OPTIONS)
+    defaults = {a.dest: a.default for a in parser._actions}
+    meta = templates.metadata(job)
+    for param in meta['parameters']:
+        name = param['name']
+        value = EXAMPLES.get(name, defaults[name])
+        value = str(value)
+        for regex in param.get('regexes', []):
+            assert re.match(regex, value), (name, value, regex)
+        args, _ = options.parse(module.OPTIONS, [f'--{name}={value}'])
+        assert str(getattr(args, name)) == value, name
+    # A value its regex refuses, the parser refuses too.
+    for name, bad in (('window', 'fixed:1x'), ('trigger', 'early=-1'),
+                      ('source', 'no-scheme')):
+        param = next(p for p in meta['parameters'] if p['name'] == name)
+        if any(re.match(r, bad) for r in param.get('regexes', [])):
+            continue           # the regex is looser; the parser still says no
+        with pytest.raises(SystemExit):
+            options.parse(module.OPTIONS, [f'--{name}={bad}'])
+
+
+def test_dataflow_dry_run_describes_the_job_steps(replay_file, tmp_path):
+    pipeline = graph('logs', ['--source', f'file://{replay_file}',
+                              '--sink', 'parquet://gs://demo/out'] + DATAFLOW)
+    result = pipeline.run()           # dry run: the description, no request
+    proto = result.job.proto_pipeline
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    for step in ('Read', 'DecodePartials', 'ServiceStats', 'Alerts',
+                 'WriteServiceStats', 'WriteAlerts', 'WriteDeadLetters',
+                 'MaskDeadLetters'):
+        assert step in names, step
+    assert result.job.proto.name == 'dry-run'
+    # Every Python transform runs in the container the job names.
+    environments = proto.components.environments
+    assert environments and all(
+        e.urn == common_urns.environments.DOCKER.urn
+        for e in environments.values())
+
+
+@pytest.mark.parametrize('execution', ['columnar', 'element'])
+def test_the_portable_form_has_only_portable_transforms(replay_file,
+                                                        execution):
+    pipeline = graph('logs', ['--source', f'file://{replay_file}',
+                              '--execution', execution])
+    urns = leaf_urns(pipeline.to_runner_api())
+    foreign = {name: urn for name, urn in urns.items() if urn not in PORTABLE}
+    assert not foreign
+
+
+def test_a_synthetic_stream_is_not_portable_and_is_refused_remotely(capsys):
+    pipeline = graph('logs', ['--streaming'])
+    urns = set(leaf_urns(pipeline.to_runner_api()).values())
+    assert common_urns.primitives.TEST_STREAM.urn in urns
+    with pytest.raises(SystemExit) as err:
+        run.run(importlib.import_module('pipelines.logs'),
+                ['--streaming', '--runner', 'FlinkRunner'])
+    assert err.value.code == 2
+    assert 'only the local runner' in capsys.readouterr().err
+
+
+UNSTABLE = re.compile(r'0x[0-9a-f]+|<lambda|object at|line \d+|\.py:\d+')
+
+
+@pytest.mark.parametrize('mode', ['batch', 'streaming'])
+def test_transform_names_are_unique_and_stable(replay_file, mode):
+    argv = ['--source', f'file://{replay_file}'] if mode == 'batch' \
+        else ['--streaming']
+    proto = graph('logs', argv).to_runner_api()
+    names = [t.unique_name for t in proto.components.transforms.values()]
+    assert len(names) == len(set(names))
+    unstable = [n for n in names if UNSTABLE.search(n)]
+    assert not unstable
+    snapshot = SNAPSHOTS / f'logs-{mode}.txt'
+    text = '\n'.join(sorted(names)) + '\n'
+    if os.environ.get('UPDATE_SNAPSHOTS'):
+        snapshot.write_text(text, encoding='utf-8')
+    assert snapshot.read_text(encoding='utf-8') == text, (
+        'transform names changed: a running streaming job could not be '
+        'updated in place.  If intended, run with UPDATE_SNAPSHOTS=1 and '
+        'give --transform_name_mapping when updating (docs/production.md)')
