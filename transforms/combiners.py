@@ -168,11 +168,11 @@ class MergingCombineFn(beam.CombineFn):
         return self.add_record(acc, value)
 
     def merge_accumulators(self, accs):
-        accs = iter(accs)
-        result = next(accs)
+        # Beam may merge nothing (an empty pane): that is a new accumulator.
+        result = None
         for acc in accs:
-            result.merge(acc)
-        return result
+            result = acc if result is None else result.merge(acc)
+        return self.create_accumulator() if result is None else result
 
     def extract_output(self, acc):
         return acc

@@ -114,6 +114,22 @@ def test_stream_with_disorder_late_data_and_malformed_records(tmp_path):
     assert_same_outputs(element, columnar)
 
 
+@pytest.mark.parametrize('window, trigger', [
+    ('sliding:2m/1m', 'early=10s,late=1,lateness=2m,accumulating'),
+    ('fixed:60s', 'early=10s,late=1,lateness=2m,discarding'),
+])
+def test_stream_with_other_windows_and_accumulation(tmp_path, window,
+                                                    trigger):
+    argv = ['--streaming', '--window', window, '--trigger', trigger,
+            '--source', 'synthetic://logs?events=1500&rate=5&seed=21'
+            '&late=0.05&malformed=0.03']
+    element, s1 = _run(tmp_path, 'element', argv)
+    columnar, s2 = _run(tmp_path, 'columnar', argv)
+    assert s1 == s2
+    assert s1['panes_late'] and s1['balanced']
+    assert_same_outputs(element, columnar)
+
+
 def test_hostile_file_replay(tmp_path):
     stream = synthetic_logs.generate(dict(
         synthetic_logs.PARAMS and {k: v[1] for k, v in

@@ -77,3 +77,14 @@ def test_quantiles_vectorised_add_and_pickle():
     q2 = pickle.loads(pickle.dumps(q))
     assert q2.count == 100
     assert q2.quantiles([0.5])[0] == pytest.approx(50, abs=2)
+
+
+def test_merging_nothing_gives_an_empty_accumulator():
+    # Beam merges an empty list for an empty pane (seen with discarding
+    # panes): that must not raise.
+    from transforms.logs.stats import LogStatsFn
+    for fn in (MomentsFn(), QuantilesFn(), LogStatsFn()):
+        acc = fn.merge_accumulators([])
+        assert fn.merge_accumulators([acc, fn.create_accumulator()]) is not None
+    assert MomentsFn().extract_output(MomentsFn().merge_accumulators([])) == \
+        Moments().result()
