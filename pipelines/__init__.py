@@ -6,4 +6,5 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # name -> module; `python -m pipelines` lists them.
 JOBS = {
     'logs': 'pipelines.logs',
+    'trades': 'pipelines.trades',
 }

@@ -46,6 +46,10 @@ def summarize(c: dict) -> dict:
         'panes_late': c.get('panes.LATE', 0),
         'alerts_raised': c.get('alerts.raised', 0),
         'alerts_recovered': c.get('alerts.recovered', 0),
+        'anomalies': {k.split('.', 1)[1]: v for k, v in sorted(c.items())
+                      if k.startswith('anomalies.')},
+        'filters': {k.split('.', 1)[1]: v for k, v in sorted(c.items())
+                    if k.startswith('filtered.')},
         'files_written': c.get('files_written', 0),
         'rows_written': {k.split('.', 1)[1]: v for k, v in sorted(c.items())
                          if k.startswith('rows_written.')},
@@ -58,12 +62,15 @@ def summarize(c: dict) -> dict:
 def format_summary(job, s, seconds) -> str:
     ok = 'yes' if s['balanced'] else 'NO (records unaccounted for!)'
     rows = ', '.join(f'{t} {n}' for t, n in s['rows_written'].items())
-    return '\n'.join([
+    filters = ', '.join(f'{t} {n}' for t, n in s['filters'].items())
+    anomalies = ', '.join(f'{t} {n}' for t, n in s['anomalies'].items())
+    return '\n'.join(line for line in [
         f'== {job}: run summary ({seconds:.1f} s) ==',
         f'records read            {s["read"]:>10}',
         f'  decoded               {s["decoded"]:>10}',
         f'  dead-lettered         {s["dead_lettered"]:>10}',
-        f'  filtered              {s["filtered"]:>10}',
+        f'  filtered              {s["filtered"]:>10}'
+        + (f'   ({filters})' if filters else ''),
         f'  adds up               {ok:>10}',
         f'window assignments      {s["window_assignments"]:>10}',
         f'  aggregated            {s["aggregated"]:>10}'
@@ -73,10 +80,13 @@ def format_summary(job, s, seconds) -> str:
         f'panes early/on time/late  {s["panes_early"]} / {s["panes_on_time"]}'
         f' / {s["panes_late"]}',
         f'alerts raised/recovered   {s["alerts_raised"]} / '
-        f'{s["alerts_recovered"]}',
+        f'{s["alerts_recovered"]}'
+        if s['alerts_raised'] or s['alerts_recovered'] or not anomalies
+        else None,
+        f'anomalies                 {anomalies}' if anomalies else None,
         f'rows written              {rows or "none"}',
         f'files written             {s["files_written"]}',
-    ])
+    ] if line is not None)
 
 
 def run(job_module, argv, out=sys.stdout):

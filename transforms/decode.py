@@ -38,9 +38,22 @@ class DecodeError(ValueError):
     """Raised by a decoder for input it refuses; the message is the reason."""
 
 
+class FilteredRecord(DecodeError):
+    """Raised by a decoder for input that is not a record and not an error
+    either (a CSV header line, say): it is counted under
+    ``filtered.<name>`` instead of becoming a dead letter."""
+    name = 'filtered'
+
+
+class Filtered(typing.NamedTuple):
+    """What decode_payload returns for a FilteredRecord."""
+    name: str
+
+
 def decode_payload(raw, decoder, stage: str, source: str = '',
                    max_bytes: int = DEFAULT_MAX_BYTES):
-    """One payload -> the decoded record, or a DeadLetter saying why not.
+    """One payload -> the decoded record, a DeadLetter saying why not, or
+    Filtered (a named filter: not a record, not an error).
 
     The single definition of what decoding accepts, shared by the
     element-at-a-time path and the columnar fast path's fallback.
@@ -67,6 +80,8 @@ def decode_payload(raw, decoder, stage: str, source: str = '',
         record = decoder(text)
         event_time = record.event_time
         in_range = MIN_EVENT_TIME <= event_time <= MAX_EVENT_TIME
+    except FilteredRecord as e:
+        return Filtered(e.name)
     except DecodeError as e:
         return deadletter.dead_letter(
             raw, stage, str(e) or 'refused by decoder', source)
@@ -90,13 +105,20 @@ class DecodeFn(beam.DoFn):
         self._stage = stage
         self._source = source
         self._max_bytes = max_bytes
+        self._job = job
         self._decoded = Metrics.counter(job, 'decoded')
         self._dead = Metrics.counter(job, 'dead_letters')
+        self._filtered = {}
 
     def process(self, raw):
         result = decode_payload(raw, self._decoder, self._stage, self._source,
                                 self._max_bytes)
-        if isinstance(result, deadletter.DeadLetter):
+        if isinstance(result, Filtered):
+            if result.name not in self._filtered:
+                self._filtered[result.name] = Metrics.counter(
+                    self._job, f'filtered.{result.name}')
+            self._filtered[result.name].inc()
+        elif isinstance(result, deadletter.DeadLetter):
             self._dead.inc()
             yield beam.pvalue.TaggedOutput(deadletter.DEAD, result)
         else:

@@ -11,6 +11,8 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
+from pipelines import JOBS
+
 from pipelines import logs
 from pipelines.options import job_parser
 
@@ -34,8 +36,9 @@ def test_without_arguments_it_lists_the_jobs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ''
     jobs = re.findall(r'^  (\w+) ', done.stdout, flags=re.M)
-    assert jobs == ['logs']
+    assert jobs == list(JOBS)
     assert 'Per-service error rates' in done.stdout
+    assert 'OHLCV bars, VWAP' in done.stdout
     assert list(tmp_path.iterdir()) == []
 
 

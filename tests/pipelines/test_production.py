@@ -46,6 +46,17 @@ def replay_file(tmp_path):
     return path
 
 
+# The steps each job's Dataflow description must hold.
+STEPS = {
+    'logs': ('Read', 'DecodePartials', 'ServiceStats', 'Alerts',
+             'WriteServiceStats', 'WriteAlerts', 'WriteDeadLetters',
+             'MaskDeadLetters'),
+    'trades': ('Read', 'Decode', 'KeyBySymbol', 'Window', 'Bars',
+               'PriceAnomalies', 'Gaps', 'Anomalies', 'WriteBars',
+               'WriteAnomalies', 'WriteDeadLetters'),
+}
+
+
 def graph(job, argv):
     """The job's pipeline, built by its real parser and build(), not run."""
     module = importlib.import_module(JOBS[job])
@@ -100,16 +111,16 @@ def test_every_template_parameter_parses_through_the_job_parser(job):
             options.parse(module.OPTIONS, [f'--{name}={bad}'])
 
 
-def test_dataflow_dry_run_describes_the_job_steps(replay_file, tmp_path):
-    pipeline = graph('logs', ['--source', f'file://{replay_file}',
-                              '--sink', 'parquet://gs://demo/out'] + DATAFLOW)
+@pytest.mark.parametrize('job', JOBS)
+def test_dataflow_dry_run_describes_the_job_steps(replay_file, job):
+    pipeline = graph(job, ['--source', f'file://{replay_file}',
+                           '--sink', 'parquet://gs://demo/out'] + DATAFLOW)
     result = pipeline.run()           # dry run: the description, no request
     proto = result.job.proto_pipeline
-    names = {t.unique_name for t in proto.components.transforms.values()}
-    for step in ('Read', 'DecodePartials', 'ServiceStats', 'Alerts',
-                 'WriteServiceStats', 'WriteAlerts', 'WriteDeadLetters',
-                 'MaskDeadLetters'):
-        assert step in names, step
+    root = proto.components.transforms[proto.root_transform_ids[0]]
+    steps = [proto.components.transforms[t].unique_name
+             for t in root.subtransforms]
+    assert set(STEPS[job]) <= set(steps), steps
     assert result.job.proto.name == 'dry-run'
     # Every Python transform runs in the container the job names.
     environments = proto.components.environments
@@ -118,11 +129,14 @@ def test_dataflow_dry_run_describes_the_job_steps(replay_file, tmp_path):
         for e in environments.values())
 
 
-@pytest.mark.parametrize('execution', ['columnar', 'element'])
-def test_the_portable_form_has_only_portable_transforms(replay_file,
-                                                        execution):
-    pipeline = graph('logs', ['--source', f'file://{replay_file}',
-                              '--execution', execution])
+@pytest.mark.parametrize('job, argv', [
+    ('logs', ['--execution', 'columnar']),
+    ('logs', ['--execution', 'element']),
+    ('trades', []),
+])
+def test_the_portable_form_has_only_portable_transforms(replay_file, job,
+                                                        argv):
+    pipeline = graph(job, ['--source', f'file://{replay_file}'] + argv)
     urns = leaf_urns(pipeline.to_runner_api())
     foreign = {name: urn for name, urn in urns.items() if urn not in PORTABLE}
     assert not foreign
@@ -142,16 +156,17 @@ def test_a_synthetic_stream_is_not_portable_and_is_refused_remotely(capsys):
 UNSTABLE = re.compile(r'0x[0-9a-f]+|<lambda|object at|line \d+|\.py:\d+')
 
 
+@pytest.mark.parametrize('job', JOBS)
 @pytest.mark.parametrize('mode', ['batch', 'streaming'])
-def test_transform_names_are_unique_and_stable(replay_file, mode):
+def test_transform_names_are_unique_and_stable(replay_file, job, mode):
     argv = ['--source', f'file://{replay_file}'] if mode == 'batch' \
         else ['--streaming']
-    proto = graph('logs', argv).to_runner_api()
+    proto = graph(job, argv).to_runner_api()
     names = [t.unique_name for t in proto.components.transforms.values()]
     assert len(names) == len(set(names))
     unstable = [n for n in names if UNSTABLE.search(n)]
     assert not unstable
-    snapshot = SNAPSHOTS / f'logs-{mode}.txt'
+    snapshot = SNAPSHOTS / f'{job}-{mode}.txt'
     text = '\n'.join(sorted(names)) + '\n'
     if os.environ.get('UPDATE_SNAPSHOTS'):
         snapshot.write_text(text, encoding='utf-8')

@@ -1,0 +1,129 @@
+"""OHLCV bars, VWAP and anomaly flags over trade streams.
+
+Reads trades (JSON lines or CSV with a header row: event_time, symbol, price,
+size, trade_id, venue, conditions) and computes per symbol and event-time
+window a bar: open and close (first and last eligible trade by event time,
+ties by trade_id), high, low, volume, VWAP and the trade count.  A trade
+repeated with the same trade_id counts once; trades whose conditions are not
+eligible for the last price update volume only.  A late trade within the
+allowed lateness corrects its bar in a LATE pane (the highest pane_index is
+the final bar); a later one is dropped and counted.  Anomalies: prices more
+than k robust standard deviations from their window's VWAP, and symbols that
+stop trading for longer than --max_gap while the market goes on.
+
+Output tables: bars, anomalies, dead_letter.
+"""
+import apache_beam as beam
+from apache_beam.transforms import window as beam_window
+
+from pipelines.options import (JobOptions, non_negative_int, positive_float,
+                               window_spec)
+from transforms import io, windows
+from transforms.aggregate import AggregatePerKey
+from transforms.deadletter import DeadLetter
+from transforms.decode import DEFAULT_MAX_BYTES, Decode
+from transforms.market import decoders
+from transforms.market.anomalies import Anomaly, GapDetector, PriceAnomalies
+from transforms.market.bars import Bar, BarsFn, bar_count, to_bar
+
+JOB = 'trades'
+
+
+class TradesOptions(JobOptions):
+    JOB = JOB
+    DEFAULT_SOURCE = 'synthetic://trades?events=20000&seed=42'
+    DEFAULT_SINK = 'parquet://output/trades'
+    DEFAULT_WINDOW = 'fixed:60s'
+    DEFAULT_TRIGGER = 'early=10s,late=1,lateness=2m,accumulating'
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        super()._add_argparse_args(parser)
+        group = parser.add_argument_group('trades')
+        group.add_argument(
+            '--trade_format', default='auto', choices=decoders.FORMATS,
+            help='line format; auto: { JSON, else CSV (default: %(default)s)')
+        group.add_argument(
+            '--ineligible_conditions', default='T,Z',
+            help='comma-separated condition codes of trades that update '
+                 'volume and VWAP but not open/high/low/close '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--anomaly_window', default='fixed:5m', type=window_spec,
+            help='window of trades a price is judged against: fixed or '
+                 'sliding (default: %(default)s)')
+        group.add_argument(
+            '--anomaly_k', default=10.0, type=positive_float,
+            help='flag a trade whose price is more than k robust standard '
+                 'deviations (1.4826 x MAD) from its window\'s VWAP '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--anomaly_min_trades', default=20, type=non_negative_int,
+            help='windows with fewer trades are not judged '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--max_gap', default='2m', type=_duration,
+            help='report a symbol that stops trading for longer than this '
+                 'while others trade (default: %(default)s)')
+        group.add_argument(
+            '--max_record_bytes', default=DEFAULT_MAX_BYTES,
+            type=non_negative_int,
+            help='larger records are dead-lettered as oversized '
+                 '(default: %(default)s)')
+
+
+def _duration(text):
+    windows.parse_duration(text)
+    return text
+
+
+_duration.regex = r'^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)?$'
+OPTIONS = TradesOptions
+
+TABLES = {
+    'bars': Bar,
+    'anomalies': Anomaly,
+    'dead_letter': DeadLetter,
+}
+
+
+def build(pipeline, args, context):
+    """Wire the trades job: read -> decode -> window -> bars / anomalies ->
+    write.  Returns the output PCollections by table name."""
+    window = windows.parse_window(args.window)
+    trigger = windows.parse_trigger(args.trigger).for_mode(context.streaming)
+    anomaly_window = windows.parse_window(args.anomaly_window)
+    if anomaly_window.kind == 'session':
+        raise ValueError('argument --anomaly_window: fixed or sliding only')
+    ineligible = [c.strip() for c in args.ineligible_conditions.split(',')
+                  if c.strip()]
+    source = io.open_source(args.source, context)
+    sink = io.open_sink(args.sink, context)
+    dead_sink = io.open_sink(args.dead_letter or args.sink, context)
+
+    decoded = (pipeline
+               | 'Read' >> source
+               | 'Decode' >> Decode(
+                   decoders.make_decoder(args.trade_format),
+                   stage='decode.trades', job=JOB, source=args.source,
+                   max_bytes=args.max_record_bytes))
+    trades = decoded.ok
+    bars = (trades
+            | 'KeyBySymbol' >> beam.Map(lambda t: (t.symbol, t))
+            | 'Window' >> windows.ApplyWindow(window, trigger)
+            | 'Bars' >> AggregatePerKey(
+                BarsFn(ineligible), to_bar, bar_count,
+                trigger.accumulates_panes, JOB).with_output_types(Bar))
+    price = trades | 'PriceAnomalies' >> PriceAnomalies(
+        anomaly_window, args.anomaly_k, args.anomaly_min_trades, JOB)
+    gaps = bars | 'Gaps' >> GapDetector(
+        windows.parse_duration(args.max_gap), JOB)
+    # One table: both kinds in the global window (each row names its window).
+    anomalies = ((price | 'PriceGlobal' >> beam.WindowInto(
+        beam_window.GlobalWindows()), gaps) | 'Anomalies' >> beam.Flatten())
+
+    bars | 'WriteBars' >> sink.write('bars', TABLES['bars'])
+    anomalies | 'WriteAnomalies' >> sink.write('anomalies', TABLES['anomalies'])
+    decoded.dead | 'WriteDeadLetters' >> dead_sink.write(
+        'dead_letter', TABLES['dead_letter'])
+    return {'bars': bars, 'anomalies': anomalies, 'dead_letter': decoded.dead}

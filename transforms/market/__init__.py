@@ -1,0 +1,1 @@
+"""What is particular to market data: trades, bars, VWAP, anomaly flags."""

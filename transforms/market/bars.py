@@ -1,0 +1,175 @@
+"""OHLCV bars and VWAP: a mergeable accumulator, exact under duplicates.
+
+A bar's open and close are the first and last *eligible* trade by event time,
+ties broken by ``trade_id`` (not by arrival); high and low are over eligible
+trades; volume, notional (for VWAP) and the trade count are over all trades.
+A trade repeated with the same ``trade_id`` (a re-send) counts once: the
+accumulator keeps, per id, what the trade added, so that merging two
+accumulators that both saw it takes its volume and notional out once.
+Open/close/high/low are idempotent under repeats.  The id map is bounded by
+the trades of one symbol in one window.
+"""
+import math
+import typing
+
+import apache_beam as beam
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms.combiners import MergingCombineFn
+from transforms.market.records import Trade, condition_codes
+
+
+class Bar(typing.NamedTuple):
+    """One row of the ``bars`` table."""
+    symbol: str
+    window_start: Timestamp
+    window_end: Timestamp
+    pane_timing: str
+    pane_index: int
+    open: typing.Optional[float]      # None if no eligible trade
+    high: typing.Optional[float]
+    low: typing.Optional[float]
+    close: typing.Optional[float]
+    volume: float
+    vwap: typing.Optional[float]      # notional / volume over all trades
+    trade_count: int                  # distinct trades
+    duplicate_count: int              # repeats of a trade_id, not counted
+    first_trade_time: typing.Optional[Timestamp]
+    last_trade_time: typing.Optional[Timestamp]
+
+    IDENTITY_FIELDS = ('symbol', 'window_start', 'window_end', 'pane_timing',
+                       'pane_index')
+
+
+beam.coders.registry.register_coder(Bar, beam.coders.RowCoder)
+
+_NONE_KEY = ''   # trades without id sort before any id at the same instant
+
+
+class BarAcc:
+    """The mergeable bar accumulator."""
+    __slots__ = ('count', 'duplicates', 'volume', 'notional', 'open',
+                 'close', 'high', 'low', 'first_us', 'last_us', 'ids')
+
+    def __init__(self):
+        self.count = 0
+        self.duplicates = 0
+        self.volume = 0.0
+        self.notional = 0.0
+        self.open = None       # (event us, trade id or '', price)
+        self.close = None
+        self.high = -math.inf
+        self.low = math.inf
+        self.first_us = None   # over all trades
+        self.last_us = None
+        self.ids = {}          # trade id -> (size, notional) it added
+
+    def _extend(self, event_us, trade_key, price, size, eligible):
+        self.count += 1
+        self.volume += size
+        self.notional += price * size
+        if self.first_us is None or event_us < self.first_us:
+            self.first_us = event_us
+        if self.last_us is None or event_us > self.last_us:
+            self.last_us = event_us
+        if eligible:
+            point = (event_us, trade_key, price)
+            if self.open is None or point[:2] < self.open[:2]:
+                self.open = point
+            if self.close is None or point[:2] > self.close[:2]:
+                self.close = point
+            self.high = max(self.high, price)
+            self.low = min(self.low, price)
+
+    def add(self, trade: Trade, ineligible: frozenset) -> 'BarAcc':
+        if trade.trade_id is not None:
+            if trade.trade_id in self.ids:
+                self.duplicates += 1             # a repeat: counted once
+                return self
+            self.ids[trade.trade_id] = (trade.size, trade.price * trade.size)
+        eligible = not (condition_codes(trade) & ineligible)
+        self._extend(trade.event_time.micros, trade.trade_id or _NONE_KEY,
+                     trade.price, trade.size, eligible)
+        return self
+
+    def merge(self, other: 'BarAcc') -> 'BarAcc':
+        for trade_id, (size, notional) in other.ids.items():
+            if trade_id in self.ids:             # seen on both sides: once
+                self.count -= 1
+                self.duplicates += 1
+                self.volume -= size
+                self.notional -= notional
+            else:
+                self.ids[trade_id] = (size, notional)
+        self.count += other.count
+        self.duplicates += other.duplicates
+        self.volume += other.volume
+        self.notional += other.notional
+        for point in (other.open, other.close):
+            if point is None:
+                continue
+            if self.open is None or point[:2] < self.open[:2]:
+                self.open = point
+            if self.close is None or point[:2] > self.close[:2]:
+                self.close = point
+        self.high = max(self.high, other.high)
+        self.low = min(self.low, other.low)
+        for us in (other.first_us, other.last_us):
+            if us is None:
+                continue
+            if self.first_us is None or us < self.first_us:
+                self.first_us = us
+            if self.last_us is None or us > self.last_us:
+                self.last_us = us
+        return self
+
+    def __getstate__(self):
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __setstate__(self, state):
+        for field, value in zip(self.__slots__, state):
+            setattr(self, field, value)
+
+
+class BarsFn(MergingCombineFn):
+    """Trades (or partial BarAccs) -> BarAcc per symbol and window.
+
+    ``ineligible``: condition codes of trades that update volume but not
+    open/high/low/close."""
+    ACCUMULATOR = BarAcc
+
+    def __init__(self, ineligible=()):
+        self._ineligible = frozenset(ineligible)
+
+    def create_accumulator(self):
+        return BarAcc()
+
+    def add_record(self, acc, trade):
+        return acc.add(trade, self._ineligible)
+
+
+def bar_count(x) -> int:
+    """Trade records a bar accumulator (repeats included) or an input trade
+    covers."""
+    return x.count + x.duplicates if isinstance(x, BarAcc) else 1
+
+
+def _ts(us):
+    return None if us is None else Timestamp(micros=us)
+
+
+def to_bar(symbol, acc: BarAcc, pane: dict) -> Bar:
+    eligible = acc.open is not None
+    return Bar(
+        symbol=symbol,
+        open=acc.open[2] if eligible else None,
+        high=acc.high if eligible else None,
+        low=acc.low if eligible else None,
+        close=acc.close[2] if eligible else None,
+        volume=acc.volume,
+        vwap=acc.notional / acc.volume if acc.volume > 0 else None,
+        trade_count=acc.count,
+        duplicate_count=acc.duplicates,
+        first_trade_time=_ts(acc.first_us),
+        last_trade_time=_ts(acc.last_us),
+        **pane)
