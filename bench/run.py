@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402  pylint: disable=wrong-import-position
 from bench import logs_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import core_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import trades_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 RESULTS = common.BENCH / 'RESULTS.md'
 
@@ -24,7 +25,8 @@ def _rate(run):
     return run['result']['events'] / run['cpu_s']
 
 
-def bench_job(name, module, make_input, events, element_events):
+def bench_job(name, module, make_input, events, element_events,
+              beam_path='columnar'):
     path = make_input(events)
     out = common.OUT / f'{name}-beam'
     shutil.rmtree(out, ignore_errors=True)
@@ -35,7 +37,7 @@ def bench_job(name, module, make_input, events, element_events):
                                path, ref_out)
     agreement = module.check(path, out, ref_out)
     row = {
-        'job': name, 'events': beam['result']['events'],
+        'job': name, 'path': beam_path, 'events': beam['result']['events'],
         'beam_rate': _rate(beam), 'ref_rate': _rate(ref),
         'ratio': _rate(beam) / _rate(ref),
         'beam_peak_mib': beam['peak_mib'], 'ref_peak_mib': ref['peak_mib'],
@@ -86,15 +88,16 @@ def table(rows, memory, element_events):
         f'the in-process portable runner (FnApiRunner) with one worker; the '
         f'reference computes the same figures with plain pyarrow.',
         '',
-        '| job | events | Beam ev/s/core | pyarrow ev/s/core | ratio | '
+        '| job | Beam path | events | Beam ev/s/core | pyarrow ev/s/core | ratio | '
         f'element path ratio ({element_events:,} events) | Beam peak MiB | '
         'pyarrow peak MiB | agreement |',
-        '|---|---|---|---|---|---|---|---|---|',
+        '|---|---|---|---|---|---|---|---|---|---|',
     ]
     for r in rows:
         element = f'{r["element_ratio"]:.3f}' if 'element_ratio' in r else '-'
         lines.append(
-            f'| {r["job"]} | {r["events"]:,} | {r["beam_rate"]:,.0f} | '
+            f'| {r["job"]} | {r["path"]} | {r["events"]:,} | '
+            f'{r["beam_rate"]:,.0f} | '
             f'{r["ref_rate"]:,.0f} | {r["ratio"]:.2f} | {element} | '
             f'{r["beam_peak_mib"]:.0f} | {r["ref_peak_mib"]:.0f} | '
             f'{_agreement(r["agreement"])} |')
@@ -121,15 +124,18 @@ def main(argv=None):
                         help='records of the peak-memory replay (0 skips it; '
                              'default 1e7)')
     args = parser.parse_args(argv)
+    # (name, module, input maker, has a separate element path to compare)
     benches = [
-        ('core', core_bench, core_bench.make_input),
-        ('logs', logs_bench, common.logs_input),
+        ('core', core_bench, core_bench.make_input, True),
+        ('logs', logs_bench, common.logs_input, True),
+        ('trades', trades_bench, trades_bench.make_input, False),
     ]
     rows = []
-    for name, module, make_input in benches:
+    for name, module, make_input, element in benches:
         print(f'running {name} ...', flush=True)
         rows.append(bench_job(name, module, make_input, args.events,
-                              args.element_events))
+                              args.element_events if element else 0,
+                              'columnar' if element else 'element'))
     memory = {}
     if args.memory_events:
         print(f'running logs memory replay of {args.memory_events:,} ...',
