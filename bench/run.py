@@ -6,7 +6,6 @@ the line ``min ratio to pyarrow: N.NN`` (the worst job's ratio).
 import argparse
 import datetime
 import os
-import pathlib
 import platform
 import shutil
 import sys

@@ -33,8 +33,6 @@ import typing
 
 import apache_beam as beam
 
-import apache_beam as beam
-
 MODES = ('mask', 'hash')
 HASH_HEX_CHARS = 12
 

@@ -2,7 +2,6 @@
 outputs — every pane of every window, the alerts and the dead letters — on the
 same input: a stream (out of order, late, malformed) and a hostile file."""
 import numpy as np
-import orjson
 import pyarrow.dataset as ds
 import pytest
 

@@ -2,7 +2,6 @@
 import random
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from apache_beam.transforms.window import WindowFn
 from apache_beam.utils.timestamp import Timestamp

@@ -13,7 +13,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.decode import Decode, DecodeError, Filtered, decode_payload
-from transforms.deadletter import DeadLetter
 from transforms.market import decoders
 from transforms.market.decoders import (CSV_COLUMNS, HeaderLine,
                                         decode_csv_trade, decode_json_trade,
