@@ -20,7 +20,7 @@ from transforms import deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import DEFAULT_MAX_BYTES, Decode
+from transforms.decode import Decode
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.logs import decoders
 from transforms.logs.columnar import BlockDecoder, log_partials_fn
@@ -54,11 +54,6 @@ class LogsOptions(JobOptions):
             '--syslog_year', default=None, type=non_negative_int,
             help='year of RFC 3164 syslog timestamps, which carry none '
                  '(default: the current UTC year)')
-        group.add_argument(
-            '--max_record_bytes', default=DEFAULT_MAX_BYTES,
-            type=non_negative_int,
-            help='larger records are dead-lettered as oversized '
-                 '(default: %(default)s)')
         group.add_argument(
             '--mask', default='mask', choices=('mask', 'hash'),
             help='personal data in messages and dead letters (IP and e-mail '

@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.options.pipeline_options import _BeamArgumentParser
 
 from transforms import io, windows
+from transforms.decode import DEFAULT_MAX_BYTES
 
 # The local runner is named explicitly: Beam's plain "DirectRunner" would first
 # try to download another runner and fall back.  This one runs streaming
@@ -134,6 +135,11 @@ class JobOptions(PipelineOptions):
                  'N late records), lateness=DURATION (allowed lateness; later '
                  'records are dropped and counted), accumulating|discarding; '
                  '"default" = one ON_TIME pane (default: %(default)s)')
+        group.add_argument(
+            '--max_record_bytes', default=DEFAULT_MAX_BYTES,
+            type=non_negative_int,
+            help='larger records are dead-lettered as oversized '
+                 '(default: %(default)s)')
         group.add_argument(
             '--summary', default=True, action=argparse.BooleanOptionalAction,
             help='print the run summary at the end of a local run '

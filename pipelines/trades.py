@@ -21,7 +21,7 @@ from pipelines.options import (JobOptions, non_negative_int, positive_float,
 from transforms import io, windows
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import DEFAULT_MAX_BYTES, Decode
+from transforms.decode import Decode
 from transforms.market import decoders
 from transforms.market.anomalies import Anomaly, GapDetector, PriceAnomalies
 from transforms.market.bars import Bar, BarsFn, bar_count, to_bar
@@ -65,11 +65,6 @@ class TradesOptions(JobOptions):
             '--max_gap', default='2m', type=_duration,
             help='report a symbol that stops trading for longer than this '
                  'while others trade (default: %(default)s)')
-        group.add_argument(
-            '--max_record_bytes', default=DEFAULT_MAX_BYTES,
-            type=non_negative_int,
-            help='larger records are dead-lettered as oversized '
-                 '(default: %(default)s)')
 
 
 def _duration(text):

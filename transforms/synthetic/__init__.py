@@ -4,6 +4,7 @@ A domain module defines ``PARAMS`` (name -> (type, default, help)) and
 ``generate(params) -> SyntheticStream``.  The same seed always gives the same
 stream: the same payloads, in the same arrival order, with the same watermark.
 """
+import datetime
 import typing
 
 
@@ -46,3 +47,16 @@ def arrival_ticks(records, tick_seconds, disorder, start):
         ticks.append((batch, end - disorder))
         tick += 1
     return ticks
+
+
+def parse_start(text: str) -> float:
+    """RFC 3339 text with a zone -> epoch seconds; ValueError otherwise."""
+    try:
+        dt = datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
+    except ValueError:
+        raise ValueError(f'start={text!r} is not an RFC 3339 time') from None
+    if dt.tzinfo is None:
+        raise ValueError(f'start={text!r} has no time zone')
+    if dt.timestamp() < 0:
+        raise ValueError(f'start={text!r} is before 1970')
+    return dt.timestamp()

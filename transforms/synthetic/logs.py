@@ -19,7 +19,7 @@ import random
 
 import orjson
 
-from transforms.synthetic import SyntheticStream, arrival_ticks
+from transforms.synthetic import SyntheticStream, arrival_ticks, parse_start
 
 PARAMS = {
     'events': (int, 30000, 'number of records (malformed ones included)'),
@@ -114,16 +114,6 @@ def _malformed(rng, t, service):
         b'\x00\x01\x02 binary junk',
         b'<999>1 not syslog at all',
     ))
-
-
-def parse_start(text: str) -> float:
-    try:
-        dt = datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
-    except ValueError:
-        raise ValueError(f'start={text!r} is not an RFC 3339 time') from None
-    if dt.tzinfo is None:
-        raise ValueError(f'start={text!r} has no time zone')
-    return dt.timestamp()
 
 
 def generate(params: dict) -> SyntheticStream:

@@ -33,7 +33,7 @@ import orjson
 
 from transforms.decode import DecodeError
 from transforms.market.decoders import normalise_symbol
-from transforms.synthetic import SyntheticStream, arrival_ticks
+from transforms.synthetic import SyntheticStream, arrival_ticks, parse_start
 
 
 class Number:
@@ -123,19 +123,6 @@ LATE_DELAY_S = (20.0, 360.0)
 CONDITIONS = ((('Z',), 0.005), (('@',), 0.015), (('T',), 0.025))
 MALFORMED_KINDS = ('truncated', 'utf8', 'price_zero', 'negative_size',
                    'no_symbol', 'price_text', 'empty')
-
-
-def parse_start(text: str) -> float:
-    """RFC 3339 text with a zone -> epoch seconds; ValueError otherwise."""
-    try:
-        dt = datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
-    except ValueError:
-        raise ValueError(f'start={text!r} is not an RFC 3339 time') from None
-    if dt.tzinfo is None:
-        raise ValueError(f'start={text!r} has no time zone')
-    if dt.timestamp() < 0:
-        raise ValueError(f'start={text!r} is before 1970')
-    return dt.timestamp()
 
 
 def check_params(params: dict) -> dict:
