@@ -46,7 +46,7 @@ def _one_line(text: str) -> str:
     return ' '.join(str(text).split())
 
 
-def _strip_eol(text: str) -> str:
+def strip_eol(text: str) -> str:
     """``text`` without one trailing line terminator ("\\r\\n", "\\n" or "\\r")."""
     if text.endswith('\r\n'):
         return text[:-2]
@@ -179,7 +179,7 @@ def parse_time(value) -> Timestamp:
 
 def parse_json_object(text) -> dict:
     """One JSON object per line -> dict (orjson).  Anything but an object is refused."""
-    text = _strip_eol(_require_str(text, 'JSON'))
+    text = strip_eol(_require_str(text, 'JSON'))
     if not text.strip():
         raise DecodeError('empty line')
     try:
@@ -271,7 +271,7 @@ def parse_combined(text) -> dict:
     bytes sent to a plain-HTTP port) is kept as ``request`` with method, path
     and protocol None.
     """
-    line = _strip_eol(_require_str(text, 'access log'))
+    line = strip_eol(_require_str(text, 'access log'))
     if not line.strip():
         raise DecodeError('empty line')
     m = _COMBINED_RE.fullmatch(line)
@@ -421,7 +421,7 @@ def parse_syslog(text, default_year=None, require_pri: bool = True) -> dict:
     to /var/log files: ``Mmm dd hh:mm:ss HOST TAG[pid]: MSG``) is read as RFC 3164
     with PRI 13 (facility user, severity notice), as an RFC 3164 relay would.
     """
-    line = _strip_eol(_require_str(text, 'syslog')).lstrip(' \t')
+    line = strip_eol(_require_str(text, 'syslog')).lstrip(' \t')
     if not line.strip():
         raise DecodeError('empty line')
     facility, severity, rest = _parse_pri(line, require_pri)

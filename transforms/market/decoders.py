@@ -86,14 +86,6 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _strip_eol(text: str) -> str:
-    if text.endswith('\r\n'):
-        return text[:-2]
-    if text.endswith('\n') or text.endswith('\r'):
-        return text[:-1]
-    return text
-
-
 def _epoch_ms(number, value) -> Timestamp:
     """Epoch milliseconds (int, float or Decimal) -> Timestamp, truncated to
     microseconds.  Numbers below MS_THRESHOLD are refused as ambiguous."""
@@ -313,7 +305,7 @@ def check_columns(columns) -> tuple:
 def _csv_fields(text) -> list:
     if not isinstance(text, str):
         raise DecodeError(f'CSV input is not text: {type(text).__name__}')
-    line = _strip_eol(text)
+    line = formats.strip_eol(text)
     if line.startswith(_BOM):
         line = line[1:]
     if not line.strip():
