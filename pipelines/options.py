@@ -57,6 +57,7 @@ source_uri = _checked('source URI', lambda t: io.check_uri(t, 'source'),
 sink_uri = _checked('sink URI', lambda t: io.check_uri(t, 'sink'), URI_REGEX)
 window_spec = _checked('window spec', windows.parse_window, WINDOW_REGEX)
 trigger_spec = _checked('trigger spec', windows.parse_trigger, TRIGGER_REGEX)
+duration = _checked('duration', windows.parse_duration, rf'^{_DURATION}$')
 
 
 def positive_float(text):

@@ -16,8 +16,8 @@ Output tables: bars, anomalies, dead_letter.
 import apache_beam as beam
 from apache_beam.transforms import window as beam_window
 
-from pipelines.options import (JobOptions, non_negative_int, positive_float,
-                               window_spec)
+from pipelines.options import (JobOptions, duration, non_negative_int,
+                               positive_float, window_spec)
 from transforms import io, windows
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
@@ -62,17 +62,11 @@ class TradesOptions(JobOptions):
             help='windows with fewer trades are not judged '
                  '(default: %(default)s)')
         group.add_argument(
-            '--max_gap', default='2m', type=_duration,
+            '--max_gap', default='2m', type=duration,
             help='report a symbol that stops trading for longer than this '
                  'while others trade (default: %(default)s)')
 
 
-def _duration(text):
-    windows.parse_duration(text)
-    return text
-
-
-_duration.regex = r'^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)?$'
 OPTIONS = TradesOptions
 
 TABLES = {
