@@ -127,7 +127,7 @@ def main(argv=None):
     benches = [
         ('core', core_bench, core_bench.make_input, True),
         ('logs', logs_bench, common.logs_input, True),
-        ('trades', trades_bench, trades_bench.make_input, False),
+        ('trades', trades_bench, trades_bench.make_input, True),
     ]
     rows = []
     for name, module, make_input, element in benches:

@@ -1,9 +1,8 @@
 """Benchmark of the trades job's replay path against plain pyarrow.
 
 Beam: ``python -m pipelines trades --source file://INPUT --sink parquet://OUT
---runner FnApiRunner --direct_num_workers 1 --trigger default`` (the
-element-at-a-time path: the trades job has no columnar path yet, see
-docs/performance.md).  Reference: pyarrow reads the same JSON lines, drops
+--runner FnApiRunner --direct_num_workers 1 --trigger default`` (columnar
+fast path by default: bars and price anomalies from partials).  Reference: pyarrow reads the same JSON lines, drops
 repeated trade ids and computes the same bars (open/close by event time and
 trade id over eligible trades, high, low, volume, VWAP, count).
 """
@@ -51,11 +50,11 @@ def make_input(n: int, seed: int = 5):
     return path
 
 
-def beam_run(path, out, execution='element'):
+def beam_run(path, out, execution='columnar'):
     summary = run.run(trades, [
         '--source', f'file://{path}', '--sink', f'parquet://{out}',
         '--runner', 'FnApiRunner', '--direct_num_workers', '1',
-        '--trigger', 'default', '--no-summary'])
+        '--trigger', 'default', '--execution', execution, '--no-summary'])
     return {'events': summary['read'], 'decoded': summary['decoded'],
             'balanced': summary['balanced']}
 

@@ -30,6 +30,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import deadletter
+from transforms.decode import Filtered
 
 NEWLINE = 10
 OPEN_BRACE = ord('{')
@@ -199,8 +200,10 @@ class PartialsFn(beam.DoFn):
 
     ``decoder.decode(data, bounds)`` decodes a block of lines and
     ``decoder.decode_each(payloads)`` single payloads, each to ``(columns,
-    dead letters, record count)``; ``make_partials(columns)`` yields ``(key,
-    window start us, window end us, latest event us, accumulator)``.  A block
+    dead letters and Filtered, record count)``; ``make_partials(columns)``
+    yields ``(key, window start us, window end us, latest event us,
+    accumulator)`` for the main output, or ``(tag, key, ...)`` for the
+    output named ``tag``.  A block
     is decoded when it arrives; single payloads (a stream) are buffered per
     bundle and decoded together when the bundle finishes, so the partials of
     a bundle are what the element-at-a-time path would have combined before
@@ -214,8 +217,10 @@ class PartialsFn(beam.DoFn):
         self._decoder = decoder
         self._make_partials = make_partials
         self._max_buffer = max_buffer
+        self._job = job
         self._decoded = Metrics.counter(job, 'decoded')
         self._dead = Metrics.counter(job, 'dead_letters')
+        self._filtered = {}
 
     def start_bundle(self):
         self._buffer = []
@@ -262,23 +267,33 @@ class PartialsFn(beam.DoFn):
             where.setdefault(deadletter.to_bytes(raw), (ts, w))
         for letter in dead:
             yield from self._dead_letters(
-                [letter], *where.get(letter.raw, buffered[0][1:]))
+                [letter], *where.get(getattr(letter, 'raw', None),
+                                     buffered[0][1:]))
 
     def _emit(self, columns, count):
         self._decoded.inc(count)
-        for key, start, end, last_us, accumulator in \
-                self._make_partials(columns):
+        for item in self._make_partials(columns):
+            # (tag, key, ...) goes to the output named tag; (key, ...) to main.
+            tag, (key, start, end, last_us, accumulator) = \
+                (item[0], item[1:]) if len(item) == 6 else (None, item)
             if self._window_in_key:     # bounded input: see AggregatePerKey
-                yield WindowedValue(((key, start, end), accumulator),
-                                    Timestamp(micros=last_us), _GLOBAL)
-                continue
-            yield WindowedValue(
-                (key, accumulator), Timestamp(micros=last_us),
-                (IntervalWindow(Timestamp(micros=start),
-                                Timestamp(micros=end)),))
+                value = WindowedValue(((key, start, end), accumulator),
+                                      Timestamp(micros=last_us), _GLOBAL)
+            else:
+                value = WindowedValue(
+                    (key, accumulator), Timestamp(micros=last_us),
+                    (IntervalWindow(Timestamp(micros=start),
+                                    Timestamp(micros=end)),))
+            yield value if tag is None else beam.pvalue.TaggedOutput(tag, value)
 
     def _dead_letters(self, letters, timestamp, window):
         for letter in letters:
+            if isinstance(letter, Filtered):        # a named filter
+                if letter.name not in self._filtered:
+                    self._filtered[letter.name] = Metrics.counter(
+                        self._job, f'filtered.{letter.name}')
+                self._filtered[letter.name].inc()
+                continue
             self._dead.inc()
             yield beam.pvalue.TaggedOutput(
                 deadletter.DEAD, WindowedValue(letter, timestamp, (window,)))

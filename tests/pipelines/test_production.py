@@ -51,9 +51,8 @@ STEPS = {
     'logs': ('Read', 'DecodePartials', 'ServiceStats', 'Alerts',
              'WriteServiceStats', 'WriteAlerts', 'WriteDeadLetters',
              'MaskDeadLetters'),
-    'trades': ('Read', 'Decode', 'KeyBySymbol', 'Window', 'Bars',
-               'PriceAnomalies', 'Gaps', 'Anomalies', 'WriteBars',
-               'WriteAnomalies', 'WriteDeadLetters'),
+    'trades': ('Read', 'DecodePartials', 'Bars', 'PriceAnomalies', 'Gaps',
+               'Anomalies', 'WriteBars', 'WriteAnomalies', 'WriteDeadLetters'),
 }
 
 

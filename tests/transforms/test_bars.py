@@ -146,7 +146,7 @@ def test_price_outliers_flag_fat_fingers_only():
               for i in range(200)]
     trades[50] = trade(5.0, 1000.0, trade_id='ff1')            # x10 print
     trades[120] = trade(12.0, 10.0, trade_id='ff2')            # x0.1 print
-    flagged = {t.trade_id for t, _, _ in price_outliers(trades, 10.0, 20)}
+    flagged = {x[1] for x in price_outliers(trades, 10.0, 20)}
     assert flagged == {'ff1', 'ff2'}
     assert price_outliers(trades[:10], 10.0, 20) == []         # too few
 

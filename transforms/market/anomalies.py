@@ -20,12 +20,14 @@ import typing
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
+from apache_beam.utils import windowed_value
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import windows
@@ -55,16 +57,65 @@ class Anomaly(typing.NamedTuple):
 beam.coders.registry.register_coder(Anomaly, beam.coders.RowCoder)
 
 
-def price_outliers(trades, k: float, min_trades: int):
-    """(trade, vwap, deviation) of the trades of one window that deviate."""
-    distinct = {}
-    for t in trades:                   # repeats of a trade count once
-        distinct.setdefault(t.trade_id or id(t), t)
-    trades = list(distinct.values())
-    if len(trades) < min_trades:
+class PriceSample:
+    """The trades of one symbol and window as columns: what a price judgement
+    needs.  Mergeable by concatenation, so the columnar path can carry a
+    block's trades as one element instead of one per trade."""
+    __slots__ = ('event_us', 'trade_id', 'price', 'size')
+
+    def __init__(self, event_us, trade_id, price, size):
+        self.event_us = np.asarray(event_us, np.int64)
+        # An Arrow string array (null where a trade has no id): it pickles as
+        # buffers, not as one Python string per trade.
+        self.trade_id = trade_id if isinstance(trade_id, pa.Array) \
+            else pa.array(list(trade_id), pa.string())
+        self.price = np.asarray(price, np.float64)
+        self.size = np.asarray(size, np.float64)
+
+    @classmethod
+    def of_trades(cls, trades):
+        trades = list(trades)
+        return cls([t.event_time.micros for t in trades],
+                   [t.trade_id for t in trades],
+                   [t.price for t in trades], [t.size for t in trades])
+
+    @classmethod
+    def concat(cls, samples):
+        samples = list(samples)
+        if len(samples) == 1:
+            return samples[0]
+        return cls(np.concatenate([s.event_us for s in samples]),
+                   pa.concat_arrays([s.trade_id for s in samples]),
+                   np.concatenate([s.price for s in samples]),
+                   np.concatenate([s.size for s in samples]))
+
+    def __len__(self):
+        return len(self.event_us)
+
+    def __getstate__(self):
+        return (self.event_us, self.trade_id, self.price, self.size)
+
+    def __setstate__(self, state):
+        self.event_us, self.trade_id, self.price, self.size = state
+
+
+def sample_outliers(sample: PriceSample, k: float, min_trades: int):
+    """(event us, trade id, price, vwap, deviation) of the trades of one window
+    that deviate, in event-time order (ties by trade id)."""
+    # Repeats of a trade id count once (the first seen is kept).
+    ids = sample.trade_id
+    has_id = ids.is_valid().to_numpy(zero_copy_only=False)
+    rows = np.arange(len(ids))
+    keep = ~has_id
+    if has_id.any():
+        first = pa.table({'id': ids.filter(pa.array(has_id)),
+                          'row': rows[has_id]}).group_by(
+            'id', use_threads=False).aggregate([('row', 'min')])
+        keep[first['row_min'].to_numpy()] = True
+    keep = rows[keep]
+    if len(keep) < min_trades:
         return []
-    price = np.array([t.price for t in trades])
-    size = np.array([t.size for t in trades])
+    price, size = sample.price[keep], sample.size[keep]
     median = float(np.median(price))
     spread = MAD_SCALE * float(np.median(np.abs(price - median)))
     if spread <= 0:
@@ -74,26 +125,69 @@ def price_outliers(trades, k: float, min_trades: int):
     inside = np.abs(price - median) <= k * spread
     vwap = float((price[inside] * size[inside]).sum() / size[inside].sum())
     deviation = np.abs(price - vwap) / spread
-    return [(trades[i], vwap, float(deviation[i]))
-            for i in np.flatnonzero(deviation > k)]
+    out = []
+    for j in np.flatnonzero(deviation > k):
+        i = int(keep[j])
+        out.append((int(sample.event_us[i]), ids[i].as_py(),
+                    float(sample.price[i]), vwap, float(deviation[j])))
+    return sorted(out, key=lambda x: (x[0], x[1] or ''))
+
+
+def price_outliers(trades, k: float, min_trades: int):
+    """(event us, trade id, price, vwap, deviation) of a window's trades."""
+    return sample_outliers(PriceSample.of_trades(trades), k, min_trades)
+
+
+_ONLY_PANE = windowed_value.PaneInfo(
+    is_first=True, is_last=True, timing=windowed_value.PaneInfoTiming.ON_TIME,
+    index=0, nonspeculative_index=0)
 
 
 class _FlagFn(beam.DoFn):
-    def __init__(self, k, min_trades, job):
+    """(symbol, trades or PriceSamples) per window -> price Anomaly rows.
+    With ``window_in_key`` the key is (symbol, start us, end us) in the global
+    window (bounded input: the window's only pane)."""
+
+    def __init__(self, k, min_trades, job, window_in_key=False):
         self._k = k
         self._min = min_trades
+        self._window_in_key = window_in_key
         self._flagged = Metrics.counter(job, 'anomalies.price')
 
     def process(self, kv, window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam):
-        symbol, trades = kv
-        fields = windows.pane_fields(window, pane)
-        for trade, vwap, deviation in sorted(
-                price_outliers(trades, self._k, self._min),
-                key=lambda x: (x[0].event_time, x[0].trade_id or '')):
+        key, values = kv
+        if self._window_in_key:
+            symbol, start, end = key
+            fields = windows.pane_fields(beam_window.IntervalWindow(
+                Timestamp(micros=start), Timestamp(micros=end)), _ONLY_PANE)
+        else:
+            symbol, fields = key, windows.pane_fields(window, pane)
+        values = list(values)
+        samples = [v for v in values if isinstance(v, PriceSample)]
+        trades = [v for v in values if not isinstance(v, PriceSample)]
+        if trades:
+            samples.append(PriceSample.of_trades(trades))
+        for event_us, trade_id, price, vwap, deviation in sample_outliers(
+                PriceSample.concat(samples), self._k, self._min):
             self._flagged.inc()
-            yield Anomaly(symbol, 'price', trade.event_time, trade.trade_id,
-                          trade.price, vwap, deviation, **fields)
+            yield Anomaly(symbol, 'price', Timestamp(micros=event_us),
+                          trade_id, price, vwap, deviation, **fields)
+
+
+class FlagPrices(beam.PTransform):
+    """``PCollection[(symbol, Trade | PriceSample)]`` in anomaly windows (or
+    keyed by (symbol, start, end) with ``window_in_key``) ->
+    ``PCollection[Anomaly]``."""
+
+    def __init__(self, k, min_trades, job, window_in_key=False, label=None):
+        super().__init__(label)
+        self._fn = _FlagFn(k, min_trades, job, window_in_key)
+
+    def expand(self, keyed):
+        return (keyed
+                | 'TradesPerWindow' >> beam.GroupByKey()
+                | 'Flag' >> beam.ParDo(self._fn))
 
 
 class PriceAnomalies(beam.PTransform):
@@ -115,8 +209,7 @@ class PriceAnomalies(beam.PTransform):
                     lambda t: (t.symbol, t)).with_output_types(
                         typing.Tuple[str, Trade])
                 | 'AnomalyWindow' >> beam.WindowInto(self._window.window_fn())
-                | 'TradesPerWindow' >> beam.GroupByKey()
-                | 'Flag' >> beam.ParDo(_FlagFn(self._k, self._min, self._job)))
+                | 'Judge' >> FlagPrices(self._k, self._min, self._job))
 
 
 class _GapFn(beam.DoFn):
