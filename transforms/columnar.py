@@ -30,9 +30,13 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import deadletter
-from transforms.decode import Filtered
+from transforms.decode import MAX_EVENT_TIME, MIN_EVENT_TIME, Filtered
 
 NEWLINE = 10
+# The RFC 3339 shapes Arrow's timestamp cast reads exactly as
+# formats.parse_time does (at most microseconds, a zone always).
+RFC3339 = (r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?'
+           r'(Z|[+-]\d{2}:\d{2})$')
 OPEN_BRACE = ord('{')
 _ROW = re.compile(r'\bin row (\d+)')
 
@@ -163,6 +167,53 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
     read(0, len(blob_starts))
     return segments, lines[np.asarray(sorted(refused), dtype=np.int64)] \
         if refused else np.zeros(0, np.int64)
+
+
+def decode_json_lines(data: bytes, bounds, *, schema: pa.Schema,
+                      time_field: str, max_bytes: int, accept, columns_of,
+                      decode_each, concat):
+    """The skeleton of every columnar block decoder.
+
+    The JSON-object lines of the block are read by Arrow (``schema`` types the
+    fields read); ``accept(table)`` marks the rows the vectorised reading gets
+    exactly right; of those, rows whose ``time_field`` Arrow cannot read or
+    whose time is out of range are also handed back.  ``columns_of(table,
+    event_us)`` turns the accepted rows into the job's columns.  Every other
+    line goes, one by one, to ``decode_each(payloads) -> (columns, refused,
+    count)`` (the reference decoder).  Returns ``(concat(parts), refused,
+    record count)``.
+    """
+    starts, ends = bounds if bounds is not None else line_bounds(data)
+    candidates = json_candidates(data, starts, ends, max_bytes)
+    segments, refused = json_block(data, starts, ends, candidates, schema)
+    fallback = [np.flatnonzero(~candidates), refused]
+    parts = []
+    for segment in segments:
+        ok = accept(segment.table)
+        fallback.append(segment.lines[~ok])
+        if not ok.any():
+            continue
+        table = segment.table.filter(pa.array(ok))
+        lines = segment.lines[ok]
+        try:
+            event_us = table[time_field].cast(
+                pa.timestamp('us', tz='UTC')).cast(pa.int64()).to_numpy(
+                    zero_copy_only=False)
+        except pa.ArrowInvalid:        # a shape the regex let by: 2026-02-30
+            fallback.append(lines)
+            continue
+        inside = ((event_us >= MIN_EVENT_TIME.micros)
+                  & (event_us <= MAX_EVENT_TIME.micros))
+        fallback.append(lines[~inside])
+        if inside.any():
+            parts.append(columns_of(table.filter(pa.array(inside)),
+                                    event_us[inside].astype(np.int64)))
+    lines = np.sort(np.concatenate(fallback))
+    columns, refused_lines, _ = decode_each(
+        [data[starts[i]:ends[i]] for i in lines])
+    parts.append(columns)
+    merged = concat(parts)
+    return merged, refused_lines, len(merged.event_us)
 
 
 def group_rows(*keys):

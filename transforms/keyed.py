@@ -16,11 +16,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms import columnar, deadletter, formats, windows
 from transforms.combiners import MergingCombineFn, Moments
-from transforms.decode import (DEFAULT_MAX_BYTES, MAX_EVENT_TIME,
-                               MIN_EVENT_TIME, DecodeError, decode_payload)
+from transforms.decode import DEFAULT_MAX_BYTES, DecodeError, decode_payload
 
-RFC3339 = (r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?'
-           r'(Z|[+-]\d{2}:\d{2})$')
+RFC3339 = columnar.RFC3339
 SCHEMA = pa.schema([('ts', pa.string()), ('key', pa.string()),
                     ('value', pa.float64())])
 
@@ -72,10 +70,30 @@ class Columns(typing.NamedTuple):
     value: np.ndarray
 
     @classmethod
+    def concat(cls, parts):
+        return cls(np.concatenate([p.event_us for p in parts]),
+                   pa.concat_arrays([p.key for p in parts]),
+                   np.concatenate([p.value for p in parts]))
+
+    @classmethod
     def of_records(cls, records):
         return cls(np.array([r.event_time.micros for r in records], np.int64),
                    pa.array([r.key for r in records], pa.string()),
                    np.array([r.value for r in records], np.float64))
+
+
+def _accepted_rows(table: pa.Table) -> np.ndarray:
+    if not {'ts', 'key', 'value'} <= set(table.column_names):
+        return np.zeros(table.num_rows, bool)
+    return pc.fill_null(pc.and_(pc.and_(
+        pc.match_substring_regex(table['ts'], RFC3339),
+        pc.greater(pc.utf8_length(table['key']), 0)),
+        pc.is_finite(table['value'])), False).to_numpy(zero_copy_only=False)
+
+
+def _columns_of(table: pa.Table, event_us) -> 'Columns':
+    return Columns(event_us, table['key'].combine_chunks(),
+                   table['value'].to_numpy(zero_copy_only=False))
 
 
 class BlockDecoder:
@@ -98,45 +116,11 @@ class BlockDecoder:
     def decode(self, data, bounds=None):
         starts, ends = bounds if bounds is not None else \
             columnar.line_bounds(data)
-        candidates = columnar.json_candidates(data, starts, ends,
-                                              self.max_bytes)
-        segments, refused = columnar.json_block(data, starts, ends,
-                                                candidates, SCHEMA)
-        fallback = [np.flatnonzero(~candidates), refused]
-        parts = []
-        for segment in segments:
-            table = segment.table
-            if not {'ts', 'key', 'value'} <= set(table.column_names):
-                fallback.append(segment.lines)
-                continue
-            ok = pc.fill_null(pc.and_(pc.and_(
-                pc.match_substring_regex(table['ts'], RFC3339),
-                pc.greater(pc.utf8_length(table['key']), 0)),
-                pc.is_finite(table['value'])), False).to_numpy(
-                    zero_copy_only=False)
-            fallback.append(segment.lines[~ok])
-            table = table.filter(pa.array(ok))
-            try:
-                event_us = table['ts'].cast(pa.timestamp('us', tz='UTC')).cast(
-                    pa.int64()).to_numpy(zero_copy_only=False)
-            except pa.ArrowInvalid:
-                fallback.append(segment.lines[ok])
-                continue
-            inside = ((event_us >= MIN_EVENT_TIME.micros)
-                      & (event_us <= MAX_EVENT_TIME.micros))
-            fallback.append(segment.lines[ok][~inside])
-            parts.append(Columns(
-                event_us[inside], table['key'].combine_chunks().filter(
-                    pa.array(inside)),
-                table['value'].to_numpy(zero_copy_only=False)[inside]))
-        lines = np.sort(np.concatenate(fallback))
-        columns, dead, _ = self.decode_each(
-            [data[starts[i]:ends[i]] for i in lines])
-        parts.append(columns)
-        merged = Columns(np.concatenate([p.event_us for p in parts]),
-                         pa.concat_arrays([p.key for p in parts]),
-                         np.concatenate([p.value for p in parts]))
-        return merged, dead, len(merged.event_us)
+        return columnar.decode_json_lines(
+            data, (starts, ends), schema=SCHEMA, time_field='ts',
+            max_bytes=self.max_bytes, accept=_accepted_rows,
+            columns_of=_columns_of, decode_each=self.decode_each,
+            concat=Columns.concat)
 
 
 class KeyedPartials:

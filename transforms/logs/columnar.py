@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from transforms import columnar, deadletter, windows
 from transforms.combiners import Moments, Quantiles
-from transforms.decode import (DEFAULT_MAX_BYTES, MAX_EVENT_TIME,
-                               MIN_EVENT_TIME, decode_payload)
+from transforms.decode import DEFAULT_MAX_BYTES, decode_payload
 from transforms.logs import decoders
 from transforms.logs.records import ERROR_LEVELS
 from transforms.logs.stats import LogStats
@@ -39,8 +38,7 @@ ALTERNATIVE_KEYS = frozenset(
     decoders.LEVEL_KEYS[1:] + decoders.STATUS_KEYS[1:] +
     decoders.LATENCY_MS_KEYS[1:] + decoders.LATENCY_S_KEYS +
     decoders.HOST_KEYS[1:] + ('log', 'http'))
-RFC3339 = (r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?'
-           r'(Z|[+-]\d{2}:\d{2})$')
+RFC3339 = columnar.RFC3339
 ERROR_LEVEL_LIST = sorted(ERROR_LEVELS)
 
 
@@ -120,11 +118,8 @@ def _levels(table: pa.Table):
                                 encoded.indices), '')
 
 
-def _columns_of(table: pa.Table) -> Columns:
+def _columns_of(table: pa.Table, event_us) -> Columns:
     n = table.num_rows
-    event_us = table.column('timestamp').cast(
-        pa.timestamp('us', tz='UTC')).cast(pa.int64()).to_numpy(
-            zero_copy_only=False)
     level = _levels(table)
     error = pc.is_in(level, pa.array(ERROR_LEVEL_LIST)).to_numpy(
         zero_copy_only=False)
@@ -134,7 +129,7 @@ def _columns_of(table: pa.Table) -> Columns:
     latency = table.column('latency_ms').to_numpy(zero_copy_only=False) \
         .astype(np.float64) if 'latency_ms' in table.column_names \
         else np.full(n, np.nan)
-    return Columns(event_us.astype(np.int64),
+    return Columns(event_us,
                    table.column('service').combine_chunks(),
                    error.astype(bool), latency)
 
@@ -174,37 +169,11 @@ class BlockDecoder:
             records, dead = self.reference(
                 [data[s:e] for s, e in zip(starts, ends)])
             return Columns.of_records(records), dead, len(records)
-        candidates = columnar.json_candidates(data, starts, ends,
-                                              self.max_bytes)
-        segments, refused = columnar.json_block(
-            data, starts, ends, candidates, SCHEMA)
-        fallback = [np.flatnonzero(~candidates), refused]
-        parts = []
-        for segment in segments:
-            ok = _accepted_rows(segment.table)
-            fallback.append(segment.lines[~ok])
-            if ok.any():
-                table = segment.table.filter(pa.array(ok))
-                try:
-                    columns = _columns_of(table)
-                except (pa.ArrowInvalid, decoders.DecodeError):
-                    fallback.append(segment.lines[ok])   # e.g. 2026-02-30
-                    continue
-                inside = ((columns.event_us >= MIN_EVENT_TIME.micros)
-                          & (columns.event_us <= MAX_EVENT_TIME.micros))
-                if not inside.all():
-                    fallback.append(segment.lines[ok][~inside])
-                    columns = Columns(
-                        columns.event_us[inside],
-                        columns.service.filter(pa.array(inside)),
-                        columns.error[inside], columns.latency[inside])
-                parts.append(columns)
-        lines = np.sort(np.concatenate(fallback)) if fallback else []
-        records, dead = self.reference(
-            [data[starts[i]:ends[i]] for i in lines])
-        parts.append(Columns.of_records(records))
-        columns = Columns.concat(parts)
-        return columns, dead, len(columns.event_us)
+        return columnar.decode_json_lines(
+            data, (starts, ends), schema=SCHEMA, time_field='timestamp',
+            max_bytes=self.max_bytes, accept=_accepted_rows,
+            columns_of=_columns_of, decode_each=self.decode_each,
+            concat=Columns.concat)
 
 
 def partials(columns: Columns, window: windows.WindowSpec, k: int):

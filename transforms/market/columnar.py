@@ -16,8 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import columnar, deadletter, windows
-from transforms.decode import (DEFAULT_MAX_BYTES, MAX_EVENT_TIME,
-                               MIN_EVENT_TIME, Filtered, decode_payload)
+from transforms.decode import DEFAULT_MAX_BYTES, Filtered, decode_payload
 from transforms.market.anomalies import PriceSample
 from transforms.market.bars import BarAcc
 from transforms.market.records import condition_codes
@@ -29,8 +28,7 @@ SCHEMA = pa.schema([
     ('trade_id', pa.string()), ('venue', pa.string()),
     ('conditions', pa.list_(pa.string())),
 ])
-RFC3339 = (r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?'
-           r'(Z|[+-]\d{2}:\d{2})$')
+RFC3339 = columnar.RFC3339
 SYMBOL = r'^[A-Z0-9._-]{1,32}$'
 CODE = r'^[^,;|\s]+$'
 
@@ -156,42 +154,19 @@ class BlockDecoder:
             columnar.line_bounds(data)
         if not self.json_fast:
             return self.decode_each([data[s:e] for s, e in zip(starts, ends)])
-        candidates = columnar.json_candidates(data, starts, ends,
-                                              self.max_bytes)
-        segments, refused = columnar.json_block(data, starts, ends,
-                                                candidates, SCHEMA)
-        fallback = [np.flatnonzero(~candidates), refused]
-        parts = []
-        for segment in segments:
-            ok = _accepted_rows(segment.table)
-            fallback.append(segment.lines[~ok])
-            if not ok.any():
-                continue
-            table = segment.table.filter(pa.array(ok))
-            try:
-                event_us = table['event_time'].cast(
-                    pa.timestamp('us', tz='UTC')).cast(pa.int64()).to_numpy(
-                        zero_copy_only=False)
-            except pa.ArrowInvalid:
-                fallback.append(segment.lines[ok])
-                continue
-            inside = ((event_us >= MIN_EVENT_TIME.micros)
-                      & (event_us <= MAX_EVENT_TIME.micros))
-            fallback.append(segment.lines[ok][~inside])
-            table = table.filter(pa.array(inside))
-            ids = table['trade_id'].combine_chunks() \
-                if 'trade_id' in table.column_names \
-                else pa.nulls(table.num_rows, pa.string())
-            parts.append(Columns(
-                event_us[inside], table['symbol'].combine_chunks(),
-                table['price'].to_numpy(), table['size'].to_numpy(), ids,
-                _eligible(table, self.ineligible)))
-        lines = np.sort(np.concatenate(fallback))
-        columns, refused_lines, _ = self.decode_each(
-            [data[starts[i]:ends[i]] for i in lines])
-        parts.append(columns)
-        merged = Columns.concat(parts)
-        return merged, refused_lines, len(merged.event_us)
+        return columnar.decode_json_lines(
+            data, (starts, ends), schema=SCHEMA, time_field='event_time',
+            max_bytes=self.max_bytes, accept=_accepted_rows,
+            columns_of=self._columns_of, decode_each=self.decode_each,
+            concat=Columns.concat)
+
+    def _columns_of(self, table, event_us):
+        ids = table['trade_id'].combine_chunks() \
+            if 'trade_id' in table.column_names \
+            else pa.nulls(table.num_rows, pa.string())
+        return Columns(event_us, table['symbol'].combine_chunks(),
+                       table['price'].to_numpy(), table['size'].to_numpy(),
+                       ids, _eligible(table, self.ineligible))
 
 
 def _bars(columns: Columns, window: windows.WindowSpec):
