@@ -6,9 +6,29 @@ container it was first given.  From the second bundle of a step on, counter
 updates go to that first, already committed container and are lost: a
 streaming run reports only its first bundle's counts.  Giving every bundle a
 fresh sampler makes each bundle's counters land in its own container, which
-the runner then commits.  The fix is idempotent and touches nothing else.
+the runner then commits.
+
+Splittable DoFns in streaming mode (the Kafka source): the runner's list of
+transform overrides replaces GroupByKey a last time *after* its streaming
+overrides, so the GroupByKey that its own splittable-DoFn expansion adds stays
+a batch GroupByKey and the pipeline is refused ("was not replaced as
+expected").  The streaming overrides are moved after that last replacement.
+
+Splittable DoFns at all: the runner defers the iteration of a splittable
+``process()`` until after Beam's invoker has already checked that the
+restriction was fully claimed, so every splittable DoFn fails ("is not done
+since work in range ... has not been claimed"); and a ``defer_remainder()``
+checkpoint is dropped, ending the read.  The check is moved after the outputs
+are consumed, and a deferred remainder becomes the runner's residual.
+
+All fixes are idempotent and touch nothing else.
 """
+import threading
+
+from apache_beam.runners import sdf_utils
+from apache_beam.runners.direct import direct_runner
 from apache_beam.runners.direct import executor
+from apache_beam.runners.direct import sdf_direct_runner
 from apache_beam.runners.worker import statesampler
 from apache_beam.utils import counters
 
@@ -16,6 +36,74 @@ _INSTALLED = '_realtime_pipelines_fresh_sampler'
 
 
 def install():
+    _install_fresh_sampler()
+    _install_override_order()
+    _install_sdf_fix()
+
+
+_SDF = threading.local()
+
+
+def _install_sdf_fix():
+    tracker_class = sdf_utils.ThreadsafeRestrictionTracker
+    invoker_class = sdf_direct_runner.SDFProcessElementInvoker
+    if getattr(invoker_class.invoke_process_element, _INSTALLED, False):
+        return
+    original_init = tracker_class.__init__
+    original_check = tracker_class.check_done
+    original_invoke = invoker_class.invoke_process_element
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        if getattr(_SDF, 'capturing', False):
+            _SDF.tracker = self
+
+    def check_done(self):
+        if getattr(_SDF, 'capturing', False) and \
+                getattr(_SDF, 'tracker', None) is self:
+            return      # checked once the outputs have been consumed
+        return original_check(self)
+
+    def invoke_process_element(self, *args, **kwargs):
+        outputs = original_invoke(self, *args, **kwargs)
+        _SDF.capturing, _SDF.tracker = True, None
+        try:
+            for output in outputs:
+                if isinstance(output, invoker_class.Result):
+                    tracker = _SDF.tracker
+                    _SDF.capturing = False
+                    if tracker is not None:
+                        deferred = tracker.deferred_status()
+                        if output.residual_restriction is None and deferred:
+                            output = invoker_class.Result(
+                                residual_restriction=deferred[0])
+                        original_check(tracker)
+                yield output
+        finally:
+            _SDF.capturing, _SDF.tracker = False, None
+
+    tracker_class.__init__ = init
+    tracker_class.check_done = check_done
+    setattr(invoke_process_element, _INSTALLED, True)
+    invoker_class.invoke_process_element = invoke_process_element
+
+
+def _install_override_order():
+    get = direct_runner._get_transform_overrides  # pylint: disable=protected-access
+    if getattr(get, _INSTALLED, False):
+        return
+
+    def overrides_in_working_order(pipeline_options):
+        overrides = get(pipeline_options)
+        streaming = [o for o in overrides if type(o).__name__ in (
+            'StreamingGroupByKeyOverride', 'StreamingGroupAlsoByWindowOverride')]
+        return [o for o in overrides if o not in streaming] + streaming
+
+    setattr(overrides_in_working_order, _INSTALLED, True)
+    direct_runner._get_transform_overrides = overrides_in_working_order  # pylint: disable=protected-access
+
+
+def _install_fresh_sampler():
     call = executor.TransformExecutor.call
     if getattr(call, _INSTALLED, False):
         return

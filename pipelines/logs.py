@@ -177,6 +177,10 @@ def build(pipeline, args, context):
     stats | 'WriteServiceStats' >> sink.write(
         'service_stats', TABLES['service_stats'])
     alerts | 'WriteAlerts' >> sink.write('alerts', TABLES['alerts'])
+    if args.alerts:
+        alerts | 'PublishAlerts' >> io.open_sink(
+            args.alerts, context, counter='rows_published').write(
+                'alerts', TABLES['alerts'])
     dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])
     return {'service_stats': stats, 'alerts': alerts, 'dead_letter': dead}

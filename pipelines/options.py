@@ -102,6 +102,7 @@ class JobOptions(PipelineOptions):
     DEFAULT_SINK = 'parquet://output/job'
     DEFAULT_WINDOW = 'fixed:60s'
     DEFAULT_TRIGGER = 'default'
+    ALERT_TABLE = 'alerts'
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -125,6 +126,17 @@ class JobOptions(PipelineOptions):
             '--dead_letter', default=None, type=sink_uri,
             help='where refused records go (table dead_letter), with their raw '
                  'payload, stage and reason (default: the --sink)')
+        group.add_argument(
+            '--alerts', default=None, type=sink_uri,
+            help=f'where the {cls.ALERT_TABLE} table goes as well as to the '
+                 f'--sink, e.g. pubsub://projects/P/topics/T or '
+                 f'kafka://HOST:PORT/TOPIC (default: only the --sink)')
+        group.add_argument(
+            '--kafka_io', default='native', choices=('native', 'xlang'),
+            help='Kafka I/O for kafka:// URIs: "native" (Python, on '
+                 'confluent-kafka; every runner, the local one included) or '
+                 '"xlang" (Beam\'s Java KafkaIO; needs a runner with a Java '
+                 'expansion service) (default: %(default)s)')
         group.add_argument(
             '--window', default=cls.DEFAULT_WINDOW, type=window_spec,
             help='event-time windows: fixed:SIZE, sliding:SIZE/PERIOD or '
@@ -221,6 +233,19 @@ def parse(options_cls, argv, description=''):
 def is_local(beam_options) -> bool:
     runner = beam_options.view_as(StandardOptions).runner or DEFAULT_RUNNER
     return str(runner).rsplit('.', 1)[-1] in LOCAL_RUNNERS
+
+
+def runner_name(beam_options) -> str:
+    runner = beam_options.view_as(StandardOptions).runner or DEFAULT_RUNNER
+    return str(runner).rsplit('.', 1)[-1]
+
+
+def finalizes_bundles(beam_options) -> bool:
+    """Whether the runner calls bundle finalizers (the portable ones do; the
+    bundle-based local runner does not)."""
+    runner = beam_options.view_as(StandardOptions).runner or DEFAULT_RUNNER
+    return str(runner).rsplit('.', 1)[-1] not in (
+        'BundleBasedDirectRunner', 'DirectRunner', 'SwitchingDirectRunner')
 
 
 def fail(prog, message):

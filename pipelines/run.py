@@ -53,6 +53,9 @@ def summarize(c: dict) -> dict:
         'files_written': c.get('files_written', 0),
         'rows_written': {k.split('.', 1)[1]: v for k, v in sorted(c.items())
                          if k.startswith('rows_written.')},
+        'rows_published': {k.split('.', 1)[1]: v
+                           for k, v in sorted(c.items())
+                           if k.startswith('rows_published.')},
     }
     s['balanced'] = s['read'] == s['decoded'] + s['dead_lettered'] + \
         s['filtered']
@@ -62,6 +65,8 @@ def summarize(c: dict) -> dict:
 def format_summary(job, s, seconds) -> str:
     ok = 'yes' if s['balanced'] else 'NO (records unaccounted for!)'
     rows = ', '.join(f'{t} {n}' for t, n in s['rows_written'].items())
+    published = ', '.join(f'{t} {n}'
+                          for t, n in s['rows_published'].items())
     filters = ', '.join(f'{t} {n}' for t, n in s['filters'].items())
     anomalies = ', '.join(f'{t} {n}' for t, n in s['anomalies'].items())
     return '\n'.join(line for line in [
@@ -85,6 +90,7 @@ def format_summary(job, s, seconds) -> str:
         else None,
         f'anomalies                 {anomalies}' if anomalies else None,
         f'rows written              {rows or "none"}',
+        f'rows published (--alerts) {published}' if published else None,
         f'files written             {s["files_written"]}',
     ] if line is not None)
 
@@ -96,7 +102,12 @@ def run(job_module, argv, out=sys.stdout):
     args, beam_options = job_options.parse(
         options_cls, argv, description=job_module.__doc__)
     prog = f'python -m pipelines {options_cls.JOB}'
-    streaming = bool(beam_options.view_as(StandardOptions).streaming)
+    standard = beam_options.view_as(StandardOptions)
+    if io.unbounded(args.source):
+        # An unbounded source runs in streaming mode, --streaming or not (a
+        # Flex Template launcher passes no --streaming).
+        standard.streaming = True
+    streaming = bool(standard.streaming)
     local = job_options.is_local(beam_options)
     if streaming and not local and \
             io.parse_uri(args.source).scheme == 'synthetic':
@@ -104,7 +115,10 @@ def run(job_module, argv, out=sys.stdout):
             'argument --source: a synthetic:// stream is played by a '
             'TestStream, which only the local runner runs; give a Pub/Sub '
             'or Kafka source, or run in batch mode (no --streaming)'))
-    context = io.Context(job=options_cls.JOB, streaming=streaming)
+    context = io.Context(
+        job=options_cls.JOB, streaming=streaming, kafka_io=args.kafka_io,
+        finalizes_bundles=job_options.finalizes_bundles(beam_options),
+        runner=job_options.runner_name(beam_options))
     started = time.time()
     pipeline = beam.Pipeline(options=beam_options)
     try:

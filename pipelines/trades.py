@@ -37,6 +37,7 @@ class TradesOptions(JobOptions):
     DEFAULT_SINK = 'parquet://output/trades'
     DEFAULT_WINDOW = 'fixed:60s'
     DEFAULT_TRIGGER = 'early=10s,late=1,lateness=2m,accumulating'
+    ALERT_TABLE = 'anomalies'
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -156,6 +157,10 @@ def build(pipeline, args, context):
 
     bars | 'WriteBars' >> sink.write('bars', TABLES['bars'])
     anomalies | 'WriteAnomalies' >> sink.write('anomalies', TABLES['anomalies'])
+    if args.alerts:
+        anomalies | 'PublishAnomalies' >> io.open_sink(
+            args.alerts, context, counter='rows_published').write(
+                'anomalies', TABLES['anomalies'])
     decoded.dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])
     return {'bars': bars, 'anomalies': anomalies, 'dead_letter': decoded.dead}

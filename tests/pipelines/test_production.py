@@ -17,7 +17,8 @@ import importlib
 
 SNAPSHOTS = REPO_ROOT / 'tests' / 'pipelines' / 'snapshots'
 # Example values for options whose default is empty.
-EXAMPLES = {'dead_letter': 'parquet://dead', 'mask_key': 'secret',
+EXAMPLES = {'dead_letter': 'parquet://dead',
+            'alerts': 'kafka://localhost:9092/alerts', 'mask_key': 'secret',
             'syslog_year': '2026'}
 DATAFLOW = ['--runner', 'DataflowRunner', '--project', 'demo-project',
             '--region', 'europe-west1', '--temp_location', 'gs://demo/tmp',

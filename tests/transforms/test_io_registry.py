@@ -12,7 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms import io
 from transforms.io import Context, UriError, check_uri, parse_uri
 
-KNOWN = 'console://, file://, jsonl://, parquet://, synthetic://'
+KNOWN = ('console://, file://, jsonl://, kafka://, parquet://, pubsub://, '
+         'synthetic://')
 
 
 # ------------------------------------------------------------------ parse_uri
@@ -111,21 +112,21 @@ def test_a_sink_scheme_is_not_a_source():
     with pytest.raises(UriError) as err:
         check_uri('parquet://out', 'source')
     assert str(err.value) == ('parquet:// cannot be used as a source; '
-                              'sources: file://, synthetic://')
+                              'sources: file://, kafka://, pubsub://, synthetic://')
 
 
 def test_a_source_scheme_is_not_a_sink():
     with pytest.raises(UriError) as err:
         check_uri('file://x/*.log', 'sink')
     assert str(err.value) == ('file:// cannot be used as a sink; '
-                              'sinks: console://, jsonl://, parquet://')
+                              'sinks: console://, jsonl://, kafka://, parquet://, pubsub://')
 
 
 @pytest.mark.parametrize('kind', ['source', 'sink'])
 def test_an_unknown_scheme_lists_the_known_ones(kind):
     with pytest.raises(UriError) as err:
-        check_uri('kafka://broker/topic', kind)
-    assert str(err.value) == f'unknown scheme kafka://; known: {KNOWN}'
+        check_uri('mqtt://broker/topic', kind)
+    assert str(err.value) == f'unknown scheme mqtt://; known: {KNOWN}'
 
 
 @pytest.mark.parametrize('text', ['_windowed_files://x', '__init__://x'])
@@ -214,15 +215,19 @@ def test_synthetic_refuses_rates_and_durations_it_cannot_generate(query):
 # ------------------------------------------------------- schemes, describe
 
 def test_schemes_by_kind():
-    assert io.schemes() == ['console', 'file', 'jsonl', 'parquet', 'synthetic']
-    assert io.schemes('source') == ['file', 'synthetic']
-    assert io.schemes('sink') == ['console', 'jsonl', 'parquet']
+    assert io.schemes() == ['console', 'file', 'jsonl', 'kafka', 'parquet',
+                            'pubsub', 'synthetic']
+    assert io.schemes('source') == ['file', 'kafka', 'pubsub', 'synthetic']
+    assert io.schemes('sink') == ['console', 'jsonl', 'kafka', 'parquet',
+                                  'pubsub']
 
 
 @pytest.mark.parametrize('kind, expected', [
-    ('source', [('file', 'GLOB'), ('synthetic', 'deterministic')]),
+    ('source', [('file', 'GLOB'), ('kafka', 'Kafka'), ('pubsub', 'Pub/Sub'),
+                ('synthetic', 'deterministic')]),
     ('sink', [('console', 'standard output'), ('jsonl', 'JSON lines'),
-              ('parquet', 'Parquet')]),
+              ('kafka', 'Kafka'), ('parquet', 'Parquet'),
+              ('pubsub', 'Pub/Sub')]),
 ])
 def test_describe_gives_one_line_per_scheme(kind, expected):
     lines = io.describe(kind).split('\n')

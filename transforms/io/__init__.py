@@ -57,6 +57,9 @@ class Context(typing.NamedTuple):
     """What a source or sink may need to know about the job that opens it."""
     job: str
     streaming: bool = False
+    kafka_io: str = 'native'          # or 'xlang' (Beam's Java KafkaIO)
+    finalizes_bundles: bool = False   # the runner calls bundle finalizers
+    runner: str = ''                  # the runner's name, e.g. DataflowRunner
 
 
 def parse_uri(text: str) -> Uri:
@@ -122,14 +125,27 @@ def check_uri(text: str, kind: str) -> Uri:
     return uri
 
 
+def unbounded(text: str) -> bool:
+    """Whether reading this source URI never ends on its own (the job then
+    runs in streaming mode, whether or not ``--streaming`` was given)."""
+    uri = parse_uri(text)
+    check = getattr(_module(uri.scheme), 'unbounded', None)
+    return bool(check is not None and check(uri))
+
+
 def open_source(text: str, context: Context) -> 'Source':
     uri = check_uri(text, 'source')
     return _module(uri.scheme).open_source(uri, context)
 
 
-def open_sink(text: str, context: Context) -> 'Sink':
+def open_sink(text: str, context: Context,
+              counter: str = 'rows_written') -> 'Sink':
+    """The sink for a URI; it counts the rows it writes per table in the
+    counter ``COUNTER.TABLE`` (a second sink of one table counts apart)."""
     uri = check_uri(text, 'sink')
-    return _module(uri.scheme).open_sink(uri, context)
+    sink = _module(uri.scheme).open_sink(uri, context)
+    sink.counter = counter
+    return sink
 
 
 class Source(beam.PTransform):
@@ -150,9 +166,15 @@ class Source(beam.PTransform):
 class Sink:
     """Base of every sink; ``write(table, record_type)`` gives the PTransform."""
 
+    counter = 'rows_written'
+
     def __init__(self, uri: Uri, context: Context):
         self.uri = uri
         self.context = context
+
+    def rows_counter(self, table: str) -> str:
+        """The counter name for the rows this sink writes of a table."""
+        return f'{self.counter}.{table}'
 
     def write(self, table: str, record_type) -> beam.PTransform:
         raise TypeError(f'{type(self).__name__} does not implement write()')

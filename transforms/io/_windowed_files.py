@@ -37,14 +37,16 @@ def _stamp(ts) -> str:
 class WriteWindowedFilesFn(beam.DoFn):
     """Buffers a bundle's rows per window and pane; writes one file per group."""
 
-    def __init__(self, directory, table, record_type, encode, extension, job):
+    def __init__(self, directory, table, record_type, encode, extension, job,
+                 rows_counter=None):
         self._directory = directory.rstrip('/')
         self._table = table
         self._record_type = record_type
         self._encode = encode          # (rows, record_type) -> bytes
         self._extension = extension
         self._job = job
-        self._rows = Metrics.counter(job, f'rows_written.{table}')
+        self._rows = Metrics.counter(job, rows_counter
+                                     or f'rows_written.{table}')
         self._files = Metrics.counter(job, 'files_written')
         self._has_pane_fields = all(
             f in getattr(record_type, '_fields', ())
@@ -115,10 +117,12 @@ class WriteWindowedFilesFn(beam.DoFn):
 class WriteWindowedFiles(beam.PTransform):
     """``PCollection[record_type]`` (any windowing) -> ``PCollection[str]`` paths."""
 
-    def __init__(self, directory, table, record_type, encode, extension, job):
+    def __init__(self, directory, table, record_type, encode, extension, job,
+                 rows_counter=None):
         super().__init__()
         self._fn = WriteWindowedFilesFn(
-            directory, table, record_type, encode, extension, job)
+            directory, table, record_type, encode, extension, job,
+            rows_counter)
 
     def expand(self, rows):
         return rows | beam.ParDo(self._fn)

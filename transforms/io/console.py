@@ -17,9 +17,9 @@ def validate(uri, kind):
 
 
 class _Print(beam.DoFn):
-    def __init__(self, table, job):
+    def __init__(self, table, job, rows_counter):
         self._table = table
-        self._rows = Metrics.counter(job, f'rows_written.{table}')
+        self._rows = Metrics.counter(job, rows_counter)
 
     def process(self, row):
         line = orjson.dumps(schemas.to_json_dict(row)).decode()
@@ -30,7 +30,8 @@ class _Print(beam.DoFn):
 
 class ConsoleSink(Sink):
     def write(self, table, record_type):
-        return beam.ParDo(_Print(table, self.context.job))
+        return beam.ParDo(_Print(table, self.context.job,
+                                 self.rows_counter(table)))
 
 
 def open_sink(uri, context):

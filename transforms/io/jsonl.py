@@ -23,7 +23,8 @@ def encode_jsonl(rows, record_type):
 class JsonlSink(Sink):
     def write(self, table, record_type):
         return WriteWindowedFiles(self.uri.location, table, record_type,
-                                  encode_jsonl, '.jsonl', self.context.job)
+                                  encode_jsonl, '.jsonl', self.context.job,
+                                  self.rows_counter(table))
 
 
 def open_sink(uri, context):

@@ -39,7 +39,7 @@ class ParquetSink(Sink):
         return WriteWindowedFiles(
             self.uri.location, table, record_type,
             _Encoder(self.uri.param('compression', 'zstd')), '.parquet',
-            self.context.job)
+            self.context.job, self.rows_counter(table))
 
 
 def open_sink(uri, context):

@@ -1,0 +1,236 @@
+"""The Kafka source and sink against a real Kafka-protocol broker (noida-db),
+started by the tests on a loopback port."""
+import io
+import itertools
+
+import apache_beam as beam
+import orjson
+import pyarrow.dataset as ds
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines import logs, run
+from transforms import io as transforms_io
+from transforms.detectors import Alert
+from transforms.io import kafka
+from transforms.io import synthetic
+from apache_beam.utils.timestamp import Timestamp
+
+_names = itertools.count()
+T0 = 1767225600.0     # 2026-01-01T00:00:00Z
+
+
+def fresh(kafka_broker, partitions=4):
+    topic = f'topic-{next(_names)}'
+    kafka_broker.create_topic(topic, partitions)
+    return topic
+
+
+def produce(kafka_broker, topic, records, key=None):
+    """records: (event_time_seconds, payload) pairs, in order."""
+    import confluent_kafka
+    producer = confluent_kafka.Producer({'bootstrap.servers':
+                                         kafka_broker.brokers})
+    for i, (seconds, payload) in enumerate(records):
+        producer.produce(topic, value=payload,
+                         key=(key or str(i)).encode(),
+                         timestamp=int(seconds * 1000))
+    assert producer.flush(30) == 0
+
+
+def read_all(uri, streaming=False, runner='BundleBasedDirectRunner'):
+    """Values and timestamps a pipeline reads from a kafka:// source."""
+    options = PipelineOptions([f'--runner={runner}']
+                              + (['--streaming'] if streaming else []))
+    context = transforms_io.Context(
+        job='test', streaming=streaming,
+        finalizes_bundles=runner == 'FnApiRunner')
+    run_id = next(_names)
+    _FOUND[run_id] = []
+    with beam.Pipeline(options=options) as pipeline:
+        _ = (pipeline | transforms_io.open_source(uri, context)
+             | beam.Map(_keep, run_id))
+    return _FOUND.pop(run_id)
+
+
+# What the pipelines read, by run (the in-process runners share this module).
+_FOUND = {}
+
+
+def _keep(value, run_id, timestamp=beam.DoFn.TimestampParam):
+    _FOUND[run_id].append((value, float(timestamp)))
+
+
+def committed(kafka_broker, topic, group, partitions=4):
+    import confluent_kafka
+    consumer = confluent_kafka.Consumer({'bootstrap.servers':
+                                         kafka_broker.brokers,
+                                         'group.id': group})
+    try:
+        offsets = consumer.committed(
+            [confluent_kafka.TopicPartition(topic, p)
+             for p in range(partitions)], timeout=30)
+    finally:
+        consumer.close()
+    return sum(max(0, tp.offset) for tp in offsets)
+
+
+# ---------------------------------------------------------------- the source
+
+@pytest.mark.parametrize('runner', ['BundleBasedDirectRunner', 'FnApiRunner'])
+def test_a_bounded_read_gives_every_record_with_its_timestamp(kafka, runner):
+    topic = fresh(kafka)
+    records = [(T0 + i * 0.5, f'r{i}'.encode()) for i in range(300)]
+    produce(kafka, topic, records)
+    found = read_all(f'kafka://{kafka.brokers}/{topic}?group=g&stop=end',
+                     runner=runner)
+    assert sorted(found) == sorted((p, t) for t, p in records)
+    # What was emitted is committed for the group: all 300.
+    assert committed(kafka, topic, 'g') == 300
+
+
+def test_a_second_read_of_the_group_resumes_after_the_committed_offsets(kafka):
+    topic = fresh(kafka)
+    first = [(T0 + i, f'a{i}'.encode()) for i in range(120)]
+    produce(kafka, topic, first)
+    uri = f'kafka://{kafka.brokers}/{topic}?group=resume&stop=end'
+    assert sorted(p for p, _ in read_all(uri)) == sorted(p for _, p in first)
+    second = [(T0 + 200 + i, f'b{i}'.encode()) for i in range(80)]
+    produce(kafka, topic, second)
+    assert sorted(p for p, _ in read_all(uri)) == sorted(p for _, p in second)
+    assert read_all(uri) == []           # nothing new: nothing read
+    # Another group starts from the beginning; start=latest reads nothing.
+    other = f'kafka://{kafka.brokers}/{topic}?group=other&stop=end'
+    assert len(read_all(other)) == 200
+    assert read_all(f'kafka://{kafka.brokers}/{topic}?group=late&stop=end'
+                    f'&start=latest') == []
+
+
+def test_start_at_a_time_reads_from_the_first_record_at_or_after_it(kafka):
+    topic = fresh(kafka, partitions=2)
+    records = [(T0 + i * 60, f'm{i}'.encode()) for i in range(10)]
+    produce(kafka, topic, records)
+    found = read_all(f'kafka://{kafka.brokers}/{topic}?group=t&stop=end'
+                     f'&start=2026-01-01T00:05:00Z')
+    assert sorted(p for p, _ in found) == sorted(
+        p for t, p in records if t >= T0 + 300)
+
+
+def test_an_idle_stream_ends_after_its_idle_time(kafka):
+    topic = fresh(kafka)
+    records = [(T0 + i, f's{i}'.encode()) for i in range(50)]
+    produce(kafka, topic, records)
+    found = read_all(f'kafka://{kafka.brokers}/{topic}?group=idle'
+                     f'&stop=idle:1s', streaming=True)
+    assert sorted(found) == sorted((p, t) for t, p in records)
+
+
+def test_a_missing_topic_fails_the_read_with_its_name(kafka):
+    with pytest.raises(Exception, match='no-such-topic'):
+        read_all(f'kafka://{kafka.brokers}/no-such-topic?stop=end')
+
+
+# ------------------------------------------------------------------ the sink
+
+def test_the_sink_writes_one_json_message_per_row(kafka):
+    topic = fresh(kafka, partitions=2)
+    alerts = [Alert(key=f'svc{i % 2}', metric='error_rate', state='RAISED',
+                    value=0.5 + i, threshold=0.1,
+                    window_start=Timestamp(T0 + 60 * i),
+                    window_end=Timestamp(T0 + 60 * (i + 1)),
+                    pane_timing='ON_TIME', pane_index=0)
+              for i in range(6)]
+    context = transforms_io.Context(job='test')
+    sink = transforms_io.open_sink(f'kafka://{kafka.brokers}/{topic}',
+                                   context)
+    with beam.Pipeline(options=PipelineOptions(
+            ['--runner=BundleBasedDirectRunner'])) as pipeline:
+        _ = (pipeline | beam.Create(alerts).with_output_types(Alert)
+             | sink.write('alerts', Alert))
+    import confluent_kafka
+    consumer = confluent_kafka.Consumer({
+        'bootstrap.servers': kafka.brokers, 'group.id': 'check',
+        'auto.offset.reset': 'earliest'})
+    consumer.assign([confluent_kafka.TopicPartition(topic, p, 0)
+                     for p in range(2)])
+    messages = []
+    while len(messages) < 6:
+        batch = consumer.consume(10, timeout=10)
+        assert batch, f'only {len(messages)} of 6 messages arrived'
+        messages += [m for m in batch if m.error() is None]
+    consumer.close()
+    by_value = {orjson.loads(m.value())['value']: m for m in messages}
+    assert sorted(by_value) == [0.5 + i for i in range(6)]
+    for i, alert in enumerate(alerts):
+        m = by_value[alert.value]
+        row = orjson.loads(m.value())
+        assert row['key'] == alert.key
+        assert row['window_start'] == f'2026-01-01T00:{i:02d}:00Z'
+        assert m.key() == alert.key.encode()
+        assert dict(m.headers()) == {'table': b'alerts'}
+        assert m.timestamp()[1] == int((T0 + 60 * (i + 1)) * 1000)
+    # One entity's messages share a partition (ordered per key).
+    for key in ('svc0', 'svc1'):
+        assert len({m.partition() for m in messages
+                    if m.key() == key.encode()}) == 1
+
+
+# --------------------------------------------------- a job, stopped and restarted
+
+def _synthetic_records(events, seed):
+    uri = transforms_io.parse_uri(
+        f'synthetic://logs?events={events}&seed={seed}')
+    stream = synthetic._domain(uri).generate(synthetic.params_of(uri))  # pylint: disable=protected-access
+    return [record for records, _ in stream.ticks for record in records]
+
+
+def _stats(directory):
+    table = ds.dataset(f'{directory}/service_stats').to_table().to_pandas()
+    return table.groupby(['service', 'window_start'])['count'].sum()
+
+
+def _dead(directory):
+    try:
+        return ds.dataset(f'{directory}/dead_letter').count_rows()
+    except FileNotFoundError:
+        return 0
+
+
+def test_a_stopped_and_restarted_job_counts_every_record_once(kafka, tmp_path):
+    """N records, a run that stops once the topic is idle, M more, a second
+    run of the same consumer group: each record is counted exactly once, and
+    the two runs' counts add up to a file replay of all N + M records."""
+    topic = fresh(kafka)
+    records = _synthetic_records(4000, seed=11)
+    n = 2600
+    produce(kafka, topic, records[:n])
+    uri = f'kafka://{kafka.brokers}/{topic}?group=logs-job&stop=idle:2s'
+    common = ['--source', uri, '--trigger', 'default', '--no-summary']
+
+    first = run.run(logs, common + ['--sink', f'parquet://{tmp_path}/run1'])
+    produce(kafka, topic, records[n:])
+    second = run.run(logs, common + ['--sink', f'parquet://{tmp_path}/run2'])
+
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
+    oracle = run.run(logs, ['--source', f'file://{replay}', '--sink',
+                            f'parquet://{tmp_path}/replay', '--no-summary'])
+
+    assert first['read'] == n and second['read'] == len(records) - n
+    assert first['balanced'] and second['balanced']
+    assert committed(kafka, topic, 'logs-job') == len(records)
+    assert first['dead_lettered'] + second['dead_lettered'] == \
+        oracle['dead_lettered'] == _dead(tmp_path / 'replay')
+    assert _dead(tmp_path / 'run1') + _dead(tmp_path / 'run2') == \
+        oracle['dead_lettered']
+    counted = _stats(tmp_path / 'run1').add(_stats(tmp_path / 'run2'),
+                                            fill_value=0)
+    expected = _stats(tmp_path / 'replay')
+    assert counted.sum() == expected.sum() == oracle['decoded']
+    assert counted.astype(int).to_dict() == expected.astype(int).to_dict()
+    # Printed for the record (pytest -s): the restart test's counts.
+    print(f'\nrestart test: run 1 read {first["read"]}, run 2 read '
+          f'{second["read"]}, replay read {oracle["read"]}; counted '
+          f'{int(counted.sum())} decoded + '
+          f'{first["dead_lettered"] + second["dead_lettered"]} dead letters')

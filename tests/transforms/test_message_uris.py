@@ -1,0 +1,76 @@
+"""kafka:// and pubsub:// URIs: what they accept and the errors they give,
+before anything connects (the servers are in tests/integration)."""
+import pytest
+
+from transforms import io
+from transforms.detectors import Alert
+from transforms.io import UriError, _messages, check_uri, kafka
+from apache_beam.utils.timestamp import Timestamp
+
+
+@pytest.mark.parametrize('text, kind', [
+    ('kafka://localhost:9092/logs', 'source'),
+    ('kafka://a:1,b:2/logs?group=g&start=earliest&stop=end', 'source'),
+    ('kafka://a:1/logs?start=2026-01-01T00:00:00Z&stop=idle:30s'
+     '&watermark_lag=10s&config.security.protocol=SSL', 'source'),
+    ('kafka://a:1/rtp.{table}', 'sink'),
+    ('pubsub://projects/my-project/subscriptions/logs-sub', 'source'),
+    ('pubsub://projects/my-project/topics/logs?timestamp_attribute=ts'
+     '&id_attribute=id&dedup_window=5m', 'source'),
+    ('pubsub://projects/my-project/topics/alerts-{table}', 'sink'),
+])
+def test_valid_uris_pass(text, kind):
+    check_uri(text, kind)
+
+
+@pytest.mark.parametrize('text, kind, message', [
+    ('kafka://localhost:9092', 'source', 'expected kafka://HOST:PORT'),
+    ('kafka://localhost:9092/logs?stop=soon', 'source', 'stop=.soon.'),
+    ('kafka://localhost:9092/logs?start=yesterday', 'source', 'start='),
+    ('kafka://localhost:9092/logs?stop=idle:x', 'source', 'stop='),
+    ('kafka://localhost:9092/logs?groop=g', 'source', 'unknown parameter'),
+    ('kafka://localhost:9092/{table}', 'source', 'one topic'),
+    ('kafka://localhost:9092/bad topic', 'sink', 'not a valid name'),
+    ('kafka://localhost:9092/t?group=g', 'sink', 'unknown parameter'),
+    ('pubsub://my-project/topics/t', 'source', 'expected pubsub://projects'),
+    ('pubsub://projects/my-project/subscriptions/s', 'sink', 'to a topic'),
+    ('pubsub://projects/my-project/topics/t?dedup_window=x', 'source',
+     'dedup_window'),
+])
+def test_bad_uris_say_why(text, kind, message):
+    with pytest.raises(UriError, match=message):
+        check_uri(text, kind)
+
+
+def test_only_reads_that_never_stop_are_unbounded():
+    assert io.unbounded('kafka://a:1/t')
+    assert io.unbounded('kafka://a:1/t?stop=never')
+    assert not io.unbounded('kafka://a:1/t?stop=end')
+    assert not io.unbounded('kafka://a:1/t?stop=idle:5s')
+    assert io.unbounded('pubsub://projects/my-project/subscriptions/sub')
+    assert not io.unbounded('file://x')
+    assert not io.unbounded('synthetic://logs')
+
+
+def test_start_and_stop_specs():
+    assert kafka.parse_start('committed') == kafka.StartSpec('committed')
+    assert kafka.parse_start('2026-01-01T00:00:01Z') == \
+        kafka.StartSpec('time', 1767225601000)
+    assert kafka.parse_stop('idle:1m') == kafka.StopSpec('idle', 60.0)
+    assert kafka.parse_stop('end').bounded
+    assert not kafka.parse_stop('never').bounded
+
+
+def test_a_row_becomes_a_keyed_json_message_timed_by_its_window_end():
+    alert = Alert(key='checkout', metric='error_rate', state='RAISED',
+                  value=0.25, threshold=0.05,
+                  window_start=Timestamp(1767225600),
+                  window_end=Timestamp(1767225660), pane_timing='ON_TIME',
+                  pane_index=0)
+    message = _messages.to_message(alert, 'rtp.{table}'.replace(
+        '{table}', 'alerts'), 'alerts')
+    assert message.topic == 'rtp.alerts'
+    assert message.key == b'checkout'
+    assert message.event_time_ms == 1767225660000
+    assert b'"window_end":"2026-01-01T00:01:00Z"' in message.value
+    assert _messages.rfc3339(1767225660123) == '2026-01-01T00:01:00.123000Z'

@@ -1,0 +1,567 @@
+"""``kafka://BROKERS/TOPIC?group=G``: Kafka topics as a source and a sink.
+
+As a source, every partition of TOPIC is read by a splittable DoFn (the
+``native`` I/O, on ``confluent-kafka``; runs on every runner, the local one
+included).  Per partition it
+
+* starts at the group's committed offset (``start=committed``, the default;
+  the earliest offset where the group has none), or at ``earliest``,
+  ``latest``, or the first record at or after an RFC 3339 time;
+* emits each record's value with the record's timestamp as its event time
+  (decoders then take event time from the payload);
+* estimates the watermark as the largest record timestamp seen minus
+  ``watermark_lag`` (default 5s); once the partition is caught up and idle,
+  event time is taken to move on with the clock from its newest record (an
+  empty partition: from now), so that windows close in a quiet stream while a
+  replay of old records does not turn late at once;
+* commits the offsets of what it has emitted for the consumer group (after the
+  runner has committed the bundle where the runner finalizes bundles, at the
+  end of each read otherwise), so that a restarted job resumes where the last
+  one stopped;
+* reports its progress (records claimed, backlog behind the partition's end).
+
+``stop`` says when a read ends: ``never`` (an unbounded stream, run in
+streaming mode; the default), ``end`` (the offsets the partitions had when the
+job started) or ``idle:DURATION`` (once no partition has had a new record for
+DURATION).  A read that ends runs in batch mode: one ON_TIME pane per window.
+
+On the local runner an unbounded read reads and commits, but Beam's bundle-
+based runner holds the watermark of a splittable DoFn until it ends, so event-
+time windows downstream do not fire there: try a job locally with
+``stop=idle:...`` (``make demo-kafka`` does), and run it unbounded on Dataflow
+or Flink.
+
+With ``--kafka_io=xlang`` Beam's Java ``ReadFromKafka`` / ``WriteToKafka`` are
+used instead; they need a runner with a Java expansion service (Dataflow,
+Flink with Java available).
+
+As a sink each row is one JSON message (see :mod:`transforms.io._messages`):
+key = the row's entity (service, symbol ...), header ``table``, timestamp =
+the row's event time.  ``{table}`` in TOPIC gives each table its own topic.
+A bundle is done only once the broker has acknowledged all its messages.
+
+Parameters ``config.NAME=VALUE`` are passed to the Kafka client as its
+configuration property NAME (e.g. ``config.security.protocol=SSL``).
+"""
+import logging
+import sys
+import threading
+import time
+import typing
+
+import apache_beam as beam
+from apache_beam.io.restriction_trackers import (OffsetRange,
+                                                 OffsetRestrictionTracker)
+from apache_beam.io.iobase import RestrictionProgress
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms import windows
+from transforms.io import Sink, Source, UriError, _messages
+
+DESCRIPTION = ('Kafka topic, e.g. kafka://localhost:9092/logs?group=rtp '
+               '(start=committed|earliest|latest|TIME, stop=never|end|'
+               'idle:30s, watermark_lag=5s; {table} in a sink topic)')
+SOURCE_PARAMS = ('group', 'start', 'stop', 'watermark_lag')
+SINK_PARAMS = ()
+CONFIG_PREFIX = 'config.'
+DEFAULT_LAG = '5s'
+UNBOUNDED_END = sys.maxsize
+# One read of a partition lasts at most this long before it checkpoints, so
+# that its output moves on and its offsets are committed.
+READ_SECONDS = 1.0
+POLL_SECONDS = 0.2
+BATCH = 1000
+_LOG = logging.getLogger(__name__)
+
+
+def _split_location(uri):
+    brokers, _, topic = uri.location.partition('/')
+    return brokers, topic
+
+
+def _config(uri) -> dict:
+    return {k[len(CONFIG_PREFIX):]: v for k, v in uri.params.items()
+            if k.startswith(CONFIG_PREFIX)}
+
+
+class StartSpec(typing.NamedTuple):
+    mode: str                  # committed | earliest | latest | time
+    time_ms: int = 0
+
+
+def parse_start(text: str) -> StartSpec:
+    if text in ('committed', 'earliest', 'latest'):
+        return StartSpec(text)
+    from transforms.synthetic import parse_start as parse_time  # RFC 3339
+    try:
+        return StartSpec('time', int(parse_time(text) * 1000))
+    except ValueError:
+        raise ValueError(
+            f'start={text!r}: expected committed, earliest, latest or an '
+            f'RFC 3339 time such as 2026-01-01T00:00:00Z') from None
+
+
+class StopSpec(typing.NamedTuple):
+    mode: str                  # never | end | idle
+    idle_seconds: float = 0.0
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the read ends (the job then runs in batch mode)."""
+        return self.mode in ('end', 'idle')
+
+
+def parse_stop(text: str) -> StopSpec:
+    if text in ('never', 'end'):
+        return StopSpec(text)
+    if text.startswith('idle:'):
+        try:
+            return StopSpec('idle', windows.parse_duration(text[5:]))
+        except ValueError as e:
+            raise ValueError(f'stop={text!r}: {e}') from None
+    raise ValueError(f'stop={text!r}: expected never, end or idle:DURATION '
+                     f'(e.g. idle:30s)')
+
+
+def validate(uri, kind):
+    brokers, topic = _split_location(uri)
+    if not brokers or not topic:
+        raise UriError(f'{uri.text}: expected kafka://HOST:PORT[,HOST:PORT]/'
+                       f'TOPIC')
+    allowed = SOURCE_PARAMS if kind == 'source' else SINK_PARAMS
+    uri.check_params([p for p in uri.params if p.startswith(CONFIG_PREFIX)]
+                     + list(allowed))
+    if kind == 'source':
+        if '{' in topic:
+            raise UriError(f'{uri.text}: a source reads one topic; {{table}} '
+                           f'is for sinks')
+        _messages.check_topic_pattern(uri, topic)
+        try:
+            parse_start(uri.param('start', 'committed'))
+            parse_stop(uri.param('stop', 'never'))
+            windows.parse_duration(uri.param('watermark_lag', DEFAULT_LAG))
+        except ValueError as e:
+            raise UriError(f'{uri.text}: {e}') from None
+    else:
+        _messages.check_topic_pattern(uri, topic)
+
+
+def unbounded(uri) -> bool:
+    """Whether reading this URI never ends (the job then runs streaming)."""
+    return not parse_stop(uri.param('stop', 'never')).bounded
+
+
+# --------------------------------------------------------------------------
+# The native source: one restriction (an offset range) per partition.
+
+class PartitionSpec(typing.NamedTuple):
+    """One partition to read, with everything its read needs to know."""
+    brokers: str
+    topic: str
+    partition: int
+    group: str
+    start: StartSpec
+    stop: StopSpec
+    lag_seconds: float
+    config: tuple              # ((name, value), ...) for the client
+
+
+def consumer_for(spec: PartitionSpec):
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    config = {
+        'bootstrap.servers': spec.brokers,
+        'group.id': spec.group,
+        'enable.auto.commit': False,
+        'enable.auto.offset.store': False,
+        'auto.offset.reset': 'earliest',
+        'enable.partition.eof': False,
+    }
+    config.update(dict(spec.config))
+    return confluent_kafka.Consumer(config)
+
+
+def _topic_partition(spec, offset=None):
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    if offset is None:
+        return confluent_kafka.TopicPartition(spec.topic, spec.partition)
+    return confluent_kafka.TopicPartition(spec.topic, spec.partition, offset)
+
+
+def start_offset(consumer, spec: PartitionSpec) -> int:
+    """Where a read of this partition starts, by ``spec.start``."""
+    low, high = consumer.get_watermark_offsets(
+        _topic_partition(spec), timeout=30)
+    mode = spec.start.mode
+    if mode == 'committed':
+        committed = consumer.committed([_topic_partition(spec)], timeout=30)[0]
+        if committed.offset >= 0:
+            return max(low, min(committed.offset, high))
+        return low
+    if mode == 'earliest':
+        return low
+    if mode == 'latest':
+        return high
+    found = consumer.offsets_for_times(
+        [_topic_partition(spec, spec.start.time_ms)], timeout=30)[0]
+    return high if found.offset < 0 else found.offset
+
+
+# Backlog (partition end - position) per partition, as last seen by a read in
+# this process; the trackers report progress from it.  And when a partition
+# last gave a record (wall clock), across the reads of its restriction: a read
+# lasts about a second, an idle stop waits longer.
+_BACKLOG = {}
+_LAST_RECORD = {}
+_BACKLOG_LOCK = threading.Lock()
+
+
+def _backlog_key(spec):
+    return (spec.brokers, spec.topic, spec.partition, spec.group)
+
+
+class PartitionTracker(OffsetRestrictionTracker):
+    """Offsets of one partition; an open-ended range is an unbounded read."""
+
+    def __init__(self, offset_range, backlog_key=None):
+        super().__init__(offset_range)
+        self._backlog_key = backlog_key
+
+    def is_bounded(self):
+        return self._range.stop != UNBOUNDED_END
+
+    def current_progress(self):
+        if self.is_bounded():
+            return super().current_progress()
+        position = self._current_position
+        done = 0 if position is None else position + 1 - self._range.start
+        with _BACKLOG_LOCK:
+            backlog = _BACKLOG.get(self._backlog_key, 0)
+        return RestrictionProgress(completed=done, remaining=backlog)
+
+
+class PartitionRestrictions(RestrictionProvider):
+    def initial_restriction(self, spec):
+        consumer = consumer_for(spec)
+        try:
+            start = start_offset(consumer, spec)
+            if spec.stop.mode == 'end':
+                _, end = consumer.get_watermark_offsets(
+                    _topic_partition(spec), timeout=30)
+                return OffsetRange(start, max(start, end))
+            return OffsetRange(start, UNBOUNDED_END)
+        finally:
+            consumer.close()
+
+    def create_tracker(self, restriction):
+        return PartitionTracker(restriction)
+
+    def restriction_size(self, spec, restriction):
+        if restriction.stop != UNBOUNDED_END:
+            return restriction.size()
+        with _BACKLOG_LOCK:
+            return max(1, _BACKLOG.get(_backlog_key(spec), 1))
+
+
+class _ReadPartitionFn(beam.DoFn):
+    """``PartitionSpec`` -> the partition's record values, event-timestamped."""
+
+    def __init__(self, job):
+        self._job = job
+        self._read = Metrics.counter(job, 'read')
+        self._commits = Metrics.counter(job, 'kafka.commits')
+        self._consumers = {}
+
+    def _consumer(self, spec):
+        key = (spec.brokers, spec.group, spec.config)
+        if key not in self._consumers:
+            self._consumers[key] = consumer_for(spec)
+        return self._consumers[key]
+
+    def teardown(self):
+        for consumer in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
+
+    def _commit(self, consumer, spec, next_offset):
+        consumer.commit(offsets=[_topic_partition(spec, next_offset)],
+                        asynchronous=False)
+        self._commits.inc()
+
+    def process(self, spec,
+                tracker=beam.DoFn.RestrictionParam(PartitionRestrictions()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(
+                    ManualWatermarkEstimator.default_provider())):
+        yield from self.read(spec, tracker, watermark, None)
+
+    def read(self, spec, tracker, watermark, finalizer):
+        restriction = tracker.current_restriction()
+        if restriction.start >= restriction.stop:
+            return
+        consumer = self._consumer(spec)
+        consumer.assign([_topic_partition(spec, restriction.start)])
+        lag = spec.lag_seconds
+        started = time.monotonic()
+        key = _backlog_key(spec)
+        with _BACKLOG_LOCK:
+            last_record, newest = _LAST_RECORD.setdefault(key, (started, None))
+        next_offset = None
+        try:
+            while True:
+                messages = consumer.consume(BATCH, timeout=POLL_SECONDS)
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if not error.fatal():
+                            _LOG.warning('kafka://%s/%s partition %d: %s',
+                                         spec.brokers, spec.topic,
+                                         spec.partition, error.str())
+                            continue
+                        raise RuntimeError(
+                            f'kafka://{spec.brokers}/{spec.topic} partition '
+                            f'{spec.partition}: {error.str()}')
+                    offset = message.offset()
+                    if not tracker.try_claim(offset):
+                        return
+                    next_offset = offset + 1
+                    kind, millis = message.timestamp()
+                    seconds = millis / 1000.0 if kind and millis >= 0 \
+                        else time.time()
+                    self._read.inc()
+                    yield TimestampedValue(message.value() or b'', seconds)
+                    self._advance(watermark, seconds - lag)
+                    newest = seconds if newest is None else max(newest,
+                                                                seconds)
+                now = time.monotonic()
+                if messages:
+                    last_record = now
+                    with _BACKLOG_LOCK:
+                        _LAST_RECORD[key] = (now, newest)
+                low, high = consumer.get_watermark_offsets(
+                    _topic_partition(spec), cached=True) or (0, 0)
+                position = next_offset if next_offset is not None \
+                    else restriction.start
+                with _BACKLOG_LOCK:
+                    _BACKLOG[key] = max(0, high - position)
+                caught_up = high >= 0 and position >= high
+                if restriction.stop != UNBOUNDED_END and \
+                        position >= restriction.stop:
+                    tracker.try_claim(restriction.stop)   # done
+                    return
+                if spec.stop.mode == 'idle' and caught_up and \
+                        now - last_record >= spec.stop.idle_seconds:
+                    tracker.try_claim(restriction.stop)   # done
+                    return
+                if caught_up and not messages:
+                    # Idle and caught up: event time is taken to move on
+                    # with the clock from the newest record (from now, for
+                    # a partition that never had one).
+                    self._advance(watermark, (
+                        time.time() if newest is None
+                        else newest + now - last_record) - lag)
+                if now - started >= READ_SECONDS:
+                    tracker.defer_remainder()
+                    return
+        finally:
+            if next_offset is not None:
+                if finalizer is not None:
+                    finalizer.register(
+                        lambda c=consumer, s=spec, o=next_offset:
+                        self._commit(c, s, o))
+                else:
+                    self._commit(consumer, spec, next_offset)
+
+    @staticmethod
+    def _advance(estimator, seconds):
+        mark = Timestamp.of(max(0.0, seconds))
+        current = estimator.current_watermark()
+        if current is None or mark > current:
+            estimator.set_watermark(mark)
+
+
+class _ReadPartitionFinalizingFn(_ReadPartitionFn):
+    """Commits offsets once the runner has committed the bundle's output."""
+
+    def process(self, spec,
+                finalizer=beam.DoFn.BundleFinalizerParam,
+                tracker=beam.DoFn.RestrictionParam(PartitionRestrictions()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(
+                    ManualWatermarkEstimator.default_provider())):
+        yield from self.read(spec, tracker, watermark, finalizer)
+
+
+@beam.DoFn.unbounded_per_element()
+class _ReadPartitionUnboundedFn(_ReadPartitionFn):
+    pass
+
+
+@beam.DoFn.unbounded_per_element()
+class _ReadPartitionFinalizingUnboundedFn(_ReadPartitionFinalizingFn):
+    pass
+
+
+def read_fn(job, bounded, finalizes_bundles) -> _ReadPartitionFn:
+    """The reading DoFn for a bounded or unbounded read, committing offsets in
+    bundle finalization where the runner finalizes bundles."""
+    fn_class = {
+        (True, False): _ReadPartitionFn,
+        (True, True): _ReadPartitionFinalizingFn,
+        (False, False): _ReadPartitionUnboundedFn,
+        (False, True): _ReadPartitionFinalizingUnboundedFn,
+    }[bounded, finalizes_bundles]
+    return fn_class(job)
+
+
+def _partitions(unused_impulse, spec_template: PartitionSpec):
+    """The topic's partitions, listed when the job starts."""
+    consumer = consumer_for(spec_template)
+    try:
+        metadata = consumer.list_topics(spec_template.topic, timeout=30)
+    finally:
+        consumer.close()
+    topic = metadata.topics.get(spec_template.topic)
+    if topic is None or topic.error is not None or not topic.partitions:
+        reason = topic.error.str() if topic is not None and topic.error \
+            else 'no partitions'
+        raise RuntimeError(f'kafka://{spec_template.brokers}/'
+                           f'{spec_template.topic}: {reason}')
+    for partition in sorted(topic.partitions):
+        yield spec_template._replace(partition=partition)
+
+
+class KafkaSource(Source):
+    """``PBegin -> PCollection[bytes]``: the topic's record values."""
+
+    def spec(self) -> PartitionSpec:
+        brokers, topic = _split_location(self.uri)
+        return PartitionSpec(
+            brokers=brokers, topic=topic, partition=-1,
+            group=self.uri.param('group', f'realtime-pipelines-'
+                                 f'{self.context.job}'),
+            start=parse_start(self.uri.param('start', 'committed')),
+            stop=parse_stop(self.uri.param('stop', 'never')),
+            lag_seconds=windows.parse_duration(
+                self.uri.param('watermark_lag', DEFAULT_LAG)),
+            config=tuple(sorted(_config(self.uri).items())))
+
+    def expand(self, pbegin):
+        if self.context.kafka_io == 'xlang':
+            return pbegin | 'ReadFromKafka' >> self._xlang()
+        spec = self.spec()
+        return (pbegin
+                | 'Impulse' >> beam.Impulse()
+                | 'Partitions' >> beam.FlatMap(_partitions, spec)
+                | 'Spread' >> beam.Reshuffle()
+                | 'ReadPartitions' >> beam.ParDo(read_fn(
+                    self.context.job, spec.stop.bounded,
+                    self.context.finalizes_bundles)))
+
+    def _xlang(self):
+        from apache_beam.io.kafka import ReadFromKafka  # pylint: disable=import-outside-toplevel
+        spec = self.spec()
+        config = {'bootstrap.servers': spec.brokers, 'group.id': spec.group,
+                  **dict(spec.config)}
+        if spec.start.mode in ('earliest', 'latest'):
+            config['auto.offset.reset'] = spec.start.mode
+        read = ReadFromKafka(
+            consumer_config=config, topics=[spec.topic],
+            start_read_time=spec.start.time_ms or None,
+            commit_offset_in_finalize=True,
+            timestamp_policy=ReadFromKafka.create_time_policy,
+            max_num_records=None)
+        job = self.context.job
+        return read | 'Values' >> beam.Map(
+            _count_value, Metrics.counter(job, 'read'))
+
+
+def _count_value(key_value, counter):
+    counter.inc()
+    return key_value[1] or b''
+
+
+# --------------------------------------------------------------------------
+# The sink.
+
+class _ProduceFn(beam.DoFn):
+    """Rows -> JSON messages; a bundle ends when the broker has them all."""
+
+    def __init__(self, brokers, topic, table, config, job, rows_counter):
+        self._brokers = brokers
+        self._topic = _messages.topic_for(topic, table)
+        self._table = table
+        self._config = config
+        self._rows = Metrics.counter(job, rows_counter)
+        self._producer = None
+        self._errors = []
+
+    def setup(self):
+        import confluent_kafka  # pylint: disable=import-outside-toplevel
+        config = {'bootstrap.servers': self._brokers,
+                  'enable.idempotence': True, 'linger.ms': 20}
+        config.update(dict(self._config))
+        self._producer = confluent_kafka.Producer(config)
+
+    def _delivered(self, error, unused_message):
+        if error is not None:
+            self._errors.append(error.str())
+
+    def process(self, row):
+        message = _messages.to_message(row, self._topic, self._table)
+        while True:
+            try:
+                self._producer.produce(
+                    message.topic, value=message.value, key=message.key,
+                    headers=[('table', self._table.encode())],
+                    timestamp=message.event_time_ms or 0,
+                    on_delivery=self._delivered)
+                break
+            except BufferError:
+                self._producer.poll(0.1)      # the local queue is full
+        self._producer.poll(0)
+        self._rows.inc()
+
+    def finish_bundle(self):
+        left = self._producer.flush(60)
+        errors, self._errors = self._errors, []
+        if left or errors:
+            raise RuntimeError(
+                f'kafka://{self._brokers}/{self._topic}: '
+                f'{left} message(s) not delivered within 60 s'
+                + (f'; {len(errors)} refused: {errors[0]}' if errors else ''))
+
+    def teardown(self):
+        if self._producer is not None:
+            self._producer.flush(10)
+
+
+class KafkaSink(Sink):
+    def write(self, table, record_type):
+        brokers, topic = _split_location(self.uri)
+        config = tuple(sorted(_config(self.uri).items()))
+        if self.context.kafka_io == 'xlang':
+            from apache_beam.io.kafka import WriteToKafka  # pylint: disable=import-outside-toplevel
+            return (beam.Map(_key_value, _messages.topic_for(topic, table),
+                             table).with_output_types(typing.Tuple[bytes, bytes])
+                    | WriteToKafka(
+                        producer_config={'bootstrap.servers': brokers,
+                                         **dict(config)},
+                        topic=_messages.topic_for(topic, table)))
+        return beam.ParDo(_ProduceFn(brokers, topic, table, config,
+                                     self.context.job,
+                                     self.rows_counter(table)))
+
+
+def _key_value(row, topic, table):
+    message = _messages.to_message(row, topic, table)
+    return message.key or b'', message.value
+
+
+def open_source(uri, context):
+    return KafkaSource(uri, context)
+
+
+def open_sink(uri, context):
+    return KafkaSink(uri, context)
