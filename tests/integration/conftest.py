@@ -59,3 +59,75 @@ def kafka(tmp_path_factory):
     broker.server.start()
     yield broker
     broker.server.stop()
+
+
+PUBSUB_EMULATOR_PATHS = (
+    '/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/'
+    'cloud-pubsub-emulator',
+    '/usr/share/google-cloud-sdk/platform/pubsub-emulator/bin/'
+    'cloud-pubsub-emulator',
+    '/opt/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator',
+)
+
+
+def _pubsub_emulator():
+    """Google's Pub/Sub emulator (Debian package
+    google-cloud-cli-pubsub-emulator), or PUBSUB_EMULATOR_BIN."""
+    candidates = [os.environ.get('PUBSUB_EMULATOR_BIN')]
+    candidates += list(PUBSUB_EMULATOR_PATHS)
+    return next((c for c in candidates if c and os.path.exists(c)), None)
+
+
+class PubSubEmulator:
+    PROJECT = 'rtp-test'
+
+    def __init__(self, workdir):
+        program = servers.require(
+            _pubsub_emulator(), "Google's Pub/Sub emulator",
+            'install the Debian package google-cloud-cli-pubsub-emulator '
+            '(with a Java runtime) or set PUBSUB_EMULATOR_BIN')
+        self.port = servers.free_port()
+        self.host = f'127.0.0.1:{self.port}'
+        self.server = servers.Server(
+            'pubsub', [program, '--host=127.0.0.1', f'--port={self.port}'],
+            self._answers, workdir)
+
+    def _answers(self):
+        if not servers.port_open(self.port):
+            return False
+        from google.cloud import pubsub_v1
+        client = pubsub_v1.PublisherClient()
+        list(client.list_topics(request={'project':
+                                         f'projects/{self.PROJECT}'},
+                                timeout=2))
+        return True
+
+    def topic(self, name):
+        from google.cloud import pubsub_v1
+        path = f'projects/{self.PROJECT}/topics/{name}'
+        pubsub_v1.PublisherClient().create_topic(name=path)
+        return path
+
+    def subscription(self, topic, name):
+        from google.cloud import pubsub_v1
+        path = f'projects/{self.PROJECT}/subscriptions/{name}'
+        with pubsub_v1.SubscriberClient() as subscriber:
+            subscriber.create_subscription(name=path, topic=topic,
+                                           ack_deadline_seconds=60)
+        return path
+
+
+@pytest.fixture(scope='session')
+def pubsub(tmp_path_factory):
+    emulator = PubSubEmulator(tmp_path_factory.mktemp('pubsub'))
+    previous = os.environ.get('PUBSUB_EMULATOR_HOST')
+    os.environ['PUBSUB_EMULATOR_HOST'] = emulator.host
+    try:
+        emulator.server.start()
+        yield emulator
+    finally:
+        emulator.server.stop()
+        if previous is None:
+            os.environ.pop('PUBSUB_EMULATOR_HOST', None)
+        else:
+            os.environ['PUBSUB_EMULATOR_HOST'] = previous

@@ -1,0 +1,113 @@
+"""The Pub/Sub source and sink against Google's Pub/Sub emulator, started by
+the tests on a loopback port."""
+import itertools
+import time
+
+import apache_beam as beam
+import orjson
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
+from apache_beam.utils.timestamp import Timestamp
+
+from pipelines import run as job_run  # noqa: F401  (installs the runner fixes)
+from transforms import io as transforms_io
+from transforms.detectors import Alert
+
+_names = itertools.count()
+T0 = 1767225600.0
+_FOUND = {}
+
+
+def _keep(value, run_id):
+    _FOUND[run_id].append(value)
+
+
+def _read_until(uri, expected, seconds=60, publish=None):
+    """Run a streaming pipeline reading ``uri`` until it has read
+    ``expected`` payloads (or the time is up), then cancel it."""
+    run_id = next(_names)
+    _FOUND[run_id] = []
+    options = PipelineOptions(['--runner=BundleBasedDirectRunner',
+                               '--streaming'])
+    pipeline = beam.Pipeline(options=options)
+    context = transforms_io.Context(job='test', streaming=True)
+    _ = (pipeline | transforms_io.open_source(uri, context)
+         | beam.Map(_keep, run_id))
+    result = pipeline.run()
+    try:
+        if publish:
+            publish()
+        deadline = time.monotonic() + seconds
+        while len(_FOUND[run_id]) < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)        # anything beyond what was expected shows now
+        assert result.state not in (PipelineState.FAILED,)
+    finally:
+        result.cancel()
+    return _FOUND.pop(run_id)
+
+
+def _publish(topic, payloads, **attributes_of):
+    from google.cloud import pubsub_v1
+    publisher = pubsub_v1.PublisherClient()
+    futures = [publisher.publish(topic, payload,
+                                 **{k: f(i) for k, f in attributes_of.items()})
+               for i, payload in enumerate(payloads)]
+    for future in futures:
+        future.result(30)
+
+
+def test_a_subscription_is_read_message_by_message(pubsub):
+    topic = pubsub.topic(f'logs-{next(_names)}')
+    sub = pubsub.subscription(topic, f'logs-sub-{next(_names)}')
+    payloads = [f'{{"n": {i}}}'.encode() for i in range(150)]
+    found = _read_until(f'pubsub://{sub}', len(payloads),
+                        publish=lambda: _publish(topic, payloads))
+    assert sorted(found) == sorted(payloads)
+
+
+def test_messages_published_twice_with_one_id_are_read_once(pubsub):
+    topic = pubsub.topic(f'dup-{next(_names)}')
+    sub = pubsub.subscription(topic, f'dup-sub-{next(_names)}')
+    payloads = [f'm{i}'.encode() for i in range(40)]
+    twice = payloads + payloads[:15]
+    ids = [f'id-{i}' for i in range(40)] + [f'id-{i}' for i in range(15)]
+    found = _read_until(
+        f'pubsub://{sub}?id_attribute=event_id', len(payloads),
+        publish=lambda: _publish(topic, twice, event_id=ids.__getitem__))
+    assert sorted(found) == sorted(payloads)
+
+
+def test_the_sink_publishes_one_json_message_per_row(pubsub):
+    name = f'alerts-{next(_names)}'
+    topic = pubsub.topic(name)
+    sub = pubsub.subscription(topic, f'{name}-sub')
+    alerts = [Alert(key=f'svc{i}', metric='latency_p99_ms', state='RAISED',
+                    value=1500.0 + i, threshold=1000.0,
+                    window_start=Timestamp(T0 + 60 * i),
+                    window_end=Timestamp(T0 + 60 * (i + 1)),
+                    pane_timing='ON_TIME', pane_index=0) for i in range(5)]
+    context = transforms_io.Context(job='test')
+    sink = transforms_io.open_sink(f'pubsub://{topic}', context)
+    with beam.Pipeline(options=PipelineOptions(
+            ['--runner=BundleBasedDirectRunner'])) as pipeline:
+        _ = (pipeline | beam.Create(alerts).with_output_types(Alert)
+             | sink.write('alerts', Alert))
+    from google.cloud import pubsub_v1
+    with pubsub_v1.SubscriberClient() as subscriber:
+        received = []
+        deadline = time.monotonic() + 30
+        while len(received) < 5 and time.monotonic() < deadline:
+            response = subscriber.pull(subscription=sub, max_messages=10,
+                                       timeout=10)
+            received += [m.message for m in response.received_messages]
+    assert len(received) == 5
+    by_key = {m.attributes['key']: m for m in received}
+    assert sorted(by_key) == [f'svc{i}' for i in range(5)]
+    for i in range(5):
+        message = by_key[f'svc{i}']
+        row = orjson.loads(message.data)
+        assert row['value'] == 1500.0 + i
+        assert message.attributes['table'] == 'alerts'
+        assert message.attributes['event_time'] == \
+            f'2026-01-01T00:{i + 1:02d}:00Z'
