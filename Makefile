@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 JOB    ?= logs
 ARGS   ?=
 
-.PHONY: install run test bench docs templates template launch submit-dataflow submit-flink clean help
+.PHONY: install run test bench docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
 
 help:
-	@echo "make install | run [JOB=logs ARGS=...] | test | bench | docs | templates | clean"
+	@echo "make install | run [JOB=logs ARGS=...] | test | demo-kafka | demo-pubsub [JOB=...] | bench | docs | templates | clean"
 	@echo "production: make template|launch|submit-dataflow|submit-flink JOB=... (docs/production.md)"
 
 install: $(STAMP)
@@ -29,6 +29,15 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The real streaming path in one command: start a local Kafka-protocol broker
+# (or Google's Pub/Sub emulator), publish the synthetic stream into it, run the
+# job reading it, with alerts published to a topic (pipelines/demo.py).
+demo-kafka: install
+	$(PY) -m pipelines.demo kafka $(JOB)
+
+demo-pubsub: install
+	$(PY) -m pipelines.demo pubsub $(JOB)
 
 # Benchmarks: events/s per core against plain pyarrow, peak memory of a
 # 10-million-record replay; writes bench/RESULTS.md (a few minutes).
