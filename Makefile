@@ -17,11 +17,14 @@ help:
 install: $(STAMP)
 
 # Re-installs only when the requirements or setup.py change.
-$(STAMP): requirements.txt requirements-dev.txt setup.py
+# The BigQuery emulator of the integration tests gets a venv of its own.
+$(STAMP): requirements.txt requirements-dev.txt requirements-bqemulator.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	test -x $(VENV)/bqemulator/bin/python || $(PYTHON) -m venv $(VENV)/bqemulator
+	$(VENV)/bqemulator/bin/python -m pip install --quiet -r requirements-bqemulator.txt
 	touch $(STAMP)
 
 run: install

@@ -217,3 +217,77 @@ class PubSubEmulator:
             subscriber.create_subscription(name=path, topic=topic,
                                            ack_deadline_seconds=60)
         return path
+
+
+# Copies DuckDB's spatial extension from its wheel to where DuckDB looks for
+# it: the emulator loads it at start and cannot download it offline.  Run by
+# the emulator's own Python (its DuckDB version decides the folder).
+_INSTALL_SPATIAL = '''
+import importlib.util, os, shutil, duckdb
+version = 'v' + duckdb.__version__
+spec = importlib.util.find_spec('duckdb_extension_spatial')
+if spec is None:
+    raise SystemExit('duckdb-extension-spatial is not installed')
+source = os.path.join(os.path.dirname(spec.origin), 'extensions', version,
+                      'spatial.duckdb_extension')
+if not os.path.exists(source):
+    raise SystemExit(f'the spatial wheel has no extension for DuckDB {version}')
+con = duckdb.connect()
+platform = con.execute('PRAGMA platform').fetchone()[0]
+folder = con.execute("SELECT current_setting('extension_directory')").fetchone()[0] \\
+    or os.path.join(os.path.expanduser('~'), '.duckdb', 'extensions')
+target = os.path.join(folder, version, platform)
+os.makedirs(target, exist_ok=True)
+shutil.copyfile(source, os.path.join(target, 'spatial.duckdb_extension'))
+con.execute('LOAD spatial')
+'''
+
+
+def _bqemulator():
+    """The BigQuery emulator: BQEMULATOR_BIN, or the one `make install` puts
+    in the virtual environment's bqemulator/ folder."""
+    if os.environ.get('BQEMULATOR_BIN'):
+        return os.environ['BQEMULATOR_BIN']
+    return os.path.join(sys.prefix, 'bqemulator', 'bin', 'bqemulator')
+
+
+def _http_ok(url) -> bool:
+    import urllib.request  # pylint: disable=import-outside-toplevel
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status == 200
+
+
+class BigQueryEmulator:
+    """A BigQuery emulator (bqemulator, REST and gRPC) on loopback ports."""
+    PROJECT = 'rtp-test'
+
+    def __init__(self, workdir):
+        program = require(
+            _bqemulator(), 'the BigQuery emulator bqemulator',
+            'run make install (it installs requirements-bqemulator.txt into '
+            '.venv/bqemulator) or set BQEMULATOR_BIN')
+        python = os.path.join(os.path.dirname(program), 'python')
+        done = subprocess.run([python, '-c', _INSTALL_SPATIAL],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ServerError(f'installing DuckDB\'s spatial extension for '
+                              f'the BigQuery emulator failed: '
+                              f'{done.stderr.strip()[-500:]}')
+        self.port = free_port()
+        grpc_port = free_port()
+        self.endpoint = f'http://127.0.0.1:{self.port}'
+        self.server = Server(
+            'bigquery', [program, 'start', '--rest-host', '127.0.0.1',
+                         '--rest-port', self.port, '--grpc-host', '127.0.0.1',
+                         '--grpc-port', grpc_port, '--project', self.PROJECT,
+                         '--log-level', 'warning'],
+            lambda: _http_ok(f'{self.endpoint}/readyz'), workdir,
+            # Its optional file-format extensions cannot be downloaded here.
+            env={'BQEMU_ENABLE_FORMAT_EXTENSIONS': 'false'})
+
+    def client(self):
+        from google.auth.credentials import AnonymousCredentials  # pylint: disable=import-outside-toplevel
+        from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+        return bigquery.Client(project=self.PROJECT,
+                               credentials=AnonymousCredentials(),
+                               client_options={'api_endpoint': self.endpoint})

@@ -53,6 +53,8 @@ def summarize(c: dict) -> dict:
         'files_written': c.get('files_written', 0),
         'rows_written': {k.split('.', 1)[1]: v for k, v in sorted(c.items())
                          if k.startswith('rows_written.')},
+        'rows_rejected': {k.split('.', 1)[1]: v for k, v in sorted(c.items())
+                          if k.startswith('rejected.')},
         'rows_published': {k.split('.', 1)[1]: v
                            for k, v in sorted(c.items())
                            if k.startswith('rows_published.')},
@@ -67,6 +69,7 @@ def format_summary(job, s, seconds) -> str:
     rows = ', '.join(f'{t} {n}' for t, n in s['rows_written'].items())
     published = ', '.join(f'{t} {n}'
                           for t, n in s['rows_published'].items())
+    refused = ', '.join(f'{t} {n}' for t, n in s['rows_rejected'].items())
     filters = ', '.join(f'{t} {n}' for t, n in s['filters'].items())
     anomalies = ', '.join(f'{t} {n}' for t, n in s['anomalies'].items())
     return '\n'.join(line for line in [
@@ -91,6 +94,8 @@ def format_summary(job, s, seconds) -> str:
         f'anomalies                 {anomalies}' if anomalies else None,
         f'rows written              {rows or "none"}',
         f'rows published (--alerts) {published}' if published else None,
+        f'rows refused by the sink  {refused}   (in the dead letters)'
+        if refused else None,
         f'files written             {s["files_written"]}',
     ] if line is not None)
 

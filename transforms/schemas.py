@@ -4,6 +4,7 @@ A record type is a ``typing.NamedTuple`` (registered as a Beam schema with
 ``RowCoder``).  Its Arrow schema — and from it the Parquet and BigQuery schemas —
 is derived here from the type hints.
 """
+import base64
 import datetime
 import typing
 
@@ -72,4 +73,37 @@ def to_json_dict(row) -> dict:
         elif isinstance(value, bytes):
             value = value.decode('utf-8', errors='backslashreplace')
         out[name] = value
+    return out
+
+
+_BIGQUERY = {
+    str: 'STRING',
+    int: 'INT64',
+    float: 'FLOAT64',
+    bool: 'BOOL',
+    bytes: 'BYTES',
+    Timestamp: 'TIMESTAMP',
+}
+
+
+def bigquery_schema(record_type) -> dict:
+    """The BigQuery table schema of a record type (``{'fields': [...]}``):
+    Optional fields are NULLABLE, the others REQUIRED."""
+    fields = []
+    for name, hint in typing.get_type_hints(record_type).items():
+        base, nullable = _unwrap_optional(hint)
+        if base not in _BIGQUERY:
+            raise TypeError(f'{record_type.__name__}.{name}: type {hint} has '
+                            f'no BigQuery mapping')
+        fields.append({'name': name, 'type': _BIGQUERY[base],
+                       'mode': 'NULLABLE' if nullable else 'REQUIRED'})
+    return {'fields': fields}
+
+
+def to_bigquery_dict(row) -> dict:
+    """A record as a BigQuery JSON row: times as RFC 3339 UTC, bytes base64."""
+    out = to_json_dict(row)
+    for name, value in row._asdict().items():
+        if isinstance(value, bytes):
+            out[name] = base64.b64encode(value).decode('ascii')
     return out

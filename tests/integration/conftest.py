@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from pipelines.local_servers import KafkaBroker, PubSubEmulator, ServerError
+from pipelines.local_servers import (BigQueryEmulator, KafkaBroker,
+                                     PubSubEmulator, ServerError)
 
 
 def _start(server):
@@ -17,7 +18,10 @@ def _start(server):
 
 @pytest.fixture(scope='session')
 def kafka(tmp_path_factory):
-    broker = KafkaBroker(tmp_path_factory.mktemp('kafka'))
+    try:
+        broker = KafkaBroker(tmp_path_factory.mktemp('kafka'))
+    except ServerError as e:
+        pytest.fail(str(e), pytrace=False)
     _start(broker.server)
     yield broker
     broker.server.stop()
@@ -25,7 +29,10 @@ def kafka(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def pubsub(tmp_path_factory):
-    emulator = PubSubEmulator(tmp_path_factory.mktemp('pubsub'))
+    try:
+        emulator = PubSubEmulator(tmp_path_factory.mktemp('pubsub'))
+    except ServerError as e:
+        pytest.fail(str(e), pytrace=False)
     previous = os.environ.get('PUBSUB_EMULATOR_HOST')
     os.environ['PUBSUB_EMULATOR_HOST'] = emulator.host
     try:
@@ -37,3 +44,22 @@ def pubsub(tmp_path_factory):
             os.environ.pop('PUBSUB_EMULATOR_HOST', None)
         else:
             os.environ['PUBSUB_EMULATOR_HOST'] = previous
+
+
+@pytest.fixture(scope='session')
+def bigquery(tmp_path_factory):
+    try:
+        emulator = BigQueryEmulator(tmp_path_factory.mktemp('bigquery'))
+    except ServerError as e:
+        pytest.fail(str(e), pytrace=False)
+    previous = os.environ.get('BIGQUERY_EMULATOR_HOST')
+    os.environ['BIGQUERY_EMULATOR_HOST'] = emulator.endpoint
+    try:
+        _start(emulator.server)
+        yield emulator
+    finally:
+        emulator.server.stop()
+        if previous is None:
+            os.environ.pop('BIGQUERY_EMULATOR_HOST', None)
+        else:
+            os.environ['BIGQUERY_EMULATOR_HOST'] = previous

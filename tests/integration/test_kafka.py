@@ -178,9 +178,9 @@ def test_the_sink_writes_one_json_message_per_row(kafka):
 
 # --------------------------------------------------- a job, stopped and restarted
 
-def _synthetic_records(events, seed):
+def _synthetic_records(events, seed, domain='logs'):
     uri = transforms_io.parse_uri(
-        f'synthetic://logs?events={events}&seed={seed}')
+        f'synthetic://{domain}?events={events}&seed={seed}')
     stream = synthetic._domain(uri).generate(synthetic.params_of(uri))  # pylint: disable=protected-access
     return [record for records, _ in stream.ticks for record in records]
 

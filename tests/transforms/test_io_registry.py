@@ -12,8 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms import io
 from transforms.io import Context, UriError, check_uri, parse_uri
 
-KNOWN = ('console://, file://, jsonl://, kafka://, parquet://, pubsub://, '
-         'synthetic://')
+KNOWN = ('bigquery://, console://, file://, jsonl://, kafka://, parquet://, '
+         'pubsub://, synthetic://')
 
 
 # ------------------------------------------------------------------ parse_uri
@@ -119,7 +119,8 @@ def test_a_source_scheme_is_not_a_sink():
     with pytest.raises(UriError) as err:
         check_uri('file://x/*.log', 'sink')
     assert str(err.value) == ('file:// cannot be used as a sink; '
-                              'sinks: console://, jsonl://, kafka://, parquet://, pubsub://')
+                              'sinks: bigquery://, console://, jsonl://, kafka://, parquet://, '
+                              'pubsub://')
 
 
 @pytest.mark.parametrize('kind', ['source', 'sink'])
@@ -215,17 +216,17 @@ def test_synthetic_refuses_rates_and_durations_it_cannot_generate(query):
 # ------------------------------------------------------- schemes, describe
 
 def test_schemes_by_kind():
-    assert io.schemes() == ['console', 'file', 'jsonl', 'kafka', 'parquet',
-                            'pubsub', 'synthetic']
+    assert io.schemes() == ['bigquery', 'console', 'file', 'jsonl', 'kafka',
+                            'parquet', 'pubsub', 'synthetic']
     assert io.schemes('source') == ['file', 'kafka', 'pubsub', 'synthetic']
-    assert io.schemes('sink') == ['console', 'jsonl', 'kafka', 'parquet',
-                                  'pubsub']
+    assert io.schemes('sink') == ['bigquery', 'console', 'jsonl', 'kafka',
+                                  'parquet', 'pubsub']
 
 
 @pytest.mark.parametrize('kind, expected', [
     ('source', [('file', 'GLOB'), ('kafka', 'Kafka'), ('pubsub', 'Pub/Sub'),
                 ('synthetic', 'deterministic')]),
-    ('sink', [('console', 'standard output'), ('jsonl', 'JSON lines'),
+    ('sink', [('bigquery', 'BigQuery'), ('console', 'standard output'), ('jsonl', 'JSON lines'),
               ('kafka', 'Kafka'), ('parquet', 'Parquet'),
               ('pubsub', 'Pub/Sub')]),
 ])

@@ -74,3 +74,44 @@ def test_a_row_becomes_a_keyed_json_message_timed_by_its_window_end():
     assert message.event_time_ms == 1767225660000
     assert b'"window_end":"2026-01-01T00:01:00Z"' in message.value
     assert _messages.rfc3339(1767225660123) == '2026-01-01T00:01:00.123000Z'
+
+
+@pytest.mark.parametrize('text', [
+    'bigquery://my-project:analytics',
+    'bigquery://my-project:analytics.logs_',
+    'bigquery://my-project:analytics.logs_?method=file_loads&temp=gs://b/t',
+    'bigquery://my-project:analytics.x?method=streaming_inserts&partition=HOUR',
+])
+def test_valid_bigquery_uris(text):
+    check_uri(text, 'sink')
+
+
+@pytest.mark.parametrize('text, message', [
+    ('bigquery://analytics.logs', 'expected bigquery://PROJECT:DATASET'),
+    ('bigquery://my-project:analytics.logs?method=fast', 'method must be'),
+    ('bigquery://my-project:analytics?partition=WEEK', 'partition must be'),
+    ('bigquery://my-project:analytics?table=x', 'unknown parameter'),
+])
+def test_bad_bigquery_uris_say_why(text, message):
+    with pytest.raises(UriError, match=message):
+        check_uri(text, 'sink')
+
+
+def test_bigquery_schemas_and_rows_derive_from_the_record_type():
+    from transforms import schemas
+    from transforms.deadletter import DeadLetter
+    from transforms.io import bigquery
+    from transforms.logs.stats import ServiceStats
+    schema = {f['name']: (f['type'], f['mode'])
+              for f in schemas.bigquery_schema(ServiceStats)['fields']}
+    assert schema['service'] == ('STRING', 'REQUIRED')
+    assert schema['count'] == ('INT64', 'REQUIRED')
+    assert schema['latency_p99_ms'] == ('FLOAT64', 'NULLABLE')
+    assert schema['window_start'] == ('TIMESTAMP', 'REQUIRED')
+    assert bigquery.partition_field(ServiceStats) == 'window_start'
+    assert bigquery.partition_field(DeadLetter) == 'error_time'
+    row = schemas.to_bigquery_dict(DeadLetter(
+        raw=b'\xff\x00x', stage='decode', reason='r',
+        error_time=Timestamp(1767225600.5), source='file://x'))
+    assert row['raw'] == '/wB4'                      # base64, as BigQuery reads BYTES
+    assert row['error_time'] == '2026-01-01T00:00:00.500000Z'
