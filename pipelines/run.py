@@ -120,6 +120,13 @@ def run(job_module, argv, out=sys.stdout):
             'argument --source: a synthetic:// stream is played by a '
             'TestStream, which only the local runner runs; give a Pub/Sub '
             'or Kafka source, or run in batch mode (no --streaming)'))
+    uris = [args.source, args.sink, args.dead_letter, args.alerts]
+    if args.kafka_io == 'xlang' and local and any(
+            u and io.parse_uri(u).scheme == 'kafka' for u in uris):
+        job_options.fail(prog, (
+            'argument --kafka_io: xlang runs Beam\'s Java KafkaIO, which needs '
+            'a runner with a Java expansion service (Dataflow, Flink); use '
+            '--kafka_io=native on the local runner'))
     context = io.Context(
         job=options_cls.JOB, streaming=streaming, kafka_io=args.kafka_io,
         finalizes_bundles=job_options.finalizes_bundles(beam_options),

@@ -1,4 +1,5 @@
-"""Fixtures starting the real servers the integration tests talk to.
+"""Fixtures starting the real servers the integration tests talk to (one per
+test module, stopped after it: an idle broker still costs CPU).
 
 A server that is missing or does not start fails the test (never skips)."""
 import os
@@ -16,7 +17,7 @@ def _start(server):
         pytest.fail(str(e), pytrace=False)
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def kafka(tmp_path_factory):
     try:
         broker = KafkaBroker(tmp_path_factory.mktemp('kafka'))
@@ -27,7 +28,7 @@ def kafka(tmp_path_factory):
     broker.server.stop()
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def pubsub(tmp_path_factory):
     try:
         emulator = PubSubEmulator(tmp_path_factory.mktemp('pubsub'))
@@ -46,7 +47,7 @@ def pubsub(tmp_path_factory):
             os.environ['PUBSUB_EMULATOR_HOST'] = previous
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def bigquery(tmp_path_factory):
     try:
         emulator = BigQueryEmulator(tmp_path_factory.mktemp('bigquery'))

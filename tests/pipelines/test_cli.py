@@ -97,6 +97,19 @@ def case(id_, args, message, prog=PROG):
          'argument --source: file://a?x: malformed query string'),
     case('unknown-scheme', ['logs', '--source', 'mqtt://broker/topic'],
          'argument --source: unknown scheme mqtt://; known: '),
+    case('xlang-kafka-locally', ['logs', '--source',
+                                 'kafka://localhost:9092/logs',
+                                 '--kafka_io', 'xlang'],
+         'argument --kafka_io: xlang runs Beam\'s Java KafkaIO'),
+    case('kafka-bad-stop', ['logs', '--source',
+                            'kafka://localhost:9092/logs?stop=soon'],
+         "argument --source: kafka://localhost:9092/logs?stop=soon: "
+         "stop='soon'"),
+    case('pubsub-sink-subscription', ['logs', '--alerts',
+                                      'pubsub://projects/p-1234/'
+                                      'subscriptions/alerts'],
+         'argument --alerts: pubsub://projects/p-1234/subscriptions/alerts: '
+         'a sink publishes to a topic'),
     case('sink-as-source', ['logs', '--source', 'parquet://out'],
          'argument --source: parquet:// cannot be used as a source'),
     case('synthetic-param-type',

@@ -64,7 +64,8 @@ def graph(job, argv):
     streaming = beam_options.view_as(
         beam.options.pipeline_options.StandardOptions).streaming
     pipeline = beam.Pipeline(options=beam_options)
-    module.build(pipeline, args, io.Context(job, bool(streaming)))
+    module.build(pipeline, args, io.Context(
+        job, bool(streaming), runner=options.runner_name(beam_options)))
     return pipeline
 
 
@@ -127,6 +128,34 @@ def test_dataflow_dry_run_describes_the_job_steps(replay_file, job):
     assert environments and all(
         e.urn == common_urns.environments.DOCKER.urn
         for e in environments.values())
+
+
+@pytest.mark.parametrize('job', JOBS)
+def test_a_streaming_dataflow_job_reads_pubsub_and_writes_bigquery(job):
+    """Pub/Sub in (deduplicated by Dataflow's id_label, not by our own
+    keyed deduplication), BigQuery streaming inserts and Kafka alerts out."""
+    pipeline = graph(job, [
+        '--source', 'pubsub://projects/demo-project/subscriptions/events-in'
+                    '?id_attribute=event_id&timestamp_attribute=event_time',
+        '--sink', 'bigquery://demo-project:analytics.rtp_',
+        '--alerts', 'kafka://broker:9092/alerts', '--streaming'] + DATAFLOW)
+    result = pipeline.run()
+    proto = result.job.proto_pipeline
+    names = [t.unique_name for t in proto.components.transforms.values()]
+    assert any(n.endswith('ReadFromPubSub') for n in names), names
+    assert not any('Deduplicate' in n for n in names)
+    assert any('WriteToBigQuery' in n or n.endswith('/Write') for n in names)
+    assert any(n.startswith('Publish') for n in names)
+    reads = []
+
+    class FindReads(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            if isinstance(node.transform, beam.io.ReadFromPubSub):
+                reads.append(node.transform._source)  # pylint: disable=protected-access
+
+    pipeline.visit(FindReads())
+    assert [(r.id_label, r.timestamp_attribute) for r in reads] == [
+        ('event_id', 'event_time')]
 
 
 @pytest.mark.parametrize('job, argv', [
