@@ -121,7 +121,9 @@ class Server:
 
 def _kafka_answers(port):
     from confluent_kafka.admin import AdminClient
-    admin = AdminClient({'bootstrap.servers': f'127.0.0.1:{port}'})
+    # While the broker starts, the client's connection errors are expected.
+    admin = AdminClient({'bootstrap.servers': f'127.0.0.1:{port}',
+                         'log_level': 0})
     # The port opens before the data is loaded: wait for broker metadata.
     return bool(admin.list_topics(timeout=2).brokers)
 

@@ -179,6 +179,7 @@ def consumer_for(spec: PartitionSpec):
         'enable.auto.offset.store': False,
         'auto.offset.reset': 'earliest',
         'enable.partition.eof': False,
+        'logger': _LOG,        # the client's log through Python logging
     }
     config.update(dict(spec.config))
     return confluent_kafka.Consumer(config)
@@ -500,7 +501,8 @@ class _ProduceFn(beam.DoFn):
     def setup(self):
         import confluent_kafka  # pylint: disable=import-outside-toplevel
         config = {'bootstrap.servers': self._brokers,
-                  'enable.idempotence': True, 'linger.ms': 20}
+                  'enable.idempotence': True, 'linger.ms': 20,
+                  'logger': _LOG}
         config.update(dict(self._config))
         self._producer = confluent_kafka.Producer(config)
 
