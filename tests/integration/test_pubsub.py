@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines import run as job_run  # noqa: F401  (installs the runner fixes)
+from pipelines import run as job_run
 from transforms import io as transforms_io
 from transforms.detectors import Alert
 
@@ -111,3 +111,37 @@ def test_the_sink_publishes_one_json_message_per_row(pubsub):
         assert message.attributes['table'] == 'alerts'
         assert message.attributes['event_time'] == \
             f'2026-01-01T00:{i + 1:02d}:00Z'
+
+
+def test_the_logs_job_reads_a_subscription_and_publishes_alerts(pubsub):
+    """The job over Pub/Sub, as `make demo-pubsub` runs it: every message
+    read is decoded or dead-lettered (counted while the stream runs)."""
+    import apache_beam as beam_module
+    from pipelines import logs, options as job_options
+    from pipelines.publish import main as publish_main
+    name = f'joblogs-{next(_names)}'
+    topic = f'projects/{pubsub.PROJECT}/topics/{name}'
+    alerts = pubsub.topic(f'{name}-alerts')
+    publish_main(['--from', 'synthetic://logs?events=800&rate=100', '--now',
+                  '--to', f'pubsub://{topic}', '--subscription', f'{name}-in'])
+    args, beam_options = job_options.parse(logs.OPTIONS, [
+        '--source', f'pubsub://projects/{pubsub.PROJECT}/subscriptions/'
+                    f'{name}-in?timestamp_attribute=event_time',
+        '--sink', 'console://', '--alerts', f'pubsub://{alerts}'])
+    beam_options.view_as(job_options.StandardOptions).streaming = True
+    pipeline = beam_module.Pipeline(options=beam_options)
+    logs.build(pipeline, args, transforms_io.Context(
+        job='logs', streaming=True, runner='BundleBasedDirectRunner'))
+    result = pipeline.run()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            summary = job_run.summarize(job_run.counters(result, 'logs'))
+            if summary['read'] >= 800 and summary['balanced']:
+                break
+            time.sleep(1)
+    finally:
+        result.cancel()
+    assert summary['read'] == 800
+    assert summary['decoded'] + summary['dead_lettered'] == 800
+    assert summary['dead_lettered'] > 0      # the stream's malformed records
