@@ -10,57 +10,41 @@ from pipelines.local_servers import (BigQueryEmulator, KafkaBroker,
                                      PubSubEmulator, ServerError)
 
 
-def _start(server):
+def _serve(make, workdir, env_name=None, env_value=None):
+    """Start the server ``make(workdir)`` builds (setting the environment
+    variable that points clients at it); yield it; stop it."""
     try:
-        server.start()
+        server = make(workdir)
     except ServerError as e:
         pytest.fail(str(e), pytrace=False)
+    previous = os.environ.get(env_name) if env_name else None
+    if env_name:
+        os.environ[env_name] = env_value(server)
+    try:
+        server.server.start()
+        yield server
+    except ServerError as e:
+        pytest.fail(str(e), pytrace=False)
+    finally:
+        server.server.stop()
+        if env_name and previous is None:
+            os.environ.pop(env_name, None)
+        elif env_name:
+            os.environ[env_name] = previous
 
 
 @pytest.fixture(scope='module')
 def kafka(tmp_path_factory):
-    try:
-        broker = KafkaBroker(tmp_path_factory.mktemp('kafka'))
-    except ServerError as e:
-        pytest.fail(str(e), pytrace=False)
-    _start(broker.server)
-    yield broker
-    broker.server.stop()
+    yield from _serve(KafkaBroker, tmp_path_factory.mktemp('kafka'))
 
 
 @pytest.fixture(scope='module')
 def pubsub(tmp_path_factory):
-    try:
-        emulator = PubSubEmulator(tmp_path_factory.mktemp('pubsub'))
-    except ServerError as e:
-        pytest.fail(str(e), pytrace=False)
-    previous = os.environ.get('PUBSUB_EMULATOR_HOST')
-    os.environ['PUBSUB_EMULATOR_HOST'] = emulator.host
-    try:
-        _start(emulator.server)
-        yield emulator
-    finally:
-        emulator.server.stop()
-        if previous is None:
-            os.environ.pop('PUBSUB_EMULATOR_HOST', None)
-        else:
-            os.environ['PUBSUB_EMULATOR_HOST'] = previous
+    yield from _serve(PubSubEmulator, tmp_path_factory.mktemp('pubsub'),
+                      'PUBSUB_EMULATOR_HOST', lambda s: s.host)
 
 
 @pytest.fixture(scope='module')
 def bigquery(tmp_path_factory):
-    try:
-        emulator = BigQueryEmulator(tmp_path_factory.mktemp('bigquery'))
-    except ServerError as e:
-        pytest.fail(str(e), pytrace=False)
-    previous = os.environ.get('BIGQUERY_EMULATOR_HOST')
-    os.environ['BIGQUERY_EMULATOR_HOST'] = emulator.endpoint
-    try:
-        _start(emulator.server)
-        yield emulator
-    finally:
-        emulator.server.stop()
-        if previous is None:
-            os.environ.pop('BIGQUERY_EMULATOR_HOST', None)
-        else:
-            os.environ['BIGQUERY_EMULATOR_HOST'] = previous
+    yield from _serve(BigQueryEmulator, tmp_path_factory.mktemp('bigquery'),
+                      'BIGQUERY_EMULATOR_HOST', lambda s: s.endpoint)
