@@ -19,7 +19,12 @@ Splittable DoFns at all: the runner defers the iteration of a splittable
 restriction was fully claimed, so every splittable DoFn fails ("is not done
 since work in range ... has not been claimed"); and a ``defer_remainder()``
 checkpoint is dropped, ending the read.  The check is moved after the outputs
-are consumed, and a deferred remainder becomes the runner's residual.
+are consumed, and a deferred remainder becomes the runner's residual.  While a
+splittable DoFn has work left, the runner holds its output watermark at the
+beginning of time (it never reads the watermark estimator back); for a DoFn
+that tells its watermark (``local_watermark(element)``, as the Kafka reader
+does) the hold follows it, so that windows downstream of an unbounded read
+fire as its watermark advances.
 
 All fixes are idempotent and touch nothing else.
 """
@@ -29,6 +34,9 @@ from apache_beam.runners import sdf_utils
 from apache_beam.runners.direct import direct_runner
 from apache_beam.runners.direct import executor
 from apache_beam.runners.direct import sdf_direct_runner
+from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.direct.watermark_manager import WatermarkManager
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.runners.worker import statesampler
 from apache_beam.utils import counters
 
@@ -86,6 +94,33 @@ def _install_sdf_fix():
     tracker_class.check_done = check_done
     setattr(invoke_process_element, _INSTALLED, True)
     invoker_class.invoke_process_element = invoke_process_element
+    _install_sdf_watermark_hold()
+
+
+def _install_sdf_watermark_hold():
+    evaluator = transform_evaluator._ProcessElementsEvaluator  # pylint: disable=protected-access
+    original = evaluator.process_element
+
+    def process_element(self, element):
+        original(self, element)
+        value = element.value
+        key = value.encoded_key if hasattr(value, 'encoded_key') else value[0]
+        window = element.windows[0]
+        state = self._step_context.get_keyed_state(key)  # pylint: disable=protected-access
+        fn = self._process_fn  # pylint: disable=protected-access
+        if state.get_state(window, fn.watermark_hold_tag) != \
+                WatermarkManager.WATERMARK_NEG_INF:
+            return            # done: no hold
+        # The runner never reads the estimator back; a DoFn of ours tells
+        # its watermark for an element through ``local_watermark``.
+        tell = getattr(fn.sdf, 'local_watermark', None)
+        sdf_element = state.get_state(window, fn._element_tag)  # pylint: disable=protected-access
+        estimated = tell(sdf_element) if tell and sdf_element else None
+        if isinstance(estimated, Timestamp):
+            state.add_state(window, fn.watermark_hold_tag, estimated)
+            self.keyed_holds[key] = estimated
+
+    evaluator.process_element = process_element
 
 
 def _install_override_order():

@@ -234,3 +234,45 @@ def test_a_stopped_and_restarted_job_counts_every_record_once(kafka, tmp_path):
           f'{second["read"]}, replay read {oracle["read"]}; counted '
           f'{int(counted.sum())} decoded + '
           f'{first["dead_lettered"] + second["dead_lettered"]} dead letters')
+
+
+def test_an_unbounded_read_fires_windows_while_the_job_runs(kafka, tmp_path):
+    """stop=never on the local runner: windows close as the partitions'
+    watermark passes them (records, then the clock once the topic is idle),
+    while the job keeps running; their counts equal a file replay's."""
+    import glob
+    import time
+    import apache_beam as beam_module
+    from pipelines import options as job_options
+    uri = transforms_io.parse_uri(
+        'synthetic://logs?events=3000&seed=3&rate=10&late=0')
+    stream = synthetic._domain(uri).generate(synthetic.params_of(uri))  # pylint: disable=protected-access
+    records = [r for tick, _ in stream.ticks for r in tick]   # 5 minutes
+    topic = fresh(kafka)
+    produce(kafka, topic, records)
+    args, beam_options = job_options.parse(logs.OPTIONS, [
+        '--source', f'kafka://{kafka.brokers}/{topic}?group=live',
+        '--trigger', 'default', '--sink', f'parquet://{tmp_path}/live'])
+    assert beam_options.view_as(job_options.StandardOptions).streaming \
+        is not True                         # run.run would set it; we do
+    beam_options.view_as(job_options.StandardOptions).streaming = True
+    pipeline = beam_module.Pipeline(options=beam_options)
+    logs.build(pipeline, args, transforms_io.Context(
+        job='logs', streaming=True, runner='BundleBasedDirectRunner'))
+    result = pipeline.run()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(glob.glob(
+                f'{tmp_path}/live/service_stats/*/*.parquet')) < 5:
+            time.sleep(1)
+        assert str(result.state).endswith('RUNNING')
+    finally:
+        result.cancel()
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
+    run.run(logs, ['--source', f'file://{replay}', '--trigger', 'default',
+                   '--sink', f'parquet://{tmp_path}/replay', '--no-summary'])
+    live = _stats(tmp_path / 'live')
+    assert len(live.index.get_level_values('window_start').unique()) == 5
+    assert live.astype(int).to_dict() == \
+        _stats(tmp_path / 'replay').astype(int).to_dict()

@@ -25,11 +25,10 @@ streaming mode; the default), ``end`` (the offsets the partitions had when the
 job started) or ``idle:DURATION`` (once no partition has had a new record for
 DURATION).  A read that ends runs in batch mode: one ON_TIME pane per window.
 
-On the local runner an unbounded read reads and commits, but Beam's bundle-
-based runner holds the watermark of a splittable DoFn until it ends, so event-
-time windows downstream do not fire there: try a job locally with
-``stop=idle:...`` (``make demo-kafka`` does), and run it unbounded on Dataflow
-or Flink.
+On the bundle-based local runner, which never reads a splittable DoFn's
+watermark estimator back, the reader tells its watermark through
+``local_watermark`` (see pipelines/local_runner.py), so an unbounded read
+closes windows there too as its watermark passes them.
 
 With ``--kafka_io=xlang`` Beam's Java ``ReadFromKafka`` / ``WriteToKafka`` are
 used instead; they need a runner with a Java expansion service (Dataflow,
@@ -55,6 +54,8 @@ from apache_beam.io.restriction_trackers import (OffsetRange,
 from apache_beam.io.iobase import RestrictionProgress
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import trigger
+from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
@@ -217,6 +218,7 @@ def start_offset(consumer, spec: PartitionSpec) -> int:
 # lasts about a second, an idle stop waits longer.
 _BACKLOG = {}
 _LAST_RECORD = {}
+_WATERMARKS = {}
 _BACKLOG_LOCK = threading.Lock()
 
 
@@ -333,7 +335,7 @@ class _ReadPartitionFn(beam.DoFn):
                         else time.time()
                     self._read.inc()
                     yield TimestampedValue(message.value() or b'', seconds)
-                    self._advance(watermark, seconds - lag)
+                    self._advance(watermark, seconds - lag, key)
                     newest = seconds if newest is None else max(newest,
                                                                 seconds)
                 now = time.monotonic()
@@ -362,8 +364,11 @@ class _ReadPartitionFn(beam.DoFn):
                     # a partition that never had one).
                     self._advance(watermark, (
                         time.time() if newest is None
-                        else newest + now - last_record) - lag)
-                if now - started >= READ_SECONDS:
+                        else newest + now - last_record) - lag, key)
+                if now - started >= READ_SECONDS or (caught_up and
+                                                     not messages):
+                    # Checkpoint: the output moves on, offsets are committed,
+                    # and an idle partition does not keep the worker.
                     tracker.defer_remainder()
                     return
         finally:
@@ -376,11 +381,21 @@ class _ReadPartitionFn(beam.DoFn):
                     self._commit(consumer, spec, next_offset)
 
     @staticmethod
-    def _advance(estimator, seconds):
+    def _advance(estimator, seconds, key):
         mark = Timestamp.of(max(0.0, seconds))
         current = estimator.current_watermark()
         if current is None or mark > current:
             estimator.set_watermark(mark)
+            with _BACKLOG_LOCK:
+                _WATERMARKS[key] = mark
+
+    @staticmethod
+    def local_watermark(spec):
+        """The partition's watermark as this process last estimated it: the
+        bundle-based local runner holds its output watermark at it
+        (pipelines/local_runner.py); other runners read the estimator."""
+        with _BACKLOG_LOCK:
+            return _WATERMARKS.get(_backlog_key(spec))
 
 
 class _ReadPartitionFinalizingFn(_ReadPartitionFn):
@@ -456,6 +471,16 @@ class KafkaSource(Source):
                 | 'Impulse' >> beam.Impulse()
                 | 'Partitions' >> beam.FlatMap(_partitions, spec)
                 | 'Spread' >> beam.Reshuffle()
+                | 'Eager' >> beam.WindowInto(
+                    # Each partition's read starts as soon as it is listed,
+                    # stamped with the earliest time (a runner that groups
+                    # the reads would otherwise wait for the end of the
+                    # global window, ahead of every record's event time).
+                    beam_window.GlobalWindows(),
+                    trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                    accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                    timestamp_combiner=beam_window.TimestampCombiner
+                    .OUTPUT_AT_EARLIEST)
                 | 'ReadPartitions' >> beam.ParDo(read_fn(
                     self.context.job, spec.stop.bounded,
                     self.context.finalizes_bundles)))
