@@ -115,3 +115,21 @@ def test_bigquery_schemas_and_rows_derive_from_the_record_type():
         error_time=Timestamp(1767225600.5), source='file://x'))
     assert row['raw'] == '/wB4'                      # base64, as BigQuery reads BYTES
     assert row['error_time'] == '2026-01-01T00:00:00.500000Z'
+
+
+def test_an_unbounded_partition_read_reports_its_backlog_as_progress():
+    spec_key = ('b:1', 'topic', 2, 'group')
+    restriction = kafka.PartitionRange(10, kafka.UNBOUNDED_END, spec_key)
+    tracker = kafka.PartitionTracker(restriction)
+    assert not tracker.is_bounded()
+    for offset in range(10, 15):
+        assert tracker.try_claim(offset)
+    with kafka._BACKLOG_LOCK:  # pylint: disable=protected-access
+        kafka._BACKLOG[spec_key] = 42  # pylint: disable=protected-access
+    progress = tracker.current_progress()
+    assert (progress.completed_work, progress.remaining_work) == (5, 42)
+    # A checkpoint keeps the partition: the residual reports progress too.
+    primary, residual = tracker.try_split(0)
+    assert residual.key == spec_key and primary.stop == residual.start == 15
+    assert kafka.PartitionTracker(
+        kafka.PartitionRange(0, 100, spec_key)).is_bounded()

@@ -226,12 +226,24 @@ def _backlog_key(spec):
     return (spec.brokers, spec.topic, spec.partition, spec.group)
 
 
+class PartitionRange(OffsetRange):
+    """Offsets of one partition, knowing which partition (for progress)."""
+
+    def __init__(self, start, stop, key=None):
+        super().__init__(start, stop)
+        self.key = key
+
+    def split_at(self, split_pos):
+        return (PartitionRange(self.start, split_pos, self.key),
+                PartitionRange(split_pos, self.stop, self.key))
+
+
 class PartitionTracker(OffsetRestrictionTracker):
     """Offsets of one partition; an open-ended range is an unbounded read."""
 
-    def __init__(self, offset_range, backlog_key=None):
+    def __init__(self, offset_range):
         super().__init__(offset_range)
-        self._backlog_key = backlog_key
+        self._backlog_key = getattr(offset_range, 'key', None)
 
     def is_bounded(self):
         return self._range.stop != UNBOUNDED_END
@@ -251,11 +263,12 @@ class PartitionRestrictions(RestrictionProvider):
         consumer = consumer_for(spec)
         try:
             start = start_offset(consumer, spec)
+            key = _backlog_key(spec)
             if spec.stop.mode == 'end':
                 _, end = consumer.get_watermark_offsets(
                     _topic_partition(spec), timeout=30)
-                return OffsetRange(start, max(start, end))
-            return OffsetRange(start, UNBOUNDED_END)
+                return PartitionRange(start, max(start, end), key)
+            return PartitionRange(start, UNBOUNDED_END, key)
         finally:
             consumer.close()
 
