@@ -14,10 +14,12 @@ included).  Per partition it
   event time is taken to move on with the clock from its newest record (an
   empty partition: from now), so that windows close in a quiet stream while a
   replay of old records does not turn late at once;
-* commits the offsets of what it has emitted for the consumer group (after the
-  runner has committed the bundle where the runner finalizes bundles, at the
-  end of each read otherwise), so that a restarted job resumes where the last
-  one stopped;
+* commits the offsets of what it has emitted for the consumer group, once the
+  runner has committed the output (in bundle finalization where the runner
+  finalizes bundles; on the bundle-based local runner when the next read of
+  the partition starts, or at the end of the last read), so that a restarted
+  job resumes where the last one stopped and a killed one reads its
+  uncommitted records again rather than losing them;
 * reports its progress (records claimed, backlog behind the partition's end).
 
 ``stop`` says when a read ends: ``never`` (an unbounded stream, run in
@@ -219,6 +221,7 @@ def start_offset(consumer, spec: PartitionSpec) -> int:
 _BACKLOG = {}
 _LAST_RECORD = {}
 _WATERMARKS = {}
+_PENDING_COMMITS = {}
 _BACKLOG_LOCK = threading.Lock()
 
 
@@ -324,7 +327,13 @@ class _ReadPartitionFn(beam.DoFn):
         key = _backlog_key(spec)
         with _BACKLOG_LOCK:
             last_record, newest = _LAST_RECORD.setdefault(key, (started, None))
+            pending = _PENDING_COMMITS.pop(key, None)
+        if pending is not None:
+            # The runner committed the last read's output before it started
+            # this one: that read's offsets are safe to commit now.
+            self._commit(consumer, spec, pending)
         next_offset = None
+        finished = False
         try:
             while True:
                 messages = consumer.consume(BATCH, timeout=POLL_SECONDS)
@@ -366,10 +375,12 @@ class _ReadPartitionFn(beam.DoFn):
                 if restriction.stop != UNBOUNDED_END and \
                         position >= restriction.stop:
                     tracker.try_claim(restriction.stop)   # done
+                    finished = True
                     return
                 if spec.stop.mode == 'idle' and caught_up and \
                         now - last_record >= spec.stop.idle_seconds:
                     tracker.try_claim(restriction.stop)   # done
+                    finished = True
                     return
                 if caught_up and not messages:
                     # Idle and caught up: event time is taken to move on
@@ -390,8 +401,16 @@ class _ReadPartitionFn(beam.DoFn):
                     finalizer.register(
                         lambda c=consumer, s=spec, o=next_offset:
                         self._commit(c, s, o))
-                else:
+                elif finished:
+                    # No later read follows: commit what was emitted.
                     self._commit(consumer, spec, next_offset)
+                else:
+                    # Committed when the next read of this partition starts,
+                    # once the runner has committed this read's output: a
+                    # job killed in between reads those records again (at
+                    # least once), never loses them.
+                    with _BACKLOG_LOCK:
+                        _PENDING_COMMITS[key] = next_offset
 
     @staticmethod
     def _advance(estimator, seconds, key):
