@@ -5,7 +5,9 @@ Kafka topic or a Pub/Sub topic, for a job to read from there.
 with its event time: the Kafka record timestamp, or the Pub/Sub attribute
 ``event_time``, RFC 3339) or a ``file://GLOB`` replay (one message per line).
 ``--to`` is ``kafka://BROKERS/TOPIC`` (the topic is created with
-``--partitions`` partitions if it does not exist) or
+``--partitions`` partitions and any ``--topic_config`` if it does not exist:
+Kafka deletes records older than the topic's retention by their timestamps,
+so a replay dated in the past needs ``--topic_config retention.ms=-1``) or
 ``pubsub://projects/P/topics/T`` (the topic, and the ``--subscription`` if
 given, are created if they do not exist: Pub/Sub keeps messages only for
 subscriptions that exist when they are published).
@@ -47,7 +49,7 @@ def _records(text, now):
 
 
 class KafkaTarget:
-    def __init__(self, uri, partitions):
+    def __init__(self, uri, partitions, topic_config=None):
         import confluent_kafka  # pylint: disable=import-outside-toplevel
         from confluent_kafka.admin import AdminClient, NewTopic  # pylint: disable=import-outside-toplevel
         from transforms.io import kafka  # pylint: disable=import-outside-toplevel
@@ -56,8 +58,8 @@ class KafkaTarget:
         admin = AdminClient(config)
         if self.topic not in admin.list_topics(timeout=30).topics:
             future = admin.create_topics([NewTopic(
-                self.topic, num_partitions=partitions,
-                replication_factor=1)])[self.topic]
+                self.topic, num_partitions=partitions, replication_factor=1,
+                config=dict(topic_config or {}))])[self.topic]
             future.result(30)
         self.producer = confluent_kafka.Producer(
             {**config, 'linger.ms': 20, 'enable.idempotence': True})
@@ -137,6 +139,11 @@ def main(argv=None):
     parser.add_argument('--partitions', type=int, default=4,
                         help='partitions of a Kafka topic this creates '
                              '(default: %(default)s)')
+    parser.add_argument('--topic_config', action='append', default=[],
+                        metavar='NAME=VALUE',
+                        help='configuration of a Kafka topic this creates, '
+                             'e.g. retention.ms=-1 to keep a replay dated in '
+                             'the past (repeatable)')
     parser.add_argument('--subscription', default=None,
                         help='Pub/Sub subscription to create on the topic '
                              'before publishing (name or full path)')
@@ -149,7 +156,11 @@ def main(argv=None):
     try:
         target_uri = io.check_uri(args.target, 'sink')
         if target_uri.scheme == 'kafka':
-            target = KafkaTarget(target_uri, args.partitions)
+            config = dict(item.split('=', 1) for item in args.topic_config
+                          if '=' in item)
+            if len(config) != len(args.topic_config):
+                raise ValueError('--topic_config takes NAME=VALUE')
+            target = KafkaTarget(target_uri, args.partitions, config)
         elif target_uri.scheme == 'pubsub':
             target = PubSubTarget(target_uri, args.subscription)
         else:

@@ -276,3 +276,19 @@ def test_an_unbounded_read_fires_windows_while_the_job_runs(kafka, tmp_path):
     assert len(live.index.get_level_values('window_start').unique()) == 5
     assert live.astype(int).to_dict() == \
         _stats(tmp_path / 'replay').astype(int).to_dict()
+
+
+def test_the_publisher_creates_the_topic_and_publishes_with_event_times(
+        kafka, capsys):
+    from pipelines import publish
+    count = publish.main([
+        '--from', 'synthetic://trades?events=500&seed=2',
+        '--to', f'kafka://{kafka.brokers}/published', '--partitions', '3',
+        '--topic_config', 'retention.ms=-1'])
+    assert count == 500
+    assert 'published 500 messages' in capsys.readouterr().out
+    found = read_all(f'kafka://{kafka.brokers}/published?group=p&stop=end')
+    records = _synthetic_records(500, seed=2, domain='trades')
+    assert sorted(found) == sorted((p, round(t, 3)) for t, p in records)
+    assert len(kafka.admin().list_topics(timeout=10)
+               .topics['published'].partitions) == 3
