@@ -85,17 +85,8 @@ def _pubsub(job, events, seconds, directory, out):
 
 def _run_for(job, seconds, out, argv):
     """Run a streaming job for a while, cancel it, print its counters."""
-    import apache_beam as beam  # pylint: disable=import-outside-toplevel
-    from pipelines import options as job_options, run  # pylint: disable=import-outside-toplevel
-    from transforms import io  # pylint: disable=import-outside-toplevel
-    module = importlib.import_module(JOBS[job])
-    args, beam_options = job_options.parse(module.OPTIONS, argv)
-    beam_options.view_as(
-        job_options.StandardOptions).streaming = True
-    pipeline = beam.Pipeline(options=beam_options)
-    module.build(pipeline, args, io.Context(job=job, streaming=True,
-                                            runner='BundleBasedDirectRunner'))
-    result = pipeline.run()
+    from pipelines import run  # pylint: disable=import-outside-toplevel
+    result, _, _ = run.start(importlib.import_module(JOBS[job]), argv, out)
     time.sleep(seconds)
     summary = run.summarize(run.counters(result, job))
     result.cancel()

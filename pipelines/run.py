@@ -100,9 +100,11 @@ def format_summary(job, s, seconds) -> str:
     ] if line is not None)
 
 
-def run(job_module, argv, out=sys.stdout):
-    """Parse argv for the job, build and run it; returns the summary dict
-    (local runners) or None."""
+def start(job_module, argv, out=sys.stdout):
+    """Parse argv for the job, build it and start it; returns
+    ``(PipelineResult, job options, local)`` without waiting.  A local
+    streaming job runs until it ends or ``result.cancel()`` (demos and tests
+    that stop a stream themselves use this)."""
     options_cls = job_module.OPTIONS
     args, beam_options = job_options.parse(
         options_cls, argv, description=job_module.__doc__)
@@ -131,7 +133,6 @@ def run(job_module, argv, out=sys.stdout):
         job=options_cls.JOB, streaming=streaming, kafka_io=args.kafka_io,
         finalizes_bundles=job_options.finalizes_bundles(beam_options),
         runner=job_options.runner_name(beam_options))
-    started = time.time()
     pipeline = beam.Pipeline(options=beam_options)
     try:
         job_module.build(pipeline, args, context)
@@ -145,10 +146,19 @@ def run(job_module, argv, out=sys.stdout):
         job = getattr(result, 'job_id', None)
         out.write(f'{prog}: submitted{f" job {job()}" if callable(job) else ""}'
                   f', state {result.state}\n')
+    return result, args, local
+
+
+def run(job_module, argv, out=sys.stdout):
+    """Parse argv for the job, build and run it; returns the summary dict
+    (local runners) or None."""
+    started = time.time()
+    result, args, local = start(job_module, argv, out)
+    if not local:
         return None
     result.wait_until_finish()
-    summary = summarize(counters(result, options_cls.JOB))
+    job = job_module.OPTIONS.JOB
+    summary = summarize(counters(result, job))
     if args.summary:
-        out.write(format_summary(options_cls.JOB, summary,
-                                 time.time() - started) + '\n')
+        out.write(format_summary(job, summary, time.time() - started) + '\n')
     return summary

@@ -242,24 +242,15 @@ def test_an_unbounded_read_fires_windows_while_the_job_runs(kafka, tmp_path):
     while the job keeps running; their counts equal a file replay's."""
     import glob
     import time
-    import apache_beam as beam_module
-    from pipelines import options as job_options
     uri = transforms_io.parse_uri(
         'synthetic://logs?events=3000&seed=3&rate=10&late=0')
     stream = synthetic._domain(uri).generate(synthetic.params_of(uri))  # pylint: disable=protected-access
     records = [r for tick, _ in stream.ticks for r in tick]   # 5 minutes
     topic = fresh(kafka)
     produce(kafka, topic, records)
-    args, beam_options = job_options.parse(logs.OPTIONS, [
+    result, _, _ = run.start(logs, [
         '--source', f'kafka://{kafka.brokers}/{topic}?group=live',
         '--trigger', 'default', '--sink', f'parquet://{tmp_path}/live'])
-    assert beam_options.view_as(job_options.StandardOptions).streaming \
-        is not True                         # run.run would set it; we do
-    beam_options.view_as(job_options.StandardOptions).streaming = True
-    pipeline = beam_module.Pipeline(options=beam_options)
-    logs.build(pipeline, args, transforms_io.Context(
-        job='logs', streaming=True, runner='BundleBasedDirectRunner'))
-    result = pipeline.run()
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(glob.glob(

@@ -116,23 +116,17 @@ def test_the_sink_publishes_one_json_message_per_row(pubsub):
 def test_the_logs_job_reads_a_subscription_and_publishes_alerts(pubsub):
     """The job over Pub/Sub, as `make demo-pubsub` runs it: every message
     read is decoded or dead-lettered (counted while the stream runs)."""
-    import apache_beam as beam_module
-    from pipelines import logs, options as job_options
+    from pipelines import logs
     from pipelines.publish import main as publish_main
     name = f'joblogs-{next(_names)}'
     topic = f'projects/{pubsub.PROJECT}/topics/{name}'
     alerts = pubsub.topic(f'{name}-alerts')
     publish_main(['--from', 'synthetic://logs?events=800&rate=100', '--now',
                   '--to', f'pubsub://{topic}', '--subscription', f'{name}-in'])
-    args, beam_options = job_options.parse(logs.OPTIONS, [
+    result, _, _ = job_run.start(logs, [
         '--source', f'pubsub://projects/{pubsub.PROJECT}/subscriptions/'
                     f'{name}-in?timestamp_attribute=event_time',
         '--sink', 'console://', '--alerts', f'pubsub://{alerts}'])
-    beam_options.view_as(job_options.StandardOptions).streaming = True
-    pipeline = beam_module.Pipeline(options=beam_options)
-    logs.build(pipeline, args, transforms_io.Context(
-        job='logs', streaming=True, runner='BundleBasedDirectRunner'))
-    result = pipeline.run()
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
