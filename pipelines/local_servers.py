@@ -160,12 +160,9 @@ class KafkaBroker:
         """A topic that keeps its records whatever their timestamps (the
         synthetic streams are dated in the past; the broker applies the
         default 7-day retention at once)."""
-        from confluent_kafka.admin import NewTopic
-        admin = self.admin()      # kept until the future is done
-        future = admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1,
-                      config={'retention.ms': '-1'})])[topic]
-        future.result(30)
+        from transforms.io import kafka  # pylint: disable=import-outside-toplevel
+        kafka.create_topic(self.brokers, topic, partitions,
+                           {'retention.ms': '-1'}, exist_ok=False)
 
 
 def _pubsub_emulator():

@@ -16,7 +16,7 @@ import apache_beam as beam
 
 from pipelines.options import (JobOptions, fraction, non_negative_int,
                                positive_float)
-from transforms import deadletter, io, privacy, windows
+from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
@@ -109,15 +109,6 @@ def masker_from(args) -> privacy.Masker:
     return privacy.Masker(mode='mask')
 
 
-def use_columnar(args, window, trigger) -> bool:
-    """The fast path keeps Beam's semantics exactly for fixed and sliding
-    windows and for late triggers firing on every late element (a partial
-    aggregate is one element however many records it holds)."""
-    return (args.execution == 'columnar'
-            and window.kind in ('fixed', 'sliding')
-            and (trigger.late or 1) == 1)
-
-
 def build(pipeline, args, context):
     """Wire the logs job: read -> decode -> mask -> window -> aggregate/detect
     -> write.  Returns the output PCollections by table name."""
@@ -136,7 +127,8 @@ def build(pipeline, args, context):
 
     decoder = decoders.make_decoder(args.log_format, args.default_service,
                                     args.syslog_year)
-    if use_columnar(args, window, trigger):
+    if args.execution == 'columnar' and \
+            columnar.keeps_semantics(trigger, window):
         # Blocks of lines -> partial LogStats per (service, window).  In a
         # stream each partial travels in its window and the trigger is set
         # without reassigning windows; in a batch run (one pane per window)

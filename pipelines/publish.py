@@ -34,9 +34,9 @@ def _records(text, now):
             start = datetime.datetime.now(datetime.timezone.utc).replace(
                 microsecond=0).isoformat().replace('+00:00', 'Z')
             uri = uri._replace(params=dict(uri.params, start=start))
-        stream = synthetic._domain(uri).generate(synthetic.params_of(uri))  # pylint: disable=protected-access
+        stream = synthetic.generate(uri)
         for records, _ in stream.ticks:
-            yield stream.tick_seconds, [(t, p) for t, p in records]
+            yield stream.tick_seconds, records
         return
     if uri.scheme == 'file':
         from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
@@ -50,44 +50,19 @@ def _records(text, now):
 
 class KafkaTarget:
     def __init__(self, uri, partitions, topic_config=None):
-        import confluent_kafka  # pylint: disable=import-outside-toplevel
-        from confluent_kafka.admin import AdminClient, NewTopic  # pylint: disable=import-outside-toplevel
         from transforms.io import kafka  # pylint: disable=import-outside-toplevel
         brokers, self.topic = kafka._split_location(uri)  # pylint: disable=protected-access
-        config = {'bootstrap.servers': brokers, **kafka._config(uri)}  # pylint: disable=protected-access
-        admin = AdminClient(config)
-        if self.topic not in admin.list_topics(timeout=30).topics:
-            future = admin.create_topics([NewTopic(
-                self.topic, num_partitions=partitions, replication_factor=1,
-                config=dict(topic_config or {}))])[self.topic]
-            future.result(30)
-        self.producer = confluent_kafka.Producer(
-            {**config, 'linger.ms': 20, 'enable.idempotence': True})
-        self.errors = []
-
-    def _delivered(self, error, unused_message):
-        if error is not None:
-            self.errors.append(error.str())
+        config = kafka._config(uri)  # pylint: disable=protected-access
+        kafka.create_topic(brokers, self.topic, partitions, topic_config,
+                           config)
+        self.publisher = kafka.Publisher(brokers, config)
 
     def publish(self, event_time, payload):
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic, value=payload,
-                    timestamp=0 if event_time is None
-                    else int(event_time * 1000),
-                    on_delivery=self._delivered)
-                break
-            except BufferError:
-                self.producer.poll(0.1)
-        self.producer.poll(0)
+        self.publisher.send(self.topic, payload, timestamp_ms=None
+                            if event_time is None else int(event_time * 1000))
 
     def flush(self):
-        left = self.producer.flush(60)
-        if left or self.errors:
-            raise RuntimeError(f'{left} message(s) undelivered; '
-                               f'{len(self.errors)} refused: '
-                               f'{self.errors[:1]}')
+        self.publisher.flush()
 
 
 class PubSubTarget:

@@ -86,15 +86,6 @@ TABLES = {
 }
 
 
-def use_columnar(args, window, anomaly_window, trigger) -> bool:
-    """The fast path keeps Beam's semantics exactly for fixed and sliding
-    windows and late triggers firing on every late element."""
-    return (args.execution == 'columnar'
-            and window.kind in ('fixed', 'sliding')
-            and anomaly_window.kind in ('fixed', 'sliding')
-            and (trigger.late or 1) == 1)
-
-
 def build(pipeline, args, context):
     """Wire the trades job: read -> decode -> window -> bars / anomalies ->
     write.  Returns the output PCollections by table name."""
@@ -111,7 +102,8 @@ def build(pipeline, args, context):
 
     decoder = decoders.make_decoder(args.trade_format)
     bounded = False
-    if use_columnar(args, window, anomaly_window, trigger):
+    if args.execution == 'columnar' and \
+            columnar.keeps_semantics(trigger, window, anomaly_window):
         # Blocks of lines -> partial bars per (symbol, window) and price
         # samples per (symbol, anomaly window); in a batch run the window
         # travels in the key (one pane per window).

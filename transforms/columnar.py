@@ -24,13 +24,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import deadletter
-from transforms.decode import MAX_EVENT_TIME, MIN_EVENT_TIME, Filtered
+from transforms.decode import (MAX_EVENT_TIME, MIN_EVENT_TIME, DecodeCounters,
+                               Filtered)
 
 NEWLINE = 10
 # The RFC 3339 shapes Arrow's timestamp cast reads exactly as
@@ -39,6 +39,15 @@ RFC3339 = (r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?'
            r'(Z|[+-]\d{2}:\d{2})$')
 OPEN_BRACE = ord('{')
 _ROW = re.compile(r'\bin row (\d+)')
+
+
+def keeps_semantics(trigger, *window_specs) -> bool:
+    """Whether the fast path gives exactly Beam's results for these windows
+    and trigger: fixed and sliding windows, and late panes firing on every
+    late element (a partial aggregate is one element however many records it
+    holds).  Session windows and late=N>1 need the element path."""
+    return (all(spec.kind in ('fixed', 'sliding') for spec in window_specs)
+            and (trigger.late or 1) == 1)
 
 
 class LineBlock(typing.NamedTuple):
@@ -269,9 +278,7 @@ class PartialsFn(beam.DoFn):
         self._make_partials = make_partials
         self._max_buffer = max_buffer
         self._job = job
-        self._decoded = Metrics.counter(job, 'decoded')
-        self._dead = Metrics.counter(job, 'dead_letters')
-        self._filtered = {}
+        self._counters = DecodeCounters(job)
 
     def start_bundle(self):
         self._buffer = []
@@ -322,7 +329,7 @@ class PartialsFn(beam.DoFn):
                                      buffered[0][1:]))
 
     def _emit(self, columns, count):
-        self._decoded.inc(count)
+        self._counters.decoded(count)
         for item in self._make_partials(columns):
             # (tag, key, ...) goes to the output named tag; (key, ...) to main.
             tag, (key, start, end, last_us, accumulator) = \
@@ -340,11 +347,8 @@ class PartialsFn(beam.DoFn):
     def _dead_letters(self, letters, timestamp, window):
         for letter in letters:
             if isinstance(letter, Filtered):        # a named filter
-                if letter.name not in self._filtered:
-                    self._filtered[letter.name] = Metrics.counter(
-                        self._job, f'filtered.{letter.name}')
-                self._filtered[letter.name].inc()
+                self._counters.filtered(letter.name)
                 continue
-            self._dead.inc()
+            self._counters.dead()
             yield beam.pvalue.TaggedOutput(
                 deadletter.DEAD, WindowedValue(letter, timestamp, (window,)))

@@ -96,6 +96,29 @@ def decode_payload(raw, decoder, stage: str, source: str = '',
     return record
 
 
+class DecodeCounters:
+    """The counters a decoding step keeps: ``decoded``, ``dead_letters`` and
+    ``filtered.NAME`` per named filter (made on first use)."""
+
+    def __init__(self, job):
+        self._job = job
+        self._decoded = Metrics.counter(job, 'decoded')
+        self._dead = Metrics.counter(job, 'dead_letters')
+        self._filtered = {}
+
+    def decoded(self, count=1):
+        self._decoded.inc(count)
+
+    def dead(self):
+        self._dead.inc()
+
+    def filtered(self, name):
+        if name not in self._filtered:
+            self._filtered[name] = Metrics.counter(self._job,
+                                                   f'filtered.{name}')
+        self._filtered[name].inc()
+
+
 class DecodeFn(beam.DoFn):
     """Applies one decoder; emits records to ``ok`` and dead letters to ``dead``."""
 
@@ -105,24 +128,18 @@ class DecodeFn(beam.DoFn):
         self._stage = stage
         self._source = source
         self._max_bytes = max_bytes
-        self._job = job
-        self._decoded = Metrics.counter(job, 'decoded')
-        self._dead = Metrics.counter(job, 'dead_letters')
-        self._filtered = {}
+        self._counters = DecodeCounters(job)
 
     def process(self, raw):
         result = decode_payload(raw, self._decoder, self._stage, self._source,
                                 self._max_bytes)
         if isinstance(result, Filtered):
-            if result.name not in self._filtered:
-                self._filtered[result.name] = Metrics.counter(
-                    self._job, f'filtered.{result.name}')
-            self._filtered[result.name].inc()
+            self._counters.filtered(result.name)
         elif isinstance(result, deadletter.DeadLetter):
-            self._dead.inc()
+            self._counters.dead()
             yield beam.pvalue.TaggedOutput(deadletter.DEAD, result)
         else:
-            self._decoded.inc()
+            self._counters.decoded()
             yield TimestampedValue(result, result.event_time)
 
 

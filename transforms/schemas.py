@@ -62,14 +62,19 @@ def to_arrow(rows, record_type) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def rfc3339(value: Timestamp) -> str:
+    """A timestamp as RFC 3339 UTC text, e.g. 2026-01-01T00:00:00.500000Z."""
+    return (datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+            + datetime.timedelta(microseconds=value.micros)
+            ).isoformat().replace('+00:00', 'Z')
+
+
 def to_json_dict(row) -> dict:
     """A record as a JSON-ready dict: times as RFC 3339 UTC, bytes as text."""
     out = {}
     for name, value in row._asdict().items():
         if isinstance(value, Timestamp):
-            value = (datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-                     + datetime.timedelta(microseconds=value.micros)
-                     ).isoformat().replace('+00:00', 'Z')
+            value = rfc3339(value)
         elif isinstance(value, bytes):
             value = value.decode('utf-8', errors='backslashreplace')
         out[name] = value

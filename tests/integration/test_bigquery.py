@@ -14,9 +14,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipelines import logs, run
 from transforms import io as transforms_io
-from transforms.deadletter import DeadLetter
 from transforms.detectors import Alert
-from transforms.logs.stats import ServiceStats
 
 _names = itertools.count()
 T0 = 1767225600.0

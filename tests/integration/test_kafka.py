@@ -1,6 +1,5 @@
 """The Kafka source and sink against a real Kafka-protocol broker (noida-db),
 started by the tests on a loopback port."""
-import io
 import itertools
 
 import apache_beam as beam
@@ -8,12 +7,10 @@ import orjson
 import pyarrow.dataset as ds
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import logs, run
 from transforms import io as transforms_io
 from transforms.detectors import Alert
-from transforms.io import kafka
 from transforms.io import synthetic
 from apache_beam.utils.timestamp import Timestamp
 
@@ -181,8 +178,7 @@ def test_the_sink_writes_one_json_message_per_row(kafka):
 def _synthetic_records(events, seed, domain='logs'):
     uri = transforms_io.parse_uri(
         f'synthetic://{domain}?events={events}&seed={seed}')
-    stream = synthetic._domain(uri).generate(synthetic.params_of(uri))  # pylint: disable=protected-access
-    return [record for records, _ in stream.ticks for record in records]
+    return list(synthetic.generate(uri).records())
 
 
 def _stats(directory):
@@ -244,8 +240,7 @@ def test_an_unbounded_read_fires_windows_while_the_job_runs(kafka, tmp_path):
     import time
     uri = transforms_io.parse_uri(
         'synthetic://logs?events=3000&seed=3&rate=10&late=0')
-    stream = synthetic._domain(uri).generate(synthetic.params_of(uri))  # pylint: disable=protected-access
-    records = [r for tick, _ in stream.ticks for r in tick]   # 5 minutes
+    records = list(synthetic.generate(uri).records())   # 5 minutes
     topic = fresh(kafka)
     produce(kafka, topic, records)
     result, _, _ = run.start(logs, [

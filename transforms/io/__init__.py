@@ -148,6 +148,12 @@ def open_sink(text: str, context: Context,
     return sink
 
 
+def counted(element, counter):
+    """``beam.Map(counted, counter)``: the element, counted on its way."""
+    counter.inc()
+    return element
+
+
 class Source(beam.PTransform):
     """Base of every source: ``PBegin -> PCollection[bytes]``."""
 

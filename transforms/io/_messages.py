@@ -42,11 +42,7 @@ def check_topic_pattern(uri, pattern: str, allowed=r'[A-Za-z0-9._-]+'):
 
 
 def rfc3339(millis: int) -> str:
-    return schemas.to_json_dict(_Stamp(Timestamp(micros=millis * 1000)))['t']
-
-
-class _Stamp(typing.NamedTuple):
-    t: Timestamp
+    return schemas.rfc3339(Timestamp(micros=millis * 1000))
 
 
 def _event_time_ms(row) -> typing.Optional[int]:

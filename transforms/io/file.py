@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms.columnar import LineBlock
-from transforms.io import Source, UriError
+from transforms.io import Source, UriError, counted
 
 DESCRIPTION = ('replay files matching GLOB, one record per line (.gz/.bz2 '
                'too); block_bytes=N sets the read size of the columnar path')
@@ -73,11 +73,6 @@ class _BlocksFn(beam.DoFn):
         return LineBlock(data)
 
 
-def _count(raw, counter):
-    counter.inc()
-    return raw
-
-
 class FileSource(Source):
     def _pattern(self):
         _check_matches(self.uri)
@@ -88,7 +83,7 @@ class FileSource(Source):
         return (pbegin
                 | 'ReadLines' >> beam.io.ReadFromText(
                     self._pattern(), coder=beam.coders.BytesCoder())
-                | 'CountRead' >> beam.Map(_count, read))
+                | 'CountRead' >> beam.Map(counted, read))
 
     def blocks(self):
         pattern = self._pattern()

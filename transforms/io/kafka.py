@@ -543,6 +543,58 @@ def _count_value(key_value, counter):
 # --------------------------------------------------------------------------
 # The sink.
 
+class Publisher:
+    """A Kafka producer (idempotent) that waits while its local queue is full
+    and, when flushed, raises if a message was refused or not delivered."""
+
+    def __init__(self, brokers, config=()):
+        import confluent_kafka  # pylint: disable=import-outside-toplevel
+        self._where = f'kafka://{brokers}'
+        self._producer = confluent_kafka.Producer({
+            'bootstrap.servers': brokers, 'enable.idempotence': True,
+            'linger.ms': 20, 'logger': _LOG, **dict(config)})
+        self._errors = []
+
+    def _delivered(self, error, unused_message):
+        if error is not None:
+            self._errors.append(error.str())
+
+    def send(self, topic, value, key=None, timestamp_ms=None, headers=()):
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=list(headers),
+                    timestamp=timestamp_ms or 0, on_delivery=self._delivered)
+                break
+            except BufferError:
+                self._producer.poll(0.1)      # the local queue is full
+        self._producer.poll(0)
+
+    def flush(self, seconds=60):
+        left = self._producer.flush(seconds)
+        errors, self._errors = self._errors, []
+        if left or errors:
+            raise RuntimeError(
+                f'{self._where}: {left} message(s) not delivered within '
+                f'{seconds} s'
+                + (f'; {len(errors)} refused: {errors[0]}' if errors else ''))
+
+
+def create_topic(brokers, topic, partitions, topic_config=None, config=(),
+                 exist_ok=True):
+    """Create a topic with ``partitions`` partitions (replication 1) and the
+    given topic configuration; an existing one is left as it is if
+    ``exist_ok``."""
+    from confluent_kafka.admin import AdminClient, NewTopic  # pylint: disable=import-outside-toplevel
+    admin = AdminClient({'bootstrap.servers': brokers, **dict(config)})
+    if exist_ok and topic in admin.list_topics(timeout=30).topics:
+        return
+    future = admin.create_topics([NewTopic(
+        topic, num_partitions=partitions, replication_factor=1,
+        config=dict(topic_config or {}))])[topic]
+    future.result(30)       # admin is kept alive until the topic exists
+
+
 class _ProduceFn(beam.DoFn):
     """Rows -> JSON messages; a bundle ends when the broker has them all."""
 
@@ -552,48 +604,20 @@ class _ProduceFn(beam.DoFn):
         self._table = table
         self._config = config
         self._rows = Metrics.counter(job, rows_counter)
-        self._producer = None
-        self._errors = []
+        self._publisher = None
 
     def setup(self):
-        import confluent_kafka  # pylint: disable=import-outside-toplevel
-        config = {'bootstrap.servers': self._brokers,
-                  'enable.idempotence': True, 'linger.ms': 20,
-                  'logger': _LOG}
-        config.update(dict(self._config))
-        self._producer = confluent_kafka.Producer(config)
-
-    def _delivered(self, error, unused_message):
-        if error is not None:
-            self._errors.append(error.str())
+        self._publisher = Publisher(self._brokers, self._config)
 
     def process(self, row):
         message = _messages.to_message(row, self._topic, self._table)
-        while True:
-            try:
-                self._producer.produce(
-                    message.topic, value=message.value, key=message.key,
-                    headers=[('table', self._table.encode())],
-                    timestamp=message.event_time_ms or 0,
-                    on_delivery=self._delivered)
-                break
-            except BufferError:
-                self._producer.poll(0.1)      # the local queue is full
-        self._producer.poll(0)
+        self._publisher.send(message.topic, message.value, message.key,
+                             message.event_time_ms,
+                             [('table', self._table.encode())])
         self._rows.inc()
 
     def finish_bundle(self):
-        left = self._producer.flush(60)
-        errors, self._errors = self._errors, []
-        if left or errors:
-            raise RuntimeError(
-                f'kafka://{self._brokers}/{self._topic}: '
-                f'{left} message(s) not delivered within 60 s'
-                + (f'; {len(errors)} refused: {errors[0]}' if errors else ''))
-
-    def teardown(self):
-        if self._producer is not None:
-            self._producer.flush(10)
+        self._publisher.flush(60)
 
 
 class KafkaSink(Sink):

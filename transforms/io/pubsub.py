@@ -12,7 +12,9 @@ runs in streaming mode.  Parameters:
 * ``id_attribute=NAME``: the attribute holding a unique message id; messages
   published again with the same id are dropped (by Dataflow's own
   deduplication there; elsewhere by a keyed deduplication over
-  ``dedup_window``, default 10m, counted as ``filtered.duplicate``).
+  ``dedup_window``, default 10m; the counters ``pubsub.received`` and
+  ``pubsub.unique`` tell how many were dropped; ``read`` counts the unique
+  messages).
 
 As a sink each row is one JSON message (see :mod:`transforms.io._messages`)
 with attributes ``table``, ``key`` (the row's entity) and ``event_time``
@@ -27,7 +29,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import windows
-from transforms.io import Sink, Source, UriError, _messages
+from transforms.io import Sink, Source, UriError, _messages, counted
 
 DESCRIPTION = ('Pub/Sub, e.g. pubsub://projects/P/subscriptions/S or '
                'pubsub://projects/P/topics/T (timestamp_attribute, '
@@ -122,17 +124,12 @@ class _Deduplicate(beam.PTransform):
 
     def expand(self, keyed):
         from apache_beam.transforms.deduplicate import DeduplicatePerKey  # pylint: disable=import-outside-toplevel
-        counted = keyed | 'CountIn' >> beam.Map(
-            _count, Metrics.counter(self._job, 'pubsub.received'))
-        unique = counted | DeduplicatePerKey(
+        received = keyed | 'CountIn' >> beam.Map(
+            counted, Metrics.counter(self._job, 'pubsub.received'))
+        unique = received | DeduplicatePerKey(
             processing_time_duration=self._seconds)
         return unique | 'CountOut' >> beam.Map(
-            _count, Metrics.counter(self._job, 'pubsub.unique'))
-
-
-def _count(element, counter):
-    counter.inc()
-    return element
+            counted, Metrics.counter(self._job, 'pubsub.unique'))
 
 
 class _ToPubsubMessage(beam.DoFn):

@@ -19,7 +19,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.io import Source, UriError
+from transforms.io import Source, UriError, counted
 
 DESCRIPTION = ('built-in deterministic stream, e.g. synthetic://logs?events='
                '30000&seed=7 (parameters: see the job\'s --help)')
@@ -66,6 +66,12 @@ def validate(uri, kind):
     params_of(uri)
 
 
+def generate(uri):
+    """The :class:`~transforms.synthetic.SyntheticStream` a parsed
+    ``synthetic://`` URI names."""
+    return _domain(uri).generate(params_of(uri))
+
+
 def describe_params(domain: str) -> str:
     module = importlib.import_module(f'transforms.synthetic.{domain}')
     return '; '.join(f'{name} ({default}): {text}'
@@ -94,19 +100,14 @@ def test_stream(stream) -> TestStream:
 
 class SyntheticSource(Source):
     def expand(self, pbegin):
-        stream = _domain(self.uri).generate(params_of(self.uri))
+        stream = generate(self.uri)
         read = Metrics.counter(self.context.job, 'read')
         if self.context.streaming:
             records = pbegin | 'Play' >> test_stream(stream)
         else:
             records = pbegin | 'Create' >> beam.Create(
                 list(stream.payloads()), reshuffle=False)
-        return records | 'CountRead' >> beam.Map(_count, read)
-
-
-def _count(raw, counter):
-    counter.inc()
-    return raw
+        return records | 'CountRead' >> beam.Map(counted, read)
 
 
 def open_source(uri, context):

@@ -19,10 +19,14 @@ class SyntheticStream(typing.NamedTuple):
     ticks: list
     tick_seconds: float
 
-    def payloads(self):
+    def records(self):
+        """``(event_time_seconds, payload)`` pairs in arrival order."""
         for records, _ in self.ticks:
-            for _, payload in records:
-                yield payload
+            yield from records
+
+    def payloads(self):
+        for _, payload in self.records():
+            yield payload
 
     def __len__(self):
         return sum(len(records) for records, _ in self.ticks)
