@@ -129,6 +129,11 @@ def start(job_module, argv, out=sys.stdout):
             'argument --kafka_io: xlang runs Beam\'s Java KafkaIO, which needs '
             'a runner with a Java expansion service (Dataflow, Flink); use '
             '--kafka_io=native on the local runner'))
+    if local:
+        try:
+            io.preflight(args.source)
+        except io.UriError as e:
+            job_options.fail(prog, f'argument --source: {e}')
     context = io.Context(
         job=options_cls.JOB, streaming=streaming, kafka_io=args.kafka_io,
         finalizes_bundles=job_options.finalizes_bundles(beam_options),

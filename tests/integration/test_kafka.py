@@ -278,3 +278,19 @@ def test_the_publisher_creates_the_topic_and_publishes_with_event_times(
     assert sorted(found) == sorted((p, round(t, 3)) for t, p in records)
     assert len(kafka.admin().list_topics(timeout=10)
                .topics['published'].partitions) == 3
+
+
+def test_a_wrong_topic_or_broker_stops_the_job_with_one_line(kafka, capsys):
+    import pytest as _pytest
+    for source, reason in [
+            (f'kafka://{kafka.brokers}/no-such-topic?stop=end',
+             "no topic 'no-such-topic'"),
+            (f'kafka://127.0.0.1:{kafka.port + 1}/logs?stop=end',
+             'do not answer within 10 s')]:
+        with _pytest.raises(SystemExit) as err:
+            run.run(logs, ['--source', source])
+        assert err.value.code == 2
+        message = capsys.readouterr().err.strip()
+        assert message.startswith(
+            'python -m pipelines logs: error: argument --source: ')
+        assert reason in message and '\n' not in message

@@ -133,6 +133,17 @@ def unbounded(text: str) -> bool:
     return bool(check is not None and check(uri))
 
 
+def preflight(text: str) -> None:
+    """Check, where the scheme can, that a source answers (e.g. that its
+    brokers are reachable and its topic exists); raise UriError with the
+    reason.  Run before a local job starts, so that a wrong address is one
+    line, not a failed pipeline."""
+    uri = parse_uri(text)
+    check = getattr(_module(uri.scheme), 'preflight', None)
+    if check is not None:
+        check(uri)
+
+
 def open_source(text: str, context: Context) -> 'Source':
     uri = check_uri(text, 'source')
     return _module(uri.scheme).open_source(uri, context)

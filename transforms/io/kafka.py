@@ -153,6 +153,30 @@ def validate(uri, kind):
         _messages.check_topic_pattern(uri, topic)
 
 
+def _reason(exception):
+    error = exception.args[0] if exception.args else None
+    return error.str() if hasattr(error, 'str') else str(exception)
+
+
+def preflight(uri, timeout=10):
+    """The brokers answer and the topic exists (before a local job starts)."""
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    brokers, topic = _split_location(uri)
+    consumer = confluent_kafka.Consumer({
+        'bootstrap.servers': brokers, 'group.id': 'preflight',
+        'log_level': 0, **_config(uri)})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+    except confluent_kafka.KafkaException as e:
+        raise UriError(f'{uri.text}: the brokers {brokers} do not answer '
+                       f'within {timeout} s ({_reason(e)})') from None
+    finally:
+        consumer.close()
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise UriError(f'{uri.text}: no topic {topic!r} on {brokers}')
+
+
 def unbounded(uri) -> bool:
     """Whether reading this URI never ends (the job then runs streaming)."""
     return not parse_stop(uri.param('stop', 'never')).bounded
