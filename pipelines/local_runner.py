@@ -153,3 +153,24 @@ def _install_fresh_sampler():
 
     setattr(call_with_fresh_sampler, _INSTALLED, True)
     executor.TransformExecutor.call = call_with_fresh_sampler
+
+
+def low_watermark(result):
+    """The pipeline's low watermark on the local runner while it runs: the
+    earliest output watermark of any step not yet done (None before the
+    first one moves, or on another runner).  Read without the runner's lock:
+    a snapshot for progress display, never for decisions."""
+    manager = getattr(getattr(result, '_evaluation_context', None),
+                      '_watermark_manager', None)
+    if manager is None:
+        return None
+    try:
+        marks = [tw.output_watermark for tw in list(
+            manager._transform_to_watermarks.values())]  # pylint: disable=protected-access
+    except RuntimeError:        # changed while read: no value this time
+        return None
+    open_marks = [m for m in marks if m < WatermarkManager.WATERMARK_POS_INF]
+    if not open_marks:
+        return None
+    low = min(open_marks)
+    return None if low <= WatermarkManager.WATERMARK_NEG_INF else low

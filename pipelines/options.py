@@ -157,6 +157,12 @@ class JobOptions(PipelineOptions):
             '--summary', default=True, action=argparse.BooleanOptionalAction,
             help='print the run summary at the end of a local run '
                  '(default: on)')
+        group.add_argument(
+            '--progress', default=True, action=argparse.BooleanOptionalAction,
+            help='show the progress of a local run on standard error: records '
+                 'read and per second, watermark, panes and rows written, dead '
+                 'letters; one updating line on a terminal, else a line every '
+                 'few seconds; --no-progress shows nothing (default: on)')
 
 
 BEAM_EPILOG = """\

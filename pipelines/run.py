@@ -4,6 +4,9 @@ The summary of a local run adds up: every record read was decoded or
 dead-lettered, and every decoded record reached an output pane or was dropped
 as late (after the allowed lateness) — counted, never silent.
 """
+import datetime
+import json
+import os
 import sys
 import time
 
@@ -13,6 +16,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from pipelines import local_runner
 from pipelines import options as job_options
+from pipelines import progress
 from transforms import io
 
 local_runner.install()
@@ -154,6 +158,47 @@ def start(job_module, argv, out=sys.stdout):
     return result, args, local
 
 
+SUMMARY_FILE = '_summary.json'
+
+
+def summary_path(args):
+    """Where a local run writes its summary: ``DIR/_summary.json`` beside the
+    tables of a ``parquet://DIR`` or ``jsonl://DIR`` sink on a local disk
+    (the run report draws it); None for other sinks."""
+    uri = io.parse_uri(args.sink)
+    if uri.scheme not in ('parquet', 'jsonl') or '://' in uri.location:
+        return None
+    return os.path.join(uri.location, SUMMARY_FILE)
+
+
+def write_summary(path, job, args, counted, summary, seconds):
+    """The run's accounting as JSON (written whole, then renamed into place)."""
+    record = {
+        'job': job,
+        'finished': datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'),
+        'seconds': round(seconds, 3),
+        'options': {k: getattr(args, k, None) for k in (
+            'source', 'sink', 'dead_letter', 'window', 'trigger')},
+        'summary': summary,
+        'counters': dict(sorted(counted.items())),
+    }
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    temp = f'{path}.tmp-{os.getpid()}'
+    with open(temp, 'w', encoding='utf-8') as f:
+        json.dump(record, f, indent=1, default=str)
+    os.replace(temp, path)
+
+
+def show_progress(result, job, args, stream=None):
+    """Starts the live progress of a local run (None with --no-progress)."""
+    if not getattr(args, 'progress', False):
+        return None
+    return progress.Progress(job, lambda: progress.snapshot(
+        counters(result, job), local_runner.low_watermark(result)),
+        stream=stream).start()
+
+
 def run(job_module, argv, out=sys.stdout):
     """Parse argv for the job, build and run it; returns the summary dict
     (local runners) or None."""
@@ -161,9 +206,19 @@ def run(job_module, argv, out=sys.stdout):
     result, args, local = start(job_module, argv, out)
     if not local:
         return None
-    result.wait_until_finish()
     job = job_module.OPTIONS.JOB
-    summary = summarize(counters(result, job))
+    shown = show_progress(result, job, args)
+    try:
+        result.wait_until_finish()
+    finally:
+        if shown is not None:
+            shown.stop()
+    counted = counters(result, job)
+    summary = summarize(counted)
+    seconds = time.time() - started
+    path = summary_path(args)
+    if path is not None:
+        write_summary(path, job, args, counted, summary, seconds)
     if args.summary:
-        out.write(format_summary(job, summary, time.time() - started) + '\n')
+        out.write(format_summary(job, summary, seconds) + '\n')
     return summary
