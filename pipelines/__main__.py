@@ -13,7 +13,9 @@ def _first_line(module_name):
 
 def usage():
     lines = ['usage: python -m pipelines JOB [--options]   '
-             '(python -m pipelines JOB --help for its options)', '', 'jobs:']
+             '(python -m pipelines JOB --help for its options)',
+             '       python -m pipelines report OUTPUT_DIR [--out FILE.html]'
+             '   (an HTML report of a run\'s output)', '', 'jobs:']
     for name, module in JOBS.items():
         lines.append(f'  {name:<10} {_first_line(module)}')
     return '\n'.join(lines) + '\n'
@@ -25,6 +27,9 @@ def main(argv=None):
         sys.stdout.write(usage())
         return 0
     job, rest = argv[0], argv[1:]
+    if job == 'report':
+        from pipelines import report   # pylint: disable=import-outside-toplevel
+        return report.main(rest)
     if job not in JOBS:
         sys.stderr.write(f'python -m pipelines: error: unknown job {job!r}; '
                          f'jobs: {", ".join(JOBS)}\n')
