@@ -1,8 +1,8 @@
 """The sections of the run report: one module per job behind this registry,
 and :mod:`common` for what every job shows.
 
-A job module defines ``TITLE``, ``PANES`` = (table, key column, metric) for
-the panes figure, and ``build(section, out)`` drawing its own figures.
+A job module defines ``TITLE``, ``PANES`` = (table, key columns, metric)
+for the panes figure, and ``build(section, out)`` drawing its own figures.
 """
 import importlib
 

@@ -136,15 +136,16 @@ def dead_letters(section, out):
         caption='dead-letter reasons', classes='samples')
 
 
-def panes(section, out, table, key, metric):
+def panes(section, out, table, keys, metric):
     """Rows per window by pane timing, and the metric summed over keys: as
     of the last pane before any LATE pane, and final (LATE corrections)."""
     frame = out.table(table)
     if frame.empty:
         section.note(f'No rows in {table}: no panes to show.')
         return
-    need(frame, table, key, metric, 'window_start', 'pane_timing',
+    need(frame, table, keys[0], metric, 'window_start', 'pane_timing',
          'pane_index')
+    keys = [k for k in keys if k in frame.columns]
     windows = np.sort(frame['window_start'].unique())
     counts = frame.groupby(['window_start', 'pane_timing']).size().unstack(
         fill_value=0).reindex(windows, fill_value=0)
@@ -163,8 +164,8 @@ def panes(section, out, table, key, metric):
     ax.legend(loc='upper left', ncols=3)
     ax.set_title(f'Panes emitted per window ({table})')
     ax = axes[1][0]
-    last = final(frame, [key])
-    before = final(frame[frame['pane_timing'] != 'LATE'], [key])
+    last = final(frame, keys)
+    before = final(frame[frame['pane_timing'] != 'LATE'], keys)
     totals = last.groupby('window_start')[metric].sum().reindex(windows)
     prior = before.groupby('window_start')[metric].sum().reindex(windows)
     centre = x + width / 2
@@ -177,7 +178,7 @@ def panes(section, out, table, key, metric):
         ax.vlines(centre[moved], prior.to_numpy()[moved],
                   totals.to_numpy()[moved], color=page.TIMING_COLORS['LATE'],
                   lw=2.5, label='late correction')
-    ax.set_ylabel(f'{metric} (sum over {key})')
+    ax.set_ylabel(f'{metric} (sum over {keys[0]})')
     page.time_axis(ax)
     ax.legend(loc='upper left', ncols=3)
     late = int((frame['pane_timing'] == 'LATE').sum())
@@ -236,6 +237,8 @@ def alert_rows(alerts):
 
 
 def fmt(value):
+    if isinstance(value, float) and not np.isfinite(value):
+        return ''
     if isinstance(value, float):
         return f'{value:.4g}'
     if hasattr(value, 'strftime'):

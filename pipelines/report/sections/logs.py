@@ -7,7 +7,7 @@ from pipelines.report.sections import common
 
 TITLE = 'logs: error rates, latency and alerts per service'
 # The table and metric the panes figure follows.
-PANES = ('service_stats', 'service', 'count')
+PANES = ('service_stats', ('service',), 'count')
 TOP_TEMPLATES = 12
 
 

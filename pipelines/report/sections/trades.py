@@ -7,7 +7,7 @@ from pipelines.report.data import final, need, times
 from pipelines.report.sections import common
 
 TITLE = 'trades: bars, VWAP and anomalies per symbol'
-PANES = ('bars', 'symbol', 'volume')
+PANES = ('bars', ('symbol',), 'volume')
 MAX_SYMBOLS = 12
 UP, DOWN = '#31a354', '#de2d26'
 
@@ -61,12 +61,23 @@ def _candles(section, symbol, rows, anomalies):
            color=color[priced], label='open/close (high-low)')
     ax.plot(centre, rows['vwap'].to_numpy(dtype=float), '-', color='#3182bd',
             lw=1.2, label='VWAP')
+    # The price axis spans the bodies and the VWAP: an anomalous print far
+    # away would flatten every candle, so its wick is cut at the edge and
+    # its mark drawn there.
+    body = np.concatenate([o[priced], c[priced],
+                           rows['vwap'].to_numpy(dtype=float)])
+    body = body[np.isfinite(body)]
+    low_y, high_y = (body.min(), body.max()) if len(body) else (0.0, 1.0)
+    pad = max((high_y - low_y) * 0.25, abs(high_y) * 0.002, 1e-6)
+    low_y, high_y = low_y - pad, high_y + pad
+    ax.set_ylim(low_y, high_y)
     flagged = gaps = 0
     if not anomalies.empty:
         price = anomalies[anomalies['kind'] == 'price']
         if not price.empty:
-            ax.plot(times(price['event_time']), price['price'], 'x',
-                    color='#b00', ms=7, mew=2, label='price anomaly')
+            y = np.clip(price['price'].to_numpy(dtype=float), low_y, high_y)
+            ax.plot(times(price['event_time']), y, 'x', color='#b00', ms=7,
+                    mew=2, clip_on=False, label='price anomaly')
             flagged = len(price)
         gap = anomalies[anomalies['kind'] == 'gap']
         for i, (a, b) in enumerate(zip(times(gap['window_start']),
@@ -83,7 +94,8 @@ def _candles(section, symbol, rows, anomalies):
     vol.set_ylabel('volume')
     page.time_axis(vol)
     section.figure(fig, f'{symbol}: bars per window (final values), VWAP, '
-                        f'{flagged} price anomalies (x), {gaps} gaps (grey)')
+                        f'{flagged} price anomalies (x; beyond the axis: at '
+                        f'its edge), {gaps} gaps (grey)')
 
 
 def anomalies_table(section, out):
