@@ -38,6 +38,12 @@ def time_axis(ax, label='window start (UTC)'):
         ax.set_xlabel(label)
 
 
+def legend(ax, **kwargs):
+    """A legend where the axis has labelled artists (no empty box)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=DPI, pil_kwargs={'optimize': True})

@@ -161,7 +161,7 @@ def panes(section, out, table, keys, metric):
                    color=page.TIMING_COLORS[timing], label=timing)
             bottom = bottom + values
     ax.set_ylabel(f'{table} rows')
-    ax.legend(loc='upper left', ncols=3)
+    page.legend(ax, loc='upper left', ncols=3)
     ax.set_title(f'Panes emitted per window ({table})')
     ax = axes[1][0]
     last = final(frame, keys)
@@ -180,7 +180,7 @@ def panes(section, out, table, keys, metric):
                   lw=2.5, label='late correction')
     ax.set_ylabel(f'{metric} (sum over {keys[0]})')
     page.time_axis(ax)
-    ax.legend(loc='upper left', ncols=3)
+    page.legend(ax, loc='upper left', ncols=3)
     late = int((frame['pane_timing'] == 'LATE').sum())
     section.figure(fig, f'How panes were emitted: EARLY / ON_TIME / LATE rows '
                         f'of {table} per window; {late} LATE rows, '

@@ -50,8 +50,8 @@ def service_series(section, out):
                            color='#b00', label='threshold')
         ax.set_ylabel(label)
     axes[1][0].set_yscale('log')
-    axes[0][0].legend(loc='upper left', ncols=6)
-    axes[1][0].legend(loc='upper left')
+    page.legend(axes[0][0], loc='upper left', ncols=6)
+    page.legend(axes[1][0], loc='upper left')
     page.time_axis(axes[1][0])
     section.figure(fig, 'Error rate and latency p99 per service and window '
                         '(final values); shaded: from an alert to its '

@@ -84,7 +84,7 @@ def series(section, out):
                            lw=0, label='incident' if i == 0 else None)
             incidents += len(mine)
         ax.set_title(name)
-        ax.legend(loc='upper left', ncols=4)
+        page.legend(ax, loc='upper left', ncols=4)
         page.time_axis(ax, label=None)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)

@@ -88,7 +88,7 @@ def _candles(section, symbol, rows, anomalies):
         gaps = len(gap)
     ax.set_ylabel('price')
     ax.set_title(symbol)
-    ax.legend(loc='upper left', ncols=4)
+    page.legend(ax, loc='upper left', ncols=4)
     vol.bar(centre, rows['volume'].to_numpy(dtype=float), width=width,
             color='#9ecae1')
     vol.set_ylabel('volume')

@@ -74,7 +74,7 @@ def rollups(section, out):
         common.shade(ax, [s for s in spans if s[0] in colors] or spans,
                      colors, label='incident')
         ax.set_ylabel(label)
-    axes[0][0].legend(loc='upper left', ncols=4)
+    page.legend(axes[0][0], loc='upper left', ncols=4)
     page.time_axis(axes[2][0])
     more = last['_series'].nunique() - len(series)
     section.figure(fig, f'Video start-up time p50/p95 and rebuffering ratio '
