@@ -1,5 +1,7 @@
 # Realtime Pipelines — every target installs what it needs first.
 #   make run    install, then run the logs job on its built-in synthetic stream
+#               and write the HTML report of the run (its path is printed)
+#   make report the HTML report of every job's output under $(REPORT_DIR)
 #   make test   install, then run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -7,11 +9,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOB    ?= logs
 ARGS   ?=
+REPORT_DIR ?= output
 
-.PHONY: install run test bench docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
+.PHONY: install run report test bench docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
 
 help:
-	@echo "make install | run [JOB=logs ARGS=...] | test | demo-kafka | demo-pubsub [JOB=...] | bench | docs | templates | clean"
+	@echo "make install | run [JOB=logs ARGS=...] | report [REPORT_DIR=output] | test | demo-kafka | demo-pubsub [JOB=...] | bench | docs | templates | clean"
 	@echo "production: make template|launch|submit-dataflow|submit-flink JOB=... (docs/production.md)"
 
 install: $(STAMP)
@@ -27,8 +30,16 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-bqemulator.txt setu
 	$(VENV)/bqemulator/bin/python -m pip install --quiet -r requirements-bqemulator.txt
 	touch $(STAMP)
 
+# The run ends with the HTML report of its output (output/$(JOB)/report.html;
+# with another --sink in ARGS, run `make report REPORT_DIR=that folder`).
 run: install
 	$(PY) -m pipelines $(JOB) --streaming $(ARGS)
+	$(PY) -m pipelines report output/$(JOB)
+
+# One HTML page (offline: figures inline) for every job's output found under
+# REPORT_DIR; written to REPORT_DIR/report.html.
+report: install
+	$(PY) -m pipelines report $(REPORT_DIR)
 
 test: install
 	$(PY) -m pytest -q
