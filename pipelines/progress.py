@@ -75,8 +75,8 @@ class Progress:
             self._bar = tqdm(
                 total=None, desc=self._job, unit=' records', file=self._stream,
                 dynamic_ncols=True, leave=True, mininterval=0,
-                bar_format='{desc}: {n_fmt} read [{elapsed}, {rate_fmt}] '
-                           '{postfix}')
+                bar_format='{desc}: {n_fmt} read [{elapsed}, {rate_fmt}'
+                           '{postfix}]')
         self._thread = threading.Thread(
             target=self._loop, name='progress', daemon=True)
         self._thread.start()
@@ -92,6 +92,10 @@ class Progress:
         except Exception:   # pylint: disable=broad-except
             s = None        # a sample that fails (mid-update) shows the last
         if s is not None:
+            if s.watermark is None:
+                # Once every step is done the pipeline has no watermark left
+                # to show: keep the last one seen.
+                s = s._replace(watermark=self._last.watermark)
             self._last = s
         return self._last
 
