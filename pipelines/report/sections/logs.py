@@ -33,10 +33,10 @@ def service_series(section, out):
     end = times(last['window_end']).max() if 'window_end' in last else None
     for service, rows in last.groupby('service'):
         x = times(rows['window_start'])
-        line, = axes[0][0].plot(x, rows['error_rate'], '-', lw=1.4,
+        line, = axes[0][0].plot(x, rows['error_rate'], '-o', ms=3, lw=1.4,
                                 label=service)
         colors[service] = line.get_color()
-        axes[1][0].plot(x, rows['latency_p99_ms'], '-', lw=1.4,
+        axes[1][0].plot(x, rows['latency_p99_ms'], '-o', ms=3, lw=1.4,
                         color=line.get_color())
     for ax, metric, label in ((axes[0][0], 'error_rate', 'error rate'),
                               (axes[1][0], 'latency_p99_ms',

@@ -63,7 +63,8 @@ def rollups(section, out):
     for name in series:
         rows = last[last['_series'] == name]
         x = times(rows['window_start'])
-        line, = axes[0][0].plot(x, rows[p50], '-', lw=1.3, label=name)
+        line, = axes[0][0].plot(x, rows[p50], '-o', ms=3, lw=1.3,
+                                label=name)
         colors[name] = line.get_color()
         axes[1][0].plot(x, rows[p95], '-', lw=1.3, color=line.get_color())
         axes[2][0].plot(x, rows[ratio], '-', lw=1.3, color=line.get_color())
