@@ -7,11 +7,11 @@ OUTPUT_DIR is one job's sink folder (``output/logs``) or a folder of them
 (``output``).  A job is recognised by the ``_summary.json`` a local run
 writes beside its tables, or else by the folder's name.
 """
-import argparse
 import datetime
 import pathlib
 import sys
 
+from pipelines import options as job_options
 from pipelines.report import page
 from pipelines.report.data import SUMMARY_FILE, JobOutput
 from pipelines.report.sections import SECTIONS, common, section_module
@@ -73,7 +73,7 @@ def render(jobs, title='Realtime Pipelines: run report'):
 
 
 def parser():
-    p = argparse.ArgumentParser(
+    p = job_options._Parser(   # pylint: disable=protected-access
         prog=PROG, description=__doc__.split('\n\n', 1)[0].split(': ', 1)[1])
     p.add_argument('output_dir', metavar='OUTPUT_DIR',
                    help='a job\'s output folder (e.g. output/logs) or a '

@@ -189,15 +189,17 @@ def test_the_command_writes_the_page_and_prints_its_path(report_root,
     assert (tmp_path / 'r' / 'x.html').is_file()
 
 
-@pytest.mark.parametrize('make, expected', [
-    (None, 'OUTPUT_DIR missing: no such folder'),
-    ('empty', 'no job output found'),
+@pytest.mark.parametrize('make, args, expected', [
+    (False, ['missing'], 'OUTPUT_DIR missing: no such folder'),
+    (True, ['missing'], 'no job output found'),
+    (False, [], 'the following arguments are required: OUTPUT_DIR'),
+    (True, ['missing', '--outt', 'x'], 'unrecognized arguments: --outt'),
 ])
-def test_errors_are_one_line_exit_2(tmp_path, make, expected):
+def test_errors_are_one_line_exit_2(tmp_path, make, args, expected):
     if make:
         (tmp_path / 'missing').mkdir()
         (tmp_path / 'missing' / 'notes').mkdir()
-    done = _cli(tmp_path, 'missing')
+    done = _cli(tmp_path, *args)
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert expected in done.stderr
