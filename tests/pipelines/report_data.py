@@ -141,7 +141,7 @@ def video_qoe_tables(folder, drop=(), rename=None):
     return tables
 
 
-def sensors_tables(folder):
+def sensors_tables(folder, rename=None):
     """The sensors tables: stats, anomalies, dead_letter."""
     rng = np.random.default_rng(5)
     series = [('s1', 'temperature'), ('s2', 'temperature'), ('s3', 'humidity')]
@@ -177,7 +177,8 @@ def sensors_tables(folder):
         'reading_count': [12, 40],
     }
     write_table(folder, 'stats', stats)
-    write_table(folder, 'anomalies', anomalies)
+    write_table(folder, 'anomalies', {(rename or {}).get(k, k): v
+                                      for k, v in anomalies.items()})
     _dead_letters(folder, 'sensors', 5)
     _summary(folder, 'sensors', {'stats': len(stats['count']),
                                  'anomalies': 2, 'dead_letter': 5}, 5)

@@ -159,6 +159,16 @@ def test_a_missing_column_skips_that_figure_with_a_note(tmp_path):
     assert built['video_qoe'][1].figures == 1     # accounting unaffected
 
 
+def test_anomalies_without_their_times_leave_the_series_drawn(tmp_path):
+    report_data.sensors_tables(tmp_path / 'sensors', rename={'start': 'begin'})
+    text, built = report.render(report.find_jobs(tmp_path))
+    own = dict(built)['sensors'][0]
+    assert own.figures == 1 and own.skipped == []
+    assert re.search(r'anomaly incidents on the series: not drawn: table '
+                     r'anomalies has no column start', text)
+    assert '0 anomaly incidents shaded' in text
+
+
 def test_a_30000_record_run_gives_a_page_under_2_mb(tmp_path):
     summary = run.run(logs, ['--sink', f'parquet://{tmp_path / "logs"}',
                              '--no-summary', '--no-progress'])

@@ -5,7 +5,7 @@ missing is skipped with a note."""
 import numpy as np
 
 from pipelines.report import page
-from pipelines.report.data import final, need, times
+from pipelines.report.data import MissingColumns, final, need, times
 from pipelines.report.sections import common
 
 TITLE = 'sensors: calibrated series, trends and anomaly incidents'
@@ -38,8 +38,13 @@ def series(section, out):
     last = final(stats, ['_series']).sort_values('window_start')
     anomalies = out.table('anomalies')
     if not anomalies.empty:
-        need(anomalies, 'anomalies', 'sensor_id', 'start', 'end')
-        anomalies = anomalies.assign(_series=_label(anomalies))
+        try:
+            need(anomalies, 'anomalies', 'sensor_id', 'start', 'end')
+            anomalies = anomalies.assign(_series=_label(anomalies))
+        except MissingColumns as e:
+            section.note(f'anomaly incidents on the series: not drawn: {e}',
+                         kind='skipped')
+            anomalies = anomalies.iloc[0:0]
     names = sorted(last['_series'].unique())
     if len(names) > MAX_SERIES:
         section.note(f'{len(names)} series; the first {MAX_SERIES} are '

@@ -5,7 +5,7 @@ missing is skipped with a note."""
 import numpy as np
 
 from pipelines.report import page
-from pipelines.report.data import final, need, pick, times
+from pipelines.report.data import MissingColumns, final, need, pick, times
 from pipelines.report.sections import common
 
 TITLE = 'video QoE: start-up time, rebuffering and sessions'
@@ -68,7 +68,11 @@ def rollups(section, out):
         colors[name] = line.get_color()
         axes[1][0].plot(x, rows[p95], '-', lw=1.3, color=line.get_color())
         axes[2][0].plot(x, rows[ratio], '-', lw=1.3, color=line.get_color())
-    spans = common.alert_spans(alerts, None, end) if not alerts.empty else []
+    try:
+        spans = common.alert_spans(alerts, None, end)
+    except MissingColumns as e:
+        section.note(f'incidents: not shaded: {e}', kind='skipped')
+        spans = []
     for ax, label in zip(axes[:, 0], ('start-up p50 (ms)',
                                       'start-up p95 (ms)',
                                       'rebuffering ratio')):
