@@ -54,7 +54,8 @@ def beam_run(path, out, execution='columnar'):
     summary = run.run(trades, [
         '--source', f'file://{path}', '--sink', f'parquet://{out}',
         '--runner', 'FnApiRunner', '--direct_num_workers', '1',
-        '--trigger', 'default', '--execution', execution, '--no-summary'])
+        '--trigger', 'default', '--execution', execution, '--no-summary',
+        '--no-progress'])
     return {'events': summary['read'], 'decoded': summary['decoded'],
             'balanced': summary['balanced']}
 
