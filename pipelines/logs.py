@@ -14,21 +14,27 @@ import os
 
 import apache_beam as beam
 
-from pipelines.options import (JobOptions, fraction, non_negative_int,
-                               positive_float)
+from pipelines.options import (JobOptions, checked, fraction,
+                               non_negative_int, positive_float)
 from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode
 from transforms.detectors import Alert, Rule, ThresholdAlerts
-from transforms.logs import decoders
+from transforms.logs import decoders, line_formats
 from transforms.logs.columnar import BlockDecoder, log_partials_fn
 from transforms.logs.stats import (LogStatsFn, ServiceStats, stats_count,
                                    to_service_stats)
 
 JOB = 'logs'
 MASK_KEY_ENV = 'REALTIME_PIPELINES_MASK_KEY'
+
+
+log_pattern = checked('log pattern', decoders.check_pattern, r'^.+$')
+time_format = checked('time format', decoders.check_time_format, r'^.*%.+$')
+timezone = checked('time zone', line_formats.check_timezone,
+                   r'^[A-Za-z0-9_+/-]+$')
 
 
 class LogsOptions(JobOptions):
@@ -44,16 +50,36 @@ class LogsOptions(JobOptions):
         group = parser.add_argument_group('logs')
         group.add_argument(
             '--log_format', default='auto', choices=decoders.FORMATS,
-            help='line format; auto detects per line: { JSON, < syslog, else '
-                 'combined (default: %(default)s)')
+            help='line format; auto detects it per line: JSON (journal export '
+                 'and Docker/Kubernetes wrappers included), syslog with or '
+                 'without <PRI>, access logs, then the plain-text formats '
+                 '(log4j, logback, Python logging, Spring Boot, Apache/nginx '
+                 'error logs, Android logcat, the Loghub systems); a format '
+                 'name reads only that format (default: %(default)s)')
+        group.add_argument(
+            '--log_pattern', default=None, type=log_pattern,
+            help='a regular expression with named groups timestamp (required), '
+                 'level, service, host, message, matching a whole line; when '
+                 'given it replaces --log_format (default: none)')
+        group.add_argument(
+            '--time_format', default=None, type=time_format,
+            help='strptime format of the --log_pattern timestamp group, e.g. '
+                 '"%%d/%%b/%%Y:%%H:%%M:%%S" (default: ISO 8601 or epoch '
+                 'seconds/milliseconds)')
         group.add_argument(
             '--default_service', default='web',
-            help='service name for access-log lines without a virtual host '
-                 '(default: %(default)s)')
+            help='service name for lines whose format names none (access-log '
+                 'lines without a virtual host, Apache/nginx error logs, '
+                 'container lines) (default: %(default)s)')
         group.add_argument(
             '--syslog_year', default=None, type=non_negative_int,
-            help='year of RFC 3164 syslog timestamps, which carry none '
-                 '(default: the current UTC year)')
+            help='year of times written without one (RFC 3164 syslog, '
+                 'logcat, Proxifier...) (default: the current UTC year)')
+        group.add_argument(
+            '--timezone', default=decoders.DEFAULT_TIMEZONE, type=timezone,
+            help='IANA time zone of times written without zone or offset '
+                 '(syslog files, log4j, logcat...); epoch times and times with '
+                 'an offset are not affected (default: %(default)s)')
         group.add_argument(
             '--mask', default='mask', choices=('mask', 'hash'),
             help='personal data in messages and dead letters (IP and e-mail '
@@ -125,8 +151,9 @@ def build(pipeline, args, context):
              args.alert_min_count),
     ]
 
-    decoder = decoders.make_decoder(args.log_format, args.default_service,
-                                    args.syslog_year)
+    decoder = decoders.make_decoder(
+        args.log_format, args.default_service, args.syslog_year,
+        args.timezone, args.log_pattern, args.time_format)
     if args.execution == 'columnar' and \
             columnar.keeps_semantics(trigger, window):
         # Blocks of lines -> partial LogStats per (service, window).  In a
@@ -140,8 +167,8 @@ def build(pipeline, args, context):
                    | 'DecodePartials' >> beam.ParDo(log_partials_fn(
                        BlockDecoder(decoder, 'decode.logs', args.source,
                                     args.max_record_bytes,
-                                    json_fast=args.log_format in ('auto',
-                                                                  'json')),
+                                    json_fast=args.log_pattern is None and
+                                    args.log_format in ('auto', 'json')),
                        window, JOB, DEFAULT_K, window_in_key=bounded))
                    .with_outputs(deadletter.DEAD, main=deadletter.OK))
         keyed = decoded.ok if bounded else \
