@@ -11,6 +11,7 @@ once when it falls back below the recovery level.
 Output tables: service_stats, alerts, dead_letter.
 """
 import os
+import typing
 
 import apache_beam as beam
 
@@ -22,8 +23,9 @@ from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode
 from transforms.detectors import Alert, Rule, ThresholdAlerts
-from transforms.logs import decoders, line_formats
+from transforms.logs import decoders, line_formats, template_mining
 from transforms.logs.columnar import BlockDecoder, log_partials_fn
+from transforms.logs.records import LogRecord
 from transforms.logs.stats import (LogStatsFn, ServiceStats, stats_count,
                                    to_service_stats)
 
@@ -98,6 +100,41 @@ class LogsOptions(JobOptions):
                  'record at a time (the reference). Session windows and '
                  'late=N>1 always run "element" (default: %(default)s)')
         group.add_argument(
+            '--templates', default='off', choices=('off', 'on'),
+            help='"on" mines log templates per service (Drain parse tree, '
+                 'ids from the template text) and writes the templates and '
+                 'template_alerts tables; it runs the "element" execution '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--template_min_count', default=template_mining.DEFAULT_MIN_COUNT,
+            type=non_negative_int,
+            help='a new template is announced (template_alerts kind '
+                 'new_template) once it has this many records '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--template_rate_factor',
+            default=template_mining.DEFAULT_RATE_FACTOR, type=positive_float,
+            help='alert (rate_jump/rate_drop) when a template\'s count in a '
+                 'window is above this factor times its EWMA, or below the '
+                 'EWMA divided by it (default: %(default)s)')
+        group.add_argument(
+            '--template_ewma_alpha', default=template_mining.DEFAULT_EWMA_ALPHA,
+            type=fraction,
+            help='weight of the newest window in a template\'s EWMA count '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--template_warmup_windows',
+            default=template_mining.DEFAULT_WARMUP_WINDOWS,
+            type=non_negative_int,
+            help='windows of history a template needs before its rate is '
+                 'judged (default: %(default)s)')
+        group.add_argument(
+            '--template_rate_min_count',
+            default=template_mining.DEFAULT_RATE_MIN_COUNT,
+            type=non_negative_int,
+            help='a rate jump needs at least this many records in the window, '
+                 'a drop an EWMA of at least this many (default: %(default)s)')
+        group.add_argument(
             '--error_rate_threshold', default=0.05, type=fraction,
             help='alert when a window\'s error rate exceeds this fraction '
                  '(default: %(default)s)')
@@ -121,6 +158,8 @@ OPTIONS = LogsOptions
 TABLES = {
     'service_stats': ServiceStats,
     'alerts': Alert,
+    'templates': template_mining.TemplateStats,
+    'template_alerts': template_mining.TemplateAlert,
     'dead_letter': DeadLetter,
 }
 
@@ -154,7 +193,8 @@ def build(pipeline, args, context):
     decoder = decoders.make_decoder(
         args.log_format, args.default_service, args.syslog_year,
         args.timezone, args.log_pattern, args.time_format)
-    if args.execution == 'columnar' and \
+    mine = args.templates == 'on'
+    if args.execution == 'columnar' and not mine and \
             columnar.keeps_semantics(trigger, window):
         # Blocks of lines -> partial LogStats per (service, window).  In a
         # stream each partial travels in its window and the trigger is set
@@ -185,6 +225,9 @@ def build(pipeline, args, context):
         keyed = (records
                  | 'KeyByService' >> beam.Map(lambda r: (r.service, r))
                  | 'Window' >> windows.ApplyWindow(window, trigger))
+    outputs = {}
+    if mine:
+        outputs.update(mine_templates(records, window, trigger, args))
     dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
         masker, ('raw',))
     stats = keyed | 'ServiceStats' >> AggregatePerKey(
@@ -200,6 +243,43 @@ def build(pipeline, args, context):
         alerts | 'PublishAlerts' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(
                 'alerts', TABLES['alerts'])
+    for table, rows in outputs.items():
+        rows | f'Write{_camel(table)}' >> sink.write(table, TABLES[table])
+    if args.alerts and mine:
+        outputs['template_alerts'] | 'PublishTemplateAlerts' >> io.open_sink(
+            args.alerts, context, counter='rows_published').write(
+                'template_alerts', TABLES['template_alerts'])
     dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])
-    return {'service_stats': stats, 'alerts': alerts, 'dead_letter': dead}
+    return {'service_stats': stats, 'alerts': alerts, **outputs,
+            'dead_letter': dead}
+
+
+def _camel(table: str) -> str:
+    return ''.join(part.title() for part in table.split('_'))
+
+
+def mine_templates(records, window, trigger, args):
+    """Masked records -> the templates table and template alerts."""
+    job = f'{JOB}.templates'   # its own counters: the job's account is unchanged
+    mined = (records
+             | 'KeyForTemplates' >> beam.Map(lambda r: (r.service, r))
+             .with_output_types(typing.Tuple[str, LogRecord])
+             | 'MineTemplates' >> template_mining.MineTemplates(
+                 args.template_min_count, job))
+    rows = (mined.hits
+            | 'KeyByTemplate' >> beam.Map(lambda h: (h.template_id, h))
+            | 'WindowTemplates' >> windows.ApplyWindow(window, trigger)
+            | 'TemplateStats' >> AggregatePerKey(
+                template_mining.TemplateStatsFn(),
+                template_mining.template_stats_row,
+                template_mining.template_count, trigger.accumulates_panes, job)
+            .with_output_types(template_mining.TemplateStats))
+    rate_alerts = rows | 'TemplateRateAlerts' >> \
+        template_mining.TemplateRateAlerts(
+            args.template_rate_factor, args.template_ewma_alpha,
+            args.template_warmup_windows, args.template_rate_min_count, job)
+    alerts = ((mined.alerts, rate_alerts)
+              | 'TemplateAlerts' >> beam.Flatten().with_output_types(
+                  template_mining.TemplateAlert))
+    return {'templates': rows, 'template_alerts': alerts}

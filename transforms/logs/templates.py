@@ -135,11 +135,20 @@ def template_id(service: str, text: str) -> str:
 
 
 class Cluster:
-    __slots__ = ('tokens', 'size')
+    """A template: its tokens, how many messages it took, and its number in
+    its miner (the order of creation; stable across pickling)."""
+    __slots__ = ('tokens', 'size', 'number')
 
-    def __init__(self, tokens):
+    def __init__(self, tokens, number=0):
         self.tokens = list(tokens)
         self.size = 0
+        self.number = number
+
+    def __getstate__(self):
+        return (self.tokens, self.size, self.number)
+
+    def __setstate__(self, state):
+        self.tokens, self.size, self.number = state
 
 
 class Match(typing.NamedTuple):
@@ -169,6 +178,7 @@ class TemplateMiner:
         self.wildcard_weight = wildcard_weight
         self.root = {}               # length -> nested dicts -> list of clusters
         self.count = 0
+        self.clusters = 0
         self.last_cluster = None     # the cluster of the last message added
 
     def _leaf(self, tokens):
@@ -218,7 +228,8 @@ class TemplateMiner:
         cluster = self._best(leaf, tokens) if tokens else \
             (leaf[0] if leaf else None)
         if cluster is None:
-            cluster = Cluster(tokens)
+            self.clusters += 1
+            cluster = Cluster(tokens, self.clusters)
             leaf.append(cluster)
             cluster.size = 1
             self.last_cluster = cluster
