@@ -92,10 +92,14 @@ for _type in (TemplateHit, TemplateAlert, TemplateStats):
 
 
 class _MineFn(beam.DoFn):
-    """Keyed by service.  The miner lives in state (rewritten whenever its
-    templates change or a template is announced, which is rare once a stream
-    has warmed up) and in a per-instance cache validated by a version number,
-    so that a record costs one small state read, not a miner's unpickling."""
+    """Keyed by service.  The miner lives in state, rewritten whenever its
+    templates change or a record of a template not yet announced arrives
+    (at most ``min_count`` per template: rare once a stream has warmed up),
+    and in a per-instance cache validated by a version number, so that a
+    record of a known template costs one small state read, not a miner's
+    unpickling.  (Sizes of announced templates are not kept in state: the
+    ``count`` of a ``template_changed`` alert counts records since the last
+    state write, a lower bound after a restart.)"""
     MINER = ReadModifyWriteStateSpec('miner', BytesCoder())
     VERSION = ReadModifyWriteStateSpec('version', VarIntCoder())
 
@@ -135,6 +139,9 @@ class _MineFn(beam.DoFn):
                     service, match.template_id, match.template,
                     TEMPLATE_CHANGED, match.previous_id, cluster.size,
                     float(self._min_count), timestamp, None, None))
+        if key not in announced:
+            # Its size decides the announcement: kept in state until then.
+            dirty = True
         if cluster.size >= self._min_count and \
                 announced.get(key) != match.template_id:
             if key not in announced:
