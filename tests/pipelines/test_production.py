@@ -19,7 +19,9 @@ SNAPSHOTS = REPO_ROOT / 'tests' / 'pipelines' / 'snapshots'
 # Example values for options whose default is empty.
 EXAMPLES = {'dead_letter': 'parquet://dead',
             'alerts': 'kafka://localhost:9092/alerts', 'mask_key': 'secret',
-            'syslog_year': '2026'}
+            'syslog_year': '2026',
+            'log_pattern': r'(?P<timestamp>\S+) (?P<message>.*)',
+            'time_format': '%Y-%m-%d'}
 DATAFLOW = ['--runner', 'DataflowRunner', '--project', 'demo-project',
             '--region', 'europe-west1', '--temp_location', 'gs://demo/tmp',
             '--job_name', 'dry-run', '--dry_run=True', '--no_auth',
