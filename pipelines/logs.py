@@ -1,14 +1,18 @@
 """Per-service error rates and latency quantiles over log streams, with alerts.
 
-Reads application and server logs (JSON lines, nginx/Apache combined, RFC 5424
-and RFC 3164 syslog; auto-detected per line), masks personal data, and computes
+Reads application and server logs (JSON lines, journal export, container
+wrappers, access logs, syslog with or without <PRI>, log4j/logback/Python/Spring
+lines, Apache/nginx error logs, logcat, the Loghub systems; auto-detected per
+line, or --log_pattern), masks personal data, and computes
 per service and event-time window: record count, error count and error rate
 (status >= 500 or level ERROR/FATAL) and latency mean/min/max/stddev and
 p50/p95/p99 (KLL sketch, rank error ~1.33%).  An alert is raised once when a
 service's error rate or p99 crosses its threshold and a recovery is recorded
 once when it falls back below the recovery level.
 
-Output tables: service_stats, alerts, dead_letter.
+With --templates on it also mines log templates per service (docs/logs.md).
+
+Output tables: service_stats, alerts, templates, template_alerts, dead_letter.
 """
 import os
 import typing
@@ -97,8 +101,9 @@ class LogsOptions(JobOptions):
             help='"columnar" decodes blocks of lines with Arrow and '
                  'pre-aggregates per service and window before the shuffle '
                  '(same results, several times faster); "element" handles one '
-                 'record at a time (the reference). Session windows and '
-                 'late=N>1 always run "element" (default: %(default)s)')
+                 'record at a time (the reference). Session windows, '
+                 'late=N>1 and --templates on always run "element" '
+                 '(default: %(default)s)')
         group.add_argument(
             '--templates', default='off', choices=('off', 'on'),
             help='"on" mines log templates per service (Drain parse tree, '

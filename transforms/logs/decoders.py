@@ -283,7 +283,7 @@ def _is_docker_wrapper(obj: dict) -> bool:
         'time' in obj and not any(k in obj for k in SERVICE_KEYS)
 
 
-def _wrapped(time, line: str, stream, inner, default_service: str, fmt: str):
+def _wrapped(time, line: str, inner, default_service: str, fmt: str):
     """A line a container runtime wrapped: decoded by ``inner`` when it can
     be, else kept as the message at the runtime's time."""
     line = formats.strip_eol(line)
@@ -324,7 +324,7 @@ def decode_json_log(text: str, inner=None,
             time = formats.parse_time(obj['time'])
         except DecodeError as e:
             raise DecodeError(f'field time: {e}') from None
-        return _wrapped(time, obj['log'], obj.get('stream'), inner,
+        return _wrapped(time, obj['log'], inner,
                         default_service, 'docker')
     return _record_of_json(obj)
 
@@ -499,7 +499,7 @@ def decode_log_line(text: str, default_service: str = 'web',
             except DecodeError:
                 pass
             else:
-                return _wrapped(time, cri['message'], cri['stream'], inner,
+                return _wrapped(time, cri['message'], inner,
                                 default_service, 'cri')
         fmt, m = line_formats.match(line)
         if m is None:
