@@ -274,6 +274,7 @@ def mine_templates(records, window, trigger, args):
                  args.template_min_count, job))
     rows = (mined.hits
             | 'KeyByTemplate' >> beam.Map(lambda h: (h.template_id, h))
+            .with_output_types(typing.Tuple[str, template_mining.TemplateHit])
             | 'WindowTemplates' >> windows.ApplyWindow(window, trigger)
             | 'TemplateStats' >> AggregatePerKey(
                 template_mining.TemplateStatsFn(),

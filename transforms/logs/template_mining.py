@@ -174,6 +174,7 @@ class MineTemplates(beam.PTransform):
         return (keyed
                 | 'GlobalWindow' >> beam.WindowInto(beam_window.GlobalWindows())
                 | 'Mine' >> beam.ParDo(_MineFn(self._min_count, self._job))
+                .with_output_types(TemplateHit)
                 .with_outputs(ALERTS, main='hits'))
 
 
