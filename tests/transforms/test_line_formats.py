@@ -196,6 +196,20 @@ def test_container_wrappers_decode_the_inner_line():
         'cri', 'partial line', ts(2019, 1, 1, 0, 0, 1, 250000))
 
 
+@pytest.mark.parametrize('line, reason', [
+    ('2024-01-02T03:04:05.678+91:00  WARN 1 --- [main] c.e.App : x',
+     'invalid time zone offset'),
+    ('2024-13-02 03:04:05,678 - shop - INFO - x', 'invalid date or time'),
+    ('03-17 25:13:38.811  1702  2395 W W: x', 'invalid date or time'),
+    ('Feb 30 10:00:00 host app: x', 'invalid date or time'),
+    ('{"__REALTIME_TIMESTAMP": "999999999999999999999"}', 'after 9999'),
+    ('{"log": "x", "stream": "stdout", "time": "bad"}', 'field time'),
+])
+def test_impossible_times_are_dead_letters(line, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decoders.make_decoder('auto', default_year=2017)(line)
+
+
 def test_unknown_lines_are_refused_with_a_reason():
     with pytest.raises(DecodeError, match='not a known log line format'):
         decoders.make_decoder('auto')('hello world')

@@ -160,8 +160,11 @@ def _offset(tz: str) -> datetime.timezone:
         return datetime.timezone.utc
     sign = -1 if tz[0] == '-' else 1
     digits = tz[1:].replace(':', '')
+    hours, minutes = int(digits[:2]), int(digits[2:])
+    if hours > 23 or minutes > 59:
+        raise DecodeError(f'invalid time zone offset: {formats.short_repr(tz)}')
     return datetime.timezone(sign * datetime.timedelta(
-        hours=int(digits[:2]), minutes=int(digits[2:])))
+        hours=hours, minutes=minutes))
 
 
 def _micros_of_fraction(frac) -> int:
