@@ -4,7 +4,7 @@ import apache_beam as beam
 import pandas as pd
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
@@ -30,7 +30,7 @@ def streaming():
 
 def stream_of(records, step=30):
     """Records in event-time order, the watermark following every ``step`` s."""
-    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    stream = test_stream.TestStream().advance_watermark_to(Timestamp.of(T0))
     for r in sorted(records, key=lambda r: r.event_time):
         stream.add_elements([TimestampedValue((r.service, r), r.event_time)])
     return stream.advance_watermark_to_infinity()
@@ -129,7 +129,7 @@ def test_rate_alerts_against_the_ewma():
     # sparse one never judged.
     rows += [stats_row(m, 20, 't2') for m in range(5)]
     rows += [stats_row(m, 1 + m % 2, 't3') for m in range(11)]
-    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    stream = test_stream.TestStream().advance_watermark_to(Timestamp.of(T0))
     for minute in range(len(counts)):
         stream.add_elements([TimestampedValue(r, r.window_end - 1e-6)
                              for r in rows
