@@ -25,12 +25,23 @@ SERVICES = ('checkout', 'search', 'auth', 'catalog', 'payments', 'profile',
             'inventory', 'shipping')
 
 
-def logs_input(n: int, seed: int = 7) -> pathlib.Path:
+# Messages of the template-mining benchmark: 24 templates per service whose
+# variables (numbers, ids, addresses) change from record to record.
+MESSAGE_FORMATS = tuple(
+    fmt for i in range(8) for fmt in (
+        f'Receiving block blk_{{0}} src: /10.250.{i}.{{1}}:{{2}} dest: /10.250.{i}.2:50010',
+        f'Deleted block blk_{{0}} at file /data/{i}/current/subdir{{1}}/blk_{{0}}',
+        f'worker-{i} finished task {{1}} of job job_{{0}}_{{2}} in {{1}} ms',
+    ))
+
+
+def logs_input(n: int, seed: int = 7, varied: bool = False) -> pathlib.Path:
     """n JSON log lines over n/1000 seconds of event time (cached by n, seed):
     8 services, 2% errors, lognormal latencies, 1% of records up to 5 s out of
-    order."""
+    order.  Messages are one constant text, or with ``varied`` drawn from
+    MESSAGE_FORMATS (for template mining)."""
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f'logs-{n}-{seed}.jsonl'
+    path = OUT / f'logs-{n}-{seed}{"-varied" if varied else ""}.jsonl'
     if path.exists():
         return path
     rng = np.random.default_rng(seed)
@@ -56,7 +67,10 @@ def logs_input(n: int, seed: int = 7) -> pathlib.Path:
                     'status': 503 if error[i] else 200,
                     'latency_ms': float(latency[i]),
                     'host': 'web-1',
-                    'message': 'GET /api/v1/items done',
+                    'message': MESSAGE_FORMATS[
+                        (i * 7 + lo) % len(MESSAGE_FORMATS)].format(
+                            lo + i, i % 97, 40000 + i % 1000)
+                    if varied else 'GET /api/v1/items done',
                 }))
             f.write(b'\n'.join(lines) + b'\n')
     os.replace(tmp, path)

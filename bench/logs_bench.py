@@ -29,12 +29,12 @@ from pipelines import logs, run  # noqa: E402  pylint: disable=wrong-import-posi
 WINDOW_US = 60_000_000
 
 
-def beam_run(path, out, execution='columnar'):
+def beam_run(path, out, execution='columnar', templates='off'):
     summary = run.run(logs, [
         '--source', f'file://{path}', '--sink', f'parquet://{out}',
         '--runner', 'FnApiRunner', '--direct_num_workers', '1',
-        '--trigger', 'default', '--execution', execution, '--no-summary',
-        '--no-progress'])
+        '--trigger', 'default', '--execution', execution,
+        '--templates', templates, '--no-summary', '--no-progress'])
     return {'events': summary['read'], 'decoded': summary['decoded'],
             'dead': summary['dead_lettered'], 'balanced': summary['balanced']}
 
@@ -105,7 +105,22 @@ def check(path, beam_out, reference_out):
             'rank_error_bound': float(eps)}
 
 
-RUNS = {'beam': beam_run, 'pyarrow': pyarrow_run}
+def beam_templates_run(path, out):
+    """The job with template mining (which runs the element path)."""
+    return beam_run(path, out, 'element', 'on')
+
+
+def check_templates(path, beam_out):
+    """Every record is in exactly one templates row; the templates found."""
+    rows = ds.dataset(f'{beam_out}/templates').to_table()
+    events = pajson.read_json(path).num_rows
+    counted = pc.sum(rows['count']).as_py()
+    assert counted == events, f'{counted} records in templates, {events} read'
+    return {'templates': len(set(rows['template_id'].to_pylist()))}
+
+
+RUNS = {'beam': beam_run, 'beam_templates': beam_templates_run,
+        'pyarrow': pyarrow_run}
 
 if __name__ == '__main__' and len(sys.argv) > 2 and sys.argv[1] == '--child':
     common.child_main(RUNS)

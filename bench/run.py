@@ -56,6 +56,34 @@ def bench_job(name, module, make_input, events, element_events,
     return row
 
 
+def bench_templates(events):
+    """The logs job with and without template mining (both element path,
+    which mining needs) on the same varied messages, each against pyarrow."""
+    path = common.logs_input(events, varied=True)
+    ref_out = common.OUT / 'logs-templates-reference.parquet'
+    ref = common.in_subprocess('logs_bench', 'pyarrow', path, ref_out)
+    runs = {}
+    for name, templates in (('beam', False), ('beam_templates', True)):
+        out = common.OUT / f'logs-{name}'
+        shutil.rmtree(out, ignore_errors=True)
+        runs[name] = common.in_subprocess(
+            'logs_bench', name, path, out, *(() if templates else ('element',)))
+        agreement = logs_bench.check(path, out, ref_out)
+        if templates:
+            agreement.update(logs_bench.check_templates(path, out))
+    beam = runs['beam_templates']
+    return {
+        'job': 'logs + templates',
+        'path': 'element, --templates on (element column: off)',
+        'events': beam['result']['events'], 'beam_rate': _rate(beam),
+        'ref_rate': _rate(ref), 'ratio': _rate(beam) / _rate(ref),
+        'beam_peak_mib': beam['peak_mib'], 'ref_peak_mib': ref['peak_mib'],
+        'beam_wall_s': beam['wall_s'], 'agreement': agreement,
+        'element_ratio': _rate(runs['beam']) / _rate(ref),
+        'element_rate': _rate(runs['beam']),
+    }
+
+
 def memory_run(name, module, make_input, events):
     path = make_input(events)
     out = common.OUT / f'{name}-memory'
@@ -69,6 +97,8 @@ def memory_run(name, module, make_input, events):
 
 def _agreement(a):
     text = f'{a["groups"]} groups agree'
+    if 'templates' in a:
+        text += f'; {a["templates"]} templates hold every record'
     if 'worst_rank_error' in a:
         text += (f'; quantile rank error <= {float(a["worst_rank_error"]):.4f}'
                  f' (bound {float(a["rank_error_bound"]):.4f})')
@@ -119,6 +149,9 @@ def main(argv=None):
     parser.add_argument('--element-events', type=int, default=100_000,
                         help='records for the element-at-a-time comparison '
                              '(0 skips it; default 1e5)')
+    parser.add_argument('--template-events', type=int, default=100_000,
+                        help='records of the logs job with and without '
+                             'template mining (0 skips it; default 1e5)')
     parser.add_argument('--memory-events', type=int, default=10_000_000,
                         help='records of the peak-memory replay (0 skips it; '
                              'default 1e7)')
@@ -135,6 +168,9 @@ def main(argv=None):
         rows.append(bench_job(name, module, make_input, args.events,
                               args.element_events if element else 0,
                               'columnar' if element else 'element'))
+    if args.template_events:
+        print('running logs + templates ...', flush=True)
+        rows.append(bench_templates(args.template_events))
     memory = {}
     if args.memory_events:
         print(f'running logs memory replay of {args.memory_events:,} ...',

@@ -1,34 +1,46 @@
 """Per-service error rates and latency quantiles over log streams, with alerts.
 
-Reads application and server logs (JSON lines, nginx/Apache combined, RFC 5424
-and RFC 3164 syslog; auto-detected per line), masks personal data, and computes
+Reads application and server logs (JSON lines, journal export, container
+wrappers, access logs, syslog with or without <PRI>, log4j/logback/Python/Spring
+lines, Apache/nginx error logs, logcat, the Loghub systems; auto-detected per
+line, or --log_pattern), masks personal data, and computes
 per service and event-time window: record count, error count and error rate
 (status >= 500 or level ERROR/FATAL) and latency mean/min/max/stddev and
 p50/p95/p99 (KLL sketch, rank error ~1.33%).  An alert is raised once when a
 service's error rate or p99 crosses its threshold and a recovery is recorded
 once when it falls back below the recovery level.
 
-Output tables: service_stats, alerts, dead_letter.
+With --templates on it also mines log templates per service (docs/logs.md).
+
+Output tables: service_stats, alerts, templates, template_alerts, dead_letter.
 """
 import os
+import typing
 
 import apache_beam as beam
 
-from pipelines.options import (JobOptions, fraction, non_negative_int,
-                               positive_float)
+from pipelines.options import (JobOptions, checked, fraction,
+                               non_negative_int, positive_float)
 from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode
 from transforms.detectors import Alert, Rule, ThresholdAlerts
-from transforms.logs import decoders
+from transforms.logs import decoders, line_formats, template_mining
 from transforms.logs.columnar import BlockDecoder, log_partials_fn
+from transforms.logs.records import LogRecord
 from transforms.logs.stats import (LogStatsFn, ServiceStats, stats_count,
                                    to_service_stats)
 
 JOB = 'logs'
 MASK_KEY_ENV = 'REALTIME_PIPELINES_MASK_KEY'
+
+
+log_pattern = checked('log pattern', decoders.check_pattern, r'^.+$')
+time_format = checked('time format', decoders.check_time_format, r'^.*%.+$')
+timezone = checked('time zone', line_formats.check_timezone,
+                   r'^[A-Za-z0-9_+/-]+$')
 
 
 class LogsOptions(JobOptions):
@@ -44,16 +56,36 @@ class LogsOptions(JobOptions):
         group = parser.add_argument_group('logs')
         group.add_argument(
             '--log_format', default='auto', choices=decoders.FORMATS,
-            help='line format; auto detects per line: { JSON, < syslog, else '
-                 'combined (default: %(default)s)')
+            help='line format; auto detects it per line: JSON (journal export '
+                 'and Docker/Kubernetes wrappers included), syslog with or '
+                 'without <PRI>, access logs, then the plain-text formats '
+                 '(log4j, logback, Python logging, Spring Boot, Apache/nginx '
+                 'error logs, Android logcat, the Loghub systems); a format '
+                 'name reads only that format (default: %(default)s)')
+        group.add_argument(
+            '--log_pattern', default=None, type=log_pattern,
+            help='a regular expression with named groups timestamp (required), '
+                 'level, service, host, message, matching a whole line; when '
+                 'given it replaces --log_format (default: none)')
+        group.add_argument(
+            '--time_format', default=None, type=time_format,
+            help='strptime format of the --log_pattern timestamp group, e.g. '
+                 '"%%d/%%b/%%Y:%%H:%%M:%%S" (default: ISO 8601 or epoch '
+                 'seconds/milliseconds)')
         group.add_argument(
             '--default_service', default='web',
-            help='service name for access-log lines without a virtual host '
-                 '(default: %(default)s)')
+            help='service name for lines whose format names none (access-log '
+                 'lines without a virtual host, Apache/nginx error logs, '
+                 'container lines) (default: %(default)s)')
         group.add_argument(
             '--syslog_year', default=None, type=non_negative_int,
-            help='year of RFC 3164 syslog timestamps, which carry none '
-                 '(default: the current UTC year)')
+            help='year of times written without one (RFC 3164 syslog, '
+                 'logcat, Proxifier...) (default: the current UTC year)')
+        group.add_argument(
+            '--timezone', default=decoders.DEFAULT_TIMEZONE, type=timezone,
+            help='IANA time zone of times written without zone or offset '
+                 '(syslog files, log4j, logcat...); epoch times and times with '
+                 'an offset are not affected (default: %(default)s)')
         group.add_argument(
             '--mask', default='mask', choices=('mask', 'hash'),
             help='personal data in messages and dead letters (IP and e-mail '
@@ -69,8 +101,44 @@ class LogsOptions(JobOptions):
             help='"columnar" decodes blocks of lines with Arrow and '
                  'pre-aggregates per service and window before the shuffle '
                  '(same results, several times faster); "element" handles one '
-                 'record at a time (the reference). Session windows and '
-                 'late=N>1 always run "element" (default: %(default)s)')
+                 'record at a time (the reference). Session windows, '
+                 'late=N>1 and --templates on always run "element" '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--templates', default='off', choices=('off', 'on'),
+            help='"on" mines log templates per service (Drain parse tree, '
+                 'ids from the template text) and writes the templates and '
+                 'template_alerts tables; it runs the "element" execution '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--template_min_count', default=template_mining.DEFAULT_MIN_COUNT,
+            type=non_negative_int,
+            help='a new template is announced (template_alerts kind '
+                 'new_template) once it has this many records '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--template_rate_factor',
+            default=template_mining.DEFAULT_RATE_FACTOR, type=positive_float,
+            help='alert (rate_jump/rate_drop) when a template\'s count in a '
+                 'window is above this factor times its EWMA, or below the '
+                 'EWMA divided by it (default: %(default)s)')
+        group.add_argument(
+            '--template_ewma_alpha', default=template_mining.DEFAULT_EWMA_ALPHA,
+            type=fraction,
+            help='weight of the newest window in a template\'s EWMA count '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--template_warmup_windows',
+            default=template_mining.DEFAULT_WARMUP_WINDOWS,
+            type=non_negative_int,
+            help='windows of history a template needs before its rate is '
+                 'judged (default: %(default)s)')
+        group.add_argument(
+            '--template_rate_min_count',
+            default=template_mining.DEFAULT_RATE_MIN_COUNT,
+            type=non_negative_int,
+            help='a rate jump needs at least this many records in the window, '
+                 'a drop an EWMA of at least this many (default: %(default)s)')
         group.add_argument(
             '--error_rate_threshold', default=0.05, type=fraction,
             help='alert when a window\'s error rate exceeds this fraction '
@@ -95,6 +163,8 @@ OPTIONS = LogsOptions
 TABLES = {
     'service_stats': ServiceStats,
     'alerts': Alert,
+    'templates': template_mining.TemplateStats,
+    'template_alerts': template_mining.TemplateAlert,
     'dead_letter': DeadLetter,
 }
 
@@ -125,9 +195,11 @@ def build(pipeline, args, context):
              args.alert_min_count),
     ]
 
-    decoder = decoders.make_decoder(args.log_format, args.default_service,
-                                    args.syslog_year)
-    if args.execution == 'columnar' and \
+    decoder = decoders.make_decoder(
+        args.log_format, args.default_service, args.syslog_year,
+        args.timezone, args.log_pattern, args.time_format)
+    mine = args.templates == 'on'
+    if args.execution == 'columnar' and not mine and \
             columnar.keeps_semantics(trigger, window):
         # Blocks of lines -> partial LogStats per (service, window).  In a
         # stream each partial travels in its window and the trigger is set
@@ -140,8 +212,8 @@ def build(pipeline, args, context):
                    | 'DecodePartials' >> beam.ParDo(log_partials_fn(
                        BlockDecoder(decoder, 'decode.logs', args.source,
                                     args.max_record_bytes,
-                                    json_fast=args.log_format in ('auto',
-                                                                  'json')),
+                                    json_fast=args.log_pattern is None and
+                                    args.log_format in ('auto', 'json')),
                        window, JOB, DEFAULT_K, window_in_key=bounded))
                    .with_outputs(deadletter.DEAD, main=deadletter.OK))
         keyed = decoded.ok if bounded else \
@@ -158,6 +230,9 @@ def build(pipeline, args, context):
         keyed = (records
                  | 'KeyByService' >> beam.Map(lambda r: (r.service, r))
                  | 'Window' >> windows.ApplyWindow(window, trigger))
+    outputs = {}
+    if mine:
+        outputs.update(mine_templates(records, window, trigger, args))
     dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
         masker, ('raw',))
     stats = keyed | 'ServiceStats' >> AggregatePerKey(
@@ -173,6 +248,44 @@ def build(pipeline, args, context):
         alerts | 'PublishAlerts' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(
                 'alerts', TABLES['alerts'])
+    for table, rows in outputs.items():
+        rows | f'Write{_camel(table)}' >> sink.write(table, TABLES[table])
+    if args.alerts and mine:
+        outputs['template_alerts'] | 'PublishTemplateAlerts' >> io.open_sink(
+            args.alerts, context, counter='rows_published').write(
+                'template_alerts', TABLES['template_alerts'])
     dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])
-    return {'service_stats': stats, 'alerts': alerts, 'dead_letter': dead}
+    return {'service_stats': stats, 'alerts': alerts, **outputs,
+            'dead_letter': dead}
+
+
+def _camel(table: str) -> str:
+    return ''.join(part.title() for part in table.split('_'))
+
+
+def mine_templates(records, window, trigger, args):
+    """Masked records -> the templates table and template alerts."""
+    job = f'{JOB}.templates'   # its own counters: the job's account is unchanged
+    mined = (records
+             | 'KeyForTemplates' >> beam.Map(lambda r: (r.service, r))
+             .with_output_types(typing.Tuple[str, LogRecord])
+             | 'MineTemplates' >> template_mining.MineTemplates(
+                 args.template_min_count, job))
+    rows = (mined.hits
+            | 'KeyByTemplate' >> beam.Map(lambda h: (h.template_id, h))
+            .with_output_types(typing.Tuple[str, template_mining.TemplateHit])
+            | 'WindowTemplates' >> windows.ApplyWindow(window, trigger)
+            | 'TemplateStats' >> AggregatePerKey(
+                template_mining.TemplateStatsFn(),
+                template_mining.template_stats_row,
+                template_mining.template_count, trigger.accumulates_panes, job)
+            .with_output_types(template_mining.TemplateStats))
+    rate_alerts = rows | 'TemplateRateAlerts' >> \
+        template_mining.TemplateRateAlerts(
+            args.template_rate_factor, args.template_ewma_alpha,
+            args.template_warmup_windows, args.template_rate_min_count, job)
+    alerts = ((mined.alerts, rate_alerts)
+              | 'TemplateAlerts' >> beam.Flatten().with_output_types(
+                  template_mining.TemplateAlert))
+    return {'templates': rows, 'template_alerts': alerts}

@@ -52,6 +52,13 @@ def _checked(kind, parse, regex):
     return check
 
 
+def checked(kind, parse, regex):
+    """An argparse type that checks its text with ``parse`` (ValueError ->
+    a one-line usage error) and keeps the text; ``regex`` is its template
+    parameter regex."""
+    return _checked(kind, parse, regex)
+
+
 source_uri = _checked('source URI', lambda t: io.check_uri(t, 'source'),
                       URI_REGEX)
 sink_uri = _checked('sink URI', lambda t: io.check_uri(t, 'sink'), URI_REGEX)

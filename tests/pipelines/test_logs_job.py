@@ -10,6 +10,7 @@ import pytest
 
 from pipelines import logs, run
 from transforms.combiners import Quantiles
+from transforms.logs import templates
 
 T0 = 1767225600          # 2026-01-01T00:00:00Z
 SERVICES = ('api', 'web', 'db')
@@ -214,3 +215,35 @@ def test_synthetic_stream_has_every_kind_of_pane(tmp_path):
     for raw in dead.raw:
         assert b'@example.com' not in raw and b'203.0.113.' not in raw
     assert not math.isnan(stats.error_rate.max())
+
+
+def test_templates_on_a_loghub_sample(shared_dir, tmp_path):
+    """--templates on over a real log: every decoded record is in one template
+    row of its service and window, ids are those of the template text."""
+    sample = shared_dir / 'loghub' / 'OpenSSH' / 'OpenSSH_2k.log'
+    if not sample.is_file():
+        pytest.skip('the Loghub OpenSSH sample is not in ../shared/loghub')
+    lines = sample.read_bytes().splitlines()[:600] + [b'not a log line']
+    path = tmp_path / 'ssh.log'
+    path.write_bytes(b'\n'.join(lines) + b'\n')
+    out = tmp_path / 'out'
+    summary = run.run(logs, [
+        '--source', f'file://{path}', '--sink', f'parquet://{out}',
+        '--trigger', 'default', '--syslog_year', '2017', '--templates', 'on',
+        '--template_min_count', '5', '--no-summary'])
+    assert summary['balanced'] and summary['decoded'] == 600
+    assert summary['dead_lettered'] == 1
+    stats = read_table(out, 'service_stats')
+    rows = read_table(out, 'templates')
+    per_window = rows.groupby(['service', 'window_start'])['count'].sum()
+    expected = stats.set_index(['service', 'window_start'])['count']
+    assert per_window.sort_index().to_dict() == expected.sort_index().to_dict()
+    assert all(tid == templates.template_id(svc, text) for tid, svc, text in
+               zip(rows.template_id, rows.service, rows.template))
+    assert (rows.first_seen <= rows.last_seen).all()
+    assert '<ip>' in ' '.join(rows.example)          # examples are masked
+    alerts = read_table(out, 'template_alerts')
+    new = alerts[alerts.kind == 'new_template']
+    assert len(new) >= 5 and new.template_id.is_unique
+    assert (new['count'] == 5).all()
+    assert summary['rows_written']['templates'] == len(rows)

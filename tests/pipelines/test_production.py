@@ -19,7 +19,9 @@ SNAPSHOTS = REPO_ROOT / 'tests' / 'pipelines' / 'snapshots'
 # Example values for options whose default is empty.
 EXAMPLES = {'dead_letter': 'parquet://dead',
             'alerts': 'kafka://localhost:9092/alerts', 'mask_key': 'secret',
-            'syslog_year': '2026'}
+            'syslog_year': '2026',
+            'log_pattern': r'(?P<timestamp>\S+) (?P<message>.*)',
+            'time_format': '%Y-%m-%d'}
 DATAFLOW = ['--runner', 'DataflowRunner', '--project', 'demo-project',
             '--region', 'europe-west1', '--temp_location', 'gs://demo/tmp',
             '--job_name', 'dry-run', '--dry_run=True', '--no_auth',
@@ -161,6 +163,7 @@ def test_a_streaming_dataflow_job_reads_pubsub_and_writes_bigquery(job):
 @pytest.mark.parametrize('job, argv', [
     ('logs', ['--execution', 'columnar']),
     ('logs', ['--execution', 'element']),
+    ('logs', ['--templates', 'on']),
     ('trades', []),
 ])
 def test_the_portable_form_has_only_portable_transforms(replay_file, job,
@@ -169,6 +172,24 @@ def test_the_portable_form_has_only_portable_transforms(replay_file, job,
     urns = leaf_urns(pipeline.to_runner_api())
     foreign = {name: urn for name, urn in urns.items() if urn not in PORTABLE}
     assert not foreign
+
+
+def test_a_streaming_dataflow_job_mines_templates():
+    """--templates on: the stateful miner translates for Dataflow, and the
+    template tables are written and template alerts published."""
+    pipeline = graph('logs', [
+        '--source', 'pubsub://projects/demo-project/subscriptions/events-in',
+        '--sink', 'bigquery://demo-project:analytics.rtp_',
+        '--alerts', 'kafka://broker:9092/alerts', '--streaming',
+        '--templates', 'on'] + DATAFLOW)
+    result = pipeline.run()
+    proto = result.job.proto_pipeline
+    root = proto.components.transforms[proto.root_transform_ids[0]]
+    steps = {proto.components.transforms[t].unique_name
+             for t in root.subtransforms}
+    assert {'MineTemplates', 'TemplateStats', 'TemplateRateAlerts',
+            'WriteTemplates', 'WriteTemplateAlerts',
+            'PublishTemplateAlerts'} <= steps, steps
 
 
 def test_a_synthetic_stream_is_not_portable_and_is_refused_remotely(capsys):

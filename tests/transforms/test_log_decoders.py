@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.decode import Decode, DecodeError
-from transforms.logs import decoders
+from transforms.logs import decoders, line_formats
 from transforms.logs.records import LEVELS, LogRecord
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -137,7 +137,8 @@ def test_decode_json_service_keys(payload, service):
     ('notice', 'INFO'), ('warn', 'WARN'), ('WARNING', 'WARN'), ('err', 'ERROR'),
     ('error', 'ERROR'), ('critical', 'FATAL'), ('CRIT', 'FATAL'), ('emerg', 'FATAL'),
     ('alert', 'FATAL'), ('panic', 'FATAL'), ('fatal', 'FATAL'), (' warn ', 'WARN'),
-    ('verbose', ''), ('DEFAULT', ''), ('', ''), (10, 'TRACE'), (40, 'WARN'),
+    ('verbose', 'TRACE'), ('E', 'ERROR'), ('w', 'WARN'), ('severe', 'ERROR'),
+    ('DEFAULT', ''), ('', ''), (10, 'TRACE'), (40, 'WARN'),
     (60, 'FATAL'),
 ])
 def test_decode_json_levels(level, expected):
@@ -380,15 +381,16 @@ def test_decode_log_line_refuses(text):
         decoders.decode_log_line(text)
 
 
-def test_decode_log_line_refuses_loghub_samples():
-    for name in ('Apache', 'Linux'):
-        for line in loghub_lines(name):
-            with pytest.raises(DecodeError):
-                decoders.decode_log_line(line)
+def test_decode_log_line_reads_loghub_samples():
+    # Every line of each sample: tests/transforms/test_loghub_decoding.py.
+    for name, fmt in (('Apache', 'apache_error'), ('Linux', 'syslog_file')):
+        for line in loghub_lines(name)[:50]:
+            assert decoders.decode_log_line(line, default_year=2005).format == fmt
 
 
 def test_make_decoder_formats():
-    assert decoders.FORMATS == ('auto', 'json', 'combined', 'syslog')
+    assert decoders.FORMATS[:4] == ('auto', 'json', 'combined', 'syslog')
+    assert set(decoders.FORMATS[4:]) == set(line_formats.FORMAT_NAMES)
     auto = decoders.make_decoder('auto', default_service='shop', default_year=2003)
     assert auto(NGINX).service == 'shop'
     assert auto('<34>Oct 11 22:14:15 m su: x').event_time == ts(
@@ -415,7 +417,7 @@ def test_make_decoder_refuses_bad_options(kwargs):
         assert all(name in str(info.value) for name in decoders.FORMATS)
 
 
-@pytest.mark.parametrize('fmt', decoders.FORMATS)
+@pytest.mark.parametrize('fmt', ('auto', 'json', 'combined', 'syslog'))
 def test_make_decoder_is_picklable(fmt):
     decoder = decoders.make_decoder(fmt, default_service='shop', default_year=2003)
     line = {'auto': NGINX, 'json': ZAP, 'combined': NGINX,
@@ -438,5 +440,5 @@ def test_decoder_in_a_pipeline():
         reasons = decoded.dead | 'Reasons' >> beam.Map(
             lambda d: d.reason.split(':')[0])
         assert_that(reasons,
-                    equal_to(['not UTF-8', 'not an access log line (common/combined)',
+                    equal_to(['not UTF-8', decoders.UNKNOWN_LINE,
                               'wrongly typed field service']), label='dead')

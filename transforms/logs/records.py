@@ -18,7 +18,9 @@ class LogRecord(typing.NamedTuple):
     latency_ms: typing.Optional[float]  # request latency in milliseconds, if any
     host: str                          # host name or '' (client IPs are not hosts)
     message: str                       # free text (masked before anything is written)
-    format: str                        # 'json', 'combined', 'syslog5424', 'syslog3164'
+    format: str                        # 'json', 'combined', 'syslog5424', 'syslog3164',
+                                       # 'journal', a line_formats name, 'pattern',
+                                       # 'docker/...' or 'cri/...' (wrapped lines)
 
 
 beam.coders.registry.register_coder(LogRecord, beam.coders.RowCoder)
