@@ -177,6 +177,22 @@ def preflight(uri, timeout=10):
         raise UriError(f'{uri.text}: no topic {topic!r} on {brokers}')
 
 
+def preflight_sink(uri, timeout=10):
+    """The brokers answer (before a local job writes to them)."""
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    brokers, _ = _split_location(uri)
+    consumer = confluent_kafka.Consumer({
+        'bootstrap.servers': brokers, 'group.id': 'preflight',
+        'log_level': 0, **_config(uri)})
+    try:
+        consumer.list_topics(timeout=timeout)
+    except confluent_kafka.KafkaException as e:
+        raise UriError(f'{uri.text}: the brokers {brokers} do not answer '
+                       f'within {timeout} s ({_reason(e)})') from None
+    finally:
+        consumer.close()
+
+
 def unbounded(uri) -> bool:
     """Whether reading this URI never ends (the job then runs streaming)."""
     return not parse_stop(uri.param('stop', 'never')).bounded
