@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 JOB    ?= logs
 ARGS   ?=
 
-.PHONY: install run test bench docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
+.PHONY: install run test fuzz bench docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
 
 help:
-	@echo "make install | run [JOB=logs ARGS=...] | test | demo-kafka | demo-pubsub [JOB=...] | bench | docs | templates | clean"
+	@echo "make install | run [JOB=logs ARGS=...] | test | fuzz [FUZZ_ARGS=...] | demo-kafka | demo-pubsub [JOB=...] | bench | docs | templates | clean"
 	@echo "production: make template|launch|submit-dataflow|submit-flink JOB=... (docs/production.md)"
 
 install: $(STAMP)
@@ -32,6 +32,12 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Fuzz every decoder (fuzz/targets.py) with a million generated inputs
+# (hypothesis, structure-aware); prints the counts.  A short run is part of
+# make test (tests/transforms/test_fuzz_decoders.py).
+fuzz: install
+	$(PY) -m fuzz $(FUZZ_ARGS)
 
 # The real streaming path in one command: start a local Kafka-protocol broker
 # (or Google's Pub/Sub emulator), publish the synthetic stream into it, run the
