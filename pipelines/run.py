@@ -226,6 +226,13 @@ def run(job_module, argv, out=sys.stdout):
     result, args, local = start(job_module, argv, out)
     if not local:
         return None
+    return finish(job_module, result, args, started, out)
+
+
+def finish(job_module, result, args, started=None, out=sys.stdout):
+    """Wait for a local job :func:`start` started; returns its summary.  A
+    source or sink failing meanwhile exits with one line (status 1)."""
+    started = time.time() if started is None else started
     try:
         result.wait_until_finish()
     except Exception as e:  # pylint: disable=broad-except
