@@ -139,3 +139,37 @@ def test_a_topic_deleted_under_the_sink_loses_no_row(kafka):
     written = {orjson.loads(v)['pane_index'] for v in
                _messages(kafka.brokers, 'doomed')}
     assert written == {row.pane_index for row in rows}
+
+
+def test_a_missing_bigquery_dataset_is_refused_before_the_run(bigquery,
+                                                              capsys):
+    uri = f'bigquery://{bigquery.PROJECT}:no_such_dataset.logs_'
+    with pytest.raises(SystemExit) as exit_info:
+        run.run(logs, ['--source', 'synthetic://logs?events=50',
+                       '--sink', uri])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f'python -m pipelines logs: error: argument --sink: {uri}: no '
+        f'dataset \'no_such_dataset\' in project \'{bigquery.PROJECT}\'']
+
+
+def test_a_bigquery_endpoint_that_stops_answering_is_one_line(bigquery,
+                                                              capsys):
+    bigquery.client().create_dataset('refusing')
+    uri = f'bigquery://{bigquery.PROJECT}:refusing.logs_'
+    result, args, _ = run.start(logs, [
+        '--source', 'synthetic://logs?events=300&seed=2', '--sink', uri,
+        '--no-summary'])
+    bigquery.server.stop()             # after the check, before the writes
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run.finish(logs, result, args)
+    finally:
+        bigquery.server.start()
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f'python -m pipelines logs: error: --sink {uri}: ')
+    print(f'\n{lines[0]}')      # for the record (pytest -s)
