@@ -112,7 +112,8 @@ def test_a_sink_scheme_is_not_a_source():
     with pytest.raises(UriError) as err:
         check_uri('parquet://out', 'source')
     assert str(err.value) == ('parquet:// cannot be used as a source; '
-                              'sources: file://, kafka://, pubsub://, synthetic://')
+                              'sources: deadletters://, file://, kafka://, '
+                              'pubsub://, synthetic://')
 
 
 def test_a_source_scheme_is_not_a_sink():
