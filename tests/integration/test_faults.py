@@ -173,3 +173,39 @@ def test_a_bigquery_endpoint_that_stops_answering_is_one_line(bigquery,
     assert lines[0].startswith(
         f'python -m pipelines logs: error: --sink {uri}: ')
     print(f'\n{lines[0]}')      # for the record (pytest -s)
+
+
+def _committed(kafka, topic, group, partitions):
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    consumer = confluent_kafka.Consumer({'bootstrap.servers': kafka.brokers,
+                                         'group.id': group})
+    try:
+        offsets = consumer.committed(
+            [confluent_kafka.TopicPartition(topic, p)
+             for p in range(partitions)], timeout=30)
+    finally:
+        consumer.close()
+    return sum(max(0, tp.offset) for tp in offsets)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'known gap: on the local runner a bounded Kafka read commits its '
+    'offsets when the read ends, before the sinks have written what it '
+    'read; a sink failing after that leaves them committed (crash safety '
+    'of the Kafka source, worked on apart)'))
+def test_a_sink_failing_mid_run_commits_no_offset_of_unwritten_output(
+        kafka, tmp_path, capsys):
+    records = _records(600, seed=8)
+    kafka.create_topic('unwritten', 2)
+    _produce(kafka, 'unwritten', records)
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'dead_letter').write_text('in the way')   # no dead letter written
+    with pytest.raises(SystemExit) as exit_info:
+        run.run(logs, ['--source', f'kafka://{kafka.brokers}/unwritten?'
+                       f'group=unwritten&stop=idle:3s', '--trigger',
+                       'default', '--sink', f'parquet://{out}'])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(
+        f'python -m pipelines logs: error: --sink parquet://{out}: ')
+    assert _committed(kafka, 'unwritten', 'unwritten', 2) == 0
