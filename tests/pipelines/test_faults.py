@@ -91,3 +91,26 @@ def test_a_sink_that_does_not_answer_is_refused_before_the_run(
     line = assert_one_line(done, 2, f'argument --alerts: {uri}: ')
     assert cause in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_is_blamed_on_the_source_or_sink_whose_step_raised():
+    import argparse
+    from pipelines import run
+    steps = {'Read': 'kafka://b:9092/logs', 'WriteDeadLetters': 'jsonl://d',
+             'WriteServiceStats': 'parquet://out'}
+    args = argparse.Namespace(source='kafka://b:9092/logs',
+                              sink='parquet://out', dead_letter='jsonl://d',
+                              alerts=None)
+    failure = RuntimeError(
+        "OSError: [Errno 28] No space left on device: 'd/dead_letter/x'\n"
+        "  more text [while running 'WriteDeadLetters/ParDo(Fn)']")
+    assert run.io_failure(failure, steps, args) == (
+        "--dead_letter jsonl://d: OSError: [Errno 28] No space left on "
+        "device: 'd/dead_letter/x' more text")
+    read = ValueError("Timed out [while running 'Read/ReadPartitions']")
+    assert run.io_failure(read, steps, args) == \
+        '--source kafka://b:9092/logs: Timed out'
+    # A step of no source or sink: a bug, whose traceback is to be seen.
+    bug = ZeroDivisionError("x [while running 'ServiceStats/Combine']")
+    assert run.io_failure(bug, steps, args) is None
+    assert run.io_failure(ZeroDivisionError('no step named'), steps) is None
