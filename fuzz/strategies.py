@@ -34,10 +34,11 @@ MONTHS = ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct',
 
 _DATETIMES = st.datetimes(min_value=datetime.datetime(1, 1, 1),
                           max_value=datetime.datetime(9999, 12, 31, 23, 59, 59))
+_RECENT = st.datetimes(min_value=datetime.datetime(2025, 12, 31),
+                       max_value=datetime.datetime(2026, 1, 2))
 # Mostly near the present, sometimes anywhere in 1..9999.
 _TIMES = st.one_of(
-    st.datetimes(min_value=datetime.datetime(2025, 12, 31),
-                 max_value=datetime.datetime(2026, 1, 2)),
+    _RECENT,
     st.sampled_from([datetime.datetime(9999, 12, 31, 23, 59, 59),
                      datetime.datetime(1970, 1, 1),
                      datetime.datetime(1969, 12, 31, 23, 59, 59),
@@ -75,6 +76,15 @@ def rfc3339(draw):
         text = text.replace(f'{t:%m-%d}', draw(st.sampled_from(
             ['02-30', '02-29', '13-01', '00-10', '04-31'])), 1)
     return text
+
+
+@st.composite
+def clean_rfc3339(draw):
+    """RFC 3339 as the decoders take it (a zone, 'T'), near the present."""
+    t = draw(_RECENT)
+    fraction = draw(st.sampled_from(['', '.5', '.123', '.123456']))
+    zone = draw(st.sampled_from(['Z', '+00:00', '+05:30', '-08:00']))
+    return f'{t:%Y-%m-%dT%H:%M:%S}{fraction}{zone}'
 
 
 def epoch_numbers():
@@ -224,9 +234,28 @@ def _log_fields():
     }
 
 
+def _clean_log():
+    """Lines the decoders accept, in the shape the columnar reader takes (so
+    that its reading is tested, not only its refusals)."""
+    return st.builds(
+        lambda t, s, lv, st_, lat: '{' + ','.join(
+            p for p in (f'"timestamp":{t}', f'"service":{s}', lv, st_, lat)
+            if p) + '}',
+        json_string(clean_rfc3339()),
+        json_string(st.sampled_from(['auth', 'search', 'checkout', 'pay'])),
+        st.one_of(st.just(''), st.sampled_from(
+            ['info', 'ERROR', 'warn', 'fatal', '30', '50']).map(
+                lambda v: f'"level":"{v}"' if not v.isdigit()
+                else f'"level":{v}')),
+        st.one_of(st.just(''), st.integers(100, 599).map(
+            lambda v: f'"status":{v}')),
+        st.one_of(st.just(''), st.floats(0, 1e5).map(
+            lambda v: f'"latency_ms":{v!r}'), st.integers(0, 10**6).map(
+                lambda v: f'"latency_ms":{v}')))
+
+
 def _canonical_log():
-    """The shape the columnar reader takes (so that its reading is tested,
-    not only its refusals), with edge values."""
+    """The shape the columnar reader takes, with edge values."""
     return st.builds(
         lambda t, s, lv, st_, lat: '{' + ','.join(
             p for p in (f'"timestamp":{t}', f'"service":{s}', lv, st_, lat)
@@ -239,8 +268,9 @@ def _canonical_log():
 
 
 def json_log_lines():
-    return st.one_of(_canonical_log(), _canonical_log(),
-                     json_object(_log_fields()), deep_nesting(), json_any())
+    return st.one_of(_clean_log(), _canonical_log(), _clean_log(),
+                     _canonical_log(), json_object(_log_fields()),
+                     deep_nesting(), json_any())
 
 
 def _ipv4():
@@ -344,6 +374,25 @@ def _trade_fields():
     }
 
 
+def _clean_trade():
+    """Trades the decoders accept, in the columnar reader's shape."""
+    prices = st.one_of(st.floats(0.01, 1e5).map(lambda f: f'{f:.2f}'),
+                       st.integers(1, 10**6).map(str),
+                       st.floats(1e-6, 1e9).map(repr))
+    return st.builds(
+        lambda t, s, p, z, i, c: '{' + ','.join(
+            x for x in (f'"event_time":{t}', f'"symbol":"{s}"',
+                        f'"price":{p}', f'"size":{z}', i, c) if x) + '}',
+        st.one_of(json_string(clean_rfc3339()), st.integers(
+            1_767_000_000_000, 1_768_000_000_000).map(str)),
+        st.sampled_from(['ACME', 'acme', 'BRK.B', 'X-1', ' ZZ ']),
+        prices, prices,
+        st.one_of(st.just(''), st.integers(0, 99).map(
+            lambda i: f'"trade_id":"t{i}"')),
+        st.sampled_from(['', '"conditions":"T"', '"conditions":["Z","@"]',
+                         '"venue":"XNYS"']))
+
+
 def _canonical_trade():
     return st.builds(
         lambda t, s, p, z, i: '{' + ','.join(
@@ -383,7 +432,8 @@ def csv_trade_lines(draw):
 
 
 def trade_lines():
-    return mutated(st.one_of(_canonical_trade(), _canonical_trade(),
+    return mutated(st.one_of(_clean_trade(), _canonical_trade(),
+                             _clean_trade(), _canonical_trade(),
                              json_object(_trade_fields()), csv_trade_lines(),
                              csv_trade_lines(), deep_nesting(), odd_text()))
 
