@@ -209,3 +209,18 @@ def test_a_sink_failing_mid_run_commits_no_offset_of_unwritten_output(
     assert capsys.readouterr().err.startswith(
         f'python -m pipelines logs: error: --sink parquet://{out}: ')
     assert _committed(kafka, 'unwritten', 'unwritten', 2) == 0
+
+
+def test_a_missing_pubsub_topic_is_refused_before_the_run(pubsub, capsys):
+    uri = f'pubsub://projects/{pubsub.PROJECT}/topics/no-such-topic'
+    with pytest.raises(SystemExit) as exit_info:
+        run.run(logs, ['--source', 'synthetic://logs?events=50',
+                       '--alerts', uri])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f'python -m pipelines logs: error: argument --alerts: {uri}: no such '
+        f'topic']
+    pubsub.topic('now-there')            # an existing one passes the check
+    from transforms.io import pubsub as pubsub_io  # pylint: disable=import-outside-toplevel
+    pubsub_io.preflight_sink(transforms_io.parse_uri(
+        f'pubsub://projects/{pubsub.PROJECT}/topics/now-there'))
