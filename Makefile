@@ -11,10 +11,10 @@ JOB    ?= logs
 ARGS   ?=
 REPORT_DIR ?= output
 
-.PHONY: install run report test bench eval-logs docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
+.PHONY: install run report test fuzz bench eval-logs docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
 
 help:
-	@echo "make install | run [JOB=logs ARGS=...] | report [REPORT_DIR=output] | test | demo-kafka | demo-pubsub [JOB=...] | bench | eval-logs [LOGHUB_DIR=...] | docs | templates | clean"
+	@echo "make install | run [JOB=logs ARGS=...] | report [REPORT_DIR=output] | test | fuzz [FUZZ_ARGS=...] | demo-kafka | demo-pubsub [JOB=...] | bench | eval-logs [LOGHUB_DIR=...] | docs | templates | clean"
 	@echo "production: make template|launch|submit-dataflow|submit-flink JOB=... (docs/production.md)"
 
 install: $(STAMP)
@@ -43,6 +43,12 @@ report: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Fuzz every decoder (fuzz/targets.py) with a million generated inputs
+# (hypothesis, structure-aware); prints the counts.  A short run is part of
+# make test (tests/transforms/test_fuzz_decoders.py).
+fuzz: install
+	$(PY) -m fuzz $(FUZZ_ARGS)
 
 # The real streaming path in one command: start a local Kafka-protocol broker
 # (or Google's Pub/Sub emulator), publish the synthetic stream into it, run the

@@ -5,6 +5,10 @@ import sys
 
 from pipelines import JOBS
 
+# Beam's local runner logs each failed attempt of a step with its traceback.
+QUIET_LOGGERS = ('apache_beam.runners.direct.executor',
+                 'apache_beam.runners.common')
+
 
 def _first_line(module_name):
     doc = importlib.import_module(module_name).__doc__ or ''
@@ -35,6 +39,10 @@ def main(argv=None):
                          f'jobs: {", ".join(JOBS)}\n')
         return 2
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+    # A failed step is reported once, by run.run: one line for a source or
+    # sink fault, the traceback for anything else; not also by every retry.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     from pipelines import run   # pylint: disable=import-outside-toplevel
     run.run(importlib.import_module(JOBS[job]), rest)
     return 0

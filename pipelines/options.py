@@ -261,6 +261,8 @@ def finalizes_bundles(beam_options) -> bool:
         'BundleBasedDirectRunner', 'DirectRunner', 'SwitchingDirectRunner')
 
 
-def fail(prog, message):
+def fail(prog, message, status=2):
+    """One line on stderr and exit: ``status`` 2 for a usage error, found
+    before anything runs; 1 for a fault met while the job ran."""
     sys.stderr.write(f'{prog}: error: {message}\n')
-    sys.exit(2)
+    sys.exit(status)

@@ -7,6 +7,7 @@ as late (after the allowed lateness) — counted, never silent.
 import datetime
 import json
 import os
+import re
 import sys
 import time
 
@@ -104,6 +105,56 @@ def format_summary(job, s, seconds) -> str:
     ] if line is not None)
 
 
+IO_OPTIONS = ('source', 'sink', 'dead_letter', 'alerts')
+# Beam names the step an exception came from: "... [while running 'STEP']".
+_STEP = re.compile(r"\[while running '([^']*)'\]")
+# How much of a cause a one-line error keeps.
+MAX_CAUSE_CHARS = 300
+# Exit status of a run stopped by a fault of a source or sink (usage errors,
+# found before the run, exit with 2).
+FAULT_STATUS = 1
+
+
+def _sink_options(args):
+    """(option, URI) of each sink the job writes to, each URI once."""
+    seen = set()
+    for option in ('sink', 'dead_letter', 'alerts'):
+        text = getattr(args, option, None)
+        if text and text not in seen:
+            seen.add(text)
+            yield option, text
+
+
+def io_failure(exception, steps, args=None):
+    """One line naming the option and URI of the source or sink whose step
+    raised ``exception`` while the pipeline ran, and the cause; None when
+    the failure is not in a source or sink step (a bug: let it show)."""
+    text = str(exception)
+    names = _STEP.findall(text)
+    blamed = None
+    for name in names:
+        matches = [label for label in steps
+                   if name == label or name.startswith(label + '/')]
+        if matches:
+            blamed = steps[max(matches, key=len)]
+            break
+    if blamed is None:
+        return None
+    cause = ' '.join(_STEP.sub('', text).split())
+    if len(cause) > MAX_CAUSE_CHARS:
+        cause = cause[:MAX_CAUSE_CHARS - 3] + '...'
+    options = [o for o in IO_OPTIONS
+               if args is not None and getattr(args, o, None) == blamed]
+    where = f'--{options[0]} {blamed}' if options else blamed
+    return f'{where}: {cause or type(exception).__name__}'
+
+
+def _fail_on_io(prog, exception, steps, args):
+    line = io_failure(exception, steps, args)
+    if line is not None:
+        job_options.fail(prog, line, status=FAULT_STATUS)
+
+
 def start(job_module, argv, out=sys.stdout):
     """Parse argv for the job, build it and start it; returns
     ``(PipelineResult, job options, local)`` without waiting.  A local
@@ -148,7 +199,21 @@ def start(job_module, argv, out=sys.stdout):
     except ValueError as e:
         # A problem found while wiring (e.g. a source with no files): one line.
         job_options.fail(prog, str(e))
-    result = pipeline.run()
+    if local:
+        # After the wiring, which may still refuse the options: a sink that
+        # cannot be written is one line before the run, not a failed step.
+        for option, text in _sink_options(args):
+            try:
+                io.preflight(text, 'sink')
+            except io.UriError as e:
+                job_options.fail(prog, f'argument --{option}: {e}')
+    steps = io.io_steps(pipeline)
+    try:
+        result = pipeline.run()
+    except Exception as e:  # pylint: disable=broad-except
+        _fail_on_io(prog, e, steps, args)
+        raise
+    result.io_steps = steps
     if not local:
         # A service runner (Dataflow, Flink) runs the job on: a launcher, a
         # Flex Template among them, must return once the job is submitted.
@@ -206,10 +271,22 @@ def run(job_module, argv, out=sys.stdout):
     result, args, local = start(job_module, argv, out)
     if not local:
         return None
+    return finish(job_module, result, args, started, out)
+
+
+def finish(job_module, result, args, started=None, out=sys.stdout):
+    """Wait for a local job :func:`start` started, showing its progress;
+    returns its summary.  A source or sink failing meanwhile exits with one
+    line (status 1)."""
+    started = time.time() if started is None else started
     job = job_module.OPTIONS.JOB
     shown = show_progress(result, job, args)
     try:
         result.wait_until_finish()
+    except Exception as e:  # pylint: disable=broad-except
+        _fail_on_io(f'python -m pipelines {job}', e,
+                    getattr(result, 'io_steps', {}), args)
+        raise
     finally:
         if shown is not None:
             shown.stop()

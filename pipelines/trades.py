@@ -18,7 +18,7 @@ from apache_beam.transforms import window as beam_window
 
 from pipelines.options import (JobOptions, duration, non_negative_int,
                                positive_float, window_spec)
-from transforms import columnar, deadletter, io, windows
+from transforms import columnar, deadletter, io, privacy, windows
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode
@@ -153,6 +153,11 @@ def build(pipeline, args, context):
         anomalies | 'PublishAnomalies' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(
                 'anomalies', TABLES['anomalies'])
-    decoded.dead | 'WriteDeadLetters' >> dead_sink.write(
+    # A refused line may hold anything, personal data included: its raw
+    # payload is masked (IP and e-mail addresses, bearer tokens) as the logs
+    # job masks its own.
+    dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
+        privacy.Masker(mode='mask'), ('raw',))
+    dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])
-    return {'bars': bars, 'anomalies': anomalies, 'dead_letter': decoded.dead}
+    return {'bars': bars, 'anomalies': anomalies, 'dead_letter': dead}

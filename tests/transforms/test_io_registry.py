@@ -12,8 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms import io
 from transforms.io import Context, UriError, check_uri, parse_uri
 
-KNOWN = ('bigquery://, console://, file://, jsonl://, kafka://, parquet://, '
-         'pubsub://, synthetic://')
+KNOWN = ('bigquery://, console://, deadletters://, file://, jsonl://, '
+         'kafka://, parquet://, pubsub://, synthetic://')
 
 
 # ------------------------------------------------------------------ parse_uri
@@ -112,7 +112,8 @@ def test_a_sink_scheme_is_not_a_source():
     with pytest.raises(UriError) as err:
         check_uri('parquet://out', 'source')
     assert str(err.value) == ('parquet:// cannot be used as a source; '
-                              'sources: file://, kafka://, pubsub://, synthetic://')
+                              'sources: deadletters://, file://, kafka://, '
+                              'pubsub://, synthetic://')
 
 
 def test_a_source_scheme_is_not_a_sink():
@@ -216,15 +217,18 @@ def test_synthetic_refuses_rates_and_durations_it_cannot_generate(query):
 # ------------------------------------------------------- schemes, describe
 
 def test_schemes_by_kind():
-    assert io.schemes() == ['bigquery', 'console', 'file', 'jsonl', 'kafka',
-                            'parquet', 'pubsub', 'synthetic']
-    assert io.schemes('source') == ['file', 'kafka', 'pubsub', 'synthetic']
+    assert io.schemes() == ['bigquery', 'console', 'deadletters', 'file',
+                            'jsonl', 'kafka', 'parquet', 'pubsub',
+                            'synthetic']
+    assert io.schemes('source') == ['deadletters', 'file', 'kafka', 'pubsub',
+                                    'synthetic']
     assert io.schemes('sink') == ['bigquery', 'console', 'jsonl', 'kafka',
                                   'parquet', 'pubsub']
 
 
 @pytest.mark.parametrize('kind, expected', [
-    ('source', [('file', 'GLOB'), ('kafka', 'Kafka'), ('pubsub', 'Pub/Sub'),
+    ('source', [('deadletters', 'dead letters'), ('file', 'GLOB'),
+                ('kafka', 'Kafka'), ('pubsub', 'Pub/Sub'),
                 ('synthetic', 'deterministic')]),
     ('sink', [('bigquery', 'BigQuery'), ('console', 'standard output'), ('jsonl', 'JSON lines'),
               ('kafka', 'Kafka'), ('parquet', 'Parquet'),

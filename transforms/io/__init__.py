@@ -5,7 +5,9 @@ A URI's scheme names a module of this package: ``synthetic://`` is
 ``parquet://`` is :mod:`transforms.io.parquet`, and so on.  A module that can
 read defines ``open_source(uri, context)``; one that can write defines
 ``open_sink(uri, context)``; either may define ``DESCRIPTION`` (one line for
-``--help``) and ``validate(uri)`` (raises :class:`UriError` with the reason).
+``--help``) and ``validate(uri)`` (raises :class:`UriError` with the reason),
+and ``preflight(uri)`` / ``preflight_sink(uri)`` (checked before a local run:
+the source answers, the sink can be written).
 Adding a scheme (Pub/Sub, Kafka, BigQuery ...) is adding one module: nothing
 else changes.
 
@@ -133,20 +135,42 @@ def unbounded(text: str) -> bool:
     return bool(check is not None and check(uri))
 
 
-def preflight(text: str) -> None:
+def preflight(text: str, kind: str = 'source') -> None:
     """Check, where the scheme can, that a source answers (e.g. that its
-    brokers are reachable and its topic exists); raise UriError with the
-    reason.  Run before a local job starts, so that a wrong address is one
-    line, not a failed pipeline."""
+    brokers are reachable and its topic exists) or that a sink can be written
+    (its directory made, its brokers or endpoint reached); raise UriError with
+    the reason.  Run before a local job starts, so that a wrong address is one
+    line, not a failed pipeline.  A scheme module's ``preflight(uri)`` checks
+    it as a source, its ``preflight_sink(uri)`` as a sink."""
     uri = parse_uri(text)
-    check = getattr(_module(uri.scheme), 'preflight', None)
+    name = 'preflight' if kind == 'source' else 'preflight_sink'
+    check = getattr(_module(uri.scheme), name, None)
     if check is not None:
         check(uri)
 
 
 def open_source(text: str, context: Context) -> 'Source':
     uri = check_uri(text, 'source')
-    return _module(uri.scheme).open_source(uri, context)
+    source = _module(uri.scheme).open_source(uri, context)
+    source.blocks = _Marked(source.blocks, uri.text)
+    return source
+
+
+class _Marked:
+    """A sink's ``write`` (or a source's ``blocks``), whose PTransforms carry
+    the URI as
+    ``io_uri``, so that a failure while running names the URI (see
+    :func:`io_steps`)."""
+
+    def __init__(self, write, text):
+        self._write = write
+        self._text = text
+
+    def __call__(self, *args):
+        transform = self._write(*args)
+        if transform is not None:
+            transform.io_uri = self._text
+        return transform
 
 
 def open_sink(text: str, context: Context,
@@ -156,7 +180,27 @@ def open_sink(text: str, context: Context,
     uri = check_uri(text, 'sink')
     sink = _module(uri.scheme).open_sink(uri, context)
     sink.counter = counter
+    sink.write = _Marked(sink.write, uri.text)
     return sink
+
+
+def io_steps(pipeline) -> dict:
+    """``{step label: URI}`` of the sources and sinks applied in a pipeline
+    (what a failure "while running 'STEP/...'" is to be blamed on)."""
+    from apache_beam.pipeline import PipelineVisitor  # pylint: disable=import-outside-toplevel
+    found = {}
+
+    class _Visitor(PipelineVisitor):
+        def enter_composite_transform(self, node):
+            self.visit_transform(node)
+
+        def visit_transform(self, node):
+            text = getattr(node.transform, 'io_uri', None)
+            if text and node.full_label:
+                found.setdefault(node.full_label, text)
+
+    pipeline.visit(_Visitor())
+    return found
 
 
 def counted(element, counter):
@@ -172,6 +216,10 @@ class Source(beam.PTransform):
         super().__init__()
         self.uri = uri
         self.context = context
+
+    @property
+    def io_uri(self) -> str:
+        return self.uri.text
 
     def blocks(self):
         """A PTransform ``PBegin -> PCollection[LineBlock]`` reading many lines

@@ -19,6 +19,7 @@ go under ``DIR/TABLE/unwindowed/``.  A row type with ``window_start``,
 import collections
 import hashlib
 import io
+import os
 import uuid
 
 import apache_beam as beam
@@ -28,6 +29,7 @@ from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import windows
+from transforms.io import UriError
 
 
 def _stamp(ts) -> str:
@@ -132,3 +134,40 @@ def buffer_bytes(write) -> bytes:
     buf = io.BytesIO()
     write(buf)
     return buf.getvalue()
+
+
+def check_writable(directory: str, text: str) -> None:
+    """Before a run: a file can be made in ``directory``.  Raises UriError
+    naming the URI and the cause.  Leaves nothing behind: the directories it
+    made to try are removed again (the run makes them).  Non-local paths
+    (gs://, ...) are left to the run."""
+    if '://' in directory:
+        return
+    path = os.path.abspath(directory or '.')
+    made = []
+    try:
+        missing, parent = [], path
+        while not os.path.exists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise NotADirectoryError(
+                20, 'Not a directory', parent)
+        for folder in reversed(missing):
+            os.mkdir(folder)
+            made.append(folder)
+        probe = os.path.join(path, f'.probe-{uuid.uuid4().hex}')
+        with open(probe, 'wb'):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        cause = e.strerror or str(e)
+        where = e.filename if e.filename and e.filename != path else None
+        raise UriError(f'{text}: cannot write under {directory!r}: {cause}'
+                       + (f' ({where})' if where else '')) from None
+    finally:
+        for folder in reversed(made):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass      # something else wrote there meanwhile

@@ -85,6 +85,34 @@ def validate(uri, kind):
                        f'{", ".join(PARTITIONS)}')
 
 
+def preflight_sink(uri, timeout=10):
+    """BigQuery (or its emulator) answers and the dataset exists, before a
+    local job writes to it."""
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    from google.auth import exceptions as auth  # pylint: disable=import-outside-toplevel
+    where = location(uri)
+    try:
+        client = emulator_client(where.project)
+        client = client.gcp_client if client is not None else \
+            _production_client(where.project)
+        from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+        client.get_dataset(f'{where.project}.{where.dataset}',
+                           timeout=timeout, retry=bigquery.DEFAULT_RETRY
+                           .with_deadline(timeout))
+    except exceptions.NotFound:
+        raise UriError(f'{uri.text}: no dataset {where.dataset!r} in '
+                       f'project {where.project!r}') from None
+    except (exceptions.GoogleAPIError, auth.GoogleAuthError, OSError) as e:
+        reason = ' '.join(str(e).split())[:300]
+        raise UriError(f'{uri.text}: BigQuery does not answer '
+                       f'({type(e).__name__}: {reason})') from None
+
+
+def _production_client(project):
+    from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+    return bigquery.Client(project=project)
+
+
 def partition_field(record_type) -> typing.Optional[str]:
     hints = typing.get_type_hints(record_type)
     if 'window_start' in hints:

@@ -4,7 +4,7 @@ import orjson
 
 from transforms import schemas
 from transforms.io import Sink, UriError
-from transforms.io._windowed_files import WriteWindowedFiles
+from transforms.io._windowed_files import WriteWindowedFiles, check_writable
 
 DESCRIPTION = 'JSON lines under DIR/TABLE/, one set per window and pane'
 
@@ -13,6 +13,11 @@ def validate(uri, kind):
     uri.check_params(())
     if not uri.location:
         raise UriError(f'{uri.text}: no directory; expected jsonl://DIR')
+
+
+def preflight_sink(uri):
+    """The directory can be made and written (before a local run)."""
+    check_writable(uri.location, uri.text)
 
 
 def encode_jsonl(rows, record_type):

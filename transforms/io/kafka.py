@@ -177,6 +177,22 @@ def preflight(uri, timeout=10):
         raise UriError(f'{uri.text}: no topic {topic!r} on {brokers}')
 
 
+def preflight_sink(uri, timeout=10):
+    """The brokers answer (before a local job writes to them)."""
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    brokers, _ = _split_location(uri)
+    consumer = confluent_kafka.Consumer({
+        'bootstrap.servers': brokers, 'group.id': 'preflight',
+        'log_level': 0, **_config(uri)})
+    try:
+        consumer.list_topics(timeout=timeout)
+    except confluent_kafka.KafkaException as e:
+        raise UriError(f'{uri.text}: the brokers {brokers} do not answer '
+                       f'within {timeout} s ({_reason(e)})') from None
+    finally:
+        consumer.close()
+
+
 def unbounded(uri) -> bool:
     """Whether reading this URI never ends (the job then runs streaming)."""
     return not parse_stop(uri.param('stop', 'never')).bounded
@@ -576,12 +592,19 @@ class Publisher:
         self._where = f'kafka://{brokers}'
         self._producer = confluent_kafka.Producer({
             'bootstrap.servers': brokers, 'enable.idempotence': True,
-            'linger.ms': 20, 'logger': _LOG, **dict(config)})
+            'linger.ms': 20, 'logger': _LOG, 'error_cb': self._failed,
+            **dict(config)})
         self._errors = []
+        self._fatal = None
+
+    def _failed(self, error):
+        if error.fatal() and self._fatal is None:
+            # E.g. a topic deleted under the idempotent producer: it stops.
+            self._fatal = _text(error)
 
     def _delivered(self, error, unused_message):
         if error is not None:
-            self._errors.append(error.str())
+            self._errors.append(_text(error))
 
     def send(self, topic, value, key=None, timestamp_ms=None, headers=()):
         while True:
@@ -592,16 +615,38 @@ class Publisher:
                 break
             except BufferError:
                 self._producer.poll(0.1)      # the local queue is full
+            except Exception as e:  # pylint: disable=broad-except
+                self._raise_fatal(e)
         self._producer.poll(0)
 
     def flush(self, seconds=60):
-        left = self._producer.flush(seconds)
+        try:
+            left = self._producer.flush(seconds)
+        except Exception as e:  # pylint: disable=broad-except
+            # The client raises odd errors (SystemError) once it has failed.
+            self._raise_fatal(e)
         errors, self._errors = self._errors, []
         if left or errors:
             raise RuntimeError(
                 f'{self._where}: {left} message(s) not delivered within '
                 f'{seconds} s'
                 + (f'; {len(errors)} refused: {errors[0]}' if errors else ''))
+
+    def _raise_fatal(self, exception):
+        cause = self._fatal or (
+            f'a fatal client error ({type(exception).__name__}: {exception}),'
+            f' as when a topic is deleted while it is written to')
+        raise RuntimeError(f'{self._where}: the producer stopped: '
+                           f'{cause}') from None
+
+
+def _text(error) -> str:
+    """A KafkaError's text (which may not be readable once the client has
+    failed)."""
+    try:
+        return error.str()
+    except Exception:  # pylint: disable=broad-except
+        return error.name()
 
 
 def create_topic(brokers, topic, partitions, topic_config=None, config=(),

@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 
 from transforms import schemas
 from transforms.io import Sink, UriError
-from transforms.io._windowed_files import WriteWindowedFiles, buffer_bytes
+from transforms.io._windowed_files import (WriteWindowedFiles, buffer_bytes,
+                                            check_writable)
 
 DESCRIPTION = 'Parquet files under DIR/TABLE/, one set per window and pane'
 
@@ -18,6 +19,11 @@ def validate(uri, kind):
     if uri.param('compression', 'zstd') not in ('zstd', 'snappy', 'gzip', 'none'):
         raise UriError(f'{uri.text}: compression must be zstd, snappy, gzip '
                        f'or none')
+
+
+def preflight_sink(uri):
+    """The directory can be made and written (before a local run)."""
+    check_writable(uri.location, uri.text)
 
 
 def encode_parquet(rows, record_type, compression='zstd'):

@@ -71,6 +71,34 @@ def validate(uri, kind):
         raise UriError(f'{uri.text}: dedup_window: {e}') from None
 
 
+def preflight_sink(uri, timeout=10):
+    """Pub/Sub answers and the topic exists (a ``{table}`` pattern is checked
+    for reachability only), before a local job publishes to it."""
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    from google.api_core import retry as retries  # pylint: disable=import-outside-toplevel
+    from google.auth import exceptions as auth  # pylint: disable=import-outside-toplevel
+    from google.cloud import pubsub_v1  # pylint: disable=import-outside-toplevel
+    match = _path(uri)
+    retry = retries.Retry(timeout=timeout)
+    pattern = '{table}' in match['name']
+    try:
+        client = pubsub_v1.PublisherClient()
+        if pattern:
+            client.list_topics(request={'project': f'projects/'
+                                        f'{match["project"]}',
+                                        'page_size': 1},
+                               retry=retry, timeout=timeout)
+        else:
+            client.get_topic(request={'topic': uri.location.strip('/')},
+                             retry=retry, timeout=timeout)
+    except exceptions.NotFound:
+        raise UriError(f'{uri.text}: no such topic') from None
+    except (exceptions.GoogleAPIError, auth.GoogleAuthError) as e:
+        reason = ' '.join(str(e).split())[:300]
+        raise UriError(f'{uri.text}: Pub/Sub does not answer '
+                       f'({type(e).__name__}: {reason})') from None
+
+
 def unbounded(uri) -> bool:
     return True
 
