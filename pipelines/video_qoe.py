@@ -37,7 +37,7 @@ class VideoQoeOptions(JobOptions):
     DEFAULT_SOURCE = 'synthetic://video?sessions=400&seed=42'
     DEFAULT_SINK = 'parquet://output/video_qoe'
     DEFAULT_WINDOW = 'session:30m'
-    DEFAULT_TRIGGER = 'early=10s,late=1,lateness=2m,accumulating'
+    DEFAULT_TRIGGER = 'early=30s,late=1,lateness=2m,accumulating'
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -124,7 +124,7 @@ def build(pipeline, args, context):
                 | 'SessionWindow' >> windows.ApplyWindow(window, trigger)
                 | 'Sessions' >> AggregatePerKey(
                     SessionFn(), to_session, session_count,
-                    trigger.accumulates_panes, JOB)
+                    trigger.accumulates_panes, JOB, merging=True)
                 .with_output_types(Session))
     rollups = (reports
                | 'Timeline' >> SessionTimeline(window.size, JOB,

@@ -39,7 +39,7 @@ PARAMS = {
     'malformed': (float, 0.005, 'fraction of malformed payloads'),
     'exit': (float, 0.05, 'fraction of sessions left before video start'),
     'fail': (float, 0.02, 'fraction of sessions ending in a fatal error'),
-    'tick': (float, 1.0, 'seconds of processing time per source step'),
+    'tick': (float, 5.0, 'seconds of processing time per source step'),
 }
 
 CONTENTS = ('movie-1', 'movie-2', 'news-live', 'series-4', 'sport-live',
