@@ -54,6 +54,9 @@ STEPS = {
              'MaskDeadLetters'),
     'trades': ('Read', 'DecodePartials', 'Bars', 'PriceAnomalies', 'Gaps',
                'Anomalies', 'WriteBars', 'WriteAnomalies', 'WriteDeadLetters'),
+    'video_qoe': ('Read', 'Decode', 'Sessions', 'Timeline', 'Rollups',
+                  'Alerts', 'WriteSessions', 'WriteRollups', 'WriteAlerts',
+                  'WriteDeadLetters'),
 }
 
 
@@ -162,6 +165,7 @@ def test_a_streaming_dataflow_job_reads_pubsub_and_writes_bigquery(job):
     ('logs', ['--execution', 'columnar']),
     ('logs', ['--execution', 'element']),
     ('trades', []),
+    ('video_qoe', []),
 ])
 def test_the_portable_form_has_only_portable_transforms(replay_file, job,
                                                         argv):
