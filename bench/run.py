@@ -16,6 +16,7 @@ from bench import common  # noqa: E402  pylint: disable=wrong-import-position
 from bench import logs_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import core_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import trades_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import video_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 RESULTS = common.BENCH / 'RESULTS.md'
 
@@ -119,6 +120,9 @@ def main(argv=None):
     parser.add_argument('--element-events', type=int, default=100_000,
                         help='records for the element-at-a-time comparison '
                              '(0 skips it; default 1e5)')
+    parser.add_argument('--video-events', type=int, default=100_000,
+                        help='reports of the video_qoe benchmark, which runs '
+                             'its element path (default 1e5)')
     parser.add_argument('--memory-events', type=int, default=10_000_000,
                         help='records of the peak-memory replay (0 skips it; '
                              'default 1e7)')
@@ -135,6 +139,10 @@ def main(argv=None):
         rows.append(bench_job(name, module, make_input, args.events,
                               args.element_events if element else 0,
                               'columnar' if element else 'element'))
+    # video_qoe has no columnar path yet: its element path, on fewer events.
+    print('running video_qoe ...', flush=True)
+    rows.append(bench_job('video_qoe', video_bench, video_bench.make_input,
+                          args.video_events, 0, 'element'))
     memory = {}
     if args.memory_events:
         print(f'running logs memory replay of {args.memory_events:,} ...',

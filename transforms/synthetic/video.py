@@ -39,6 +39,9 @@ PARAMS = {
     'malformed': (float, 0.005, 'fraction of malformed payloads'),
     'exit': (float, 0.05, 'fraction of sessions left before video start'),
     'fail': (float, 0.02, 'fraction of sessions ending in a fatal error'),
+    'json': (float, 0.1, 'fraction of sessions reporting CMCD JSON'),
+    'requests': (float, 0.3, 'segment requests in access logs per 30 s '
+                             'report (a probability)'),
     'tick': (float, 5.0, 'seconds of processing time per source step'),
 }
 
@@ -150,7 +153,7 @@ def _play(rng, s: _Session, t0, offset, params, contents, cdns):
                 level = max(0, min(len(LADDER) - 1,
                                    level + rng.choice((-1, 1))))
                 br = LADDER[level]
-            if rng.random() < 0.3:
+            if rng.random() < params['requests']:
                 s.request(next_report - rng.randrange(0, 4000), br)
             s.report(next_report, e='t', sta='p', br=(f'{br};v', '128;a'),
                      bl=(f'{100 * rng.randrange(20, 300)};v',))
@@ -196,7 +199,7 @@ def generate(params: dict) -> SyntheticStream:
         t0 = start_ms + offset_ms + rng.randrange(0, 1000)
         cid = rng.choice(contents)
         live = cid.endswith('-live')
-        form = 'json' if rng.random() < 0.1 else 'report'
+        form = 'json' if rng.random() < params['json'] else 'report'
         s = _Session(rng, f'{params["seed"]:x}-{i:05d}-{rng.getrandbits(32):08x}',
                      t0, cid, rng.choice(cdns), 'l' if live else 'v',
                      rng.choice(('d', 'h')), form)
