@@ -13,16 +13,19 @@ dimension's rebuffering ratio or start-up p95 crosses its threshold.
 
 Output tables: sessions, qoe_rollups, alerts, dead_letter.
 """
+import typing
+
 import apache_beam as beam
 
 from pipelines.options import (JobOptions, fraction, non_negative_int,
                                positive_float, window_spec)
-from transforms import io, windows
+from transforms import deadletter, io, windows
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.video import decoders
+from transforms.video.columnar import BlockFragmentsFn, SessionsAndRollupsFn
 from transforms.video.rollups import (Rollup, RollupFn, SessionTimeline,
                                       by_dimension, rollup_count, rollup_key,
                                       to_rollup)
@@ -55,11 +58,11 @@ class VideoQoeOptions(JobOptions):
             help='windows of the qoe_rollups table: fixed or sliding '
                  '(default: %(default)s)')
         group.add_argument(
-            '--execution', default='element', choices=('columnar', 'element'),
-            help='"element" handles one report at a time (the reference); '
-                 '"columnar" decodes blocks of report lines at once and '
-                 'builds session fragments before the shuffle (same results) '
-                 '(default: %(default)s)')
+            '--execution', default='columnar', choices=('columnar', 'element'),
+            help='"columnar" reads blocks of lines and sends session '
+                 'fragments, not reports, through the shuffle (same results); '
+                 '"element" handles one report at a time (the reference). A '
+                 'stream always runs "element" (default: %(default)s)')
         group.add_argument(
             '--rebuffering_ratio_threshold', default=0.05, type=fraction,
             help='alert when a dimension\'s rebuffering ratio in a rollup '
@@ -112,29 +115,57 @@ def build(pipeline, args, context):
              'active_sessions'),
     ]
 
-    decoded = (pipeline
-               | 'Read' >> source
-               | 'Decode' >> Decode(
-                   decoders.make_decoder(args.cmcd_format),
-                   stage='decode.video', job=JOB, source=args.source,
-                   max_bytes=args.max_record_bytes))
-    reports = decoded.ok
-    sessions = (reports
-                | 'KeyBySession' >> beam.Map(lambda r: (r.session_id, r))
-                | 'SessionWindow' >> windows.ApplyWindow(window, trigger)
-                | 'Sessions' >> AggregatePerKey(
-                    SessionFn(), to_session, session_count,
-                    trigger.accumulates_panes, JOB, merging=True)
-                .with_output_types(Session))
-    rollups = (reports
-               | 'Timeline' >> SessionTimeline(window.size, JOB,
-                                              context.streaming)
-               | 'ByDimension' >> beam.FlatMap(by_dimension)
-               | 'RollupWindow' >> windows.ApplyWindow(rollup_window, trigger)
-               | 'Rollups' >> AggregatePerKey(
-                   RollupFn(), to_rollup, rollup_count,
-                   trigger.accumulates_panes, JOB)
-               .with_output_types(Rollup))
+    decoder = decoders.make_decoder(args.cmcd_format)
+    blocks = source.blocks() if (args.execution == 'columnar'
+                                 and not context.streaming) else None
+    if blocks is not None:
+        # A bounded replay: blocks of lines -> session fragments -> sessions
+        # and rollup partials, each with its window in the key.
+        decoded = (pipeline
+                   | 'Read' >> blocks
+                   | 'DecodeFragments' >> beam.ParDo(BlockFragmentsFn(
+                       decoder, 'decode.video', JOB, args.source,
+                       args.max_record_bytes))
+                   .with_output_types(typing.Tuple[str, typing.Any])
+                   .with_outputs(
+                           deadletter.DEAD, main=deadletter.OK))
+        split = (decoded.ok
+                 | 'GroupSession' >> beam.GroupByKey()
+                 | 'SplitSessions' >> beam.ParDo(SessionsAndRollupsFn(
+                     window.size, rollup_window))
+                   .with_output_types(typing.Tuple[typing.Any, typing.Any])
+                   .with_outputs(
+                         SessionsAndRollupsFn.ROLLUPS, main='sessions'))
+        sessions = split.sessions | 'Sessions' >> AggregatePerKey(
+            SessionFn(), to_session, session_count, False, JOB,
+            window_in_key=True).with_output_types(Session)
+        rollups = split[SessionsAndRollupsFn.ROLLUPS] | 'Rollups' >> \
+            AggregatePerKey(RollupFn(), to_rollup, rollup_count, False, JOB,
+                            window_in_key=True).with_output_types(Rollup)
+    else:
+        decoded = (pipeline
+                   | 'Read' >> source
+                   | 'Decode' >> Decode(
+                       decoder, stage='decode.video', job=JOB,
+                       source=args.source, max_bytes=args.max_record_bytes))
+        reports = decoded.ok
+        sessions = (reports
+                    | 'KeyBySession' >> beam.Map(lambda r: (r.session_id, r))
+                    | 'SessionWindow' >> windows.ApplyWindow(window, trigger)
+                    | 'Sessions' >> AggregatePerKey(
+                        SessionFn(), to_session, session_count,
+                        trigger.accumulates_panes, JOB, merging=True)
+                    .with_output_types(Session))
+        rollups = (reports
+                   | 'Timeline' >> SessionTimeline(window.size, JOB,
+                                                  context.streaming)
+                   | 'ByDimension' >> beam.FlatMap(by_dimension)
+                   | 'RollupWindow' >> windows.ApplyWindow(rollup_window,
+                                                           trigger)
+                   | 'Rollups' >> AggregatePerKey(
+                       RollupFn(), to_rollup, rollup_count,
+                       trigger.accumulates_panes, JOB)
+                   .with_output_types(Rollup))
     alerts = rollups | 'Alerts' >> ThresholdAlerts(
         rollup_key, rules, JOB).with_output_types(Alert)
 

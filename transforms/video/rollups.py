@@ -38,6 +38,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.combiners import MergingCombineFn, Quantiles
+from transforms.video.sessions import point_of
 
 HLL_LG_K = 12
 DIMENSIONS = ('all', 'content', 'cdn', 'stream_type')
@@ -115,7 +116,9 @@ def close_session(sid, walk, gap_ms):
 
 
 def _order(report):
-    return (report.ts_ms, -1 if report.sn is None else report.sn)
+    # The order of the session's points (ties by sn, then by every field, so
+    # that the walk is the same whatever order equal reports arrived in).
+    return point_of(report)
 
 
 def walk_session(kv, gap_ms):
