@@ -5,8 +5,8 @@ no access-log requests, nothing malformed or late).
 
 Beam: ``python -m pipelines video_qoe --source file://INPUT --sink
 parquet://OUT --runner FnApiRunner --direct_num_workers 1 --trigger default
---execution element`` (the element path: every line through the CMCD
-decoder; sessions, rollups, alerts).  Reference: pyarrow reads the same JSON
+--execution columnar`` (blocks of lines, each through the CMCD decoder,
+into session fragments; sessions, rollups, alerts).  Reference: pyarrow reads the same JSON
 lines, sorts by sid, ts and sn, and numpy computes the same session metrics
 (sessions split by the 30-minute gap, state durations by diff).
 """
@@ -47,7 +47,7 @@ def make_input(n: int, seed: int = 5):
     return path
 
 
-def beam_run(path, out, execution='element'):
+def beam_run(path, out, execution='columnar'):
     summary = run.run(video_qoe, [
         '--source', f'file://{path}', '--sink', f'parquet://{out}',
         '--runner', 'FnApiRunner', '--direct_num_workers', '1',

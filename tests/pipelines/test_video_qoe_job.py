@@ -50,6 +50,12 @@ def test_a_replay_of_every_form_writes_the_four_tables(tmp_path, payloads):
     assert summary['dead_lettered'] > 0
     assert summary['aggregated'] == summary['window_assignments']
     assert set(tables) == set(TABLES)
+    # Session rows are filed by the hour their window starts in, not one
+    # folder and file per session.
+    folders = list((tmp_path / 'out' / 'sessions').iterdir())
+    assert len(folders) == 1 and folders[0].name == \
+        '20260101T000000Z_20260101T010000Z'
+    assert len(list(folders[0].iterdir())) < len(tables['sessions']) / 5
     dead = tables['dead_letter']
     assert len(dead) == summary['dead_lettered']
     assert dead['reason'].str.contains('CMCD').any()

@@ -186,6 +186,9 @@ class Session(typing.NamedTuple):
 
     IDENTITY_FIELDS = ('session_id', 'window_start', 'window_end',
                        'pane_index')
+    # A session window is one session's: files hold the sessions whose
+    # window starts in the same hour (and pane), not one session each.
+    FILE_PERIOD_SECONDS = 3600
 
 
 beam.coders.registry.register_coder(Session, beam.coders.RowCoder)
