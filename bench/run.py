@@ -16,6 +16,7 @@ from bench import common  # noqa: E402  pylint: disable=wrong-import-position
 from bench import logs_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import core_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import trades_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import video_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 RESULTS = common.BENCH / 'RESULTS.md'
 
@@ -152,9 +153,15 @@ def main(argv=None):
     parser.add_argument('--template-events', type=int, default=100_000,
                         help='records of the logs job with and without '
                              'template mining (0 skips it; default 1e5)')
+    parser.add_argument('--video-events', type=int, default=200_000,
+                        help='reports of the video_qoe benchmark '
+                             '(default 2e5)')
     parser.add_argument('--memory-events', type=int, default=10_000_000,
                         help='records of the peak-memory replay (0 skips it; '
                              'default 1e7)')
+    parser.add_argument('--only', default=None,
+                        help='run this job\'s row only and print it '
+                             '(bench/RESULTS.md is left as it is)')
     args = parser.parse_args(argv)
     # (name, module, input maker, has a separate element path to compare)
     benches = [
@@ -163,22 +170,32 @@ def main(argv=None):
         ('trades', trades_bench, trades_bench.make_input, True),
     ]
     rows = []
+    if args.only:
+        benches = [b for b in benches if b[0] == args.only]
     for name, module, make_input, element in benches:
         print(f'running {name} ...', flush=True)
         rows.append(bench_job(name, module, make_input, args.events,
                               args.element_events if element else 0,
                               'columnar' if element else 'element'))
-    if args.template_events:
+    if args.template_events and args.only in (None, 'logs'):
         print('running logs + templates ...', flush=True)
         rows.append(bench_templates(args.template_events))
+    # video_qoe decodes every line in Python (the CMCD decoder): fewer events.
+    if args.only in (None, 'video_qoe'):
+        print('running video_qoe ...', flush=True)
+        rows.append(bench_job('video_qoe', video_bench,
+                              video_bench.make_input, args.video_events,
+                              min(args.element_events,
+                                  args.video_events) // 5, 'block'))
     memory = {}
-    if args.memory_events:
+    if args.memory_events and not args.only:
         print(f'running logs memory replay of {args.memory_events:,} ...',
               flush=True)
         memory['logs'] = memory_run('logs', logs_bench, common.logs_input,
                                     args.memory_events)
     text, worst = table(rows, memory, args.element_events)
-    RESULTS.write_text(text, encoding='utf-8')
+    if not args.only:
+        RESULTS.write_text(text, encoding='utf-8')
     print(text)
     return 0 if worst > 0 else 1
 

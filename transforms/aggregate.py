@@ -17,10 +17,10 @@ the annotation is a small stateful DoFn keyed by (key, window).
 """
 import apache_beam as beam
 from apache_beam import typehints
-from apache_beam.coders import VarIntCoder
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from apache_beam.transforms.window import IntervalWindow
+from apache_beam.transforms.window import GlobalWindows, IntervalWindow
 from apache_beam.utils import windowed_value
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
@@ -86,6 +86,36 @@ class _AccumulatingPaneRows(_PaneRows):
         yield self._make_row(key, result, windows.pane_fields(window, pane))
 
 
+class _WithWindow(beam.DoFn):
+    """(key, result) -> (key, (result, window start, window end, pane)), so
+    that the window and pane survive re-windowing into the global window."""
+
+    def process(self, kv, window=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam):
+        key, result = kv
+        yield key, (result, window.start, window.end, pane)
+
+
+class _MergingPaneRows(_PaneRows):
+    """Panes of merging windows (sessions) that accumulate, in the global
+    window: a session window grows as its windows merge, so what a pane adds
+    is what it holds beyond the earlier panes of every window it absorbed
+    (kept in state per key as window -> count)."""
+    COUNTED = ReadModifyWriteStateSpec('counted', PickleCoder())
+
+    def process(self, kv, counted=beam.DoFn.StateParam(COUNTED)):
+        key, (result, start, end, pane) = kv
+        count = self._count_of(result)
+        seen = counted.read() or {}
+        absorbed = [w for w in seen if w[0] < end and start < w[1]]
+        before = sum(seen.pop(w) for w in absorbed)
+        seen[(start, end)] = count
+        counted.write(seen)
+        self._account(count - before, pane)
+        window = IntervalWindow(start, end)
+        yield self._make_row(key, result, windows.pane_fields(window, pane))
+
+
 class _BoundedPaneRows(_PaneRows):
     """((key, start us, end us), result) in the global window -> the row Beam
     gives a window of bounded input: its only pane, ON_TIME, index 0."""
@@ -116,11 +146,15 @@ class AggregatePerKey(beam.PTransform):
     window skips Beam's per-window trigger machinery, which costs about a
     third of a millisecond per key and window.  ``accumulating`` is true when a
     window can have several panes that accumulate (state is kept then).
+    ``merging``: the windows merge (sessions); accumulated panes are then
+    accounted per key across the windows a pane's window absorbed, and the
+    rows leave in the global window (their fields say their window).
     """
 
     def __init__(self, combine_fn, make_row, count_of, accumulating, job,
-                 key_type=str, window_in_key=False, label=None):
+                 key_type=str, window_in_key=False, merging=False, label=None):
         super().__init__(label)
+        self._merging = merging
         self._window_in_key = window_in_key
         self._key_type = key_type
         self._combine_fn = combine_fn
@@ -139,6 +173,14 @@ class AggregatePerKey(beam.PTransform):
                 self._make_row, self._count_of, self._job))
         # The key type lets Beam pick a deterministic key coder for the state.
         combined.element_type = typehints.Tuple[self._key_type, typehints.Any]
+        if self._merging and self._accumulating:
+            return (combined
+                    | 'WithWindow' >> beam.ParDo(_WithWindow())
+                    .with_output_types(typehints.Tuple[self._key_type,
+                                                       typehints.Any])
+                    | 'GlobalWindow' >> beam.WindowInto(GlobalWindows())
+                    | 'ToRows' >> beam.ParDo(_MergingPaneRows(
+                        self._make_row, self._count_of, self._job)))
         rows_fn = _AccumulatingPaneRows if self._accumulating else _PaneRows
         return combined | 'ToRows' >> beam.ParDo(rows_fn(
             self._make_row, self._count_of, self._job))

@@ -32,12 +32,14 @@ RECOVERED = 'RECOVERED'
 
 class Rule(typing.NamedTuple):
     """Alert when ``row.<metric>`` > threshold; recover below
-    ``threshold * (1 - hysteresis)``.  Rows whose ``count`` is below
-    ``min_count`` are not evaluated (too few records to judge)."""
+    ``threshold * (1 - hysteresis)``.  Rows whose ``count_field`` (``count``
+    unless named) is below ``min_count`` are not evaluated (too few records
+    to judge)."""
     metric: str
     threshold: float
     hysteresis: float = 0.2
     min_count: int = 0
+    count_field: str = 'count'
 
     @property
     def recover_below(self) -> float:
@@ -102,7 +104,7 @@ class _ThresholdFn(beam.DoFn):
             last_end = row.window_end
             for rule in self._rules:
                 value = getattr(row, rule.metric)
-                if value is None or getattr(row, 'count', 0) < rule.min_count:
+                if value is None or getattr(row, rule.count_field, 0) < rule.min_count:
                     continue
                 if not breached.get(rule.metric) and value > rule.threshold:
                     breached[rule.metric] = True

@@ -56,6 +56,9 @@ STEPS = {
              'MaskDeadLetters'),
     'trades': ('Read', 'DecodePartials', 'Bars', 'PriceAnomalies', 'Gaps',
                'Anomalies', 'WriteBars', 'WriteAnomalies', 'WriteDeadLetters'),
+    'video_qoe': ('Read', 'DecodeFragments', 'GroupSession', 'SplitSessions',
+                  'Sessions', 'Rollups', 'Alerts', 'WriteSessions',
+                  'WriteRollups', 'WriteAlerts', 'WriteDeadLetters'),
 }
 
 
@@ -165,6 +168,8 @@ def test_a_streaming_dataflow_job_reads_pubsub_and_writes_bigquery(job):
     ('logs', ['--execution', 'element']),
     ('logs', ['--templates', 'on']),
     ('trades', []),
+    ('video_qoe', ['--execution', 'columnar']),
+    ('video_qoe', ['--execution', 'element']),
 ])
 def test_the_portable_form_has_only_portable_transforms(replay_file, job,
                                                         argv):

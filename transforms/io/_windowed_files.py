@@ -14,7 +14,10 @@ payloads refused in different bundles are both kept.  Files are written
 under a temporary name and renamed into place, so a reader never sees half a
 file.  Rows outside any interval window (e.g. dead letters before windowing)
 go under ``DIR/TABLE/unwindowed/``.  A row type with ``window_start``,
-``window_end``, ``pane_timing`` and ``pane_index`` fields is placed by those.
+``window_end``, ``pane_timing`` and ``pane_index`` fields is placed by those;
+one that also declares ``FILE_PERIOD_SECONDS`` (rows of session windows, one
+window per session) is placed by the period holding its ``window_start``, so
+that a file holds many windows' rows rather than one.
 """
 import collections
 import hashlib
@@ -26,6 +29,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import IntervalWindow
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import windows
@@ -53,6 +57,8 @@ class WriteWindowedFilesFn(beam.DoFn):
         self._has_pane_fields = all(
             f in getattr(record_type, '_fields', ())
             for f in ('window_start', 'window_end', 'pane_timing', 'pane_index'))
+        period = getattr(record_type, 'FILE_PERIOD_SECONDS', None)
+        self._period_us = int(period * 1e6) if period else None
 
     def start_bundle(self):
         self._groups = collections.defaultdict(list)
@@ -64,6 +70,12 @@ class WriteWindowedFilesFn(beam.DoFn):
             # are computed in the global window about a statistics window).
             key = (row.window_start, row.window_end, row.pane_timing,
                    row.pane_index)
+            if self._period_us:
+                start = row.window_start.micros
+                start -= start % self._period_us
+                key = (Timestamp(micros=start),
+                       Timestamp(micros=start + self._period_us),
+                       row.pane_timing, row.pane_index)
         elif isinstance(window, IntervalWindow):
             key = (window.start, window.end,
                    windows.TIMING_NAMES.get(pane.timing, 'UNKNOWN'), pane.index)

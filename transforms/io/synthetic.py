@@ -48,7 +48,7 @@ def params_of(uri) -> dict:
     for name in ('rate', 'tick'):
         if name in params and params[name] <= 0:
             raise UriError(f'{uri.text}: {name} must be greater than zero')
-    for name in ('late', 'malformed'):
+    for name in ('late', 'malformed', 'exit', 'fail', 'json', 'requests'):
         if name in params and not 0 <= params[name] <= 1:
             raise UriError(f'{uri.text}: {name} is a fraction in [0, 1]')
     if params.get('events', 1) < 1:

@@ -1,0 +1,183 @@
+"""Live-video quality of experience from CMCD (CTA-5004 and CTA-5004-B).
+
+Reads Common Media Client Data: CMCD v2 event-mode reports as players POST
+them, CDN or origin access-log lines whose request URL carries a ``CMCD=``
+query argument (v1 or v2 request mode), or CMCD JSON lines (auto-detected per
+line).  Payloads CMCD does not allow are dead letters with the standard's
+reason.  Per viewing session (``sid``, a session window): start-up time,
+stalls, rebuffering ratio, errors, failures, exits before video start,
+bitrate switches and average bitrate.  Per fixed window and dimension (all,
+content, CDN, stream type): active sessions, plays, start-up p50/p95,
+rebuffering ratio, errors, failures and exits, with alerts when a
+dimension's rebuffering ratio or start-up p95 crosses its threshold.
+
+Output tables: sessions, qoe_rollups, alerts, dead_letter.
+"""
+import typing
+
+import apache_beam as beam
+
+from pipelines.options import (JobOptions, fraction, non_negative_int,
+                               positive_float, window_spec)
+from transforms import deadletter, io, windows
+from transforms.aggregate import AggregatePerKey
+from transforms.deadletter import DeadLetter
+from transforms.decode import Decode
+from transforms.detectors import Alert, Rule, ThresholdAlerts
+from transforms.video import decoders
+from transforms.video.columnar import BlockFragmentsFn, SessionsAndRollupsFn
+from transforms.video.rollups import (Rollup, RollupFn, SessionTimeline,
+                                      by_dimension, rollup_count, rollup_key,
+                                      to_rollup)
+from transforms.video.sessions import (Session, SessionFn, session_count,
+                                       to_session)
+
+JOB = 'video_qoe'
+
+
+class VideoQoeOptions(JobOptions):
+    JOB = JOB
+    DEFAULT_SOURCE = 'synthetic://video?sessions=400&seed=42'
+    DEFAULT_SINK = 'parquet://output/video_qoe'
+    DEFAULT_WINDOW = 'session:30m'
+    DEFAULT_TRIGGER = 'early=30s,late=1,lateness=2m,accumulating'
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        super()._add_argparse_args(parser)
+        group = parser.add_argument_group('video_qoe')
+        group.add_argument(
+            '--cmcd_format', default='auto', choices=decoders.FORMATS,
+            help='line format: "report" (CMCD v2 event-mode report bodies), '
+                 '"access_log" (combined access-log lines with a CMCD= query '
+                 'argument), "json" (CMCD JSON objects); auto detects per '
+                 'line: { JSON, a [time] "request" access log, else a report '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--rollup_window', default='fixed:60s', type=window_spec,
+            help='windows of the qoe_rollups table: fixed or sliding '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--execution', default='columnar', choices=('columnar', 'element'),
+            help='"columnar" reads blocks of lines and sends session '
+                 'fragments, not reports, through the shuffle (same results); '
+                 '"element" handles one report at a time (the reference). A '
+                 'stream always runs "element" (default: %(default)s)')
+        group.add_argument(
+            '--rebuffering_ratio_threshold', default=0.05, type=fraction,
+            help='alert when a dimension\'s rebuffering ratio in a rollup '
+                 'window exceeds this fraction (default: %(default)s)')
+        group.add_argument(
+            '--startup_p95_threshold_ms', default=6000.0, type=positive_float,
+            help='alert when a dimension\'s video start time p95 in a rollup '
+                 'window exceeds this many ms (default: %(default)s)')
+        group.add_argument(
+            '--alert_hysteresis', default=0.2, type=fraction,
+            help='an alert recovers when the metric falls below '
+                 'threshold x (1 - this) (default: %(default)s)')
+        group.add_argument(
+            '--alert_min_sessions', default=10, type=non_negative_int,
+            help='rollup windows with fewer active sessions are not '
+                 'evaluated for alerts (default: %(default)s)')
+
+
+OPTIONS = VideoQoeOptions
+
+TABLES = {
+    'sessions': Session,
+    'qoe_rollups': Rollup,
+    'alerts': Alert,
+    'dead_letter': DeadLetter,
+}
+
+
+def build(pipeline, args, context):
+    """Wire the video_qoe job: read -> decode -> sessions (session windows) and
+    per-session walk -> rollups (fixed windows) -> alerts -> write.  Returns
+    the output PCollections by table name."""
+    window = windows.parse_window(args.window)
+    if window.kind != 'session':
+        raise ValueError('argument --window: video sessions need session:GAP '
+                         f'windows, got {args.window}')
+    rollup_window = windows.parse_window(args.rollup_window)
+    if rollup_window.kind == 'session':
+        raise ValueError('argument --rollup_window: fixed or sliding only')
+    trigger = windows.parse_trigger(args.trigger).for_mode(context.streaming)
+    source = io.open_source(args.source, context)
+    sink = io.open_sink(args.sink, context)
+    dead_sink = io.open_sink(args.dead_letter or args.sink, context)
+    rules = [
+        Rule('rebuffering_ratio', args.rebuffering_ratio_threshold,
+             args.alert_hysteresis, args.alert_min_sessions,
+             'active_sessions'),
+        Rule('video_start_time_p95_ms', args.startup_p95_threshold_ms,
+             args.alert_hysteresis, args.alert_min_sessions,
+             'active_sessions'),
+    ]
+
+    decoder = decoders.make_decoder(args.cmcd_format)
+    blocks = source.blocks() if (args.execution == 'columnar'
+                                 and not context.streaming) else None
+    if blocks is not None:
+        # A bounded replay: blocks of lines -> session fragments -> sessions
+        # and rollup partials, each with its window in the key.
+        decoded = (pipeline
+                   | 'Read' >> blocks
+                   | 'DecodeFragments' >> beam.ParDo(BlockFragmentsFn(
+                       decoder, 'decode.video', JOB, args.source,
+                       args.max_record_bytes))
+                   .with_output_types(typing.Tuple[str, typing.Any])
+                   .with_outputs(
+                           deadletter.DEAD, main=deadletter.OK))
+        split = (decoded.ok
+                 | 'GroupSession' >> beam.GroupByKey()
+                 | 'SplitSessions' >> beam.ParDo(SessionsAndRollupsFn(
+                     window.size, rollup_window))
+                   .with_output_types(typing.Tuple[typing.Any, typing.Any])
+                   .with_outputs(
+                         SessionsAndRollupsFn.ROLLUPS, main='sessions'))
+        sessions = split.sessions | 'Sessions' >> AggregatePerKey(
+            SessionFn(), to_session, session_count, False, JOB,
+            window_in_key=True).with_output_types(Session)
+        rollups = split[SessionsAndRollupsFn.ROLLUPS] | 'Rollups' >> \
+            AggregatePerKey(RollupFn(), to_rollup, rollup_count, False, JOB,
+                            window_in_key=True).with_output_types(Rollup)
+    else:
+        decoded = (pipeline
+                   | 'Read' >> source
+                   | 'Decode' >> Decode(
+                       decoder, stage='decode.video', job=JOB,
+                       source=args.source, max_bytes=args.max_record_bytes))
+        reports = decoded.ok
+        sessions = (reports
+                    | 'KeyBySession' >> beam.Map(lambda r: (r.session_id, r))
+                    | 'SessionWindow' >> windows.ApplyWindow(window, trigger)
+                    | 'Sessions' >> AggregatePerKey(
+                        SessionFn(), to_session, session_count,
+                        trigger.accumulates_panes, JOB, merging=True)
+                    .with_output_types(Session))
+        rollups = (reports
+                   | 'Timeline' >> SessionTimeline(window.size, JOB,
+                                                  context.streaming)
+                   | 'ByDimension' >> beam.FlatMap(by_dimension)
+                   | 'RollupWindow' >> windows.ApplyWindow(rollup_window,
+                                                           trigger)
+                   | 'Rollups' >> AggregatePerKey(
+                       RollupFn(), to_rollup, rollup_count,
+                       trigger.accumulates_panes, JOB)
+                   .with_output_types(Rollup))
+    alerts = rollups | 'Alerts' >> ThresholdAlerts(
+        rollup_key, rules, JOB).with_output_types(Alert)
+
+    sessions | 'WriteSessions' >> sink.write('sessions', TABLES['sessions'])
+    rollups | 'WriteRollups' >> sink.write('qoe_rollups',
+                                           TABLES['qoe_rollups'])
+    alerts | 'WriteAlerts' >> sink.write('alerts', TABLES['alerts'])
+    if args.alerts:
+        alerts | 'PublishAlerts' >> io.open_sink(
+            args.alerts, context, counter='rows_published').write(
+                'alerts', TABLES['alerts'])
+    decoded.dead | 'WriteDeadLetters' >> dead_sink.write(
+        'dead_letter', TABLES['dead_letter'])
+    return {'sessions': sessions, 'qoe_rollups': rollups, 'alerts': alerts,
+            'dead_letter': decoded.dead}

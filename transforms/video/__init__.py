@@ -1,0 +1,1 @@
+"""What is particular to video quality of experience: CMCD reports, sessions."""
