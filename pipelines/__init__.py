@@ -7,4 +7,5 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 JOBS = {
     'logs': 'pipelines.logs',
     'trades': 'pipelines.trades',
+    'sensors': 'pipelines.sensors',
 }
