@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 JOB    ?= logs
 ARGS   ?=
 
-.PHONY: install run test bench docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
+.PHONY: install run test bench eval-sensors docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
 
 help:
-	@echo "make install | run [JOB=logs ARGS=...] | test | demo-kafka | demo-pubsub [JOB=...] | bench | docs | templates | clean"
+	@echo "make install | run [JOB=logs ARGS=...] | test | demo-kafka | demo-pubsub [JOB=...] | bench | eval-sensors | docs | templates | clean"
 	@echo "production: make template|launch|submit-dataflow|submit-flink JOB=... (docs/production.md)"
 
 install: $(STAMP)
@@ -46,6 +46,11 @@ demo-pubsub: install
 # 10-million-record replay; writes bench/RESULTS.md (a few minutes).
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The sensors job's detector on NAB's seven realKnownCause series (../shared/nab),
+# scored with NAB's standard profile; writes output/eval-sensors/detections.csv.
+eval-sensors: install
+	$(PY) bench/eval_sensors.py $(ARGS)
 
 # Regenerates the README's option and table reference from the code.
 docs: install

@@ -47,6 +47,16 @@ def optional_float(text):
 optional_float.regex = r'^-?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$'
 
 
+def duration_or_off(text):
+    """A duration, or 0 (off)."""
+    if text.strip() in ('0', 'off'):
+        return '0'
+    return duration(text)
+
+
+duration_or_off.regex = r'^(0|off|' + duration.regex[1:-1] + r')$'
+
+
 class SensorsOptions(JobOptions):
     JOB = JOB
     DEFAULT_SOURCE = 'synthetic://sensors?sensors=20&seed=42'
@@ -99,7 +109,7 @@ class SensorsOptions(JobOptions):
             help='report a stuck sensor after this many equal readings in a '
                  'row; 0 turns it off (default: %(default)s)')
         group.add_argument(
-            '--max_silence', default='10m', type=duration,
+            '--max_silence', default='10m', type=duration_or_off,
             help='report a sensor silent for longer than this (by event-time '
                  'timer in a stream, waiting the allowed lateness); 0 turns '
                  'it off (default: %(default)s)')
@@ -132,7 +142,8 @@ def detector_config(args) -> DetectorConfig:
         k_open=args.spike_k, k_close=args.spike_close_k,
         quiet=args.spike_quiet_readings, warmup=args.warmup_readings,
         stuck_readings=args.stuck_readings,
-        max_silence_s=windows.parse_duration(args.max_silence),
+        max_silence_s=0.0 if args.max_silence == '0'
+        else windows.parse_duration(args.max_silence),
         trend_low=args.trend_low, trend_high=args.trend_high,
         horizon_s=windows.parse_duration(args.trend_horizon))
 

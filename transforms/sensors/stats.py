@@ -7,8 +7,9 @@ statistics (count, mean time, mean value, the sum of squared time deviations
 and the sum of cross deviations), updated one point at a time (Welford) and
 merged with Chan et al.'s pairwise formula.  Centring keeps the fit exact for
 epoch-sized times, where the textbook sums (of t, t^2, t*y) cancel
-catastrophically: ``slope = Sty / Stt`` equals ``numpy.polyfit(t, y, 1)`` on
-the window's points.
+catastrophically, and times are kept as integer microseconds after the first
+one (no float holds an epoch-sized time): ``slope = Sty / Stt`` equals
+``numpy.polyfit(t, y, 1)`` on the window's points.
 """
 
 import numpy as np
@@ -21,13 +22,22 @@ RANKS = (0.5, 0.95)
 
 
 class Trend:
-    """n, mean t (s), mean y, Stt, Sty: the mergeable least-squares line."""
-    __slots__ = ('n', 'mt', 'my', 'stt', 'sty')
+    """The mergeable least-squares line: n, mean time, mean value, Stt, Sty.
 
-    def __init__(self, n=0, mt=0.0, my=0.0, stt=0.0, sty=0.0):
-        self.n, self.mt, self.my, self.stt, self.sty = n, mt, my, stt, sty
+    Times are integer microseconds, held relative to an *origin* (the first
+    time seen) so that no float ever carries an epoch-sized time: ``mt`` is
+    seconds after the origin.  Accumulators with different origins merge by
+    shifting one mean; the sums of deviations do not depend on the origin."""
+    __slots__ = ('n', 'origin', 'mt', 'my', 'stt', 'sty')
 
-    def add(self, t: float, y: float) -> 'Trend':
+    def __init__(self, n=0, origin=0, mt=0.0, my=0.0, stt=0.0, sty=0.0):
+        self.n, self.origin = n, origin
+        self.mt, self.my, self.stt, self.sty = mt, my, stt, sty
+
+    def add(self, t_us: int, y: float) -> 'Trend':
+        if self.n == 0:
+            self.origin = int(t_us)
+        t = (int(t_us) - self.origin) / 1e6
         self.n += 1
         dt = t - self.mt
         self.mt += dt / self.n
@@ -37,24 +47,27 @@ class Trend:
         return self
 
     @classmethod
-    def of_arrays(cls, t, y) -> 'Trend':
-        t = np.asarray(t, dtype=np.float64)
+    def of_arrays(cls, t_us, y) -> 'Trend':
+        t_us = np.asarray(t_us, dtype=np.int64)
         y = np.asarray(y, dtype=np.float64)
-        if t.size == 0:
+        if t_us.size == 0:
             return cls()
+        origin = int(t_us[0])
+        t = (t_us - origin) / 1e6
         mt, my = float(t.mean()), float(y.mean())
         dt = t - mt
-        return cls(int(t.size), mt, my, float((dt * dt).sum()),
+        return cls(int(t.size), origin, mt, my, float((dt * dt).sum()),
                    float((dt * (y - my)).sum()))
 
     def merge(self, other: 'Trend') -> 'Trend':
         if other.n == 0:
             return self
         if self.n == 0:
-            self.n, self.mt, self.my, self.stt, self.sty = other.__getstate__()
+            (self.n, self.origin, self.mt, self.my, self.stt,
+             self.sty) = other.__getstate__()
             return self
         n = self.n + other.n
-        dt = other.mt - self.mt
+        dt = other.mt + (other.origin - self.origin) / 1e6 - self.mt
         dy = other.my - self.my
         w = self.n * other.n / n
         self.stt += other.stt + dt * dt * w
@@ -64,18 +77,19 @@ class Trend:
         self.n = n
         return self
 
-    def line(self, at: float):
-        """(slope per second, value at time ``at``), None where undefined."""
+    def line(self, at_us: int):
+        """(slope per second, value at time ``at_us``), None where undefined."""
         if self.n < 2 or self.stt <= 0:
             return None, None
         slope = self.sty / self.stt
+        at = (int(at_us) - self.origin) / 1e6
         return slope, self.my + slope * (at - self.mt)
 
     def __getstate__(self):
-        return (self.n, self.mt, self.my, self.stt, self.sty)
+        return (self.n, self.origin, self.mt, self.my, self.stt, self.sty)
 
     def __setstate__(self, state):
-        self.n, self.mt, self.my, self.stt, self.sty = state
+        self.n, self.origin, self.mt, self.my, self.stt, self.sty = state
 
 
 class SensorAcc:
@@ -96,7 +110,7 @@ class SensorAcc:
     def add(self, r: CalibratedReading) -> 'SensorAcc':
         self.moments.add(r.value)
         self.sketch.add(r.value)
-        self.trend.add(r.event_time.micros / 1e6, r.value)
+        self.trend.add(r.event_time.micros, r.value)
         if r.calibrated:
             self.versions.add(r.calibration_version)
         else:
@@ -109,7 +123,7 @@ class SensorAcc:
         acc = cls(k)
         acc.moments = Moments.of_array(value)
         acc.sketch.add_array(value)
-        acc.trend = Trend.of_arrays(np.asarray(event_us) / 1e6, value)
+        acc.trend = Trend.of_arrays(event_us, value)
         calibrated = np.asarray(calibrated, dtype=bool)
         acc.uncalibrated = int((~calibrated).sum())
         acc.versions = set(versions)
@@ -155,7 +169,7 @@ def to_sensor_stats(key, acc: SensorAcc, pane: dict) -> SensorStats:
     sensor_id, metric = key
     m = acc.moments.result()
     p50, p95 = acc.sketch.quantiles(RANKS)
-    slope, intercept = acc.trend.line(pane['window_start'].micros / 1e6)
+    slope, intercept = acc.trend.line(pane['window_start'].micros)
     return SensorStats(
         sensor_id=sensor_id, metric=metric, count=m['count'], mean=m['mean'],
         min=m['min'], max=m['max'], stddev=m['stddev'], p50=p50, p95=p95,
