@@ -79,6 +79,7 @@ class SensorModel:
         self.level = None
         self.var = 0.0
         self.slope = 0.0
+        self.trend_level = None
         self.profile = [0.0] * int(WEEK_S // config.profile_bin_s)
         self.last_us = None
         self.last_value = None
@@ -131,7 +132,7 @@ class SensorModel:
         c = self.config
         if self.last_us is None or self.silence_reported == self.last_us:
             return None
-        if now_us - self.last_us <= c.max_silence_s * 1e6:
+        if now_us - self.last_us < c.max_silence_s * 1e6:
             return None
         self.silence_reported = self.last_us
         return Incident(
@@ -216,12 +217,20 @@ class SensorModel:
         # Update with the clipped residual (outliers do not teach the model).
         if sd > 0 and judged:
             residual = max(-c.clip * sd, min(c.clip * sd, residual))
-        before = self.level
         self.level += c.alpha * residual
         self.profile[b] += c.gamma * (1.0 - c.alpha) * residual
         self.var = (1.0 - c.beta) * self.var + c.beta * residual * residual
-        if self.last_us is not None and t_us > self.last_us:
-            step = (self.level - before) / ((t_us - self.last_us) / 1e6)
+        # The trend follows the deseasonalised value unclipped (Holt): a
+        # drift is what it is there to see.
+        target = value - self.profile[b]
+        if self.trend_level is None:
+            self.trend_level = target
+        elif t_us > self.last_us:
+            dt = (t_us - self.last_us) / 1e6
+            predicted = self.trend_level + self.slope * dt
+            level = predicted + c.alpha * (target - predicted)
+            step = (level - self.trend_level) / dt
+            self.trend_level = level
             self.slope += c.alpha * (step - self.slope)
         self.n += 1
         if judged and (c.trend_low is not None or c.trend_high is not None):
@@ -230,14 +239,15 @@ class SensorModel:
 
     def _trend(self, t_us, value, version):
         c = self.config
-        projected = self.level + self.slope * c.horizon_s
+        projected = self.trend_level + self.slope * c.horizon_s
         breach = ((c.trend_high is not None and projected > c.trend_high) or
                   (c.trend_low is not None and projected < c.trend_low))
         out = []
         if breach:
             limit = c.trend_high if (c.trend_high is not None and
                                      projected > c.trend_high) else c.trend_low
-            ahead = (limit - self.level) / self.slope if self.slope else 0.0
+            ahead = (limit - self.trend_level) / self.slope \
+                if self.slope else 0.0
             ahead = max(0.0, ahead)
             if 'trend' in self.open:
                 self._extend('trend', t_us, value, ahead,
