@@ -19,7 +19,8 @@ SNAPSHOTS = REPO_ROOT / 'tests' / 'pipelines' / 'snapshots'
 # Example values for options whose default is empty.
 EXAMPLES = {'dead_letter': 'parquet://dead',
             'alerts': 'kafka://localhost:9092/alerts', 'mask_key': 'secret',
-            'syslog_year': '2026'}
+            'syslog_year': '2026', 'trend_low': '-5.5', 'trend_high': '80.5',
+            'calibration': 'gs://demo/calibration.csv'}
 DATAFLOW = ['--runner', 'DataflowRunner', '--project', 'demo-project',
             '--region', 'europe-west1', '--temp_location', 'gs://demo/tmp',
             '--job_name', 'dry-run', '--dry_run=True', '--no_auth',
@@ -54,6 +55,9 @@ STEPS = {
              'MaskDeadLetters'),
     'trades': ('Read', 'DecodePartials', 'Bars', 'PriceAnomalies', 'Gaps',
                'Anomalies', 'WriteBars', 'WriteAnomalies', 'WriteDeadLetters'),
+    'sensors': ('Read', 'Decode', 'CalibrationTable', 'Calibrate', 'Stats',
+                'Incidents', 'WriteStats', 'WriteAnomalies',
+                'WriteDeadLetters'),
 }
 
 
@@ -162,6 +166,7 @@ def test_a_streaming_dataflow_job_reads_pubsub_and_writes_bigquery(job):
     ('logs', ['--execution', 'columnar']),
     ('logs', ['--execution', 'element']),
     ('trades', []),
+    ('sensors', []),
 ])
 def test_the_portable_form_has_only_portable_transforms(replay_file, job,
                                                         argv):

@@ -206,7 +206,7 @@ class CalibrationTables(beam.PTransform):
 
     def expand(self, pbegin):
         if self._refresh_s is None:
-            ticks = pbegin | 'Once' >> beam.Create([0])
+            ticks = pbegin | 'Once' >> beam.Impulse()
         else:
             from apache_beam.transforms.periodicsequence import PeriodicImpulse  # pylint: disable=import-outside-toplevel
             now = time.time()
