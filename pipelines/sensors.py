@@ -19,11 +19,14 @@ import apache_beam as beam
 
 from pipelines.options import (JobOptions, duration, non_negative_int,
                                positive_float)
-from transforms import deadletter, io, windows
+from transforms import columnar, deadletter, io, windows
+from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode
 from transforms.sensors import calibration, decoders
+from transforms.sensors.columnar import (READINGS, BlockDecoder,
+                                        SensorPartials, SensorPartialsFn)
 from transforms.sensors.detectors import DetectIncidents, DetectorConfig
 from transforms.sensors.records import Incident, SensorStats
 from transforms.sensors.stats import (SensorStatsFn, stats_count,
@@ -85,6 +88,14 @@ class SensorsOptions(JobOptions):
                  're-read the calibration table this often without a '
                  'restart; batch runs and replays read it once '
                  '(default: %(default)s)')
+        group.add_argument(
+            '--execution', default='columnar', choices=('columnar', 'element'),
+            help='"columnar" decodes and calibrates blocks of lines with Arrow '
+                 'and numpy and pre-aggregates statistics per sensor and '
+                 'window before the shuffle (same results); "element" handles '
+                 'one reading at a time (the reference). Session windows, '
+                 'late=N>1 and a calibration refreshed from a live source '
+                 'always run "element" (default: %(default)s)')
         group.add_argument(
             '--spike_k', default=DEFAULTS.k_open, type=positive_float,
             help='open a spike incident when a reading is more than k robust '
@@ -167,26 +178,57 @@ def build(pipeline, args, context):
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
 
-    decoded = (pipeline
-               | 'Read' >> source
-               | 'Decode' >> Decode(
-                   decoders.make_decoder(args.reading_format),
-                   stage='decode.sensors', job=JOB, source=args.source,
-                   max_bytes=args.max_record_bytes))
     tables = pipeline | 'CalibrationTable' >> calibration.CalibrationTables(
         args.calibration, refresh if live else None, JOB)
-    readings = decoded.ok | 'Calibrate' >> calibration.Calibrate(
-        tables, refresh if live else None, JOB)
-    keyed = (readings
-             | 'KeyBySensor' >> beam.Map(
-                 lambda r: ((r.sensor_id, r.metric), r))
-             | 'Window' >> windows.ApplyWindow(window, trigger))
+    if args.execution == 'columnar' and not live and \
+            columnar.keeps_semantics(trigger, window):
+        # Blocks of lines -> calibrated columns -> partial statistics per
+        # (sensor, metric, window) and one block of readings per sensor for
+        # the detector.  In a batch run the window travels in the key.
+        bounded = not context.streaming
+        blocks = source.blocks() if bounded else None
+        decoded = (pipeline
+                   | 'Read' >> (blocks or source)
+                   | 'DecodePartials' >> beam.ParDo(
+                       SensorPartialsFn(
+                           BlockDecoder(decoders.make_decoder(
+                               args.reading_format), 'decode.sensors',
+                               args.source, args.max_record_bytes,
+                               json_fast=args.reading_format in ('auto',
+                                                                 'json')),
+                           SensorPartials(window, DEFAULT_K), JOB,
+                           window_in_key=bounded),
+                       beam.pvalue.AsSingleton(tables, default_value=None))
+                   .with_outputs(deadletter.DEAD, READINGS,
+                                 main=deadletter.OK))
+        keyed = decoded.ok if bounded else \
+            decoded.ok | 'Window' >> windows.ApplyKeptWindows(trigger)
+        blocks_of = decoded[READINGS]
+        if bounded:
+            blocks_of = blocks_of | 'SensorKey' >> beam.Map(
+                lambda kv: (kv[0][0], kv[1]))
+        anomalies = blocks_of | 'Incidents' >> DetectIncidents(
+            config, trigger.lateness, context.streaming, JOB, keyed=True)
+    else:
+        bounded = False
+        decoded = (pipeline
+                   | 'Read' >> source
+                   | 'Decode' >> Decode(
+                       decoders.make_decoder(args.reading_format),
+                       stage='decode.sensors', job=JOB, source=args.source,
+                       max_bytes=args.max_record_bytes))
+        readings = decoded.ok | 'Calibrate' >> calibration.Calibrate(
+            tables, refresh if live else None, JOB)
+        keyed = (readings
+                 | 'KeyBySensor' >> beam.Map(
+                     lambda r: ((r.sensor_id, r.metric), r))
+                 | 'Window' >> windows.ApplyWindow(window, trigger))
+        anomalies = readings | 'Incidents' >> DetectIncidents(
+            config, trigger.lateness, context.streaming, JOB)
     stats = keyed | 'Stats' >> AggregatePerKey(
         SensorStatsFn(), to_sensor_stats, stats_count,
-        trigger.accumulates_panes, JOB,
-        key_type=typing.Tuple[str, str]).with_output_types(SensorStats)
-    anomalies = readings | 'Incidents' >> DetectIncidents(
-        config, trigger.lateness, context.streaming, JOB)
+        trigger.accumulates_panes, JOB, key_type=typing.Tuple[str, str],
+        window_in_key=bounded).with_output_types(SensorStats)
 
     stats | 'WriteStats' >> sink.write('stats', TABLES['stats'])
     anomalies | 'WriteAnomalies' >> sink.write('anomalies',

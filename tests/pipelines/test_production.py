@@ -55,7 +55,7 @@ STEPS = {
              'MaskDeadLetters'),
     'trades': ('Read', 'DecodePartials', 'Bars', 'PriceAnomalies', 'Gaps',
                'Anomalies', 'WriteBars', 'WriteAnomalies', 'WriteDeadLetters'),
-    'sensors': ('Read', 'Decode', 'CalibrationTable', 'Calibrate', 'Stats',
+    'sensors': ('Read', 'DecodePartials', 'CalibrationTable', 'Stats',
                 'Incidents', 'WriteStats', 'WriteAnomalies',
                 'WriteDeadLetters'),
 }
@@ -166,7 +166,8 @@ def test_a_streaming_dataflow_job_reads_pubsub_and_writes_bigquery(job):
     ('logs', ['--execution', 'columnar']),
     ('logs', ['--execution', 'element']),
     ('trades', []),
-    ('sensors', []),
+    ('sensors', ['--execution', 'columnar']),
+    ('sensors', ['--execution', 'element']),
 ])
 def test_the_portable_form_has_only_portable_transforms(replay_file, job,
                                                         argv):

@@ -62,6 +62,10 @@ class CalibrationTable:
     def __len__(self):
         return sum(len(v) for v in self._rows.values())
 
+    def rows_of(self, sensor_id: str, metric: str) -> list:
+        """[(valid_from us, a, b), ...] sorted, of one sensor and metric."""
+        return self._rows.get((sensor_id, metric), [])
+
     def lookup(self, sensor_id: str, metric: str, event_us: int):
         """(a, b) of the row in force at ``event_us``, or None."""
         starts = self._starts.get((sensor_id, metric))

@@ -279,10 +279,16 @@ class _IncidentFn(beam.DoFn):
                 next_flush=beam.DoFn.StateParam(NEXT),
                 flush=beam.DoFn.TimerParam(FLUSH),
                 end=beam.DoFn.TimerParam(END)):
-        _, r = kv
-        t_us = r.event_time.micros
-        buffer.add((t_us, r.value, r.sensor_id, r.metric,
-                    r.calibration_version))
+        key, r = kv
+        if hasattr(r, 'event_us'):           # a block of readings (columnar)
+            if not len(r):
+                return
+            buffer.add((key, r))
+            t_us = int(r.event_us.min())
+        else:
+            t_us = r.event_time.micros
+            buffer.add((t_us, r.value, r.sensor_id, r.metric,
+                        r.calibration_version))
         pending = next_flush.read()
         if pending is None or t_us < pending:
             next_flush.write(t_us)
@@ -293,7 +299,17 @@ class _IncidentFn(beam.DoFn):
         # Everything buffered when the watermark passes the earliest reading
         # is released, sorted: one firing per burst of readings (a bounded
         # replay is one firing), not one per reading.
-        ready = sorted(buffer.read())
+        ready = []
+        for item in buffer.read():
+            if len(item) == 2:                # (key, ReadingBlock)
+                (sensor_id, metric), block = item
+                ready.extend(
+                    (t, v, sensor_id, metric, block.version)
+                    for t, v in zip(block.event_us.tolist(),
+                                    block.value.tolist()))
+            else:
+                ready.append(item)
+        ready.sort()
         buffer.clear()
         next_flush.clear()
         model = model_state.read()
@@ -357,21 +373,24 @@ class _IncidentFn(beam.DoFn):
 
 
 class DetectIncidents(beam.PTransform):
-    """``PCollection[CalibratedReading]`` -> ``PCollection[Incident]`` (global
-    window).  ``silence_timer``: declare silences by timer (streaming); in a
+    """``PCollection[CalibratedReading]`` (or ``((sensor_id, metric),
+    ReadingBlock)`` pairs from the columnar path, with ``keyed``) ->
+    ``PCollection[Incident]`` (global window).  ``silence_timer``: declare silences by timer (streaming); in a
     bounded run silences are found between readings only, so the end of the
     input is not a silence."""
 
     def __init__(self, config: DetectorConfig, lateness_s: float,
-                 silence_timer: bool, job: str, label=None):
+                 silence_timer: bool, job: str, keyed=False, label=None):
         super().__init__(label)
         self._fn = _IncidentFn(config, lateness_s, silence_timer, job)
+        self._keyed = keyed
 
     def expand(self, readings):
+        key = (lambda kv: kv) if self._keyed else \
+            (lambda r: ((r.sensor_id, r.metric), r))
         return (readings
-                | 'KeyBySensor' >> beam.Map(
-                    lambda r: ((r.sensor_id, r.metric), r)).with_output_types(
-                        typing.Tuple[typing.Tuple[str, str], typing.Any])
+                | 'KeyBySensor' >> beam.Map(key).with_output_types(
+                    typing.Tuple[typing.Tuple[str, str], typing.Any])
                 | 'GlobalWindow' >> beam.WindowInto(
                     beam_window.GlobalWindows())
                 | 'Detect' >> beam.ParDo(self._fn))
