@@ -16,6 +16,7 @@ from bench import common  # noqa: E402  pylint: disable=wrong-import-position
 from bench import logs_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import core_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import trades_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import sensors_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 RESULTS = common.BENCH / 'RESULTS.md'
 
@@ -128,6 +129,7 @@ def main(argv=None):
         ('core', core_bench, core_bench.make_input, True),
         ('logs', logs_bench, common.logs_input, True),
         ('trades', trades_bench, trades_bench.make_input, True),
+        ('sensors', sensors_bench, sensors_bench.make_input, True),
     ]
     rows = []
     for name, module, make_input, element in benches:

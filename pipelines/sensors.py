@@ -97,6 +97,11 @@ class SensorsOptions(JobOptions):
                  'late=N>1 and a calibration refreshed from a live source '
                  'always run "element" (default: %(default)s)')
         group.add_argument(
+            '--anomalies', default='on', choices=('on', 'off'),
+            help='"off" computes the stats table only (no per-reading '
+                 'detector; the anomalies table stays empty) '
+                 '(default: %(default)s)')
+        group.add_argument(
             '--spike_k', default=DEFAULTS.k_open, type=positive_float,
             help='open a spike incident when a reading is more than k robust '
                  'standard deviations from its expected value (EWMA level + '
@@ -207,8 +212,9 @@ def build(pipeline, args, context):
         if bounded:
             blocks_of = blocks_of | 'SensorKey' >> beam.Map(
                 lambda kv: (kv[0][0], kv[1]))
-        anomalies = blocks_of | 'Incidents' >> DetectIncidents(
-            config, trigger.lateness, context.streaming, JOB, keyed=True)
+        anomalies = blocks_of if args.anomalies == 'off' else \
+            blocks_of | 'Incidents' >> DetectIncidents(
+                config, trigger.lateness, context.streaming, JOB, keyed=True)
     else:
         bounded = False
         decoded = (pipeline
@@ -223,13 +229,17 @@ def build(pipeline, args, context):
                  | 'KeyBySensor' >> beam.Map(
                      lambda r: ((r.sensor_id, r.metric), r))
                  | 'Window' >> windows.ApplyWindow(window, trigger))
-        anomalies = readings | 'Incidents' >> DetectIncidents(
-            config, trigger.lateness, context.streaming, JOB)
+        anomalies = readings if args.anomalies == 'off' else \
+            readings | 'Incidents' >> DetectIncidents(
+                config, trigger.lateness, context.streaming, JOB)
     stats = keyed | 'Stats' >> AggregatePerKey(
         SensorStatsFn(), to_sensor_stats, stats_count,
         trigger.accumulates_panes, JOB, key_type=typing.Tuple[str, str],
         window_in_key=bounded).with_output_types(SensorStats)
 
+    if args.anomalies == 'off':
+        anomalies = anomalies | 'NoAnomalies' >> beam.FlatMap(
+            lambda _: ()).with_output_types(Incident)
     stats | 'WriteStats' >> sink.write('stats', TABLES['stats'])
     anomalies | 'WriteAnomalies' >> sink.write('anomalies',
                                                TABLES['anomalies'])

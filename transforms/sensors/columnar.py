@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 from transforms import columnar, deadletter, windows
 from transforms.decode import DEFAULT_MAX_BYTES, decode_payload
 from transforms.sensors import calibration
-from transforms.sensors.stats import SensorAcc
+from transforms.combiners import Moments
+from transforms.sensors.stats import SensorAcc, Trend
 
 READINGS = 'readings'
 SCHEMA = pa.schema([
@@ -39,7 +40,7 @@ class Columns:
 
     def __init__(self, event_us, sensor, metric, value):
         self.event_us = event_us        # int64 microseconds
-        self.sensor = sensor            # numpy object array of str
+        self.sensor = sensor            # pyarrow string Array
         self.metric = metric
         self.value = value              # float64, raw
 
@@ -47,18 +48,20 @@ class Columns:
     def concat(cls, parts):
         parts = [p for p in parts if len(p.event_us)]
         if not parts:
-            return cls(np.zeros(0, np.int64), np.zeros(0, object),
-                       np.zeros(0, object), np.zeros(0, np.float64))
+            return cls(np.zeros(0, np.int64), pa.array([], pa.string()),
+                       pa.array([], pa.string()), np.zeros(0, np.float64))
         if len(parts) == 1:
             return parts[0]
-        return cls(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in cls.__slots__))
+        return cls(np.concatenate([p.event_us for p in parts]),
+                   pa.concat_arrays([p.sensor for p in parts]),
+                   pa.concat_arrays([p.metric for p in parts]),
+                   np.concatenate([p.value for p in parts]))
 
     @classmethod
     def of_records(cls, records):
         return cls(np.array([r.event_time.micros for r in records], np.int64),
-                   np.array([r.sensor_id for r in records], object),
-                   np.array([r.metric for r in records], object),
+                   pa.array([r.sensor_id for r in records], pa.string()),
+                   pa.array([r.metric for r in records], pa.string()),
                    np.array([r.value for r in records], np.float64))
 
 
@@ -82,8 +85,8 @@ def _accepted_rows(table: pa.Table) -> np.ndarray:
 def _columns_of(table: pa.Table, event_us) -> Columns:
     return Columns(
         event_us,
-        np.asarray(table.column('sensor_id').to_pylist(), object),
-        np.asarray(table.column('metric').to_pylist(), object),
+        table.column('sensor_id').combine_chunks(),
+        table.column('metric').combine_chunks(),
         table.column('value').to_numpy(zero_copy_only=False).astype(
             np.float64))
 
@@ -120,17 +123,35 @@ class BlockDecoder:
             concat=Columns.concat)
 
 
-def calibrate(columns: Columns, table: calibration.CalibrationTable):
+def _codes(array: pa.Array):
+    """(int codes, names) of a string array (Arrow dictionary encoding)."""
+    encoded = pc.dictionary_encode(array)
+    return (encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            encoded.dictionary.to_pylist())
+
+
+def sensor_groups(columns: Columns):
+    """(order, bounds, firsts, names) of the rows grouped by (sensor,
+    metric); ``names[g]`` is the (sensor_id, metric) of group g."""
+    s_codes, s_names = _codes(columns.sensor)
+    m_codes, m_names = _codes(columns.metric)
+    order, bounds, firsts = columnar.group_rows(s_codes, m_codes)
+    names = [(s_names[s_codes[f]], m_names[m_codes[f]]) for f in firsts]
+    return order, bounds, firsts, names, s_codes * (len(m_names) + 1) + m_codes
+
+
+def calibrate(columns: Columns, table: calibration.CalibrationTable,
+              groups=None):
     """(calibrated values, calibrated flags): ``a x + b`` with the row in
     force at each reading's time, the raw value where there is none."""
     value = columns.value.copy()
     calibrated = np.zeros(len(value), bool)
     if not len(value) or not len(table):
         return value, calibrated
-    order, bounds, firsts = columnar.group_rows(columns.sensor, columns.metric)
-    for g, first in enumerate(firsts):
+    order, bounds, _, names, _ = groups or sensor_groups(columns)
+    for g, (sensor_id, metric) in enumerate(names):
         rows = order[bounds[g]:bounds[g + 1]]
-        entries = table.rows_of(columns.sensor[first], columns.metric[first])
+        entries = table.rows_of(sensor_id, metric)
         if not entries:
             continue
         valid = np.array([e[0] for e in entries], np.int64)
@@ -166,12 +187,13 @@ class SensorPartials:
 
     def __call__(self, columns: Columns):
         table = self.table
-        value, calibrated = calibrate(columns, table)
-        order, bounds, firsts = columnar.group_rows(columns.sensor,
-                                                    columns.metric)
-        for g, first in enumerate(firsts):
+        if not len(columns.event_us):
+            return
+        groups = sensor_groups(columns)
+        order, bounds, _, names, key_codes = groups
+        value, calibrated = calibrate(columns, table, groups)
+        for g, key in enumerate(names):
             rows = order[bounds[g]:bounds[g + 1]]
-            key = (columns.sensor[first], columns.metric[first])
             t = columns.event_us[rows]
             yield (READINGS, key, int(t.min()), int(t.max()) + 1, int(t.max()),
                    ReadingBlock(t, value[rows], table.version))
@@ -179,17 +201,54 @@ class SensorPartials:
         if win_rows.size == 0:
             return
         size = int(round(self.window.size * 1e6))
-        order, bounds, firsts = columnar.group_rows(
-            columns.sensor[win_rows], columns.metric[win_rows], starts)
-        for g, first in enumerate(firsts):
-            rows = win_rows[order[bounds[g]:bounds[g + 1]]]
-            flags = calibrated[rows]
-            acc = SensorAcc.of_arrays(
-                columns.event_us[rows], value[rows], flags,
-                {table.version} if flags.any() else set(), self.k)
-            start = int(starts[first])
-            yield ((columns.sensor[rows[0]], columns.metric[rows[0]]), start,
-                   start + size, int(columns.event_us[rows].max()), acc)
+        name_of = {int(key_codes[order[bounds[g]]]): key
+                   for g, key in enumerate(names)}
+        order, bounds, firsts = columnar.group_rows(key_codes[win_rows],
+                                                    starts)
+        rows = win_rows[order]
+        for g, acc in enumerate(accumulators(
+                columns.event_us[rows], value[rows], calibrated[rows],
+                bounds, table.version, self.k)):
+            first = rows[bounds[g]]
+            start = int(starts[order[bounds[g]]])
+            yield (name_of[int(key_codes[first])], start, start + size,
+                   int(columns.event_us[rows[bounds[g]:bounds[g + 1]]].max()),
+                   acc)
+
+
+def accumulators(event_us, value, calibrated, bounds, version, k):
+    """One SensorAcc per group of consecutive rows (``bounds``), with the
+    moments and the trend of all groups computed at once (``reduceat``),
+    each as SensorAcc.of_arrays would compute it."""
+    lo = bounds[:-1]
+    counts = np.diff(bounds)
+    group = np.repeat(np.arange(len(counts)), counts)
+    mean = np.add.reduceat(value, lo) / counts
+    dev = value - mean[group]
+    m2 = np.add.reduceat(dev * dev, lo)
+    low = np.minimum.reduceat(value, lo)
+    high = np.maximum.reduceat(value, lo)
+    origin = event_us[lo]
+    t = (event_us - origin[group]) / 1e6
+    mt = np.add.reduceat(t, lo) / counts
+    dt = t - mt[group]
+    stt = np.add.reduceat(dt * dt, lo)
+    sty = np.add.reduceat(dt * dev, lo)
+    uncalibrated = counts - np.add.reduceat(calibrated.astype(np.int64), lo)
+    out = []
+    for g in range(len(counts)):
+        acc = SensorAcc(k)
+        n = int(counts[g])
+        acc.moments = Moments(n, float(mean[g]), float(m2[g]), float(low[g]),
+                              float(high[g]))
+        acc.sketch.add_array(value[lo[g]:lo[g] + n])
+        acc.trend = Trend(n, int(origin[g]), float(mt[g]), float(mean[g]),
+                          float(stt[g]), float(sty[g]))
+        acc.uncalibrated = int(uncalibrated[g])
+        if acc.uncalibrated < n:
+            acc.versions = {version}
+        out.append(acc)
+    return out
 
 
 class SensorPartialsFn(columnar.PartialsFn):
