@@ -13,6 +13,7 @@ timer) and trend breaches of --trend_low/--trend_high.
 
 Output tables: stats, anomalies, dead_letter.
 """
+import argparse
 import typing
 
 import apache_beam as beam
@@ -37,7 +38,7 @@ DEFAULTS = DetectorConfig()
 
 
 def optional_float(text):
-    import argparse  # pylint: disable=import-outside-toplevel
+    """A finite number (negative allowed)."""
     try:
         value = float(text)
     except ValueError:

@@ -146,3 +146,25 @@ def test_the_synthetic_default_runs(tmp_path):
                                 'synthetic://sensors?sensors=3&events=1500',
                                 '--sink', f'jsonl://{tmp_path}', '--no-summary'])
     assert summary['balanced'] and summary['read'] == 1500
+
+
+def test_a_live_stream_refreshes_the_calibration_every_period(tmp_path):
+    """From Pub/Sub, the table is re-read by a PeriodicImpulse every
+    --calibration_refresh and readings are calibrated in windows of it."""
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    from pipelines import options  # pylint: disable=import-outside-toplevel
+    from transforms import io  # pylint: disable=import-outside-toplevel
+    cal = tmp_path / 'cal.csv'
+    cal.write_text(CALIBRATION)
+    args, beam_options = options.parse(sensors.OPTIONS, [
+        '--source', 'pubsub://projects/demo-project/subscriptions/readings',
+        '--streaming',
+        '--sink', 'console://', '--calibration', str(cal),
+        '--calibration_refresh', '2m'])
+    pipeline = beam.Pipeline(options=beam_options)
+    sensors.build(pipeline, args, io.Context('sensors', True))
+    names = [t.unique_name for t in
+             pipeline.to_runner_api().components.transforms.values()]
+    assert any('CalibrationTable/Every' in n for n in names), names
+    assert any('Calibrate/RefreshWindows' in n for n in names)
+    assert not any('DecodePartials' in n for n in names)   # element path

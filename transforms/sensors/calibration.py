@@ -36,7 +36,7 @@ from apache_beam.transforms import window as beam_window
 
 from transforms.decode import DecodeError
 from transforms.market import decoders as market
-from transforms.sensors.records import CalibratedReading, Reading
+from transforms.sensors.records import CalibratedReading
 
 COLUMNS = ('sensor_id', 'metric', 'a', 'b', 'valid_from')
 
