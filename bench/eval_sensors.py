@@ -96,7 +96,7 @@ def evaluate(nab_dir, out_dir, job_args=(), out=sys.stdout) -> float:
     for incident in read_incidents(job_out):
         starts.setdefault(incident['sensor_id'], set()).add(
             incident['start'])
-    total, counted = 0.0, 0
+    total, counted, labelled = 0.0, 0, 0
     out.write(f'{"series":55s} {"windows":>7s} {"hit":>4s} {"fp":>4s} '
               f'{"raw":>8s} {"score":>6s}\n')
     with open(out_dir / 'detections.csv', 'w', newline='') as f:
@@ -112,9 +112,10 @@ def evaluate(nab_dir, out_dir, job_args=(), out=sys.stdout) -> float:
             s = nab.score_series(stamps, detected, windows[name])
             total += s.raw
             counted += s.windows
+            labelled += len(windows[name])
             out.write(f'{name:55s} {s.windows:7d} {s.tp:4d} {s.fp:4d} '
                       f'{s.raw:8.3f} {nab.normalised(s.raw, s.windows):6.1f}\n')
-    score = nab.normalised(total, counted)
+    score = nab.normalised(total, counted, labelled=labelled)
     out.write(f'detections: {out_dir / "detections.csv"}\n')
     out.write(f'NAB standard score ({len(series)} series): {score:.1f}\n')
     return score

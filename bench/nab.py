@@ -119,9 +119,15 @@ def _row_of(times, stamp) -> int:
     return i
 
 
-def normalised(raw_total: float, windows: int, profile=STANDARD) -> float:
+def normalised(raw_total: float, windows: int, profile=STANDARD,
+               labelled: typing.Optional[int] = None) -> float:
+    """NAB's normalisation: ``null`` is what a detector that never fires
+    scores (``-fnWeight`` per counted window), ``perfect`` is ``tpWeight``
+    times the windows of the label file (``labelled``, default ``windows``:
+    they differ only where a window lies wholly in a probationary period)."""
     null = -profile['fnWeight'] * windows
-    perfect = profile['tpWeight'] * windows
+    perfect = profile['tpWeight'] * (windows if labelled is None
+                                     else labelled)
     return 100.0 * (raw_total - null) / (perfect - null)
 
 

@@ -123,6 +123,11 @@ def main(argv=None):
     parser.add_argument('--memory-events', type=int, default=10_000_000,
                         help='records of the peak-memory replay (0 skips it; '
                              'default 1e7)')
+    parser.add_argument('--only', action='append', default=None,
+                        metavar='NAME',
+                        help='run only this benchmark (repeatable); the '
+                             'table is printed, bench/RESULTS.md is not '
+                             'rewritten')
     args = parser.parse_args(argv)
     # (name, module, input maker, has a separate element path to compare)
     benches = [
@@ -131,6 +136,12 @@ def main(argv=None):
         ('trades', trades_bench, trades_bench.make_input, True),
         ('sensors', sensors_bench, sensors_bench.make_input, True),
     ]
+    if args.only:
+        unknown = set(args.only) - {b[0] for b in benches}
+        if unknown:
+            parser.error(f'--only: unknown benchmark(s) {sorted(unknown)}; '
+                         f'known: {", ".join(b[0] for b in benches)}')
+        benches = [b for b in benches if b[0] in args.only]
     rows = []
     for name, module, make_input, element in benches:
         print(f'running {name} ...', flush=True)
@@ -144,7 +155,8 @@ def main(argv=None):
         memory['logs'] = memory_run('logs', logs_bench, common.logs_input,
                                     args.memory_events)
     text, worst = table(rows, memory, args.element_events)
-    RESULTS.write_text(text, encoding='utf-8')
+    if not args.only:
+        RESULTS.write_text(text, encoding='utf-8')
     print(text)
     return 0 if worst > 0 else 1
 

@@ -202,7 +202,9 @@ def build(pipeline, args, context):
                                args.source, args.max_record_bytes,
                                json_fast=args.reading_format in ('auto',
                                                                  'json')),
-                           SensorPartials(window, DEFAULT_K), JOB,
+                           SensorPartials(window, DEFAULT_K,
+                                          readings=args.anomalies == 'on'),
+                           JOB,
                            window_in_key=bounded),
                        beam.pvalue.AsSingleton(tables, default_value=None))
                    .with_outputs(deadletter.DEAD, READINGS,

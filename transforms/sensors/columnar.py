@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from transforms import columnar, deadletter, windows
 from transforms.decode import DEFAULT_MAX_BYTES, decode_payload
 from transforms.sensors import calibration
-from transforms.combiners import Moments
+from transforms.combiners import Moments, Quantiles
 from transforms.sensors.stats import SensorAcc, Trend
 
 READINGS = 'readings'
@@ -180,9 +180,11 @@ class SensorPartials:
     """columns -> partial SensorAcc per (sensor, metric, window), and one
     ReadingBlock per (sensor, metric) on the ``readings`` output."""
 
-    def __init__(self, window: windows.WindowSpec, k: int):
+    def __init__(self, window: windows.WindowSpec, k: int,
+                 readings: bool = True):
         self.window = window
         self.k = k
+        self.readings = readings        # emit ReadingBlocks (the detector)
         self.table = calibration.EMPTY
 
     def __call__(self, columns: Columns):
@@ -192,7 +194,7 @@ class SensorPartials:
         groups = sensor_groups(columns)
         order, bounds, _, names, key_codes = groups
         value, calibrated = calibrate(columns, table, groups)
-        for g, key in enumerate(names):
+        for g, key in enumerate(names if self.readings else ()):
             rows = order[bounds[g]:bounds[g + 1]]
             t = columns.event_us[rows]
             yield (READINGS, key, int(t.min()), int(t.max()) + 1, int(t.max()),
@@ -236,17 +238,20 @@ def accumulators(event_us, value, calibrated, bounds, version, k):
     sty = np.add.reduceat(dt * dev, lo)
     uncalibrated = counts - np.add.reduceat(calibrated.astype(np.int64), lo)
     out = []
-    for g in range(len(counts)):
-        acc = SensorAcc(k)
-        n = int(counts[g])
-        acc.moments = Moments(n, float(mean[g]), float(m2[g]), float(low[g]),
-                              float(high[g]))
-        acc.sketch.add_array(value[lo[g]:lo[g] + n])
-        acc.trend = Trend(n, int(origin[g]), float(mt[g]), float(mean[g]),
-                          float(stt[g]), float(sty[g]))
-        acc.uncalibrated = int(uncalibrated[g])
-        if acc.uncalibrated < n:
-            acc.versions = {version}
+    counts_l, mean_l, m2_l = counts.tolist(), mean.tolist(), m2.tolist()
+    low_l, high_l, origin_l = low.tolist(), high.tolist(), origin.tolist()
+    mt_l, stt_l, sty_l = mt.tolist(), stt.tolist(), sty.tolist()
+    unc_l, lo_l = uncalibrated.tolist(), lo.tolist()
+    for g, n in enumerate(counts_l):
+        # Built field by field: SensorAcc() would make a Moments and a Trend
+        # only to replace them.
+        acc = SensorAcc.__new__(SensorAcc)
+        acc.moments = Moments(n, mean_l[g], m2_l[g], low_l[g], high_l[g])
+        acc.sketch = Quantiles(k).add_array(value[lo_l[g]:lo_l[g] + n])
+        acc.trend = Trend(n, origin_l[g], mt_l[g], mean_l[g], stt_l[g],
+                          sty_l[g])
+        acc.uncalibrated = unc_l[g]
+        acc.versions = {version} if unc_l[g] < n else set()
         out.append(acc)
     return out
 
