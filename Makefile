@@ -11,10 +11,10 @@ JOB    ?= logs
 ARGS   ?=
 REPORT_DIR ?= output
 
-.PHONY: install run report test fuzz bench eval-logs docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
+.PHONY: install run report test fuzz bench eval-logs eval-sensors docs templates demo-kafka demo-pubsub template launch submit-dataflow submit-flink clean help
 
 help:
-	@echo "make install | run [JOB=logs ARGS=...] | report [REPORT_DIR=output] | test | fuzz [FUZZ_ARGS=...] | demo-kafka | demo-pubsub [JOB=...] | bench | eval-logs [LOGHUB_DIR=...] | docs | templates | clean"
+	@echo "make install | run [JOB=logs ARGS=...] | report [REPORT_DIR=output] | test | fuzz [FUZZ_ARGS=...] | demo-kafka | demo-pubsub [JOB=...] | bench | eval-logs [LOGHUB_DIR=...] | eval-sensors | docs | templates | clean"
 	@echo "production: make template|launch|submit-dataflow|submit-flink JOB=... (docs/production.md)"
 
 install: $(STAMP)
@@ -69,6 +69,11 @@ bench: install
 LOGHUB_DIR ?= ../shared/loghub
 eval-logs: install
 	$(PY) -m bench.eval_logs --loghub_dir $(LOGHUB_DIR)
+
+# The sensors job's detector on NAB's seven realKnownCause series (../shared/nab),
+# scored with NAB's standard profile; writes output/eval-sensors/detections.csv.
+eval-sensors: install
+	$(PY) bench/eval_sensors.py $(ARGS)
 
 # Regenerates the README's option and table reference from the code.
 docs: install

@@ -17,6 +17,7 @@ from bench import logs_bench  # noqa: E402  pylint: disable=wrong-import-positio
 from bench import core_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import trades_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import video_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import sensors_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 RESULTS = common.BENCH / 'RESULTS.md'
 
@@ -159,29 +160,36 @@ def main(argv=None):
     parser.add_argument('--memory-events', type=int, default=10_000_000,
                         help='records of the peak-memory replay (0 skips it; '
                              'default 1e7)')
-    parser.add_argument('--only', default=None,
-                        help='run this job\'s row only and print it '
-                             '(bench/RESULTS.md is left as it is)')
+    parser.add_argument('--only', action='append', default=None,
+                        metavar='NAME',
+                        help='run only this benchmark (repeatable); the '
+                             'table is printed, bench/RESULTS.md is not '
+                             'rewritten')
     args = parser.parse_args(argv)
     # (name, module, input maker, has a separate element path to compare)
     benches = [
         ('core', core_bench, core_bench.make_input, True),
         ('logs', logs_bench, common.logs_input, True),
         ('trades', trades_bench, trades_bench.make_input, True),
+        ('sensors', sensors_bench, sensors_bench.make_input, True),
     ]
-    rows = []
     if args.only:
-        benches = [b for b in benches if b[0] == args.only]
+        unknown = set(args.only) - {b[0] for b in benches} - {'video_qoe'}
+        if unknown:
+            parser.error(f'--only: unknown benchmark(s) {sorted(unknown)}; '
+                         f'known: {", ".join([b[0] for b in benches] + ["video_qoe"])}')
+        benches = [b for b in benches if b[0] in args.only]
+    rows = []
     for name, module, make_input, element in benches:
         print(f'running {name} ...', flush=True)
         rows.append(bench_job(name, module, make_input, args.events,
                               args.element_events if element else 0,
                               'columnar' if element else 'element'))
-    if args.template_events and args.only in (None, 'logs'):
+    if args.template_events and (not args.only or 'logs' in args.only):
         print('running logs + templates ...', flush=True)
         rows.append(bench_templates(args.template_events))
     # video_qoe decodes every line in Python (the CMCD decoder): fewer events.
-    if args.only in (None, 'video_qoe'):
+    if not args.only or 'video_qoe' in args.only:
         print('running video_qoe ...', flush=True)
         rows.append(bench_job('video_qoe', video_bench,
                               video_bench.make_input, args.video_events,

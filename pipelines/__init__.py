@@ -8,4 +8,5 @@ JOBS = {
     'logs': 'pipelines.logs',
     'trades': 'pipelines.trades',
     'video_qoe': 'pipelines.video_qoe',
+    'sensors': 'pipelines.sensors',
 }

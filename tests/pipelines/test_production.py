@@ -21,7 +21,8 @@ EXAMPLES = {'dead_letter': 'parquet://dead',
             'alerts': 'kafka://localhost:9092/alerts', 'mask_key': 'secret',
             'syslog_year': '2026',
             'log_pattern': r'(?P<timestamp>\S+) (?P<message>.*)',
-            'time_format': '%Y-%m-%d'}
+            'time_format': '%Y-%m-%d', 'trend_low': '-5.5',
+            'trend_high': '80.5', 'calibration': 'gs://demo/calibration.csv'}
 DATAFLOW = ['--runner', 'DataflowRunner', '--project', 'demo-project',
             '--region', 'europe-west1', '--temp_location', 'gs://demo/tmp',
             '--job_name', 'dry-run', '--dry_run=True', '--no_auth',
@@ -59,6 +60,9 @@ STEPS = {
     'video_qoe': ('Read', 'DecodeFragments', 'GroupSession', 'SplitSessions',
                   'Sessions', 'Rollups', 'Alerts', 'WriteSessions',
                   'WriteRollups', 'WriteAlerts', 'WriteDeadLetters'),
+    'sensors': ('Read', 'DecodePartials', 'CalibrationTable', 'Stats',
+                'Incidents', 'WriteStats', 'WriteAnomalies',
+                'WriteDeadLetters'),
 }
 
 
@@ -170,6 +174,8 @@ def test_a_streaming_dataflow_job_reads_pubsub_and_writes_bigquery(job):
     ('trades', []),
     ('video_qoe', ['--execution', 'columnar']),
     ('video_qoe', ['--execution', 'element']),
+    ('sensors', ['--execution', 'columnar']),
+    ('sensors', ['--execution', 'element']),
 ])
 def test_the_portable_form_has_only_portable_transforms(replay_file, job,
                                                         argv):

@@ -1,0 +1,256 @@
+"""Calibrated sensor statistics, trends and anomaly incidents.
+
+Reads sensor readings (JSON lines or CSV with a header: event_time,
+sensor_id, metric, value, unit, quality), calibrates each with the linear
+model ``y = a x + b`` of its sensor and metric in force at its event time (a
+side input read from --calibration, re-read every --calibration_refresh in a
+stream from a live source), and computes per sensor, metric and event-time
+window the count, mean, min, max, stddev, p50, p95 and the least-squares
+trend (slope per second, value at the window start).  A stateful detector per
+sensor reports one record per incident: spikes against a robust EWMA of
+level, weekly profile and variance, stuck values, silence (by event-time
+timer) and trend breaches of --trend_low/--trend_high.
+
+Output tables: stats, anomalies, dead_letter.
+"""
+import argparse
+import typing
+
+import apache_beam as beam
+
+from pipelines.options import (JobOptions, duration, non_negative_int,
+                               positive_float)
+from transforms import columnar, deadletter, io, windows
+from transforms.combiners import DEFAULT_K
+from transforms.aggregate import AggregatePerKey
+from transforms.deadletter import DeadLetter
+from transforms.decode import Decode
+from transforms.sensors import calibration, decoders
+from transforms.sensors.columnar import (READINGS, BlockDecoder,
+                                        SensorPartials, SensorPartialsFn)
+from transforms.sensors.detectors import DetectIncidents, DetectorConfig
+from transforms.sensors.records import Incident, SensorStats
+from transforms.sensors.stats import (SensorStatsFn, stats_count,
+                                      to_sensor_stats)
+
+JOB = 'sensors'
+DEFAULTS = DetectorConfig()
+
+
+def optional_float(text):
+    """A finite number (negative allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if value != value or value in (float('inf'), float('-inf')):
+        raise argparse.ArgumentTypeError(f'{text!r} must be finite')
+    return value
+
+
+optional_float.regex = r'^-?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$'
+
+
+def duration_or_off(text):
+    """A duration, or 0 (off)."""
+    if text.strip() in ('0', 'off'):
+        return '0'
+    return duration(text)
+
+
+duration_or_off.regex = r'^(0|off|' + duration.regex[1:-1] + r')$'
+
+
+class SensorsOptions(JobOptions):
+    JOB = JOB
+    DEFAULT_SOURCE = 'synthetic://sensors?sensors=20&seed=42'
+    DEFAULT_SINK = 'parquet://output/sensors'
+    DEFAULT_WINDOW = 'fixed:5m'
+    DEFAULT_TRIGGER = 'early=10s,late=1,lateness=2m,accumulating'
+    ALERT_TABLE = 'anomalies'
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        super()._add_argparse_args(parser)
+        group = parser.add_argument_group('sensors')
+        group.add_argument(
+            '--reading_format', default='auto', choices=decoders.FORMATS,
+            help='line format; auto: { JSON, else CSV (default: %(default)s)')
+        group.add_argument(
+            '--calibration', default=None,
+            help='calibration table y = a*x + b: CSV with a header or JSON '
+                 'lines with sensor_id, metric, a, b, valid_from, by path or '
+                 'URI (file://, gs://); readings without a row pass '
+                 'uncalibrated, flagged and counted (default: none, every '
+                 'reading uncalibrated)')
+        group.add_argument(
+            '--calibration_refresh', default='5m', type=duration,
+            help='in a stream from a live source (kafka://, pubsub://), '
+                 're-read the calibration table this often without a '
+                 'restart; batch runs and replays read it once '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--execution', default='columnar', choices=('columnar', 'element'),
+            help='"columnar" decodes and calibrates blocks of lines with Arrow '
+                 'and numpy and pre-aggregates statistics per sensor and '
+                 'window before the shuffle (same results); "element" handles '
+                 'one reading at a time (the reference). Session windows, '
+                 'late=N>1 and a calibration refreshed from a live source '
+                 'always run "element" (default: %(default)s)')
+        group.add_argument(
+            '--anomalies', default='on', choices=('on', 'off'),
+            help='"off" computes the stats table only (no per-reading '
+                 'detector; the anomalies table stays empty) '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--spike_k', default=DEFAULTS.k_open, type=positive_float,
+            help='open a spike incident when a reading is more than k robust '
+                 'standard deviations from its expected value (EWMA level + '
+                 'weekly profile) (default: %(default)s)')
+        group.add_argument(
+            '--spike_close_k', default=DEFAULTS.k_close, type=positive_float,
+            help='a reading within this many standard deviations is quiet '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--spike_quiet_readings', default=DEFAULTS.quiet,
+            type=non_negative_int,
+            help='close a spike incident after this many quiet readings in '
+                 'a row (default: %(default)s)')
+        group.add_argument(
+            '--warmup_readings', default=DEFAULTS.warmup,
+            type=non_negative_int,
+            help='readings of a sensor learnt from before any is judged '
+                 '(default: %(default)s)')
+        group.add_argument(
+            '--stuck_readings', default=30, type=non_negative_int,
+            help='report a stuck sensor after this many equal readings in a '
+                 'row; 0 turns it off (default: %(default)s)')
+        group.add_argument(
+            '--max_silence', default='10m', type=duration_or_off,
+            help='report a sensor silent for longer than this (by event-time '
+                 'timer in a stream, waiting the allowed lateness); 0 turns '
+                 'it off (default: %(default)s)')
+        group.add_argument(
+            '--trend_low', default=None, type=optional_float,
+            help='report a trend breach when the level, projected '
+                 '--trend_horizon ahead, falls below this calibrated value '
+                 '(default: none)')
+        group.add_argument(
+            '--trend_high', default=None, type=optional_float,
+            help='... or rises above this one (default: none)')
+        group.add_argument(
+            '--trend_horizon', default='1h', type=duration,
+            help='how far ahead the trend is projected (default: %(default)s)')
+
+
+OPTIONS = SensorsOptions
+
+TABLES = {
+    'stats': SensorStats,
+    'anomalies': Incident,
+    'dead_letter': DeadLetter,
+}
+
+
+def detector_config(args) -> DetectorConfig:
+    if args.spike_close_k > args.spike_k:
+        raise ValueError('argument --spike_close_k: must not exceed --spike_k')
+    return DEFAULTS._replace(
+        k_open=args.spike_k, k_close=args.spike_close_k,
+        quiet=args.spike_quiet_readings, warmup=args.warmup_readings,
+        stuck_readings=args.stuck_readings,
+        max_silence_s=0.0 if args.max_silence == '0'
+        else windows.parse_duration(args.max_silence),
+        trend_low=args.trend_low, trend_high=args.trend_high,
+        horizon_s=windows.parse_duration(args.trend_horizon))
+
+
+def build(pipeline, args, context):
+    """Wire the sensors job: read -> decode -> calibrate -> window -> stats /
+    incidents -> write.  Returns the output PCollections by table name."""
+    window = windows.parse_window(args.window)
+    trigger = windows.parse_trigger(args.trigger).for_mode(context.streaming)
+    config = detector_config(args)
+    try:
+        calibration.load_table(args.calibration)   # fail before running
+    except calibration.CalibrationError as e:
+        raise ValueError(f'argument --calibration: {e}') from None
+    refresh = windows.parse_duration(args.calibration_refresh)
+    if refresh <= 0:
+        raise ValueError('argument --calibration_refresh: must be > 0')
+    live = context.streaming and io.unbounded(args.source) and \
+        args.calibration is not None
+    source = io.open_source(args.source, context)
+    sink = io.open_sink(args.sink, context)
+    dead_sink = io.open_sink(args.dead_letter or args.sink, context)
+
+    tables = pipeline | 'CalibrationTable' >> calibration.CalibrationTables(
+        args.calibration, refresh if live else None, JOB)
+    if args.execution == 'columnar' and not live and \
+            columnar.keeps_semantics(trigger, window):
+        # Blocks of lines -> calibrated columns -> partial statistics per
+        # (sensor, metric, window) and one block of readings per sensor for
+        # the detector.  In a batch run the window travels in the key.
+        bounded = not context.streaming
+        blocks = source.blocks() if bounded else None
+        decoded = (pipeline
+                   | 'Read' >> (blocks or source)
+                   | 'DecodePartials' >> beam.ParDo(
+                       SensorPartialsFn(
+                           BlockDecoder(decoders.make_decoder(
+                               args.reading_format), 'decode.sensors',
+                               args.source, args.max_record_bytes,
+                               json_fast=args.reading_format in ('auto',
+                                                                 'json')),
+                           SensorPartials(window, DEFAULT_K,
+                                          readings=args.anomalies == 'on'),
+                           JOB,
+                           window_in_key=bounded),
+                       beam.pvalue.AsSingleton(tables, default_value=None))
+                   .with_outputs(deadletter.DEAD, READINGS,
+                                 main=deadletter.OK))
+        keyed = decoded.ok if bounded else \
+            decoded.ok | 'Window' >> windows.ApplyKeptWindows(trigger)
+        blocks_of = decoded[READINGS]
+        if bounded:
+            blocks_of = blocks_of | 'SensorKey' >> beam.Map(
+                lambda kv: (kv[0][0], kv[1]))
+        anomalies = blocks_of if args.anomalies == 'off' else \
+            blocks_of | 'Incidents' >> DetectIncidents(
+                config, trigger.lateness, context.streaming, JOB, keyed=True)
+    else:
+        bounded = False
+        decoded = (pipeline
+                   | 'Read' >> source
+                   | 'Decode' >> Decode(
+                       decoders.make_decoder(args.reading_format),
+                       stage='decode.sensors', job=JOB, source=args.source,
+                       max_bytes=args.max_record_bytes))
+        readings = decoded.ok | 'Calibrate' >> calibration.Calibrate(
+            tables, refresh if live else None, JOB)
+        keyed = (readings
+                 | 'KeyBySensor' >> beam.Map(
+                     lambda r: ((r.sensor_id, r.metric), r))
+                 | 'Window' >> windows.ApplyWindow(window, trigger))
+        anomalies = readings if args.anomalies == 'off' else \
+            readings | 'Incidents' >> DetectIncidents(
+                config, trigger.lateness, context.streaming, JOB)
+    stats = keyed | 'Stats' >> AggregatePerKey(
+        SensorStatsFn(), to_sensor_stats, stats_count,
+        trigger.accumulates_panes, JOB, key_type=typing.Tuple[str, str],
+        window_in_key=bounded).with_output_types(SensorStats)
+
+    if args.anomalies == 'off':
+        anomalies = anomalies | 'NoAnomalies' >> beam.FlatMap(
+            lambda _: ()).with_output_types(Incident)
+    stats | 'WriteStats' >> sink.write('stats', TABLES['stats'])
+    anomalies | 'WriteAnomalies' >> sink.write('anomalies',
+                                               TABLES['anomalies'])
+    if args.alerts:
+        anomalies | 'PublishAnomalies' >> io.open_sink(
+            args.alerts, context, counter='rows_published').write(
+                'anomalies', TABLES['anomalies'])
+    decoded.dead | 'WriteDeadLetters' >> dead_sink.write(
+        'dead_letter', TABLES['dead_letter'])
+    return {'stats': stats, 'anomalies': anomalies,
+            'dead_letter': decoded.dead}

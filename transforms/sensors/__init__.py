@@ -1,0 +1,1 @@
+"""What is particular to sensor streams: readings, calibration, statistics, incidents."""
