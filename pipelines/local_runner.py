@@ -26,11 +26,37 @@ that tells its watermark (``local_watermark(element)``, as the Kafka reader
 does) the hold follows it, so that windows downstream of an unbounded read
 fire as its watermark advances.
 
+Late firings (streaming, allowed lateness): Beam's trigger driver decides
+that a late record fires a pane by the input watermark, but labels the pane
+and keeps or releases the window's watermark hold by the output watermark,
+which lags behind in the bundle where the window's ON_TIME pane fired (or
+while another window of the key holds it).  The late pane is then labelled
+EARLY ("Watermark moved backwards in time"), and its hold is kept for an
+ON_TIME pane that has already fired: no timer is left to release it, the
+output watermark never passes the window, and once the input ends the
+runner reports a stall.  Whether the late record meets the stale watermark
+depends on how bundles fall, so a loaded machine hits it (a restarted job,
+whose partitions resume at different offsets, sends many such records).
+The firing is now labelled, and its hold handled, by the input watermark.
+Beam reports a stall as a tuple, which cannot be raised (``TypeError:
+exceptions must derive from BaseException``): it is now an exception naming
+the steps that hold the watermark back.
+
+Processing-time firings: Beam's trigger driver hands a firing's timestamp
+to the trigger and to the pane's labelling as the watermark, and a
+processing-time timer's timestamp is the wall clock.  On a live stream the
+clock is ahead of the window's end (by the watermark lag) when an EARLY
+firing comes: ``AfterWatermark`` takes it for the window's end passing,
+clears the end-of-window timer and fires a pane labelled LATE; the window's
+watermark hold then has no timer left to release it, and the run stalls.  A
+processing-time firing is given the input watermark instead.
+
 All fixes are idempotent and touch nothing else.
 """
 import threading
 
 from apache_beam.runners import sdf_utils
+from apache_beam.transforms import trigger
 from apache_beam.runners.direct import direct_runner
 from apache_beam.runners.direct import executor
 from apache_beam.runners.direct import sdf_direct_runner
@@ -44,6 +70,9 @@ _INSTALLED = '_realtime_pipelines_fresh_sampler'
 
 
 def install():
+    _install_stall_check()
+    _install_pane_timing()
+    _install_late_firing_watermark()
     _install_fresh_sampler()
     _install_override_order()
     _install_sdf_fix()
@@ -138,6 +167,90 @@ def _install_override_order():
     direct_runner._get_transform_overrides = overrides_in_working_order  # pylint: disable=protected-access
 
 
+def _install_pane_timing():
+    driver = trigger.GeneralTriggerDriver
+    if getattr(driver.process_timer, _INSTALLED, False):
+        return
+
+    original = driver.process_timer
+
+    def process_timer(self, window_id, name, time_domain, timestamp, state,
+                      input_watermark=None):
+        # A trigger takes the timestamp it is given for the watermark
+        # (AfterWatermark: "the window's end has passed"); a processing-time
+        # trigger does not look at it.  For a processing-time firing that is
+        # the input watermark, not the clock.
+        if time_domain == trigger.TimeDomain.REAL_TIME and \
+                input_watermark is not None:
+            timestamp = input_watermark
+        return original(self, window_id, name, time_domain, timestamp, state,
+                        input_watermark)
+
+    setattr(process_timer, _INSTALLED, True)
+    driver.process_timer = process_timer
+
+
+def _install_late_firing_watermark():
+    driver = trigger.GeneralTriggerDriver
+    if getattr(driver.process_elements, _INSTALLED, False):
+        return
+    original = driver.process_elements
+
+    def process_elements(self, state, windowed_values, output_watermark,
+                         input_watermark=trigger.MIN_TIMESTAMP):
+        # The firing an element causes is labelled, and its hold kept or
+        # released, by the watermark its trigger decided on (the input one).
+        return original(self, state, windowed_values,
+                        max(output_watermark, input_watermark),
+                        input_watermark)
+
+    setattr(process_elements, _INSTALLED, True)
+    driver.process_elements = process_elements
+
+
+class LocalRunnerStall(RuntimeError):
+    """Nothing left to run while the watermarks are incomplete."""
+
+
+def _install_stall_check():
+    monitor = executor._ExecutorServiceParallelExecutor._MonitorTask  # pylint: disable=protected-access
+    if getattr(monitor._should_shutdown, _INSTALLED, False):  # pylint: disable=protected-access
+        return
+    original = monitor._should_shutdown  # pylint: disable=protected-access
+
+    def should_shutdown(self):
+        run = self._executor  # pylint: disable=protected-access
+        offer = run.visible_updates.offer
+
+        def offer_an_exception(update):
+            if isinstance(update.exception, tuple):
+                # Beam reports a stall as a tuple, which cannot be raised.
+                update.exception = LocalRunnerStall(
+                    'the local runner stalled: nothing is left to run but '
+                    + _stuck(run.evaluation_context))
+            offer(update)
+
+        run.visible_updates.offer = offer_an_exception
+        try:
+            return original(self)
+        finally:
+            run.visible_updates.offer = offer
+
+    setattr(should_shutdown, _INSTALLED, True)
+    monitor._should_shutdown = should_shutdown  # pylint: disable=protected-access
+
+
+def _stuck(evaluation_context) -> str:
+    """Which steps hold the watermark back, and at what."""
+    manager = evaluation_context._watermark_manager  # pylint: disable=protected-access
+    held = []
+    for transform, marks in manager._transform_to_watermarks.items():  # pylint: disable=protected-access
+        if marks.output_watermark < marks.input_watermark:
+            held.append(f'{transform.full_label} holds its output at '
+                        f'{marks.output_watermark}')
+    return '; '.join(held) or 'the watermarks are incomplete'
+
+
 def _install_fresh_sampler():
     call = executor.TransformExecutor.call
     if getattr(call, _INSTALLED, False):
@@ -153,3 +266,4 @@ def _install_fresh_sampler():
 
     setattr(call_with_fresh_sampler, _INSTALLED, True)
     executor.TransformExecutor.call = call_with_fresh_sampler
+

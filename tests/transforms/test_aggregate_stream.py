@@ -170,3 +170,21 @@ def test_a_wrong_expectation_fails_the_pipeline():
     stream.advance_watermark_to_infinity()
     with pytest.raises(Exception, match='ON_TIME'):
         run_stream(stream, equals([('a', 0, 'ON_TIME', 0, 99, 0)]))
+
+
+def test_early_panes_of_a_live_stream_are_early_whatever_the_clock_says():
+    # A live stream: the clock is past the window's end (the watermark lags
+    # behind event time) when the processing-time firing comes.  The pane is
+    # EARLY because the watermark has not passed the window's end.
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1), rec(2))
+    stream.advance_processing_time(T0 + 75)      # the clock: T0 + 75 s
+    stream.advance_watermark_to(Timestamp.of(T0 + 30))
+    add(stream, rec(40))
+    stream.advance_processing_time(11)
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(stream, equals([
+        ('a', 0, 'EARLY', 0, 2, 0),
+        ('a', 0, 'EARLY', 1, 3, 0),
+        ('a', 0, 'ON_TIME', 2, 3, 0)]), trigger='early=10s')
+    assert summary['panes_early'] == 2 and summary['panes_late'] == 0
