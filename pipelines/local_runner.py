@@ -51,9 +51,16 @@ clears the end-of-window timer and fires a pane labelled LATE; the window's
 watermark hold then has no timer left to release it, and the run stalls.  A
 processing-time firing is given the input watermark instead.
 
+Records after the allowed lateness: Beam's trigger driver skips them inside
+the GroupByKey without a trace.  In a grouping step labelled
+``transforms.windows.KEEP_LATE_LABEL`` the same decision (same rule, same
+input watermark, same place) emits them instead, as a ``LateRecords`` value
+in their window, which ``AggregatePerKey`` turns into dead letters.
+
 All fixes are idempotent and touch nothing else.
 """
 import threading
+import time
 
 from apache_beam.runners import sdf_utils
 from apache_beam.transforms import trigger
@@ -63,8 +70,13 @@ from apache_beam.runners.direct import sdf_direct_runner
 from apache_beam.runners.direct import transform_evaluator
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import (PaneInfo, PaneInfoTiming,
+                                              WindowedValue)
 from apache_beam.runners.worker import statesampler
 from apache_beam.utils import counters
+
+from transforms import windows
+from transforms.io import _kafka_commits
 
 _INSTALLED = '_realtime_pipelines_fresh_sampler'
 
@@ -73,6 +85,7 @@ def install():
     _install_stall_check()
     _install_pane_timing()
     _install_late_firing_watermark()
+    _install_keep_late()
     _install_fresh_sampler()
     _install_override_order()
     _install_sdf_fix()
@@ -208,6 +221,70 @@ def _install_late_firing_watermark():
     driver.process_elements = process_elements
 
 
+class _KeepingLateDriver:
+    """A trigger driver that hands back, as ``LateRecords`` in their window,
+    the values Beam's driver would skip as expired."""
+
+    def __init__(self, driver):
+        self._driver = driver
+
+    def __getattr__(self, name):
+        return getattr(self._driver, name)
+
+    def _expired(self, state, window, input_watermark):
+        driver = self._driver
+        if input_watermark > window.end + driver.allowed_lateness:
+            return True       # Beam's rule for an expired window
+        # A window whose trigger has finished takes nothing more either.
+        return not driver.is_merging and \
+            bool(state.get_state(window, driver.TOMBSTONE))
+
+    def process_elements(self, state, windowed_values, output_watermark,
+                         input_watermark=trigger.MIN_TIMESTAMP):
+        kept, late = [], {}
+        for value in windowed_values:
+            open_windows = []
+            for window in value.windows:
+                if self._expired(state, window, input_watermark):
+                    late.setdefault(window, []).append(value.value)
+                else:
+                    open_windows.append(window)
+            if len(open_windows) == len(value.windows):
+                kept.append(value)
+            elif open_windows:
+                kept.append(WindowedValue(value.value, value.timestamp,
+                                          open_windows, value.pane_info))
+        for window, values in late.items():
+            closed = window.end + self._driver.allowed_lateness
+            yield WindowedValue(
+                windows.LateRecords(values, float(input_watermark - closed)),
+                window.max_timestamp(), (window,), _LATE_PANE)
+        if kept:
+            yield from self._driver.process_elements(
+                state, kept, output_watermark, input_watermark)
+
+
+_LATE_PANE = PaneInfo(is_first=False, is_last=False,
+                      timing=PaneInfoTiming.LATE, index=-1,
+                      nonspeculative_index=-1)
+
+
+def _install_keep_late():
+    evaluator = transform_evaluator._StreamingGroupAlsoByWindowEvaluator  # pylint: disable=protected-access
+    if getattr(evaluator.start_bundle, _INSTALLED, False):
+        return
+    original = evaluator.start_bundle
+
+    def start_bundle(self):
+        original(self)
+        label = self._applied_ptransform.full_label  # pylint: disable=protected-access
+        if windows.KEEP_LATE_LABEL in label.split('/'):
+            self.driver = _KeepingLateDriver(self.driver)
+
+    setattr(start_bundle, _INSTALLED, True)
+    evaluator.start_bundle = start_bundle
+
+
 class LocalRunnerStall(RuntimeError):
     """Nothing left to run while the watermarks are incomplete."""
 
@@ -220,6 +297,7 @@ def _install_stall_check():
 
     def should_shutdown(self):
         run = self._executor  # pylint: disable=protected-access
+        _release_final(run)
         offer = run.visible_updates.offer
 
         def offer_an_exception(update):
@@ -238,6 +316,44 @@ def _install_stall_check():
 
     setattr(should_shutdown, _INSTALLED, True)
     monitor._should_shutdown = should_shutdown  # pylint: disable=protected-access
+
+
+_RELEASE_EVERY = 0.2      # seconds between two looks for final records
+_LAST_RELEASE = [0.0]
+
+
+def _release_final(run):
+    """Between bundles: when nothing is pending downstream of the splittable
+    reads (no bundle, no due or fired timer), every window whose end plus
+    allowed lateness the watermark has passed has emitted its final pane and
+    it is written; tell the Kafka reads (they commit their offsets up to the
+    first record not yet final, see transforms/io/_kafka_commits.py)."""
+    if not _kafka_commits.tracking():
+        return
+    now = time.monotonic()
+    manager = run.evaluation_context._watermark_manager  # pylint: disable=protected-access
+    done = run.evaluation_context.is_done()
+    if not done and now - _LAST_RELEASE[0] < _RELEASE_EVERY:
+        return
+    _LAST_RELEASE[0] = now
+    horizon = None
+    clock = manager._clock.time()  # pylint: disable=protected-access
+    for transform, marks in manager._transform_to_watermarks.items():  # pylint: disable=protected-access
+        if isinstance(transform.transform, sdf_direct_runner.ProcessElements):
+            continue
+        if marks._pending or marks._fired_timers:  # pylint: disable=protected-access
+            return
+        mark = marks._input_watermark  # pylint: disable=protected-access
+        for state in list(marks._keyed_states.values()):  # pylint: disable=protected-access
+            due, _ = state.get_timers(watermark=mark, processing_time=clock)
+            if due:
+                return
+        horizon = mark if horizon is None else min(horizon, mark)
+    if horizon is None:
+        return
+    seconds = float('inf') if horizon >= WatermarkManager.WATERMARK_POS_INF \
+        else float(horizon)
+    _kafka_commits.release(seconds)
 
 
 def _stuck(evaluation_context) -> str:

@@ -158,11 +158,14 @@ def build(pipeline, args, context):
         keyed = (records
                  | 'KeyByService' >> beam.Map(lambda r: (r.service, r))
                  | 'Window' >> windows.ApplyWindow(window, trigger))
-    dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
-        masker, ('raw',))
-    stats = keyed | 'ServiceStats' >> AggregatePerKey(
+    aggregate = AggregatePerKey(
         LogStatsFn(), to_service_stats, stats_count, trigger.accumulates_panes,
-        JOB, window_in_key=bounded).with_output_types(ServiceStats)
+        JOB, window_in_key=bounded,
+        keep_late=trigger.lateness if context.streaming else None)
+    stats = keyed | 'ServiceStats' >> aggregate.with_output_types(ServiceStats)
+    dead = decoded.dead if aggregate.late is None else (
+        (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())
+    dead = dead | 'MaskDeadLetters' >> privacy.MaskFields(masker, ('raw',))
     alerts = stats | 'Alerts' >> ThresholdAlerts(
         lambda row: row.service, rules, JOB).with_output_types(Alert)
 

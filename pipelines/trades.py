@@ -138,9 +138,13 @@ def build(pipeline, args, context):
                  | 'Window' >> windows.ApplyWindow(window, trigger))
         price = decoded.ok | 'PriceAnomalies' >> PriceAnomalies(
             anomaly_window, args.anomaly_k, args.anomaly_min_trades, JOB)
-    bars = keyed | 'Bars' >> AggregatePerKey(
+    aggregate = AggregatePerKey(
         BarsFn(ineligible), to_bar, bar_count, trigger.accumulates_panes,
-        JOB, window_in_key=bounded).with_output_types(Bar)
+        JOB, window_in_key=bounded,
+        keep_late=trigger.lateness if context.streaming else None)
+    bars = keyed | 'Bars' >> aggregate.with_output_types(Bar)
+    dead = decoded.dead if aggregate.late is None else (
+        (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())
     gaps = bars | 'Gaps' >> GapDetector(
         windows.parse_duration(args.max_gap), JOB)
     # One table: both kinds in the global window (each row names its window).
@@ -153,6 +157,6 @@ def build(pipeline, args, context):
         anomalies | 'PublishAnomalies' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(
                 'anomalies', TABLES['anomalies'])
-    decoded.dead | 'WriteDeadLetters' >> dead_sink.write(
+    dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])
-    return {'bars': bars, 'anomalies': anomalies, 'dead_letter': decoded.dead}
+    return {'bars': bars, 'anomalies': anomalies, 'dead_letter': dead}
