@@ -294,3 +294,46 @@ def test_a_wrong_topic_or_broker_stops_the_job_with_one_line(kafka, capsys):
         assert message.startswith(
             'python -m pipelines logs: error: argument --source: ')
         assert reason in message and '\n' not in message
+
+
+def test_an_idle_partition_stops_holding_windows_open(kafka, tmp_path):
+    """Three partitions carry ten minutes of a stream; the fourth had one
+    record at its start and nothing since.  Following the clock from that
+    record it would hold every window but the first open for minutes; idle
+    for 2 s (idle=2s) it stops holding the watermark back, and the windows
+    emit their ON_TIME panes while the job runs, equal to a file replay."""
+    import glob
+    import time
+    import confluent_kafka
+    uri = transforms_io.parse_uri(
+        'synthetic://logs?events=3000&seed=4&rate=5&late=0&malformed=0')
+    records = list(synthetic.generate(uri).records())   # 10 minutes
+    topic = fresh(kafka)
+    producer = confluent_kafka.Producer({'bootstrap.servers': kafka.brokers})
+    for i, (seconds, payload) in enumerate(records):
+        producer.produce(topic, value=payload, partition=3 if i == 0 else
+                         i % 3, timestamp=int(seconds * 1000))
+    assert producer.flush(30) == 0
+    windows_expected = 9      # the last window closes only when the job ends
+    result, _, _ = run.start(logs, [
+        '--source', f'kafka://{kafka.brokers}/{topic}?group=idle&idle=2s',
+        '--trigger', 'default', '--sink', f'parquet://{tmp_path}/live'])
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(glob.glob(
+                f'{tmp_path}/live/service_stats/*/')) < windows_expected:
+            time.sleep(1)
+        assert str(result.state).endswith('RUNNING')
+    finally:
+        result.cancel()
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
+    run.run(logs, ['--source', f'file://{replay}', '--trigger', 'default',
+                   '--sink', f'parquet://{tmp_path}/replay', '--no-summary'])
+    live = _stats(tmp_path / 'live')
+    starts = sorted(live.index.get_level_values('window_start').unique())
+    assert len(starts) >= windows_expected
+    expected = _stats(tmp_path / 'replay')
+    for start in starts[:windows_expected]:
+        assert live.xs(start, level='window_start').astype(int).to_dict() \
+            == expected.xs(start, level='window_start').astype(int).to_dict()
