@@ -22,7 +22,9 @@ A restart of the group then (``Resume``)
 * finds later records of final windows late, as a run that had not stopped
   would have, and keeps them as dead letters;
 
-and the sinks drop what the killed run wrote after the commit
+(a run that ended commits the horizon ``COMPLETE``: nothing to skip or
+roll back, and the next run's watermark starts afresh), and the sinks drop
+what the killed run wrote after the commit
 (``pipelines.run``: windows not final at ``h``, dead letters written after
 ``t``), which the restart writes again.  The event time used here is the
 Kafka record's timestamp (the one the watermark is estimated from); a
@@ -37,6 +39,8 @@ _LOCK = threading.Lock()
 _LEDGERS = {}               # (brokers, topic, group, config) -> _Ledger
 # Commit at most this often while a stream runs (a commit is a round trip).
 MIN_INTERVAL = 0.5
+# The horizon a run that ended commits (every window it read is final).
+COMPLETE = 1e15
 
 
 class Resume(typing.NamedTuple):
@@ -45,6 +49,11 @@ class Resume(typing.NamedTuple):
     horizon: float            # windows closing by then were final
     committed_at: float       # wall-clock time of that commit
     read: int                 # the next offset read when it was taken
+
+    @property
+    def complete(self) -> bool:
+        """The run that committed ended: everything it read is final."""
+        return self.horizon >= COMPLETE
 
     @staticmethod
     def parse(offset, metadata):
@@ -139,7 +148,7 @@ def release(horizon):
             ledger.committed_at = now
             ledger.dirty = False
             offsets = [(p, offset, metadata(
-                horizon if horizon != float('inf') else 1e15, now,
+                horizon if horizon != float('inf') else COMPLETE, now,
                 ledger.read.get(p, offset)))
                 for p, offset in sorted(ledger.committable.items())]
             due.append((ledger.commit, offsets))

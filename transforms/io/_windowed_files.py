@@ -143,10 +143,10 @@ def _parse_stamp(text):
 def roll_back(directory, horizon, committed_at, lateness,
               dead_letter_table='dead_letter') -> int:
     """Removes, under a local ``directory``, what a killed run wrote after its
-    source's last commit (see transforms/io/_kafka_commits.py): the files of
-    windows that were not final at ``horizon`` (end + ``lateness`` after it),
-    and dead letters written after ``committed_at``.  A restart writes them
-    again.  Returns the number of files removed."""
+    source's last commit (see transforms/io/_kafka_commits.py): every file
+    written after ``committed_at``, and the files of windows that were not
+    final at ``horizon`` (end + ``lateness`` after it).  A restart writes
+    them again.  Returns the number of files removed."""
     import pathlib  # pylint: disable=import-outside-toplevel
     root = pathlib.Path(directory)
     removed = 0
@@ -165,10 +165,9 @@ def roll_back(directory, horizon, committed_at, lateness,
             for path in folder.iterdir():
                 if not path.is_file():
                     continue
-                if table.name == dead_letter_table:
-                    drop = path.stat().st_mtime > committed_at
-                else:
-                    drop = end is not None and end + lateness > horizon
+                drop = path.stat().st_mtime > committed_at or (
+                    table.name != dead_letter_table and end is not None
+                    and end + lateness > horizon)
                 if drop:
                     path.unlink()
                     removed += 1

@@ -71,8 +71,7 @@ from transforms.io import Sink, Source, UriError, _kafka_commits, _messages
 
 DESCRIPTION = ('Kafka topic, e.g. kafka://localhost:9092/logs?group=rtp '
                '(start=committed|earliest|latest|TIME, stop=never|end|'
-               'idle:30s, watermark_lag=5s, idle=30s: a partition idle this '
-               'long stops holding the watermark back; {table} in a sink '
+               'idle:30s, watermark_lag=5s, idle=30s; {table} in a sink '
                'topic)')
 SOURCE_PARAMS = ('group', 'start', 'stop', 'watermark_lag', 'idle')
 SINK_PARAMS = ()
@@ -187,12 +186,11 @@ def preflight(uri, timeout=10):
 
 def recover(uri, job, timeout=30):
     """Before a local job reads ``uri`` from its group's committed offsets:
-    what the group's last commit says (``Resume`` per partition, see
-    :mod:`transforms.io._kafka_commits`), as ``(horizon, committed_at)``, the
-    earliest over the partitions; None for a group that never committed.  A
-    group without commits gets one (its start offsets, nothing final) so
-    that a run killed before its first commit is known to have left nothing
-    final behind."""
+    what the group's last commit says (see :mod:`transforms.io._kafka_commits`)
+    as ``(horizon, committed_at)``, the earliest over the partitions, or None
+    where no partition has one.  Where the last run ended (or none ran), a
+    new commit of the same offsets marks when this run starts: a run killed
+    before its first commit of its own leaves only files written after it."""
     import confluent_kafka  # pylint: disable=import-outside-toplevel
     if parse_start(uri.param('start', 'committed')).mode != 'committed':
         return None
@@ -204,27 +202,23 @@ def recover(uri, job, timeout=30):
         parts = [_with_metadata(spec, p, confluent_kafka.OFFSET_INVALID, None)
                  for p in sorted(topic.partitions)]
         found = consumer.committed(parts, timeout=timeout)
-        resumes = [_kafka_commits.Resume.parse(tp.offset, tp.metadata)
-                   for tp in found]
-        if all(r is not None for r in resumes):
-            return (min(r.horizon for r in resumes),
-                    min(r.committed_at for r in resumes))
-        if any(r is not None for r in resumes):
-            # Partly known: nothing is taken for final.
-            return (float('-inf'), min(r.committed_at for r in resumes
-                                       if r is not None))
-        begin = []
-        now = time.time()
-        for tp in found:
-            low, _ = consumer.get_watermark_offsets(
-                _topic_partition(spec._replace(partition=tp.partition)),
-                timeout=timeout)
-            offset = tp.offset if tp.offset >= 0 else low
-            begin.append(_with_metadata(spec, tp.partition, offset,
-                                        _kafka_commits.metadata(
-                                            -1e15, now, offset)))
-        consumer.commit(offsets=begin, asynchronous=False)
-        return None
+        resumes = [r for r in (_kafka_commits.Resume.parse(tp.offset,
+                                                           tp.metadata)
+                               for tp in found) if r is not None]
+        last = (min(r.horizon for r in resumes),
+                min(r.committed_at for r in resumes)) if resumes else None
+        if all(r.complete for r in resumes):
+            begin, now = [], time.time()
+            for tp in found:
+                low, _ = consumer.get_watermark_offsets(
+                    _topic_partition(spec._replace(partition=tp.partition)),
+                    timeout=timeout)
+                offset = tp.offset if tp.offset >= 0 else low
+                begin.append(_with_metadata(
+                    spec, tp.partition, offset, _kafka_commits.metadata(
+                        _kafka_commits.COMPLETE, now, offset)))
+            consumer.commit(offsets=begin, asynchronous=False)
+        return last
     finally:
         consumer.close()
 
@@ -446,7 +440,7 @@ class _ReadPartitionFn(beam.DoFn):
             _kafka_commits.started(spec, spec.partition, restriction.start)
             with _BACKLOG_LOCK:
                 resume = _RESUME.get(key)
-            if resume is not None:
+            if resume is not None and not resume.complete:
                 # Windows final before the restart stay closed.
                 self._advance(watermark, resume.horizon, key)
         newest_read = None
@@ -484,7 +478,8 @@ class _ReadPartitionFn(beam.DoFn):
                     if final_only:
                         newest_read = seconds if newest_read is None \
                             else max(newest_read, seconds)
-                        if resume is not None and offset < resume.read and \
+                        if resume is not None and not resume.complete and \
+                                offset < resume.read and \
                                 self._final_at(seconds) <= resume.horizon:
                             # Read before the restart, into windows whose
                             # final panes were written: already counted.
