@@ -193,16 +193,22 @@ def _dead(directory):
         return 0
 
 
-def test_a_stopped_and_restarted_job_counts_every_record_once(kafka, tmp_path):
+@pytest.mark.parametrize('streaming', [False, True],
+                         ids=['bounded', 'streaming'])
+def test_a_stopped_and_restarted_job_counts_every_record_once(kafka, tmp_path,
+                                                              streaming):
     """N records, a run that stops once the topic is idle, M more, a second
     run of the same consumer group: each record is counted exactly once, and
-    the two runs' counts add up to a file replay of all N + M records."""
+    the two runs' counts add up to a file replay of all N + M records (in a
+    stream too: the second run's watermark starts afresh, its records are
+    not late)."""
     topic = fresh(kafka)
     records = _synthetic_records(4000, seed=11)
     n = 2600
     produce(kafka, topic, records[:n])
     uri = f'kafka://{kafka.brokers}/{topic}?group=logs-job&stop=idle:2s'
-    common = ['--source', uri, '--trigger', 'default', '--no-summary']
+    common = ['--source', uri, '--trigger', 'default', '--no-summary'] + (
+        ['--streaming'] if streaming else [])
 
     first = run.run(logs, common + ['--sink', f'parquet://{tmp_path}/run1'])
     produce(kafka, topic, records[n:])
