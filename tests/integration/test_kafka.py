@@ -343,3 +343,36 @@ def test_an_idle_partition_stops_holding_windows_open(kafka, tmp_path):
     for start in starts[:windows_expected]:
         assert live.xs(start, level='window_start').astype(int).to_dict() \
             == expected.xs(start, level='window_start').astype(int).to_dict()
+
+
+def test_a_live_stream_labels_its_early_panes_early(kafka, tmp_path):
+    """Records dated now, a watermark a minute behind the clock: EARLY
+    firings of windows whose end the clock has passed (but not the
+    watermark) are EARLY panes, followed by one ON_TIME pane; with no
+    allowed lateness nothing is LATE."""
+    import time
+    now = time.time()
+    records = [(now - 150 + i * 0.5, orjson.dumps({
+        'ts': time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(
+            now - 150 + i * 0.5)) + 'Z', 'service': 'web', 'level': 'INFO',
+        'status': 200, 'latency_ms': 10.0, 'msg': 'ok'})) for i in range(300)]
+    topic = fresh(kafka)
+    produce(kafka, topic, records)
+    result, _, _ = run.start(logs, [
+        '--source', f'kafka://{kafka.brokers}/{topic}?group=live-panes'
+        f'&watermark_lag=60s', '--window', 'fixed:20s',
+        '--trigger', 'early=2s', '--sink', f'parquet://{tmp_path}/live'])
+    try:
+        time.sleep(25)
+    finally:
+        result.cancel()
+    stats = ds.dataset(f'{tmp_path}/live/service_stats').to_table() \
+        .to_pandas()
+    assert (stats.pane_timing == 'EARLY').any()
+    assert not (stats.pane_timing == 'LATE').any(), stats[
+        ['window_start', 'pane_timing', 'pane_index']]
+    # Each window: EARLY panes, then at most one ON_TIME pane, last.
+    for _, window in stats.groupby('window_start'):
+        timings = window.sort_values('pane_index').pane_timing.tolist()
+        assert timings.count('ON_TIME') <= 1
+        assert 'ON_TIME' not in timings[:-1], timings

@@ -60,6 +60,15 @@ def _run(tmp, execution, argv):
     return out, summary
 
 
+def _same_summary(summary):
+    """The summary both paths must agree on: the dead-letter rows differ by
+    the late records, kept one per record (element) or one per partial
+    aggregate (columnar); late_kept, which counts records, must agree."""
+    rows = dict(summary['rows_written'])
+    rows.pop('dead_letter', None)
+    return {**summary, 'rows_written': rows}
+
+
 def _table(out, name):
     path = out / name
     if not path.exists():
@@ -113,7 +122,7 @@ def test_stream_with_disorder_late_data_and_malformed_records(tmp_path):
             '&malformed=0.03']
     element, s1 = _run(tmp_path, 'element', argv)
     columnar, s2 = _run(tmp_path, 'columnar', argv)
-    assert s1 == s2
+    assert _same_summary(s1) == _same_summary(s2)
     assert s1['panes_early'] and s1['panes_late'] and s1['late_kept']
     assert not s1['dropped_late']
     assert_same_outputs(element, columnar)
@@ -130,7 +139,7 @@ def test_stream_with_other_windows_and_accumulation(tmp_path, window,
             '&late=0.05&malformed=0.03']
     element, s1 = _run(tmp_path, 'element', argv)
     columnar, s2 = _run(tmp_path, 'columnar', argv)
-    assert s1 == s2
+    assert _same_summary(s1) == _same_summary(s2)
     assert s1['panes_late'] and s1['balanced']
     assert_same_outputs(element, columnar)
 
@@ -149,6 +158,6 @@ def test_hostile_file_replay(tmp_path):
     argv = ['--source', f'file://{path}?block_bytes=8192']
     element, s1 = _run(tmp_path, 'element', argv)
     columnar, s2 = _run(tmp_path, 'columnar', argv)
-    assert s1 == s2
+    assert _same_summary(s1) == _same_summary(s2)
     assert s1['read'] == len(lines) + 1 and s1['balanced']
     assert_same_outputs(element, columnar)
