@@ -123,10 +123,11 @@ def _recover(args, job, final_at, out):
     """A local job reading a Kafka group from its committed offsets: remove
     from its file sinks what a killed run wrote after the group's last
     commit (it is written again), see transforms/io/_kafka_commits.py."""
-    from transforms.io import _windowed_files, kafka  # pylint: disable=import-outside-toplevel
+    from transforms.io import _kafka_commits, _windowed_files, kafka  # pylint: disable=import-outside-toplevel
     source = io.parse_uri(args.source)
     if source.scheme != 'kafka':
         return
+    _kafka_commits.forget()       # what an earlier run in this process kept
     found = kafka.recover(source, job)
     if found is None:
         return
