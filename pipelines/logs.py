@@ -161,7 +161,7 @@ def build(pipeline, args, context):
     aggregate = AggregatePerKey(
         LogStatsFn(), to_service_stats, stats_count, trigger.accumulates_panes,
         JOB, window_in_key=bounded,
-        keep_late=trigger.lateness if context.streaming else None)
+        keep_late=trigger.lateness if context.keeps_late else None)
     stats = keyed | 'ServiceStats' >> aggregate.with_output_types(ServiceStats)
     dead = decoded.dead if aggregate.late is None else (
         (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())

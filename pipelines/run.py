@@ -184,7 +184,8 @@ def start(job_module, argv, out=sys.stdout):
         job=options_cls.JOB, streaming=streaming, kafka_io=args.kafka_io,
         finalizes_bundles=job_options.finalizes_bundles(beam_options),
         runner=job_options.runner_name(beam_options),
-        final_at=final_at if local else None)
+        final_at=final_at if local else None,
+        keeps_late=streaming and local)
     pipeline = beam.Pipeline(options=beam_options)
     try:
         job_module.build(pipeline, args, context)

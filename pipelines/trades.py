@@ -141,7 +141,7 @@ def build(pipeline, args, context):
     aggregate = AggregatePerKey(
         BarsFn(ineligible), to_bar, bar_count, trigger.accumulates_panes,
         JOB, window_in_key=bounded,
-        keep_late=trigger.lateness if context.streaming else None)
+        keep_late=trigger.lateness if context.keeps_late else None)
     bars = keyed | 'Bars' >> aggregate.with_output_types(Bar)
     dead = decoded.dead if aggregate.late is None else (
         (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())

@@ -65,6 +65,9 @@ class Context(typing.NamedTuple):
     # commits only final records needs (see transforms/io/kafka.py); None
     # where the job does not say.
     final_at: typing.Any = None
+    # The runner hands on, rather than drops, what arrives after the allowed
+    # lateness (the local runner in streaming mode, pipelines/local_runner.py).
+    keeps_late: bool = False
 
 
 def parse_uri(text: str) -> Uri:
