@@ -123,11 +123,10 @@ def _recover(args, job, final_at, out):
     """A local job reading a Kafka group from its committed offsets: remove
     from its file sinks what a killed run wrote after the group's last
     commit (it is written again), see transforms/io/_kafka_commits.py."""
-    from transforms.io import _kafka_commits, _windowed_files, kafka  # pylint: disable=import-outside-toplevel
+    from transforms.io import _windowed_files, kafka  # pylint: disable=import-outside-toplevel
     source = io.parse_uri(args.source)
     if source.scheme != 'kafka':
         return
-    _kafka_commits.forget()       # what an earlier run in this process kept
     found = kafka.recover(source, job)
     if found is None:
         return
@@ -174,6 +173,8 @@ def start(job_module, argv, out=sys.stdout):
             '--kafka_io=native on the local runner'))
     final_at = _final_at(args)
     if local:
+        from transforms.io import _kafka_commits  # pylint: disable=import-outside-toplevel
+        _kafka_commits.forget()   # what an earlier run in this process kept
         try:
             io.preflight(args.source)
         except io.UriError as e:
