@@ -91,8 +91,8 @@ def _run_for(job, seconds, out, argv):
     summary = run.summarize(run.counters(result, job))
     result.cancel()
     out.write(run.format_summary(job, summary, seconds) + '\n')
-    out.write('(cancelled after the time given: "dropped late" here also '
-              'counts the records of windows still open)\n')
+    out.write('(cancelled after the time given: "dropped late" here counts '
+              'the records of windows still open)\n')
 
 
 def _pull_count(subscription):

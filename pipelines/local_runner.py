@@ -26,24 +26,66 @@ that tells its watermark (``local_watermark(element)``, as the Kafka reader
 does) the hold follows it, so that windows downstream of an unbounded read
 fire as its watermark advances.
 
+Late firings (streaming, allowed lateness): Beam's trigger driver decides
+that a late record fires a pane by the input watermark, but labels the pane
+and keeps or releases the window's watermark hold by the output watermark,
+which lags behind in the bundle where the window's ON_TIME pane fired (or
+while another window of the key holds it).  The late pane is then labelled
+EARLY ("Watermark moved backwards in time"), and its hold is kept for an
+ON_TIME pane that has already fired: no timer is left to release it, the
+output watermark never passes the window, and once the input ends the
+runner reports a stall.  Whether the late record meets the stale watermark
+depends on how bundles fall, so a loaded machine hits it (a restarted job,
+whose partitions resume at different offsets, sends many such records).
+The firing is now labelled, and its hold handled, by the input watermark.
+Beam reports a stall as a tuple, which cannot be raised (``TypeError:
+exceptions must derive from BaseException``): it is now an exception naming
+the steps that hold the watermark back.
+
+Processing-time firings: Beam's trigger driver hands a firing's timestamp
+to the trigger and to the pane's labelling as the watermark, and a
+processing-time timer's timestamp is the wall clock.  On a live stream the
+clock is ahead of the window's end (by the watermark lag) when an EARLY
+firing comes: ``AfterWatermark`` takes it for the window's end passing,
+clears the end-of-window timer and fires a pane labelled LATE; the window's
+watermark hold then has no timer left to release it, and the run stalls.  A
+processing-time firing is given the input watermark instead.
+
+Records after the allowed lateness: Beam's trigger driver skips them inside
+the GroupByKey without a trace.  In a grouping step labelled
+``transforms.windows.KEEP_LATE_LABEL`` the same decision (same rule, same
+input watermark, same place) emits them instead, as a ``LateRecords`` value
+in their window, which ``AggregatePerKey`` turns into dead letters.
+
 All fixes are idempotent and touch nothing else.
 """
 import threading
+import time
 
 from apache_beam.runners import sdf_utils
+from apache_beam.transforms import trigger
 from apache_beam.runners.direct import direct_runner
 from apache_beam.runners.direct import executor
 from apache_beam.runners.direct import sdf_direct_runner
 from apache_beam.runners.direct import transform_evaluator
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import (PaneInfo, PaneInfoTiming,
+                                              WindowedValue)
 from apache_beam.runners.worker import statesampler
 from apache_beam.utils import counters
+
+from transforms import windows
+from transforms.io import _kafka_commits
 
 _INSTALLED = '_realtime_pipelines_fresh_sampler'
 
 
 def install():
+    _install_stall_check()
+    _install_pane_timing()
+    _install_late_firing_watermark()
+    _install_keep_late()
     _install_fresh_sampler()
     _install_override_order()
     _install_sdf_fix()
@@ -136,6 +178,193 @@ def _install_override_order():
 
     setattr(overrides_in_working_order, _INSTALLED, True)
     direct_runner._get_transform_overrides = overrides_in_working_order  # pylint: disable=protected-access
+
+
+def _install_pane_timing():
+    driver = trigger.GeneralTriggerDriver
+    if getattr(driver.process_timer, _INSTALLED, False):
+        return
+
+    original = driver.process_timer
+
+    def process_timer(self, window_id, name, time_domain, timestamp, state,
+                      input_watermark=None):
+        # A trigger takes the timestamp it is given for the watermark
+        # (AfterWatermark: "the window's end has passed"); a processing-time
+        # trigger does not look at it.  For a processing-time firing that is
+        # the input watermark, not the clock.
+        if time_domain == trigger.TimeDomain.REAL_TIME and \
+                input_watermark is not None:
+            timestamp = input_watermark
+        return original(self, window_id, name, time_domain, timestamp, state,
+                        input_watermark)
+
+    setattr(process_timer, _INSTALLED, True)
+    driver.process_timer = process_timer
+
+
+def _install_late_firing_watermark():
+    driver = trigger.GeneralTriggerDriver
+    if getattr(driver.process_elements, _INSTALLED, False):
+        return
+    original = driver.process_elements
+
+    def process_elements(self, state, windowed_values, output_watermark,
+                         input_watermark=trigger.MIN_TIMESTAMP):
+        # The firing an element causes is labelled, and its hold kept or
+        # released, by the watermark its trigger decided on (the input one).
+        return original(self, state, windowed_values,
+                        max(output_watermark, input_watermark),
+                        input_watermark)
+
+    setattr(process_elements, _INSTALLED, True)
+    driver.process_elements = process_elements
+
+
+class _KeepingLateDriver:
+    """A trigger driver that hands back, as ``LateRecords`` in their window,
+    the values Beam's driver would skip as expired."""
+
+    def __init__(self, driver):
+        self._driver = driver
+
+    def __getattr__(self, name):
+        return getattr(self._driver, name)
+
+    def _expired(self, state, window, input_watermark):
+        driver = self._driver
+        if input_watermark > window.end + driver.allowed_lateness:
+            return True       # Beam's rule for an expired window
+        # A window whose trigger has finished takes nothing more either.
+        return not driver.is_merging and \
+            bool(state.get_state(window, driver.TOMBSTONE))
+
+    def process_elements(self, state, windowed_values, output_watermark,
+                         input_watermark=trigger.MIN_TIMESTAMP):
+        kept, late = [], {}
+        for value in windowed_values:
+            open_windows = []
+            for window in value.windows:
+                if self._expired(state, window, input_watermark):
+                    late.setdefault(window, []).append(value.value)
+                else:
+                    open_windows.append(window)
+            if len(open_windows) == len(value.windows):
+                kept.append(value)
+            elif open_windows:
+                kept.append(WindowedValue(value.value, value.timestamp,
+                                          open_windows, value.pane_info))
+        for window, values in late.items():
+            closed = window.end + self._driver.allowed_lateness
+            yield WindowedValue(
+                windows.LateRecords(values, float(input_watermark - closed)),
+                window.max_timestamp(), (window,), _LATE_PANE)
+        if kept:
+            yield from self._driver.process_elements(
+                state, kept, output_watermark, input_watermark)
+
+
+_LATE_PANE = PaneInfo(is_first=False, is_last=False,
+                      timing=PaneInfoTiming.LATE, index=-1,
+                      nonspeculative_index=-1)
+
+
+def _install_keep_late():
+    evaluator = transform_evaluator._StreamingGroupAlsoByWindowEvaluator  # pylint: disable=protected-access
+    if getattr(evaluator.start_bundle, _INSTALLED, False):
+        return
+    original = evaluator.start_bundle
+
+    def start_bundle(self):
+        original(self)
+        label = self._applied_ptransform.full_label  # pylint: disable=protected-access
+        if windows.KEEP_LATE_LABEL in label.split('/'):
+            self.driver = _KeepingLateDriver(self.driver)
+
+    setattr(start_bundle, _INSTALLED, True)
+    evaluator.start_bundle = start_bundle
+
+
+class LocalRunnerStall(RuntimeError):
+    """Nothing left to run while the watermarks are incomplete."""
+
+
+def _install_stall_check():
+    monitor = executor._ExecutorServiceParallelExecutor._MonitorTask  # pylint: disable=protected-access
+    if getattr(monitor._should_shutdown, _INSTALLED, False):  # pylint: disable=protected-access
+        return
+    original = monitor._should_shutdown  # pylint: disable=protected-access
+
+    def should_shutdown(self):
+        run = self._executor  # pylint: disable=protected-access
+        _release_final(run)
+        offer = run.visible_updates.offer
+
+        def offer_an_exception(update):
+            if isinstance(update.exception, tuple):
+                # Beam reports a stall as a tuple, which cannot be raised.
+                update.exception = LocalRunnerStall(
+                    'the local runner stalled: nothing is left to run but '
+                    + _stuck(run.evaluation_context))
+            offer(update)
+
+        run.visible_updates.offer = offer_an_exception
+        try:
+            return original(self)
+        finally:
+            run.visible_updates.offer = offer
+
+    setattr(should_shutdown, _INSTALLED, True)
+    monitor._should_shutdown = should_shutdown  # pylint: disable=protected-access
+
+
+_RELEASE_EVERY = 0.2      # seconds between two looks for final records
+_LAST_RELEASE = [0.0]
+
+
+def _release_final(run):
+    """Between bundles: when nothing is pending downstream of the splittable
+    reads (no bundle, no due or fired timer), every window whose end plus
+    allowed lateness the watermark has passed has emitted its final pane and
+    it is written; tell the Kafka reads (they commit their offsets up to the
+    first record not yet final, see transforms/io/_kafka_commits.py)."""
+    if not _kafka_commits.tracking():
+        return
+    now = time.monotonic()
+    manager = run.evaluation_context._watermark_manager  # pylint: disable=protected-access
+    done = run.evaluation_context.is_done()
+    if not done and now - _LAST_RELEASE[0] < _RELEASE_EVERY:
+        return
+    _LAST_RELEASE[0] = now
+    horizon = None
+    clock = manager._clock.time()  # pylint: disable=protected-access
+    for transform, marks in manager._transform_to_watermarks.items():  # pylint: disable=protected-access
+        if isinstance(transform.transform, sdf_direct_runner.ProcessElements):
+            continue
+        if marks._pending or marks._fired_timers:  # pylint: disable=protected-access
+            return
+        mark = marks._input_watermark  # pylint: disable=protected-access
+        for state in list(marks._keyed_states.values()):  # pylint: disable=protected-access
+            due, _ = state.get_timers(watermark=mark, processing_time=clock)
+            if due:
+                return
+        horizon = mark if horizon is None else min(horizon, mark)
+    if horizon is None:
+        return
+    seconds = float('inf') if horizon >= WatermarkManager.WATERMARK_POS_INF \
+        else float(horizon)
+    _kafka_commits.release(seconds)
+
+
+def _stuck(evaluation_context) -> str:
+    """Which steps hold the watermark back, and at what."""
+    manager = evaluation_context._watermark_manager  # pylint: disable=protected-access
+    held = []
+    for transform, marks in manager._transform_to_watermarks.items():  # pylint: disable=protected-access
+        if marks.output_watermark < marks.input_watermark:
+            held.append(f'{transform.full_label} holds its output at '
+                        f'{marks.output_watermark}')
+    return '; '.join(held) or 'the watermarks are incomplete'
 
 
 def _install_fresh_sampler():

@@ -233,11 +233,14 @@ def build(pipeline, args, context):
     outputs = {}
     if mine:
         outputs.update(mine_templates(records, window, trigger, args))
-    dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
-        masker, ('raw',))
-    stats = keyed | 'ServiceStats' >> AggregatePerKey(
+    aggregate = AggregatePerKey(
         LogStatsFn(), to_service_stats, stats_count, trigger.accumulates_panes,
-        JOB, window_in_key=bounded).with_output_types(ServiceStats)
+        JOB, window_in_key=bounded,
+        keep_late=trigger.lateness if context.keeps_late else None)
+    stats = keyed | 'ServiceStats' >> aggregate.with_output_types(ServiceStats)
+    dead = decoded.dead if aggregate.late is None else (
+        (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())
+    dead = dead | 'MaskDeadLetters' >> privacy.MaskFields(masker, ('raw',))
     alerts = stats | 'Alerts' >> ThresholdAlerts(
         lambda row: row.service, rules, JOB).with_output_types(Alert)
 

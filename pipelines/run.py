@@ -1,8 +1,9 @@
 """Running a job: build its pipeline, run it, and account for every record.
 
 The summary of a local run adds up: every record read was decoded or
-dead-lettered, and every decoded record reached an output pane or was dropped
-as late (after the allowed lateness) — counted, never silent.
+dead-lettered, and every decoded record reached an output pane or, arriving
+after the allowed lateness, the dead letters (stage ``window.late``; on the
+local runner) — counted, never silent.
 """
 import datetime
 import json
@@ -45,7 +46,9 @@ def summarize(c: dict) -> dict:
         'window_assignments': c.get('assigned', 0),
         'aggregated': c.get('aggregated', 0),
         'late_accepted': c.get('late_accepted', 0),
-        'dropped_late': c.get('assigned', 0) - c.get('aggregated', 0),
+        'late_kept': c.get('late_kept', 0),
+        'dropped_late': c.get('assigned', 0) - c.get('aggregated', 0)
+        - c.get('late_kept', 0),
         'panes_early': c.get('panes.EARLY', 0),
         'panes_on_time': c.get('panes.ON_TIME', 0),
         'panes_late': c.get('panes.LATE', 0),
@@ -88,8 +91,11 @@ def format_summary(job, s, seconds) -> str:
         f'window assignments      {s["window_assignments"]:>10}',
         f'  aggregated            {s["aggregated"]:>10}'
         f'   (of which late, in LATE panes: {s["late_accepted"]})',
+        f'  late, kept            {s["late_kept"]:>10}'
+        f'   (after the allowed lateness: dead letters, stage window.late)',
         f'  dropped late          {s["dropped_late"]:>10}'
-        f'   (after the allowed lateness)',
+        f'   (after the allowed lateness, by a runner that keeps none)'
+        if s['dropped_late'] else None,
         f'panes early/on time/late  {s["panes_early"]} / {s["panes_on_time"]}'
         f' / {s["panes_late"]}',
         f'alerts raised/recovered   {s["alerts_raised"]} / '
@@ -155,6 +161,42 @@ def _fail_on_io(prog, exception, steps, args):
         job_options.fail(prog, line, status=FAULT_STATUS)
 
 
+def _final_at(args):
+    """When a record's windows are final, from the job's window options and
+    trigger (None for a job without them)."""
+    from transforms import windows  # pylint: disable=import-outside-toplevel
+    specs = [windows.parse_window(getattr(args, name))
+             for name in ('window', 'anomaly_window')
+             if getattr(args, name, None)]
+    if not specs or not getattr(args, 'trigger', None):
+        return None
+    return windows.FinalAt(tuple(specs),
+                           windows.parse_trigger(args.trigger).lateness)
+
+
+def _recover(args, job, final_at, out):
+    """A local job reading a Kafka group from its committed offsets: remove
+    from its file sinks what a killed run wrote after the group's last
+    commit (it is written again), see transforms/io/_kafka_commits.py."""
+    from transforms.io import _windowed_files, kafka  # pylint: disable=import-outside-toplevel
+    source = io.parse_uri(args.source)
+    if source.scheme != 'kafka':
+        return
+    found = kafka.recover(source, job)
+    if found is None:
+        return
+    horizon, committed_at = found
+    removed = 0
+    for uri in {args.sink, args.dead_letter or args.sink}:
+        sink = io.parse_uri(uri)
+        if sink.scheme in ('parquet', 'jsonl') and '://' not in sink.location:
+            removed += _windowed_files.roll_back(
+                sink.location, horizon, committed_at, final_at.lateness)
+    if removed:
+        out.write(f'{args.source}: resuming the group\'s last commit; removed '
+                  f'{removed} file(s) written after it (written again)\n')
+
+
 def start(job_module, argv, out=sys.stdout):
     """Parse argv for the job, build it and start it; returns
     ``(PipelineResult, job options, local)`` without waiting.  A local
@@ -184,15 +226,22 @@ def start(job_module, argv, out=sys.stdout):
             'argument --kafka_io: xlang runs Beam\'s Java KafkaIO, which needs '
             'a runner with a Java expansion service (Dataflow, Flink); use '
             '--kafka_io=native on the local runner'))
+    final_at = _final_at(args)
     if local:
+        from transforms.io import _kafka_commits  # pylint: disable=import-outside-toplevel
+        _kafka_commits.forget()   # what an earlier run in this process kept
         try:
             io.preflight(args.source)
         except io.UriError as e:
             job_options.fail(prog, f'argument --source: {e}')
+        if final_at is not None:
+            _recover(args, options_cls.JOB, final_at, out)
     context = io.Context(
         job=options_cls.JOB, streaming=streaming, kafka_io=args.kafka_io,
         finalizes_bundles=job_options.finalizes_bundles(beam_options),
-        runner=job_options.runner_name(beam_options))
+        runner=job_options.runner_name(beam_options),
+        final_at=final_at if local else None,
+        keeps_late=streaming and local)
     pipeline = beam.Pipeline(options=beam_options)
     try:
         job_module.build(pipeline, args, context)

@@ -138,9 +138,13 @@ def build(pipeline, args, context):
                  | 'Window' >> windows.ApplyWindow(window, trigger))
         price = decoded.ok | 'PriceAnomalies' >> PriceAnomalies(
             anomaly_window, args.anomaly_k, args.anomaly_min_trades, JOB)
-    bars = keyed | 'Bars' >> AggregatePerKey(
+    aggregate = AggregatePerKey(
         BarsFn(ineligible), to_bar, bar_count, trigger.accumulates_panes,
-        JOB, window_in_key=bounded).with_output_types(Bar)
+        JOB, window_in_key=bounded,
+        keep_late=trigger.lateness if context.keeps_late else None)
+    bars = keyed | 'Bars' >> aggregate.with_output_types(Bar)
+    dead = decoded.dead if aggregate.late is None else (
+        (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())
     gaps = bars | 'Gaps' >> GapDetector(
         windows.parse_duration(args.max_gap), JOB)
     # One table: both kinds in the global window (each row names its window).
@@ -156,7 +160,7 @@ def build(pipeline, args, context):
     # A refused line may hold anything, personal data included: its raw
     # payload is masked (IP and e-mail addresses, bearer tokens) as the logs
     # job masks its own.
-    dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
+    dead = dead | 'MaskDeadLetters' >> privacy.MaskFields(
         privacy.Masker(mode='mask'), ('raw',))
     dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])

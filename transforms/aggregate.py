@@ -6,10 +6,14 @@
   ``pane_timing`` and ``pane_index`` (see :func:`transforms.windows.pane_fields`);
 * an exact account of records: ``assigned`` counts record-window assignments
   entering the combine, ``aggregated`` counts those that reached an output pane
-  (``late_accepted`` those first seen in a LATE pane).  Beam drops records that
-  arrive after the allowed lateness without a trace; their number is
-  ``assigned - aggregated`` once the pipeline has finished, and the job summary
-  reports it as *dropped late*.
+  (``late_accepted`` those first seen in a LATE pane) and ``late_kept`` those
+  that arrived after the allowed lateness.  Beam drops such records inside the
+  GroupByKey; with ``keep_late`` the grouping step is one the local runner
+  keeps them in (:data:`transforms.windows.KEEP_LATE_LABEL`), decided where
+  and when Beam decides, and they become dead letters (stage ``window.late``)
+  in :attr:`AggregatePerKey.late`.  ``assigned = aggregated + late_kept``;
+  what a runner drops without a trace is ``assigned - aggregated -
+  late_kept``, the job summary's *dropped late*.
 
 Counting what a pane added needs the count the previous pane of the same key
 and window carried (in accumulating mode each pane repeats the earlier ones), so
@@ -25,7 +29,10 @@ from apache_beam.utils import windowed_value
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from transforms import windows
+from transforms import deadletter, windows
+
+LATE_STAGE = 'window.late'
+LATE = 'late'
 
 
 class _CountAssignments(beam.DoFn):
@@ -39,6 +46,56 @@ class _CountAssignments(beam.DoFn):
     def process(self, kv, window=beam.DoFn.WindowParam):
         self._assigned.inc(self._count_of(kv[1]))
         yield kv
+
+
+def _as_json(value) -> bytes:
+    """A decoded record (or partial aggregate) as one JSON object."""
+    import orjson  # pylint: disable=import-outside-toplevel
+
+    def plain(x):
+        if isinstance(x, Timestamp):
+            return windows.to_datetime(x).isoformat().replace('+00:00', 'Z')
+        if hasattr(x, '_asdict'):
+            return x._asdict()
+        if hasattr(x, '__dict__'):
+            return vars(x)
+        return repr(x)
+    if hasattr(value, '_asdict'):
+        value = value._asdict()
+    return orjson.dumps(value, default=plain,
+                        option=orjson.OPT_NON_STR_KEYS)
+
+
+class _SplitLate(beam.DoFn):
+    """(key, values) groups pass on; (key, LateRecords) become dead letters,
+    one per value, counted ``late_kept`` by the records they hold."""
+
+    def __init__(self, job, count_of, lateness):
+        self._count_of = count_of
+        self._lateness = lateness
+        self._kept = Metrics.counter(job, 'late_kept')
+
+    def process(self, kv, window=beam.DoFn.WindowParam):
+        key, values = kv
+        if not isinstance(values, windows.LateRecords):
+            yield kv
+            return
+        for value in values.values:
+            records = self._count_of(value)
+            self._kept.inc(records)
+            yield beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
+                _as_json(value), LATE_STAGE,
+                f'{records} record(s) of {key!r} for window '
+                f'[{windows.to_datetime(window.start).isoformat()}, '
+                f'{windows.to_datetime(window.end).isoformat()}) arrived '
+                f'{values.seconds_late:.3f} s after it closed (allowed '
+                f'lateness {windows.format_duration(self._lateness)})'
+                if self._lateness else
+                f'{records} record(s) of {key!r} for window '
+                f'[{windows.to_datetime(window.start).isoformat()}, '
+                f'{windows.to_datetime(window.end).isoformat()}) arrived '
+                f'{values.seconds_late:.3f} s after it closed (no allowed '
+                f'lateness)'))
 
 
 class _PaneRows(beam.DoFn):
@@ -152,9 +209,15 @@ class AggregatePerKey(beam.PTransform):
     """
 
     def __init__(self, combine_fn, make_row, count_of, accumulating, job,
-                 key_type=str, window_in_key=False, merging=False, label=None):
+                 key_type=str, window_in_key=False, merging=False,
+                 keep_late=None, label=None):
         super().__init__(label)
         self._merging = merging
+        # keep_late: the allowed lateness (seconds) of a streaming input,
+        # whose later records become dead letters in ``self.late``; None
+        # where nothing can be late (bounded input).
+        self._keep_late = keep_late
+        self.late = None
         self._window_in_key = window_in_key
         self._key_type = key_type
         self._combine_fn = combine_fn
@@ -164,10 +227,23 @@ class AggregatePerKey(beam.PTransform):
         self._job = job
 
     def expand(self, kvs):
-        combined = (kvs
-                    | 'CountAssigned' >> beam.ParDo(
-                        _CountAssignments(self._job, self._count_of))
-                    | 'Combine' >> beam.CombinePerKey(self._combine_fn))
+        assigned = kvs | 'CountAssigned' >> beam.ParDo(
+            _CountAssignments(self._job, self._count_of))
+        if self._keep_late is not None and not self._window_in_key:
+            split = (assigned
+                     | windows.KEEP_LATE_LABEL >> beam.GroupByKey()
+                     | 'SplitLate' >> beam.ParDo(_SplitLate(
+                         self._job, self._count_of, self._keep_late))
+                     .with_outputs(LATE, main='groups'))
+            self.late = split[LATE]
+            groups = split.groups
+            groups.element_type = typehints.Tuple[
+                self._key_type, typehints.Iterable[typehints.Any]]
+            combined = groups | 'Combine' >> beam.CombineValues(
+                self._combine_fn)
+        else:
+            combined = assigned | 'Combine' >> beam.CombinePerKey(
+                self._combine_fn)
         if self._window_in_key:
             return combined | 'ToRows' >> beam.ParDo(_BoundedPaneRows(
                 self._make_row, self._count_of, self._job))

@@ -12,7 +12,7 @@ Trigger specs are comma-separated settings, in any order::
 
     early=10s            speculative EARLY panes every 10 s of processing time
     late=1               a LATE pane after every N late records (within lateness)
-    lateness=10m         allowed lateness; later records are dropped and counted
+    lateness=10m         allowed lateness; later records go to the dead letters
     accumulating         each pane holds everything so far (default) ...
     discarding           ... or only what arrived since the previous pane
 
@@ -78,11 +78,33 @@ class WindowSpec(typing.NamedTuple):
             return beam_window.SlidingWindows(size, _duration(self.period))
         return beam_window.Sessions(size)
 
+    def closes_at(self, seconds: float, lateness: float) -> float:
+        """When (event time, seconds) the last window holding an event at
+        ``seconds`` has taken its last record: its end plus the allowed
+        lateness.  Infinite for sessions (a session can always grow)."""
+        if self.kind == 'session':
+            return float('inf')
+        step = self.size if self.kind == 'fixed' else self.period
+        micros = int(round(seconds * 1e6))
+        step_us = int(round(step * 1e6))
+        last_start = micros - micros % step_us
+        return (last_start + int(round(self.size * 1e6))) / 1e6 + lateness
+
     def __str__(self):
         if self.kind == 'sliding':
             return (f'sliding:{format_duration(self.size)}/'
                     f'{format_duration(self.period)}')
         return f'{self.kind}:{format_duration(self.size)}'
+
+
+class FinalAt(typing.NamedTuple):
+    """Event time -> when every window of a job holding an event at that time
+    has emitted its final pane (the latest ``closes_at`` of its windows)."""
+    windows: tuple            # WindowSpec, ...
+    lateness: float
+
+    def __call__(self, seconds: float) -> float:
+        return max(w.closes_at(seconds, self.lateness) for w in self.windows)
 
 
 def parse_window(text: str) -> WindowSpec:
@@ -309,3 +331,17 @@ class ApplyKeptWindows(beam.PTransform):
             trigger=self._trigger.trigger(),
             accumulation_mode=self._trigger.accumulation_mode(),
             allowed_lateness=_duration(self._trigger.lateness))
+
+
+# A grouping step whose label contains this keeps what arrives after the
+# allowed lateness: the local runner emits it, in its window, as LateRecords
+# where Beam would drop it (see pipelines/local_runner.py).
+KEEP_LATE_LABEL = 'KeepLate'
+
+
+class LateRecords(typing.NamedTuple):
+    """The values of one key that arrived for ``window`` after its allowed
+    lateness, ``seconds_late`` seconds after it closed (by the input
+    watermark that decided it)."""
+    values: list
+    seconds_late: float

@@ -193,16 +193,22 @@ def _dead(directory):
         return 0
 
 
-def test_a_stopped_and_restarted_job_counts_every_record_once(kafka, tmp_path):
+@pytest.mark.parametrize('streaming', [False, True],
+                         ids=['bounded', 'streaming'])
+def test_a_stopped_and_restarted_job_counts_every_record_once(kafka, tmp_path,
+                                                              streaming):
     """N records, a run that stops once the topic is idle, M more, a second
     run of the same consumer group: each record is counted exactly once, and
-    the two runs' counts add up to a file replay of all N + M records."""
+    the two runs' counts add up to a file replay of all N + M records (in a
+    stream too: the second run's watermark starts afresh, its records are
+    not late)."""
     topic = fresh(kafka)
     records = _synthetic_records(4000, seed=11)
     n = 2600
     produce(kafka, topic, records[:n])
     uri = f'kafka://{kafka.brokers}/{topic}?group=logs-job&stop=idle:2s'
-    common = ['--source', uri, '--trigger', 'default', '--no-summary']
+    common = ['--source', uri, '--trigger', 'default', '--no-summary'] + (
+        ['--streaming'] if streaming else [])
 
     first = run.run(logs, common + ['--sink', f'parquet://{tmp_path}/run1'])
     produce(kafka, topic, records[n:])
@@ -294,3 +300,79 @@ def test_a_wrong_topic_or_broker_stops_the_job_with_one_line(kafka, capsys):
         assert message.startswith(
             'python -m pipelines logs: error: argument --source: ')
         assert reason in message and '\n' not in message
+
+
+def test_an_idle_partition_stops_holding_windows_open(kafka, tmp_path):
+    """Three partitions carry ten minutes of a stream; the fourth had one
+    record at its start and nothing since.  Following the clock from that
+    record it would hold every window but the first open for minutes; idle
+    for 2 s (idle=2s) it stops holding the watermark back, and the windows
+    emit their ON_TIME panes while the job runs, equal to a file replay."""
+    import glob
+    import time
+    import confluent_kafka
+    uri = transforms_io.parse_uri(
+        'synthetic://logs?events=3000&seed=4&rate=5&late=0&malformed=0')
+    records = list(synthetic.generate(uri).records())   # 10 minutes
+    topic = fresh(kafka)
+    producer = confluent_kafka.Producer({'bootstrap.servers': kafka.brokers})
+    for i, (seconds, payload) in enumerate(records):
+        producer.produce(topic, value=payload, partition=3 if i == 0 else
+                         i % 3, timestamp=int(seconds * 1000))
+    assert producer.flush(30) == 0
+    windows_expected = 9      # the last window closes only when the job ends
+    result, _, _ = run.start(logs, [
+        '--source', f'kafka://{kafka.brokers}/{topic}?group=idle&idle=2s',
+        '--trigger', 'default', '--sink', f'parquet://{tmp_path}/live'])
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(glob.glob(
+                f'{tmp_path}/live/service_stats/*/')) < windows_expected:
+            time.sleep(1)
+        assert str(result.state).endswith('RUNNING')
+    finally:
+        result.cancel()
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
+    run.run(logs, ['--source', f'file://{replay}', '--trigger', 'default',
+                   '--sink', f'parquet://{tmp_path}/replay', '--no-summary'])
+    live = _stats(tmp_path / 'live')
+    starts = sorted(live.index.get_level_values('window_start').unique())
+    assert len(starts) >= windows_expected
+    expected = _stats(tmp_path / 'replay')
+    for start in starts[:windows_expected]:
+        assert live.xs(start, level='window_start').astype(int).to_dict() \
+            == expected.xs(start, level='window_start').astype(int).to_dict()
+
+
+def test_a_live_stream_labels_its_early_panes_early(kafka, tmp_path):
+    """Records dated now, a watermark a minute behind the clock: EARLY
+    firings of windows whose end the clock has passed (but not the
+    watermark) are EARLY panes, followed by one ON_TIME pane; with no
+    allowed lateness nothing is LATE."""
+    import time
+    now = time.time()
+    records = [(now - 150 + i * 0.5, orjson.dumps({
+        'ts': time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(
+            now - 150 + i * 0.5)) + 'Z', 'service': 'web', 'level': 'INFO',
+        'status': 200, 'latency_ms': 10.0, 'msg': 'ok'})) for i in range(300)]
+    topic = fresh(kafka)
+    produce(kafka, topic, records)
+    result, _, _ = run.start(logs, [
+        '--source', f'kafka://{kafka.brokers}/{topic}?group=live-panes'
+        f'&watermark_lag=60s', '--window', 'fixed:20s',
+        '--trigger', 'early=2s', '--sink', f'parquet://{tmp_path}/live'])
+    try:
+        time.sleep(25)
+    finally:
+        result.cancel()
+    stats = ds.dataset(f'{tmp_path}/live/service_stats').to_table() \
+        .to_pandas()
+    assert (stats.pane_timing == 'EARLY').any()
+    assert not (stats.pane_timing == 'LATE').any(), stats[
+        ['window_start', 'pane_timing', 'pane_index']]
+    # Each window: EARLY panes, then at most one ON_TIME pane, last.
+    for _, window in stats.groupby('window_start'):
+        timings = window.sort_values('pane_index').pane_timing.tolist()
+        assert timings.count('ON_TIME') <= 1
+        assert 'ON_TIME' not in timings[:-1], timings

@@ -60,6 +60,15 @@ def _run(tmp, execution, argv):
     return out, summary
 
 
+def _same_summary(summary):
+    """The summary both paths must agree on: the dead-letter rows differ by
+    the late records, kept one per record (element) or one per partial
+    aggregate (columnar); late_kept, which counts records, must agree."""
+    rows = dict(summary['rows_written'])
+    rows.pop('dead_letter', None)
+    return {**summary, 'rows_written': rows}
+
+
 def _table(out, name):
     path = out / name
     if not path.exists():
@@ -94,8 +103,13 @@ def assert_same_outputs(element, columnar):
     alerts_b = sorted(map(tuple, _table(columnar, 'alerts').itertuples(
         index=False))) if len(_table(columnar, 'alerts')) else []
     assert alerts_a == alerts_b
+    # Late records are kept by both paths, as records (element) or as the
+    # partial aggregates that hold them (columnar): the summaries' late_kept
+    # agree; the other dead letters are the same payloads.
     dead_a = _table(element, 'dead_letter')
     dead_b = _table(columnar, 'dead_letter')
+    dead_a = dead_a[dead_a.stage != 'window.late']
+    dead_b = dead_b[dead_b.stage != 'window.late']
     assert sorted(zip(dead_a.raw, dead_a.reason)) == \
         sorted(zip(dead_b.raw, dead_b.reason))
 
@@ -108,8 +122,9 @@ def test_stream_with_disorder_late_data_and_malformed_records(tmp_path):
             '&malformed=0.03']
     element, s1 = _run(tmp_path, 'element', argv)
     columnar, s2 = _run(tmp_path, 'columnar', argv)
-    assert s1 == s2
-    assert s1['panes_early'] and s1['panes_late'] and s1['dropped_late']
+    assert _same_summary(s1) == _same_summary(s2)
+    assert s1['panes_early'] and s1['panes_late'] and s1['late_kept']
+    assert not s1['dropped_late']
     assert_same_outputs(element, columnar)
 
 
@@ -124,7 +139,7 @@ def test_stream_with_other_windows_and_accumulation(tmp_path, window,
             '&late=0.05&malformed=0.03']
     element, s1 = _run(tmp_path, 'element', argv)
     columnar, s2 = _run(tmp_path, 'columnar', argv)
-    assert s1 == s2
+    assert _same_summary(s1) == _same_summary(s2)
     assert s1['panes_late'] and s1['balanced']
     assert_same_outputs(element, columnar)
 
@@ -143,6 +158,6 @@ def test_hostile_file_replay(tmp_path):
     argv = ['--source', f'file://{path}?block_bytes=8192']
     element, s1 = _run(tmp_path, 'element', argv)
     columnar, s2 = _run(tmp_path, 'columnar', argv)
-    assert s1 == s2
+    assert _same_summary(s1) == _same_summary(s2)
     assert s1['read'] == len(lines) + 1 and s1['balanced']
     assert_same_outputs(element, columnar)

@@ -147,9 +147,11 @@ def test_synthetic_stream_panes_gaps_and_accounting(tmp_path):
     assert summary['balanced']
     assert summary['panes_early'] and summary['panes_on_time'] \
         and summary['panes_late']
-    assert summary['dropped_late'] > 0
+    assert summary['late_kept'] > 0 and summary['dropped_late'] == 0
     assert summary['decoded'] == summary['aggregated'] + \
-        summary['dropped_late']
+        summary['late_kept']
+    late = read_table(out, 'dead_letter')
+    assert (late.stage == 'window.late').sum() > 0
     anomalies = read_table(out, 'anomalies')
     assert 'gap' in set(anomalies.kind)
     bars = read_table(out, 'bars')

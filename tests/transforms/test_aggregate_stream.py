@@ -4,6 +4,7 @@ Event times are in 2026 and the TestStream clock starts at the epoch, as the
 synthetic source does (see transforms.io.synthetic.test_stream).
 """
 import apache_beam as beam
+import orjson
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -32,7 +33,8 @@ def add(stream, *records):
         [TimestampedValue(r, r.event_time) for r in records])
 
 
-def run_stream(stream, check, window='fixed:60s', trigger='default'):
+def run_stream(stream, check, window='fixed:60s', trigger='default',
+               check_late=None):
     """Runs records through window + aggregate; `check(panes)` asserts on the
     sorted (service, window offset, timing, index, count, errors) tuples inside
     the pipeline; returns the run summary."""
@@ -40,17 +42,23 @@ def run_stream(stream, check, window='fixed:60s', trigger='default'):
     spec_t = windows.parse_trigger(trigger)
     p = TestPipeline(options=PipelineOptions(
         runner='BundleBasedDirectRunner', streaming=True))
+    aggregate = AggregatePerKey(
+        LogStatsFn(), to_service_stats, stats_count, spec_t.accumulates_panes,
+        JOB, keep_late=spec_t.lateness if check_late else None)
     rows = (p
             | stream
             | beam.Map(lambda r: (r.service, r))
             | windows.ApplyWindow(spec_w, spec_t)
-            | AggregatePerKey(LogStatsFn(), to_service_stats, stats_count,
-                              spec_t.accumulates_panes, JOB))
+            | aggregate)
+    if check_late:
+        assert_that(aggregate.late | beam.Map(
+            lambda d: (d.stage, orjson.loads(d.raw)['event_time'],
+                       d.reason)), check_late, label='LateDeadLetters')
     panes = (rows | beam.Map(lambda s: (
         s.service, int(s.window_start.micros // 1e6) - T0, s.pane_timing,
         s.pane_index, s.count, s.errors)))
     assert_that(panes, lambda got: check(
-        sorted(got, key=lambda x: (x[0], x[1], x[3]))))
+        sorted(got, key=lambda x: (x[0], x[1], x[3]))), label='Panes')
     result = p.run()
     result.wait_until_finish()
     return summarize(counters(result, JOB))
@@ -60,6 +68,54 @@ def equals(expected):
     def check(got):
         assert got == expected, got
     return check
+
+
+def _late_letters(*expected):
+    """(event second after T0, words the reason must hold) per dead letter."""
+    def check(got):
+        assert len(got) == len(expected), got
+        for (stage, event_time, reason), (second, words) in zip(
+                sorted(got, key=lambda g: g[1]), expected):
+            assert stage == 'window.late'
+            assert event_time == f'2026-01-01T00:{second // 60:02d}:' \
+                f'{second % 60:02d}Z', event_time
+            for word in words:
+                assert word in reason, reason
+    return check
+
+
+def test_a_record_beyond_the_allowed_lateness_is_a_dead_letter():
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1), rec(2, status=503))
+    stream.advance_watermark_to(Timestamp.of(T0 + 70))         # window closes
+    add(stream, rec(3))                                        # late, accepted
+    stream.advance_watermark_to(Timestamp.of(T0 + 60 + 300 + 1))  # GC passes
+    add(stream, rec(4))                                        # too late
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(stream, equals([
+        ('a', 0, 'ON_TIME', 0, 2, 1),
+        ('a', 0, 'LATE', 1, 3, 1),
+    ]), trigger='late=1,lateness=5m', check_late=_late_letters(
+        (4, ["'a'", '2026-01-01T00:00:00+00:00', '1.000 s after it closed',
+             'allowed lateness 5m'])))
+    assert summary['window_assignments'] == 4
+    assert summary['aggregated'] == 3 and summary['late_kept'] == 1
+    assert summary['dropped_late'] == 0
+
+
+def test_with_no_lateness_a_record_after_the_on_time_pane_is_a_dead_letter():
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1), rec(70))
+    stream.advance_watermark_to(Timestamp.of(T0 + 90))
+    add(stream, rec(5), rec(75), rec(30))    # two late, one on time
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(stream, equals([
+        ('a', 0, 'ON_TIME', 0, 1, 0), ('a', 60, 'ON_TIME', 0, 2, 0),
+    ]), check_late=_late_letters((5, ['no allowed lateness']),
+                                 (30, ['30.000 s after it closed'])))
+    assert summary['aggregated'] == 3 and summary['late_kept'] == 2
+    assert summary['window_assignments'] == 5
+    assert summary['dropped_late'] == 0
 
 
 def test_on_time_then_late_pane_corrects_then_beyond_lateness_is_dropped():
@@ -170,3 +226,21 @@ def test_a_wrong_expectation_fails_the_pipeline():
     stream.advance_watermark_to_infinity()
     with pytest.raises(Exception, match='ON_TIME'):
         run_stream(stream, equals([('a', 0, 'ON_TIME', 0, 99, 0)]))
+
+
+def test_early_panes_of_a_live_stream_are_early_whatever_the_clock_says():
+    # A live stream: the clock is past the window's end (the watermark lags
+    # behind event time) when the processing-time firing comes.  The pane is
+    # EARLY because the watermark has not passed the window's end.
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1), rec(2))
+    stream.advance_processing_time(T0 + 75)      # the clock: T0 + 75 s
+    stream.advance_watermark_to(Timestamp.of(T0 + 30))
+    add(stream, rec(40))
+    stream.advance_processing_time(11)
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(stream, equals([
+        ('a', 0, 'EARLY', 0, 2, 0),
+        ('a', 0, 'EARLY', 1, 3, 0),
+        ('a', 0, 'ON_TIME', 2, 3, 0)]), trigger='early=10s')
+    assert summary['panes_early'] == 2 and summary['panes_late'] == 0

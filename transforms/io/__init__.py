@@ -62,6 +62,14 @@ class Context(typing.NamedTuple):
     kafka_io: str = 'native'          # or 'xlang' (Beam's Java KafkaIO)
     finalizes_bundles: bool = False   # the runner calls bundle finalizers
     runner: str = ''                  # the runner's name, e.g. DataflowRunner
+    # When a record's windows have all emitted their final panes, as a
+    # function of its event time (seconds) -> event time: what a source that
+    # commits only final records needs (see transforms/io/kafka.py); None
+    # where the job does not say.
+    final_at: typing.Any = None
+    # The runner hands on, rather than drops, what arrives after the allowed
+    # lateness (the local runner in streaming mode, pipelines/local_runner.py).
+    keeps_late: bool = False
 
 
 def parse_uri(text: str) -> Uri:

@@ -183,3 +183,43 @@ def check_writable(directory: str, text: str) -> None:
                 os.rmdir(folder)
             except OSError:
                 pass      # something else wrote there meanwhile
+
+
+def _parse_stamp(text):
+    import datetime  # pylint: disable=import-outside-toplevel
+    return datetime.datetime.strptime(text, '%Y%m%dT%H%M%SZ').replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def roll_back(directory, horizon, committed_at, lateness,
+              dead_letter_table='dead_letter') -> int:
+    """Removes, under a local ``directory``, what a killed run wrote after its
+    source's last commit (see transforms/io/_kafka_commits.py): every file
+    written after ``committed_at``, and the files of windows that were not
+    final at ``horizon`` (end + ``lateness`` after it).  A restart writes
+    them again.  Returns the number of files removed."""
+    import pathlib  # pylint: disable=import-outside-toplevel
+    root = pathlib.Path(directory)
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for table in root.iterdir():
+        if not table.is_dir():
+            continue
+        for folder in table.iterdir():
+            if not folder.is_dir():
+                continue
+            try:
+                end = _parse_stamp(folder.name.split('_')[1])
+            except (IndexError, ValueError):
+                end = None            # unwindowed
+            for path in folder.iterdir():
+                if not path.is_file():
+                    continue
+                drop = path.stat().st_mtime > committed_at or (
+                    table.name != dead_letter_table and end is not None
+                    and end + lateness > horizon)
+                if drop:
+                    path.unlink()
+                    removed += 1
+    return removed

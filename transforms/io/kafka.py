@@ -13,11 +13,15 @@ included).  Per partition it
   ``watermark_lag`` (default 5s); once the partition is caught up and idle,
   event time is taken to move on with the clock from its newest record (an
   empty partition: from now), so that windows close in a quiet stream while a
-  replay of old records does not turn late at once;
+  replay of old records does not turn late at once; and a partition idle for
+  ``idle`` (default 30s) stops holding the watermark back: it follows the
+  most advanced partition of the topic (a record it receives later may then
+  be late, and is kept as such);
 * commits the offsets of what it has emitted for the consumer group, once the
   runner has committed the output (in bundle finalization where the runner
-  finalizes bundles; on the bundle-based local runner when the next read of
-  the partition starts, or at the end of the last read), so that a restarted
+  finalizes bundles; on the bundle-based local runner, which keeps window
+  state in memory, only once the records' windows have all emitted their
+  final panes, see :mod:`transforms.io._kafka_commits`), so that a restarted
   job resumes where the last one stopped and a killed one reads its
   uncommitted records again rather than losing them;
 * reports its progress (records claimed, backlog behind the partition's end).
@@ -63,15 +67,17 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import windows
-from transforms.io import Sink, Source, UriError, _messages
+from transforms.io import Sink, Source, UriError, _kafka_commits, _messages
 
 DESCRIPTION = ('Kafka topic, e.g. kafka://localhost:9092/logs?group=rtp '
                '(start=committed|earliest|latest|TIME, stop=never|end|'
-               'idle:30s, watermark_lag=5s; {table} in a sink topic)')
-SOURCE_PARAMS = ('group', 'start', 'stop', 'watermark_lag')
+               'idle:30s, watermark_lag=5s, idle=30s; {table} in a sink '
+               'topic)')
+SOURCE_PARAMS = ('group', 'start', 'stop', 'watermark_lag', 'idle')
 SINK_PARAMS = ()
 CONFIG_PREFIX = 'config.'
 DEFAULT_LAG = '5s'
+DEFAULT_IDLE = '30s'
 UNBOUNDED_END = sys.maxsize
 # One read of a partition lasts at most this long before it checkpoints, so
 # that its output moves on and its offsets are committed.
@@ -147,6 +153,7 @@ def validate(uri, kind):
             parse_start(uri.param('start', 'committed'))
             parse_stop(uri.param('stop', 'never'))
             windows.parse_duration(uri.param('watermark_lag', DEFAULT_LAG))
+            windows.parse_duration(uri.param('idle', DEFAULT_IDLE))
         except ValueError as e:
             raise UriError(f'{uri.text}: {e}') from None
     else:
@@ -193,6 +200,45 @@ def preflight_sink(uri, timeout=10):
         consumer.close()
 
 
+def recover(uri, job, timeout=30):
+    """Before a local job reads ``uri`` from its group's committed offsets:
+    what the group's last commit says (see :mod:`transforms.io._kafka_commits`)
+    as ``(horizon, committed_at)``, the earliest over the partitions, or None
+    where no partition has one.  Where the last run ended (or none ran), a
+    new commit of the same offsets marks when this run starts: a run killed
+    before its first commit of its own leaves only files written after it."""
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    if parse_start(uri.param('start', 'committed')).mode != 'committed':
+        return None
+    spec = spec_of(uri, job)
+    consumer = consumer_for(spec)
+    try:
+        topic = consumer.list_topics(spec.topic, timeout=timeout).topics[
+            spec.topic]
+        parts = [_with_metadata(spec, p, confluent_kafka.OFFSET_INVALID, None)
+                 for p in sorted(topic.partitions)]
+        found = consumer.committed(parts, timeout=timeout)
+        resumes = [r for r in (_kafka_commits.Resume.parse(tp.offset,
+                                                           tp.metadata)
+                               for tp in found) if r is not None]
+        last = (min(r.horizon for r in resumes),
+                min(r.committed_at for r in resumes)) if resumes else None
+        if all(r.complete for r in resumes):
+            begin, now = [], time.time()
+            for tp in found:
+                low, _ = consumer.get_watermark_offsets(
+                    _topic_partition(spec._replace(partition=tp.partition)),
+                    timeout=timeout)
+                offset = tp.offset if tp.offset >= 0 else low
+                begin.append(_with_metadata(
+                    spec, tp.partition, offset, _kafka_commits.metadata(
+                        _kafka_commits.COMPLETE, now, offset)))
+            consumer.commit(offsets=begin, asynchronous=False)
+        return last
+    finally:
+        consumer.close()
+
+
 def unbounded(uri) -> bool:
     """Whether reading this URI never ends (the job then runs streaming)."""
     return not parse_stop(uri.param('stop', 'never')).bounded
@@ -211,6 +257,7 @@ class PartitionSpec(typing.NamedTuple):
     stop: StopSpec
     lag_seconds: float
     config: tuple              # ((name, value), ...) for the client
+    idle_seconds: float = 30.0  # idle this long: no longer holds the watermark
 
 
 def consumer_for(spec: PartitionSpec):
@@ -228,6 +275,14 @@ def consumer_for(spec: PartitionSpec):
     return confluent_kafka.Consumer(config)
 
 
+def _with_metadata(spec, partition, offset, metadata):
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    if metadata is None:
+        return confluent_kafka.TopicPartition(spec.topic, partition, offset)
+    return confluent_kafka.TopicPartition(spec.topic, partition, offset,
+                                          metadata=metadata)
+
+
 def _topic_partition(spec, offset=None):
     import confluent_kafka  # pylint: disable=import-outside-toplevel
     if offset is None:
@@ -242,6 +297,10 @@ def start_offset(consumer, spec: PartitionSpec) -> int:
     mode = spec.start.mode
     if mode == 'committed':
         committed = consumer.committed([_topic_partition(spec)], timeout=30)[0]
+        resume = _kafka_commits.Resume.parse(committed.offset,
+                                             committed.metadata)
+        with _BACKLOG_LOCK:
+            _RESUME[_backlog_key(spec)] = resume
         if committed.offset >= 0:
             return max(low, min(committed.offset, high))
         return low
@@ -262,11 +321,23 @@ _BACKLOG = {}
 _LAST_RECORD = {}
 _WATERMARKS = {}
 _PENDING_COMMITS = {}
+_RESUME = {}
 _BACKLOG_LOCK = threading.Lock()
 
 
 def _backlog_key(spec):
     return (spec.brokers, spec.topic, spec.partition, spec.group)
+
+
+def _most_advanced(spec):
+    """The highest watermark of the topic's partitions read in this process
+    (for the group), or None."""
+    with _BACKLOG_LOCK:
+        marks = [mark for (brokers, topic, _, group), mark in
+                 _WATERMARKS.items()
+                 if (brokers, topic, group) == (spec.brokers, spec.topic,
+                                                spec.group)]
+    return max(marks) if marks else None
 
 
 class PartitionRange(OffsetRange):
@@ -328,9 +399,11 @@ class PartitionRestrictions(RestrictionProvider):
 class _ReadPartitionFn(beam.DoFn):
     """``PartitionSpec`` -> the partition's record values, event-timestamped."""
 
-    def __init__(self, job):
+    def __init__(self, job, final_at=None):
         self._job = job
+        self._final_at = final_at
         self._read = Metrics.counter(job, 'read')
+        self._replayed = Metrics.counter(job, 'filtered.replayed_final')
         self._commits = Metrics.counter(job, 'kafka.commits')
         self._consumers = {}
 
@@ -356,6 +429,15 @@ class _ReadPartitionFn(beam.DoFn):
                     ManualWatermarkEstimator.default_provider())):
         yield from self.read(spec, tracker, watermark, None)
 
+    def _commit_final(self, spec, offsets):
+        """Commits what ``_kafka_commits.release`` found final (called by
+        the local runner between bundles)."""
+        consumer = self._consumer(spec)
+        consumer.commit(offsets=[
+            _with_metadata(spec, partition, offset, meta)
+            for partition, offset, meta in offsets], asynchronous=False)
+        self._commits.inc()
+
     def read(self, spec, tracker, watermark, finalizer):
         restriction = tracker.current_restriction()
         if restriction.start >= restriction.stop:
@@ -365,6 +447,19 @@ class _ReadPartitionFn(beam.DoFn):
         lag = spec.lag_seconds
         started = time.monotonic()
         key = _backlog_key(spec)
+        final_only = finalizer is None and self._final_at is not None
+        resume = None
+        if final_only:
+            _kafka_commits.track(spec, self._final_at,
+                                 lambda offsets, s=spec:
+                                 self._commit_final(s, offsets))
+            _kafka_commits.started(spec, spec.partition, restriction.start)
+            with _BACKLOG_LOCK:
+                resume = _RESUME.get(key)
+            if resume is not None and not resume.complete:
+                # Windows final before the restart stay closed.
+                self._advance(watermark, resume.horizon, key)
+        newest_read = None
         with _BACKLOG_LOCK:
             last_record, newest = _LAST_RECORD.setdefault(key, (started, None))
             pending = _PENDING_COMMITS.pop(key, None)
@@ -396,6 +491,16 @@ class _ReadPartitionFn(beam.DoFn):
                     seconds = millis / 1000.0 if kind and millis >= 0 \
                         else time.time()
                     self._read.inc()
+                    if final_only:
+                        newest_read = seconds if newest_read is None \
+                            else max(newest_read, seconds)
+                        if resume is not None and not resume.complete and \
+                                offset < resume.read and \
+                                self._final_at(seconds) <= resume.horizon:
+                            # Read before the restart, into windows whose
+                            # final panes were written: already counted.
+                            self._replayed.inc()
+                            continue
                     yield TimestampedValue(message.value() or b'', seconds)
                     self._advance(watermark, seconds - lag, key)
                     newest = seconds if newest is None else max(newest,
@@ -429,6 +534,11 @@ class _ReadPartitionFn(beam.DoFn):
                     self._advance(watermark, (
                         time.time() if newest is None
                         else newest + now - last_record) - lag, key)
+                    if now - last_record >= spec.idle_seconds:
+                        # Idle: no longer holds the others back.
+                        ahead = _most_advanced(spec)
+                        if ahead is not None:
+                            self._advance(watermark, float(ahead), key)
                 if now - started >= READ_SECONDS or (caught_up and
                                                      not messages):
                     # Checkpoint: the output moves on, offsets are committed,
@@ -436,7 +546,11 @@ class _ReadPartitionFn(beam.DoFn):
                     tracker.defer_remainder()
                     return
         finally:
-            if next_offset is not None:
+            if final_only:
+                if next_offset is not None:
+                    _kafka_commits.emitted(spec, spec.partition, next_offset,
+                                           newest_read)
+            elif next_offset is not None:
                 if finalizer is not None:
                     finalizer.register(
                         lambda c=consumer, s=spec, o=next_offset:
@@ -491,16 +605,17 @@ class _ReadPartitionFinalizingUnboundedFn(_ReadPartitionFinalizingFn):
     pass
 
 
-def read_fn(job, bounded, finalizes_bundles) -> _ReadPartitionFn:
+def read_fn(job, bounded, finalizes_bundles, final_at=None) -> _ReadPartitionFn:
     """The reading DoFn for a bounded or unbounded read, committing offsets in
-    bundle finalization where the runner finalizes bundles."""
+    bundle finalization where the runner finalizes bundles, else (given
+    ``final_at``) once the records' windows are final."""
     fn_class = {
         (True, False): _ReadPartitionFn,
         (True, True): _ReadPartitionFinalizingFn,
         (False, False): _ReadPartitionUnboundedFn,
         (False, True): _ReadPartitionFinalizingUnboundedFn,
     }[bounded, finalizes_bundles]
-    return fn_class(job)
+    return fn_class(job, final_at)
 
 
 def _partitions(unused_impulse, spec_template: PartitionSpec):
@@ -520,20 +635,26 @@ def _partitions(unused_impulse, spec_template: PartitionSpec):
         yield spec_template._replace(partition=partition)
 
 
+def spec_of(uri, job) -> PartitionSpec:
+    """The partition spec (partition -1) a kafka:// source URI describes."""
+    brokers, topic = _split_location(uri)
+    return PartitionSpec(
+        brokers=brokers, topic=topic, partition=-1,
+        group=uri.param('group', f'realtime-pipelines-{job}'),
+        start=parse_start(uri.param('start', 'committed')),
+        stop=parse_stop(uri.param('stop', 'never')),
+        lag_seconds=windows.parse_duration(
+            uri.param('watermark_lag', DEFAULT_LAG)),
+        idle_seconds=windows.parse_duration(
+            uri.param('idle', DEFAULT_IDLE)),
+        config=tuple(sorted(_config(uri).items())))
+
+
 class KafkaSource(Source):
     """``PBegin -> PCollection[bytes]``: the topic's record values."""
 
     def spec(self) -> PartitionSpec:
-        brokers, topic = _split_location(self.uri)
-        return PartitionSpec(
-            brokers=brokers, topic=topic, partition=-1,
-            group=self.uri.param('group', f'realtime-pipelines-'
-                                 f'{self.context.job}'),
-            start=parse_start(self.uri.param('start', 'committed')),
-            stop=parse_stop(self.uri.param('stop', 'never')),
-            lag_seconds=windows.parse_duration(
-                self.uri.param('watermark_lag', DEFAULT_LAG)),
-            config=tuple(sorted(_config(self.uri).items())))
+        return spec_of(self.uri, self.context.job)
 
     def expand(self, pbegin):
         if self.context.kafka_io == 'xlang':
@@ -555,7 +676,7 @@ class KafkaSource(Source):
                     .OUTPUT_AT_EARLIEST)
                 | 'ReadPartitions' >> beam.ParDo(read_fn(
                     self.context.job, spec.stop.bounded,
-                    self.context.finalizes_bundles)))
+                    self.context.finalizes_bundles, self.context.final_at)))
 
     def _xlang(self):
         from apache_beam.io.kafka import ReadFromKafka  # pylint: disable=import-outside-toplevel

@@ -1,0 +1,121 @@
+"""Crash safety of a Kafka job on the local runner: the job runs as a process,
+is killed (SIGKILL) at random moments several times, and is started again
+with the same consumer group into the same sink; the final pane of every
+window must equal a file replay of the same records: nothing lost, nothing
+counted twice.  On a loaded machine too (a CPU-bound process runs beside it).
+
+KILLS (environment, default 3) sets how many kills each case makes; the
+random moments come from a seed printed with the figures (pytest -s)."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.dataset as ds
+import pytest
+
+from pipelines import logs, run
+from transforms import io as transforms_io
+from transforms.io import synthetic
+
+from tests.integration.test_kafka import fresh, produce
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+EVENTS = 20000
+KILLS = int(os.environ.get('KILLS', '3'))
+FIELDS = ['count', 'errors', 'latency_count', 'latency_min_ms',
+          'latency_max_ms']
+
+
+def _job(source, sink, streaming):
+    argv = [sys.executable, '-m', 'pipelines', 'logs', '--source', source,
+            '--sink', f'parquet://{sink}', '--trigger',
+            'late=1,lateness=1h,accumulating', '--no-summary']
+    return argv + (['--streaming'] if streaming else [])
+
+
+def _final_panes(directory):
+    """(service, window start) -> the fields of its highest pane."""
+    table = _rows(directory, 'service_stats')
+    if table is None:
+        return {}
+    final = table.sort_values('pane_index').groupby(
+        ['service', 'window_start']).tail(1)
+    return {(r.service, r.window_start): tuple(getattr(r, f) for f in FIELDS)
+            for r in final.itertuples(index=False)}
+
+
+def _rows(directory, table):
+    try:
+        return ds.dataset(f'{directory}/{table}').to_table().to_pandas()
+    except FileNotFoundError:
+        return None
+
+
+@pytest.fixture
+def cpu_load():
+    """A CPU-bound process beside the job (stopped by its id)."""
+    hog = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    try:
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+@pytest.mark.parametrize('streaming,loaded', [
+    (True, False), (True, True), (False, False)],
+    ids=['streaming', 'streaming-loaded', 'bounded'])
+def test_killed_and_restarted_the_final_panes_equal_a_replay(
+        kafka, tmp_path, request, streaming, loaded):
+    if loaded:
+        request.getfixturevalue('cpu_load')
+    uri = transforms_io.parse_uri(
+        f'synthetic://logs?events={EVENTS}&seed=11')
+    records = list(synthetic.generate(uri).records())
+    topic = fresh(kafka)
+    produce(kafka, topic, records)
+    sink = tmp_path / 'out'
+    source = f'kafka://{kafka.brokers}/{topic}?group=kills&stop=idle:4s'
+    argv = _job(source, sink, streaming)
+    env = {**os.environ, 'PYTHONPATH': REPO}
+    seed = random.randrange(10**6)
+    moments = random.Random(seed)
+    kills = 0
+    for _ in range(KILLS):
+        job = subprocess.Popen(argv, cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(moments.uniform(4.0, 16.0))
+        if job.poll() is None:
+            job.send_signal(signal.SIGKILL)
+            kills += 1
+        job.wait()
+    last = subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
+                          timeout=400, check=False)
+    assert last.returncode == 0, last.stderr.decode()[-2000:]
+
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
+    oracle = run.run(logs, ['--source', f'file://{replay}', '--sink',
+                            f'parquet://{tmp_path}/replay', '--no-summary'])
+    got, expected = _final_panes(sink), _final_panes(tmp_path / 'replay')
+    lost = sum(expected[w][0] - got.get(w, (0,))[0] for w in expected
+               if got.get(w, (0,))[0] < expected[w][0])
+    twice = sum(got[w][0] - expected.get(w, (0,))[0] for w in got
+                if got[w][0] > expected.get(w, (0,))[0])
+    dead = _rows(sink, 'dead_letter')
+    late = 0 if dead is None else int((dead.stage == 'window.late').sum())
+    decode_dead = 0 if dead is None else len(dead) - late
+    print(f'\nkill test ({request.node.callspec.id}, seed {seed}): {kills} '
+          f'kills, {len(records)} records, {len(expected)} windows; lost '
+          f'{lost}, counted twice {twice}; dead letters {decode_dead} '
+          f'(replay {oracle["dead_lettered"]}), late {late}')
+    assert kills >= 1
+    assert lost == 0 and twice == 0
+    assert got == expected
+    assert late == 0
+    assert decode_dead == oracle['dead_lettered']

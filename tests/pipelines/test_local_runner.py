@@ -1,0 +1,92 @@
+"""The local runner's patches to Beam's trigger driver (pipelines/local_runner.py),
+driven directly, with the watermarks a streaming run can hand it."""
+import apache_beam as beam
+import pytest
+from apache_beam.transforms import trigger, window
+from apache_beam.transforms.core import Windowing
+from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
+
+from pipelines import local_runner
+from transforms import windows
+
+T0 = 1767225600           # 2026-01-01T00:00:00Z
+W = window.IntervalWindow(Timestamp.of(T0), Timestamp.of(T0 + 60))
+
+
+class _Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def time(self):
+        return self.now
+
+
+def _driver(spec, clock):
+    local_runner.install()
+    spec = windows.parse_trigger(spec)
+    windowing = Windowing(
+        window.FixedWindows(60), triggerfn=spec.trigger(),
+        accumulation_mode=spec.accumulation_mode(),
+        allowed_lateness=Duration(seconds=spec.lateness))
+    return trigger.create_trigger_driver(windowing, clock=clock)
+
+
+def _record(offset):
+    return WindowedValue(f'r{offset}', Timestamp.of(T0 + offset), [W])
+
+
+def _timers(state):
+    return state.get_timers(watermark=Timestamp.of(T0 + 10**6),
+                            processing_time=Timestamp.of(T0 + 10**6))[0]
+
+
+def _fire(driver, state, watermark, clock, input_watermark):
+    """Fires (and clears) the timers due at ``watermark`` / ``clock``, as the
+    runner does, the input watermark being ``input_watermark``."""
+    due, _ = state.get_timers(clear=True, watermark=watermark,
+                              processing_time=clock)
+    panes = []
+    for window_id, (name, domain, timestamp, _) in due:
+        panes += driver.process_timer(window_id, name, domain, timestamp,
+                                      state, input_watermark)
+    return panes
+
+
+def test_a_late_record_fires_a_late_pane_and_releases_its_hold():
+    state = trigger.InMemoryUnmergedState()
+    driver = _driver('late=1,lateness=1h', _Clock(T0))
+    list(driver.process_elements(state, [_record(1)], Timestamp.of(T0),
+                                 Timestamp.of(T0)))
+    # The watermark passes the window's end: its ON_TIME pane.
+    fired = _fire(driver, state, W.end, Timestamp(0), W.end)
+    assert [p.pane_info.timing for p in fired] == [PaneInfoTiming.ON_TIME]
+    # A late record in a bundle whose output watermark is still behind the
+    # window's end (held there until the bundle that fired commits).
+    late = list(driver.process_elements(state, [_record(2)],
+                                        Timestamp.of(T0 + 30),
+                                        Timestamp.of(T0 + 70)))
+    assert [p.pane_info.timing for p in late] == [PaneInfoTiming.LATE]
+    assert [p.pane_info.index for p in late] == [1]
+    # Nothing holds the watermark at the window any more (no timer is left
+    # that would release it).
+    assert state.get_state(W, driver.WATERMARK_HOLD) is None
+
+
+def test_an_early_firing_is_early_while_the_clock_is_past_the_windows_end():
+    # A live stream: event time is close to the clock, the watermark lags.
+    clock = _Clock(Timestamp.of(T0 + 50))
+    state = trigger.InMemoryUnmergedState()
+    driver = _driver('early=10s', clock)
+    list(driver.process_elements(state, [_record(1)], Timestamp.of(T0),
+                                 Timestamp.of(T0)))
+    clock.now = Timestamp.of(T0 + 65)
+    fired = _fire(driver, state, Timestamp.of(T0 + 55), clock.now,
+                  Timestamp.of(T0 + 55))
+    assert [p.pane_info.timing for p in fired] == [PaneInfoTiming.EARLY]
+    # The end-of-window timer is still there for the ON_TIME pane.
+    assert any(t[1][1] == trigger.TimeDomain.WATERMARK and
+               t[1][2] == W.end for t in _timers(state))
+    on_time = _fire(driver, state, W.end, clock.now, W.end)
+    assert [(p.pane_info.timing, p.pane_info.index) for p in on_time] == [
+        (PaneInfoTiming.ON_TIME, 1)]

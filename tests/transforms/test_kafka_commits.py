@@ -1,0 +1,100 @@
+"""Which offsets a local Kafka read may commit (transforms/io/_kafka_commits.py)
+and what a restart removes from a file sink (_windowed_files.roll_back),
+without a broker: the commits are captured."""
+import os
+import time
+
+import pytest
+
+from transforms import windows
+from transforms.io import _kafka_commits, _windowed_files
+from transforms.io.kafka import PartitionSpec, StartSpec, StopSpec
+
+T0 = 1767225600.0          # 2026-01-01T00:00:00Z
+FINAL_AT = windows.FinalAt((windows.parse_window('fixed:60s'),), 30.0)
+
+
+@pytest.fixture
+def ledger():
+    _kafka_commits.forget()
+    spec = PartitionSpec('b:1', 't', 0, 'g', StartSpec('committed'),
+                         StopSpec('never'), 5.0, ())
+    commits = []
+    _kafka_commits.track(spec, FINAL_AT, commits.append)
+    yield spec, commits
+    _kafka_commits.forget()
+
+
+def test_final_at_is_the_windows_end_plus_the_lateness():
+    assert FINAL_AT(T0) == FINAL_AT(T0 + 59.999) == T0 + 60 + 30
+    assert FINAL_AT(T0 + 60) == T0 + 150
+    sliding = windows.FinalAt((windows.parse_window('sliding:5m/1m'),), 0)
+    assert sliding(T0 + 30) == T0 + 300       # the last window starts at T0
+    assert windows.FinalAt((windows.parse_window('session:5m'),), 0)(T0) \
+        == float('inf')
+
+
+def test_an_offset_is_committed_once_every_record_before_it_is_final(ledger):
+    spec, commits = ledger
+    _kafka_commits.started(spec, 0, 100)
+    _kafka_commits.emitted(spec, 0, 110, T0 + 10)     # window [T0, T0+60)
+    _kafka_commits.emitted(spec, 0, 120, T0 + 70)     # window [T0+60, ...)
+    _kafka_commits.release(T0 + 89)                   # nothing final yet
+    (offsets,) = commits[-1:]
+    assert [(p, o) for p, o, _ in offsets] == [(0, 100)]
+    time.sleep(_kafka_commits.MIN_INTERVAL)
+    _kafka_commits.release(T0 + 90)                   # the first window is
+    partition, offset, meta = commits[-1][0]
+    assert (partition, offset) == (0, 110)
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert resume.horizon == T0 + 90 and resume.read == 120
+    assert not resume.complete
+    time.sleep(_kafka_commits.MIN_INTERVAL)
+    _kafka_commits.release(float('inf'))              # the run ended
+    partition, offset, meta = commits[-1][0]
+    assert offset == 120
+    assert _kafka_commits.Resume.parse(offset, meta).complete
+
+
+def test_a_late_record_keeps_the_commit_behind_the_latest_window(ledger):
+    # "Final at" only grows along a partition: a late record read after a
+    # newer one does not let the commit pass the newer one.
+    spec, commits = ledger
+    _kafka_commits.started(spec, 0, 0)
+    _kafka_commits.emitted(spec, 0, 5, T0 + 70)
+    _kafka_commits.emitted(spec, 0, 6, T0 + 1)        # late
+    _kafka_commits.release(T0 + 90)
+    assert commits[-1][0][1] == 0
+
+
+def test_garbage_metadata_is_no_resume():
+    assert _kafka_commits.Resume.parse(5, '') is None
+    assert _kafka_commits.Resume.parse(5, 'not json') is None
+    assert _kafka_commits.Resume.parse(5, '{"h": 1}') is None
+
+
+def _file(path, mtime):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'x')
+    os.utime(path, (mtime, mtime))
+
+
+def test_roll_back_removes_what_was_written_after_the_commit(tmp_path):
+    committed_at = time.time() - 100
+    before, after = committed_at - 10, committed_at + 10
+    final = tmp_path / 'stats/20260101T000000Z_20260101T000100Z/a.parquet'
+    open_ = tmp_path / 'stats/20260101T000100Z_20260101T000200Z/b.parquet'
+    written_after = tmp_path / 'stats/20260101T000000Z_20260101T000100Z/c.parquet'
+    dead_before = tmp_path / 'dead_letter/unwindowed/d.parquet'
+    dead_after = tmp_path / 'dead_letter/unwindowed/e.parquet'
+    late_before = tmp_path / 'dead_letter/20260101T000100Z_20260101T000200Z/f.parquet'
+    for path, mtime in ((final, before), (open_, before),
+                        (written_after, after), (dead_before, before),
+                        (dead_after, after), (late_before, before)):
+        _file(path, mtime)
+    # Windows closing by T0+90 (end + 30 s of lateness) were final.
+    removed = _windowed_files.roll_back(tmp_path, T0 + 90, committed_at, 30)
+    assert removed == 3
+    assert final.exists() and dead_before.exists() and late_before.exists()
+    assert not open_.exists() and not written_after.exists() and \
+        not dead_after.exists()

@@ -1,0 +1,167 @@
+"""Which Kafka offsets a local run may commit, and what a restart resumes.
+
+The bundle-based local runner keeps window state in memory: a record whose
+window has not emitted its final pane is lost with the process.  So a local
+Kafka read commits an offset only once every record before it is *final*:
+its windows have all emitted their final panes (event time past the window's
+end plus the allowed lateness, ``io.Context.final_at``) and everything they
+produced is written.  The runner tells when that holds (``release``, called
+by pipelines/local_runner.py when nothing is pending anywhere downstream of
+the reads): the horizon up to which windows are final.
+
+Each commit carries, per partition, metadata a restart needs::
+
+    {"h": horizon (s), "t": wall-clock time of the commit (s),
+     "r": the partition's next offset read when the horizon was taken}
+
+A restart of the group then (``Resume``)
+
+* starts each partition at its committed offset, its watermark at ``h``;
+* skips a record before ``r`` whose windows were all final at ``h``: it is
+  already in those final panes (counted ``filtered.replayed_final``);
+* finds later records of final windows late, as a run that had not stopped
+  would have, and keeps them as dead letters;
+
+(a run that ended commits the horizon ``COMPLETE``: nothing to skip or
+roll back, and the next run's watermark starts afresh), and the sinks drop
+what the killed run wrote after the commit
+(``pipelines.run``: windows not final at ``h``, dead letters written after
+``t``), which the restart writes again.  The event time used here is the
+Kafka record's timestamp (the one the watermark is estimated from); a
+record whose payload dates it into another window is outside this promise.
+"""
+import json
+import threading
+import time
+import typing
+
+_LOCK = threading.Lock()
+_LEDGERS = {}               # (brokers, topic, group, config) -> _Ledger
+# Commit at most this often while a stream runs (a commit is a round trip).
+MIN_INTERVAL = 0.5
+# The horizon a run that ended commits (every window it read is final).
+COMPLETE = 1e15
+
+
+class Resume(typing.NamedTuple):
+    """What the last commit of a group says about one partition."""
+    offset: int               # committed: the next record to read
+    horizon: float            # windows closing by then were final
+    committed_at: float       # wall-clock time of that commit
+    read: int                 # the next offset read when it was taken
+
+    @property
+    def complete(self) -> bool:
+        """The run that committed ended: everything it read is final."""
+        return self.horizon >= COMPLETE
+
+    @staticmethod
+    def parse(offset, metadata):
+        try:
+            found = json.loads(metadata or '')
+            return Resume(offset, float(found['h']), float(found['t']),
+                          int(found['r']))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def metadata(horizon, committed_at, read) -> str:
+    return json.dumps({'h': horizon, 't': committed_at, 'r': read},
+                      separators=(',', ':'))
+
+
+class _Ledger:
+    def __init__(self, spec, final_at, commit):
+        self.spec = spec
+        self.final_at = final_at
+        self.commit = commit          # [(partition, offset, metadata)] -> None
+        self.checkpoints = {}         # partition -> [(next offset, final at)]
+        self.final_at_max = {}        # partition -> latest final_at so far
+        self.read = {}                # partition -> next offset read
+        self.committable = {}         # partition -> offset
+        self.horizon = None
+        self.committed_at = 0.0
+        self.dirty = False
+
+
+def _key(spec):
+    return (spec.brokers, spec.topic, spec.group, spec.config)
+
+
+def track(spec, final_at, commit):
+    """The ledger of ``spec``'s topic and group (made on first use)."""
+    with _LOCK:
+        ledger = _LEDGERS.get(_key(spec))
+        if ledger is None:
+            ledger = _LEDGERS[_key(spec)] = _Ledger(spec, final_at, commit)
+        return ledger
+
+
+def started(spec, partition, offset):
+    """A read of ``partition`` starts at ``offset`` (nothing read yet)."""
+    with _LOCK:
+        ledger = _LEDGERS[_key(spec)]
+        ledger.read.setdefault(partition, offset)
+        ledger.committable.setdefault(partition, offset)
+
+
+def emitted(spec, partition, next_offset, newest_seconds):
+    """Records up to ``next_offset`` were emitted, the newest (by Kafka
+    timestamp) at ``newest_seconds`` (None: nothing new since the last)."""
+    with _LOCK:
+        ledger = _LEDGERS[_key(spec)]
+        final = ledger.final_at_max.get(partition, float('-inf'))
+        if newest_seconds is not None:
+            final = max(final, ledger.final_at(newest_seconds)
+                        if ledger.final_at else float('inf'))
+            ledger.final_at_max[partition] = final
+        ledger.read[partition] = next_offset
+        ledger.checkpoints.setdefault(partition, []).append(
+            (next_offset, final))
+
+
+def release(horizon):
+    """Every window closing by ``horizon`` (event time, seconds; inf at the
+    end of a run) has emitted its final pane and all it produced is written:
+    commit, per partition, up to the first record not yet final."""
+    due = []
+    now = time.time()
+    with _LOCK:
+        for ledger in _LEDGERS.values():
+            moved = False
+            for partition, points in ledger.checkpoints.items():
+                done = [p for p in points if p[1] <= horizon]
+                # Checkpoints are in offset order and "final at" only grows:
+                # the final ones are a prefix.
+                if done:
+                    ledger.committable[partition] = done[-1][0]
+                    del points[:len(done)]
+                    moved = True
+            ledger.dirty = ledger.dirty or moved
+            if ledger.horizon is not None and horizon <= ledger.horizon \
+                    and not ledger.dirty:
+                continue
+            if horizon != float('inf') and \
+                    now - ledger.committed_at < MIN_INTERVAL:
+                continue
+            ledger.horizon = horizon
+            ledger.committed_at = now
+            ledger.dirty = False
+            offsets = [(p, offset, metadata(
+                horizon if horizon != float('inf') else COMPLETE, now,
+                ledger.read.get(p, offset)))
+                for p, offset in sorted(ledger.committable.items())]
+            due.append((ledger.commit, offsets))
+    for commit, offsets in due:
+        commit(offsets)
+
+
+def tracking() -> bool:
+    """Whether any read in this process waits for final records."""
+    return bool(_LEDGERS)
+
+
+def forget():
+    """Drop every ledger (a new run in this process)."""
+    with _LOCK:
+        _LEDGERS.clear()
