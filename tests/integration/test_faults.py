@@ -188,11 +188,6 @@ def _committed(kafka, topic, group, partitions):
     return sum(max(0, tp.offset) for tp in offsets)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'known gap: on the local runner a bounded Kafka read commits its '
-    'offsets when the read ends, before the sinks have written what it '
-    'read; a sink failing after that leaves them committed (crash safety '
-    'of the Kafka source, worked on apart)'))
 def test_a_sink_failing_mid_run_commits_no_offset_of_unwritten_output(
         kafka, tmp_path, capsys):
     records = _records(600, seed=8)
