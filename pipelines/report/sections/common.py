@@ -121,7 +121,7 @@ def dead_letters(section, out):
         section.note('No dead letters.')
         return
     top = reasons[:TOP_REASONS]
-    fig, axes = page.figure(height_in=0.3 * len(top) + 0.8)
+    fig, axes = page.figure(height_in=max(0.3 * len(top) + 0.8, 1.6))
     ax = axes[0][0]
     y = np.arange(len(top))[::-1]
     ax.barh(y, [n for _, n, _ in top], color='#e6550d')

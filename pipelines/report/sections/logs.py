@@ -67,17 +67,25 @@ def alerts_table(section, out):
     section.table(cols, rows, caption=f'alerts ({len(rows)})')
 
 
-def top_templates(section, out):
-    """The templates with most records over the run, one bar per template
-    text (a text mined in several services is one bar)."""
-    templates = out.table('templates')
+def template_totals(templates):
+    """Records per template text over the run: the final pane of every
+    service, template_id and window, summed; with the number of services
+    that text was mined in.  Most records first."""
     need(templates, 'templates', 'service', 'template_id', 'template',
          'window_start', 'pane_index', 'count')
     last = final(templates, ['service', 'template_id'])
-    by_text = last.groupby('template').agg(
-        count=('count', 'sum'), services=('service', 'nunique'))
-    top = by_text.nlargest(TOP_TEMPLATES, 'count')[::-1]
-    fig, axes = page.figure(height_in=0.3 * len(top) + 0.8)
+    return last.groupby('template').agg(
+        count=('count', 'sum'), services=('service', 'nunique')).sort_values(
+        ['count', 'services'], ascending=False, kind='stable')
+
+
+def top_templates(section, out):
+    """The templates with most records, one bar per template text (a text
+    mined in several services is one bar)."""
+    templates = out.table('templates')
+    by_text = template_totals(templates)
+    top = by_text.head(TOP_TEMPLATES)[::-1]
+    fig, axes = page.figure(height_in=max(0.3 * len(top) + 0.8, 1.6))
     ax = axes[0][0]
     ax.barh(range(len(top)), top['count'].to_numpy(), color='#3182bd')
     ax.set_yticks(range(len(top)), [
@@ -88,7 +96,8 @@ def top_templates(section, out):
     ax.grid(axis='y', visible=False)
     section.figure(fig, f'Top {len(top)} of {len(by_text)} log templates '
                         f'by records (mined per service: '
-                        f'{last["template_id"].nunique()} service templates)')
+                        f'{templates["template_id"].nunique()} service '
+                        f'templates)')
 
 
 def template_alerts(section, out):
