@@ -187,7 +187,8 @@ def panes(section, out, table, keys, metric, where=None):
         ax.vlines(centre[moved], prior.to_numpy()[moved],
                   totals.to_numpy()[moved], color=page.TIMING_COLORS['LATE'],
                   lw=2.5, label='late correction')
-    ax.set_ylabel(f'{metric} (sum over {keys[0]})')
+    ax.set_ylabel(f'{metric} ({scope.strip()})' if scope
+                  else f'{metric} (sum over {keys[0]})')
     page.time_axis(ax)
     page.legend(ax, loc='upper left', ncols=3)
     late = int((frame['pane_timing'] == 'LATE').sum())

@@ -18,7 +18,7 @@ PANES = ('stats', ('sensor_id', 'metric'), 'count')
 MAX_SERIES = 12
 # Incident.kind; severity is a number whose unit depends on the kind (peak
 # |z|, readings, seconds), so incidents are coloured by kind.
-KIND_COLORS = {'spike': '#d62728', 'stuck': '#9467bd', 'silence': '#7f7f7f',
+KIND_COLORS = {'spike': '#d62728', 'stuck': '#bcbd22', 'silence': '#7f7f7f',
                'trend': '#ff7f0e'}
 
 
@@ -88,7 +88,7 @@ def series(section, out):
                 kinds_drawn.add(kind)
             incidents += len(mine)
         ax.set_title(name, fontsize=9)
-        ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=6))
         page.time_axis(ax, label=None)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
