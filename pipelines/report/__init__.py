@@ -55,9 +55,10 @@ def job_sections(out):
     dead = page.Section('Dead letters', f'{anchor}-dead-letters', level=3)
     dead.attempt('dead letters', common.dead_letters, out)
     panes = page.Section('Panes', f'{anchor}-panes', level=3)
-    table, keys, metric = module.PANES
+    table, keys, metric, *where = module.PANES
     if out.has(table):
-        panes.attempt('panes', common.panes, out, table, keys, metric)
+        panes.attempt('panes', common.panes, out, table, keys, metric,
+                      *where)
     else:
         panes.note(f'No {table} table: no panes to show.')
     return [own, accounting, dead, panes]

@@ -72,16 +72,6 @@ def need(frame, table, *columns):
             f'(it has: {", ".join(map(str, frame.columns)) or "nothing"})')
 
 
-def pick(frame, table, *candidates):
-    """The first of ``candidates`` that is a column of ``frame``."""
-    for name in candidates:
-        if name in frame.columns:
-            return name
-    raise MissingColumns(
-        f'table {table} has none of the columns {", ".join(candidates)} '
-        f'(it has: {", ".join(map(str, frame.columns)) or "nothing"})')
-
-
 def final(frame, keys):
     """The final value of every key and window: the row of the highest
     pane_index (a LATE pane corrects an earlier one)."""

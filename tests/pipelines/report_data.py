@@ -1,59 +1,92 @@
-"""Output folders for the run-report tests: small real runs of the logs and
-trades jobs, and hand-made tables with the columns of the video_qoe and
-sensors jobs (whose sections are written against those names)."""
+"""Output folders for the run-report tests: small real runs of every job
+(logs with its template tables, trades, video_qoe, sensors), and hand-made
+tables built from the jobs' own record types (``Rollup``, ``Session``,
+``Alert``, ``SensorStats``, ``Incident``, ``DeadLetter``), so that a renamed
+or retyped field breaks these tests as it would break the report."""
 import datetime
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.utils.timestamp import Timestamp
 
-from pipelines import logs, run, trades
+from pipelines import logs, run, sensors, trades, video_qoe
+from transforms import schemas
+from transforms.deadletter import DeadLetter
+from transforms.detectors import Alert
+from transforms.sensors.records import Incident, SensorStats
+from transforms.video.rollups import Rollup, rollup_key
+from transforms.video.sessions import Session
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
-MINUTE = datetime.timedelta(minutes=1)
+MINUTE = 60
+
+# (job module, source, streaming, extra options).  The streaming runs give
+# EARLY, ON_TIME and LATE panes; video_qoe and sensors run in batch (their
+# streaming runs take tens of seconds), with few CDNs and contents so that
+# every video series is drawn, and more spikes so that sensors has incidents.
+SMALL_RUNS = (
+    (logs, 'synthetic://logs?events=3000&seed=7', True,
+     ['--templates', 'on']),
+    (trades, 'synthetic://trades?events=2000&seed=7', True, []),
+    (video_qoe, 'synthetic://video?sessions=60&contents=2&cdns=2&seed=7',
+     False, []),
+    (sensors, 'synthetic://sensors?sensors=4&events=1500&spikes=0.01&seed=7',
+     False, []),
+)
 
 
 def run_small_jobs(root):
-    """Streaming runs (EARLY, ON_TIME and LATE panes all occur); returns
-    {job: summary returned by run.run}."""
+    """Returns {job: summary returned by run.run}."""
     summaries = {}
-    for module, events in ((logs, 3000), (trades, 2000)):
+    for module, source, streaming, extra in SMALL_RUNS:
         job = module.OPTIONS.JOB
-        summaries[job] = run.run(module, [
-            '--streaming', '--source',
-            f'synthetic://{job}?events={events}&seed=7',
-            '--sink', f'parquet://{root / job}', '--no-summary',
-            '--no-progress'])
+        summaries[job] = run.run(module, (['--streaming'] if streaming else [])
+                                 + ['--source', source,
+                                    '--sink', f'parquet://{root / job}',
+                                    '--no-summary', '--no-progress'] + extra)
     return summaries
 
 
-def write_table(folder, table, rows, schema=None):
-    """rows: {column: list} -> folder/table/part.parquet (pane folders as a
-    job writes them are not needed: the report reads every file below)."""
+def _ts(when):
+    """A datetime, or minutes after T0 -> a Beam Timestamp."""
+    if not isinstance(when, datetime.datetime):
+        when = T0 + datetime.timedelta(minutes=when)
+    return Timestamp.from_utc_datetime(when)
+
+
+def write_table(folder, table, records, record_type, drop=(), rename=None):
+    """records (of ``record_type``) -> folder/table/part.parquet with the
+    job's Arrow schema, less ``drop``, with columns renamed by ``rename``
+    (pane folders as a job writes them are not needed: the report reads
+    every file below)."""
+    arrow = schemas.to_arrow(records, record_type)
+    arrow = arrow.drop_columns([c for c in drop if c in arrow.column_names])
+    arrow = arrow.rename_columns([(rename or {}).get(c, c)
+                                  for c in arrow.column_names])
     target = folder / table / 'unwindowed'
     target.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(rows, schema=schema), target / f'{table}.parquet')
+    pq.write_table(arrow, target / f'{table}.parquet')
+    return records
 
 
 def _panes(n_windows, keys):
-    """(key, window index, timing, index) for every key and window: an EARLY
+    """(key, window index, pane fields) for every key and window: an EARLY
     and an ON_TIME pane, and a LATE one for every third window."""
     for key in keys:
         for w in range(n_windows):
             timings = ['EARLY', 'ON_TIME'] + (['LATE'] if w % 3 == 0 else [])
             for index, timing in enumerate(timings):
-                yield key, w, timing, index
+                yield key, w, index, {
+                    'window_start': _ts(w), 'window_end': _ts(w + 1),
+                    'pane_timing': timing, 'pane_index': index}
 
 
 def _dead_letters(folder, job, count):
-    write_table(folder, 'dead_letter', {
-        'raw': [f'bad line {i} from 10.1.2.{i} user{i}@example.com'.encode()
-                for i in range(count)],
-        'stage': [f'decode.{job}'] * count,
-        'reason': [f'missing field {"abc"[i % 3]}' for i in range(count)],
-        'error_time': [T0] * count,
-        'source': [f'file://{job}.log'] * count,
-    })
+    return write_table(folder, 'dead_letter', [DeadLetter(
+        raw=f'bad line {i} from 10.1.2.{i} user{i}@example.com'.encode(),
+        stage=f'decode.{job}', reason=f'missing field {"abc"[i % 3]}',
+        error_time=_ts(0), source=f'file://{job}.log') for i in range(count)],
+        DeadLetter)
 
 
 def _summary(folder, job, rows_written, dead):
@@ -70,116 +103,88 @@ def _summary(folder, job, rows_written, dead):
 
 
 def video_qoe_tables(folder, drop=(), rename=None):
-    """The video_qoe tables: sessions, qoe_rollups, alerts, dead_letter."""
+    """The video_qoe tables (sessions, qoe_rollups, alerts, dead_letter) with
+    EARLY, ON_TIME and LATE panes; ``drop`` and ``rename`` apply to every
+    table.  Returns {table: [records]}."""
     rng = np.random.default_rng(3)
-    rename = rename or {}
-    dims = [('cdn', 'akamai'), ('cdn', 'fastly'), ('stream_type', 'live')]
-    rollups = {k: [] for k in (
-        'window_start', 'window_end', 'pane_timing', 'pane_index',
-        'dimension', 'dimension_value', 'active_sessions', 'plays',
-        'video_start_time_p50_ms', 'video_start_time_p95_ms', 'rebuffer_ms',
-        'playing_ms', 'rebuffering_ratio', 'errors', 'failures', 'exits')}
-    for (dim, value), w, timing, index in _panes(8, dims):
+    dims = [('all', 'all'), ('cdn', 'akamai'), ('cdn', 'fastly'),
+            ('stream_type', 'l')]
+    rollups = []
+    for (dim, value), _, index, pane in _panes(8, dims):
         p50 = float(rng.uniform(400, 900))
-        rollups['window_start'].append(T0 + w * MINUTE)
-        rollups['window_end'].append(T0 + (w + 1) * MINUTE)
-        rollups['pane_timing'].append(timing)
-        rollups['pane_index'].append(index)
-        rollups['dimension'].append(dim)
-        rollups['dimension_value'].append(value)
-        rollups['active_sessions'].append(int(rng.integers(20, 60)))
-        rollups['plays'].append(int(rng.integers(10, 40)) + index)
-        rollups['video_start_time_p50_ms'].append(p50)
-        rollups['video_start_time_p95_ms'].append(p50 * 2.5)
-        rollups['rebuffer_ms'].append(float(rng.uniform(0, 4000)))
-        rollups['playing_ms'].append(float(rng.uniform(50000, 90000)))
-        rollups['rebuffering_ratio'].append(float(rng.uniform(0, 0.08)))
-        rollups['errors'].append(int(rng.integers(0, 3)))
-        rollups['failures'].append(int(rng.integers(0, 2)))
-        rollups['exits'].append(int(rng.integers(0, 2)))
+        rollups.append(Rollup(
+            dimension=dim, value=value, count=int(rng.integers(50, 90)),
+            active_sessions=int(rng.integers(20, 60)),
+            plays=int(rng.integers(10, 40)) + index,
+            video_start_time_p50_ms=p50, video_start_time_p95_ms=p50 * 2.5,
+            rebuffer_ms=int(rng.integers(0, 4000)),
+            playing_ms=int(rng.integers(50000, 90000)),
+            rebuffering_ratio=float(rng.uniform(0, 0.08)),
+            errors=int(rng.integers(0, 3)), failures=int(rng.integers(0, 2)),
+            exits_before_video_start=int(rng.integers(0, 2)), **pane))
     n = 200
-    sessions = {
-        'session_id': [f's{i:04d}' for i in range(n)],
-        'content_id': [f'c{i % 7}' for i in range(n)],
-        'cdn': [('akamai', 'fastly')[i % 2] for i in range(n)],
-        'stream_type': [('vod', 'live')[i % 2] for i in range(n)],
-        'streaming_format': ['hls'] * n,
-        'start': [T0 + i * datetime.timedelta(seconds=2) for i in range(n)],
-        'end': [T0 + i * datetime.timedelta(seconds=2) + 3 * MINUTE
-                for i in range(n)],
-        'video_start_time_ms': rng.gamma(4, 200, n).tolist(),
-        'rebuffer_count': rng.poisson(1, n).tolist(),
-        'rebuffer_ms': rng.exponential(1500, n).tolist(),
-        'playing_ms': rng.uniform(30000, 180000, n).tolist(),
-        'rebuffering_ratio': rng.beta(1, 30, n).tolist(),
-        'error_count': rng.poisson(0.1, n).tolist(),
-        'failed': (rng.uniform(size=n) < 0.03).tolist(),
-        'exit_before_video_start': (rng.uniform(size=n) < 0.02).tolist(),
-        'bitrate_switches': rng.poisson(2, n).tolist(),
-        'avg_bitrate_kbps': rng.normal(3500, 800, n).tolist(),
-        'report_count': rng.integers(1, 30, n).tolist(),
-        'window_start': [T0] * n, 'window_end': [T0 + 10 * MINUTE] * n,
-        'pane_timing': ['ON_TIME'] * n, 'pane_index': [0] * n,
-    }
-    alerts = {
-        'key': ['cdn=fastly', 'cdn=fastly'],
-        'metric': ['rebuffering_ratio', 'rebuffering_ratio'],
-        'state': ['RAISED', 'RECOVERED'], 'value': [0.09, 0.01],
-        'threshold': [0.05, 0.04],
-        'window_start': [T0 + 2 * MINUTE, T0 + 5 * MINUTE],
-        'window_end': [T0 + 3 * MINUTE, T0 + 6 * MINUTE],
-        'pane_timing': ['ON_TIME'] * 2, 'pane_index': [1, 1],
-    }
-    tables = {'sessions': sessions, 'qoe_rollups': rollups, 'alerts': alerts}
-    for table, rows in tables.items():
-        rows = {rename.get(k, k): v for k, v in rows.items()
-                if k not in drop}
-        write_table(folder, table, rows)
+    sessions = [Session(
+        session_id=f's{i:04d}', content_id=f'c{i % 7}',
+        cdn=('akamai', 'fastly')[i % 2], stream_type=('v', 'l')[i % 2],
+        streaming_format='h',
+        session_start=_ts(T0 + datetime.timedelta(seconds=2 * i)),
+        session_end=_ts(T0 + datetime.timedelta(seconds=2 * i + 180)),
+        report_count=int(rng.integers(1, 30)),
+        video_start_time_ms=int(rng.gamma(4, 200)),
+        rebuffer_count=int(rng.poisson(1)),
+        rebuffer_ms=int(rng.exponential(1500)),
+        playing_ms=int(rng.uniform(30000, 180000)),
+        rebuffering_ratio=float(rng.beta(1, 30)),
+        error_count=int(rng.poisson(0.1)),
+        failed=bool(rng.uniform() < 0.03),
+        exit_before_video_start=bool(rng.uniform() < 0.02),
+        bitrate_switches=int(rng.poisson(2)),
+        avg_bitrate_kbps=float(rng.normal(3500, 800)),
+        window_start=_ts(0), window_end=_ts(10), pane_timing='ON_TIME',
+        pane_index=0) for i in range(n)]
+    key = rollup_key(next(r for r in rollups if r.value == 'fastly'))
+    alerts = [Alert(key=key, metric='rebuffering_ratio', state=state,
+                    value=value, threshold=threshold, window_start=_ts(w),
+                    window_end=_ts(w + 1), pane_timing='ON_TIME',
+                    pane_index=1)
+              for state, value, threshold, w in (('RAISED', 0.09, 0.05, 2),
+                                                 ('RECOVERED', 0.01, 0.04, 5))]
+    tables = {'sessions': (sessions, Session),
+              'qoe_rollups': (rollups, Rollup), 'alerts': (alerts, Alert)}
+    for table, (records, record_type) in tables.items():
+        write_table(folder, table, records, record_type, drop, rename)
     _dead_letters(folder, 'video_qoe', 9)
     _summary(folder, 'video_qoe', {'sessions': n, 'qoe_rollups': len(
-        rollups['plays']), 'alerts': 2, 'dead_letter': 9}, 9)
-    return tables
+        rollups), 'alerts': len(alerts), 'dead_letter': 9}, 9)
+    return {table: records for table, (records, _) in tables.items()}
 
 
 def sensors_tables(folder, rename=None):
-    """The sensors tables: stats, anomalies, dead_letter."""
+    """The sensors tables (stats, anomalies, dead_letter) with EARLY,
+    ON_TIME and LATE panes; ``rename`` applies to anomalies.  Returns
+    {table: [records]}."""
     rng = np.random.default_rng(5)
     series = [('s1', 'temperature'), ('s2', 'temperature'), ('s3', 'humidity')]
-    stats = {k: [] for k in (
-        'sensor_id', 'metric', 'window_start', 'window_end', 'pane_timing',
-        'pane_index', 'count', 'mean', 'min', 'max', 'stddev', 'p50', 'p95',
-        'slope', 'intercept', 'calibration_version', 'uncalibrated_count')}
-    for (sensor, metric), w, timing, index in _panes(10, series):
+    stats = []
+    for (sensor, metric), w, index, pane in _panes(10, series):
         mean = 20 + w * 0.3 + float(rng.normal(0, 0.2))
-        stats['sensor_id'].append(sensor)
-        stats['metric'].append(metric)
-        stats['window_start'].append(T0 + w * MINUTE)
-        stats['window_end'].append(T0 + (w + 1) * MINUTE)
-        stats['pane_timing'].append(timing)
-        stats['pane_index'].append(index)
-        stats['count'].append(30 + index)
-        stats['mean'].append(mean)
-        stats['min'].append(mean - 1.5)
-        stats['max'].append(mean + 1.5)
-        stats['stddev'].append(0.6)
-        stats['p50'].append(mean)
-        stats['p95'].append(mean + 1.2)
-        stats['slope'].append(0.005)
-        stats['intercept'].append(mean - 0.15)
-        stats['calibration_version'].append(1)
-        stats['uncalibrated_count'].append(0)
-    anomalies = {
-        'sensor_id': ['s1', 's3'], 'metric': ['temperature', 'humidity'],
-        'kind': ['spike', 'flatline'],
-        'start': [T0 + 3 * MINUTE, T0 + 6 * MINUTE],
-        'end': [T0 + 4 * MINUTE, T0 + 8 * MINUTE],
-        'peak_value': [31.0, 22.1], 'severity': ['critical', 'warning'],
-        'reading_count': [12, 40],
-    }
-    write_table(folder, 'stats', stats)
-    write_table(folder, 'anomalies', {(rename or {}).get(k, k): v
-                                      for k, v in anomalies.items()})
+        stats.append(SensorStats(
+            sensor_id=sensor, metric=metric, count=30 + index, mean=mean,
+            min=mean - 1.5, max=mean + 1.5, stddev=0.6, p50=mean,
+            p95=mean + 1.2, slope=0.005, intercept=mean - 0.15,
+            calibration_version='v1', uncalibrated_count=0, **pane))
+    anomalies = [
+        Incident(sensor_id='s1', metric='temperature', kind='spike',
+                 start=_ts(3), end=_ts(4), peak_value=31.0, severity=6.2,
+                 reading_count=12, state='CLOSED', calibration_version='v1'),
+        Incident(sensor_id='s3', metric='humidity', kind='stuck',
+                 start=_ts(6), end=_ts(8), peak_value=22.1, severity=40.0,
+                 reading_count=40, state='OPEN', calibration_version='v1'),
+    ]
+    write_table(folder, 'stats', stats, SensorStats)
+    write_table(folder, 'anomalies', anomalies, Incident, rename=rename)
     _dead_letters(folder, 'sensors', 5)
-    _summary(folder, 'sensors', {'stats': len(stats['count']),
-                                 'anomalies': 2, 'dead_letter': 5}, 5)
+    _summary(folder, 'sensors', {'stats': len(stats),
+                                 'anomalies': len(anomalies),
+                                 'dead_letter': 5}, 5)
     return {'stats': stats, 'anomalies': anomalies}

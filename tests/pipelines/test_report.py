@@ -1,6 +1,7 @@
 """The run report: every job's figures, the accounting, dead letters and
-panes, on small real runs (logs, trades) and hand-made tables (video_qoe,
-sensors); figures skipped with a note when a column is missing."""
+panes, on small real runs of every job (logs with its template tables,
+trades, video_qoe, sensors) and on hand-made tables built from the jobs'
+record types; figures skipped with a note when a column is missing."""
 import base64
 import io
 import json
@@ -9,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
@@ -16,14 +18,21 @@ from PIL import Image
 
 import report_data
 from pipelines import REPO_ROOT, logs, report, run
-from pipelines.report import data
+from pipelines.report import data, page
 from pipelines.report.sections import SECTIONS, common
+from pipelines.report.sections import logs as logs_section
+from pipelines.report.sections import sensors as sensors_section
+from pipelines.report.sections import video_qoe as video_section
 
 IMG = re.compile(r'<img class="plot"[^>]*src="data:image/png;base64,([^"]+)"')
 
 
 def _table(root, job, table):
     return ds.dataset(str(root / job / table), format='parquet').to_table()
+
+
+def _article(text, anchor):
+    return text.split(f'<article id="{anchor}">')[1].split('</article>')[0]
 
 
 @pytest.fixture(scope='module')
@@ -55,12 +64,14 @@ def test_every_job_is_found_and_every_figure_drawn(report_root, rendered):
     _, built = rendered
     assert set(built) == set(SECTIONS)
     symbols = pc.unique(_table(root, 'trades', 'bars')['symbol'])
-    own = {'logs': 1, 'trades': len(symbols), 'video_qoe': 2, 'sensors': 1}
+    # logs: series and top templates; video_qoe: rollups and sessions.
+    own = {'logs': 2, 'trades': len(symbols), 'video_qoe': 2, 'sensors': 1}
     for job, sections in built.items():
         job_own, accounting, dead, panes = sections
         assert job_own.figures == own[job], job
+        dead_letters = (root / job / 'dead_letter').is_dir()
         assert (accounting.figures, dead.figures, panes.figures) == \
-            (1, 1, 1), job
+            (1, int(dead_letters), 1), job
         assert not any(s.skipped for s in sections), (job, [
             s.skipped for s in sections])
 
@@ -98,9 +109,11 @@ def test_the_accounting_shows_the_run_summary(report_root, rendered):
 
 
 def test_dead_letter_reasons_add_up_and_their_samples_are_masked(
-        report_root):
+        report_root, handmade_root):
     root, summaries = report_root
-    for job in ('logs', 'trades'):
+    for job in SECTIONS:
+        if not (root / job / 'dead_letter').is_dir():
+            continue
         out = data.JobOutput(job, root / job)
         reasons = common._reasons(out)   # pylint: disable=protected-access
         assert sum(n for _, n, _ in reasons) == \
@@ -108,7 +121,7 @@ def test_dead_letter_reasons_add_up_and_their_samples_are_masked(
             _table(root, job, 'dead_letter').num_rows
         stages = set(_table(root, job, 'dead_letter')['stage'].to_pylist())
         assert {r.split(': ', 1)[0] for r, _, _ in reasons} == stages
-    out = data.JobOutput('video_qoe', root / 'video_qoe')
+    out = data.JobOutput('video_qoe', handmade_root[0] / 'video_qoe')
     samples = [s for _, _, found in common._reasons(out) for s in found]  # pylint: disable=protected-access
     assert samples and all('<ip>' in s and '<email>' in s for s in samples)
     assert not any('example.com' in s or '10.1.2.' in s for s in samples)
@@ -141,6 +154,113 @@ def test_the_panes_figure_counts_late_rows(report_root, rendered):
         'pane_timing'], 'LATE')).as_py()
     logs_part = text.split('<article id="logs">')[1]
     assert f'of service_stats per window; {late} LATE rows' in logs_part
+
+
+def test_top_templates_are_the_final_counts_of_the_templates_table(
+        report_root, rendered):
+    root, summaries = report_root
+    text, _ = rendered
+    frame = _table(root, 'logs', 'templates').to_pandas()
+    got = logs_section.template_totals(frame)
+    # Oracle: the highest pane per service, template and window, summed per
+    # template text.
+    key = ['service', 'template_id', 'window_start']
+    last = frame.loc[frame.groupby(key)['pane_index'].idxmax()]
+    want = last.groupby('template')['count'].sum()
+    assert got['count'].to_dict() == want.to_dict()
+    assert list(got['count']) == sorted(got['count'], reverse=True)
+    # Every record aggregated into service_stats was mined into a template.
+    stats = _table(root, 'logs', 'service_stats').to_pandas()
+    stats = stats.loc[stats.groupby(['service', 'window_start'])[
+        'pane_index'].idxmax()]
+    assert got['count'].sum() == stats['count'].sum() == \
+        summaries['logs']['aggregated']
+    shown = min(len(got), logs_section.TOP_TEMPLATES)
+    assert f'Top {shown} of {len(got)} log templates by records' in \
+        _article(text, 'logs')
+
+
+def test_template_alerts_are_listed_by_kind(report_root, rendered):
+    root, _ = report_root
+    text, _ = rendered
+    alerts = _table(root, 'logs', 'template_alerts').to_pandas()
+    assert len(alerts) > 0
+    kinds = ', '.join(f'{n} {k}' for k, n in
+                      alerts['kind'].value_counts().items())
+    assert f'template alerts ({len(alerts)}: {kinds})' in \
+        _article(text, 'logs')
+
+
+def test_video_incidents_shade_the_series_of_their_alert(report_root,
+                                                          rendered):
+    root, _ = report_root
+    text, _ = rendered
+    rollups = _table(root, 'video_qoe', 'qoe_rollups').to_pandas()
+    series = set(video_section.dimension_keys(rollups))
+    assert 'all' in series and len(series) <= video_section.MAX_SERIES
+    alerts = _table(root, 'video_qoe', 'alerts').to_pandas()
+    # Oracle: one incident per RAISED alert of a shaded metric (the run
+    # ends with every alert recovered or still open), each on a drawn series.
+    raised = alerts[(alerts['state'] == 'RAISED') & alerts['metric'].isin(
+        [video_section.P95, video_section.RATIO])]
+    assert len(raised) > 0 and set(raised['key']) <= series
+    assert f'shaded: {len(raised)} incidents from alert to recovery' in \
+        _article(text, 'video_qoe')
+
+
+def test_sensor_incidents_are_shaded_by_kind(report_root, rendered):
+    root, _ = report_root
+    text, _ = rendered
+    anomalies = _table(root, 'sensors', 'anomalies').to_pandas()
+    assert len(anomalies) > 0
+    assert set(anomalies['kind']) <= set(sensors_section.KIND_COLORS)
+    part = _article(text, 'sensors')
+    assert f'{len(anomalies)} anomaly incidents shaded by kind' in part
+    assert f'anomaly incidents ({len(anomalies)})' in part
+    stats = _table(root, 'sensors', 'stats').to_pandas()
+    raw = int(stats['uncalibrated_count'].sum())
+    assert raw == 0 or f'{raw:,} of {int(stats["count"].sum()):,} ' \
+        f'readings had no calibration row' in part
+
+
+def test_a_trend_is_drawn_only_inside_its_window_band():
+    fig, axes = page.figure()
+    ax = axes[0][0]
+    day = 86400.0
+    # Window 1: 300 s from 10 at 1/s, band 9..12 -> drawn for its first 2 s.
+    # Window 2: flat at 5 inside its band: whole window.  Window 3: flat
+    # outside its band: not drawn.
+    start = np.array([0.0, 1.0, 2.0])
+    sensors_section._trend(    # pylint: disable=protected-access
+        ax, start, start + 300 / day, np.array([10.0, 5.0, 5.0]),
+        np.array([1.0, 0.0, 0.0]), np.array([9.0, 4.0, 6.0]),
+        np.array([12.0, 6.0, 7.0]))
+    segments = ax.collections[0].get_segments()
+    assert len(segments) == 2
+    np.testing.assert_allclose(segments[0], [[0.0, 10.0], [2 / day, 12.0]])
+    np.testing.assert_allclose(segments[1], [[1.0, 5.0], [1 + 300 / day,
+                                                           5.0]])
+
+
+def test_hand_made_tables_of_the_record_types_draw_every_figure(
+        handmade_root):
+    root, records = handmade_root
+    text, built = report.render(report.find_jobs(root))
+    built = dict(built)
+    assert set(built) == {'video_qoe', 'sensors'}
+    for job, sections in built.items():
+        assert [s.figures for s in sections] == \
+            [2 if job == 'video_qoe' else 1, 1, 1, 1], job
+        assert not any(s.skipped for s in sections), job
+    # The panes figure follows the 'all' rows of qoe_rollups.
+    late = sum(1 for r in records['video_qoe']['qoe_rollups']
+               if r.dimension == 'all' and r.pane_timing == 'LATE')
+    assert late > 0
+    assert (f'of qoe_rollups where dimension = all per window; {late} LATE '
+            f'rows') in _article(text, 'video_qoe')
+    # The one alert pair opens and closes one incident on cdn=fastly.
+    assert 'shaded: 1 incidents from alert to recovery' in text
+    assert '2 anomaly incidents shaded by kind' in _article(text, 'sensors')
 
 
 def test_a_missing_column_skips_that_figure_with_a_note(tmp_path):

@@ -2,7 +2,8 @@
 and :mod:`common` for what every job shows.
 
 A job module defines ``TITLE``, ``PANES`` = (table, key columns, metric)
-for the panes figure, and ``build(section, out)`` drawing its own figures.
+or (table, key columns, metric, {column: value} rows to keep) for the panes
+figure, and ``build(section, out)`` drawing its own figures.
 """
 import importlib
 

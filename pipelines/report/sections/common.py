@@ -121,7 +121,7 @@ def dead_letters(section, out):
         section.note('No dead letters.')
         return
     top = reasons[:TOP_REASONS]
-    fig, axes = page.figure(height_in=0.3 * len(top) + 0.8)
+    fig, axes = page.figure(height_in=max(0.3 * len(top) + 0.8, 1.6))
     ax = axes[0][0]
     y = np.arange(len(top))[::-1]
     ax.barh(y, [n for _, n, _ in top], color='#e6550d')
@@ -136,15 +136,24 @@ def dead_letters(section, out):
         caption='dead-letter reasons', classes='samples')
 
 
-def panes(section, out, table, keys, metric):
+def panes(section, out, table, keys, metric, where=None):
     """Rows per window by pane timing, and the metric summed over keys: as
-    of the last pane before any LATE pane, and final (LATE corrections)."""
+    of the last pane before any LATE pane, and final (LATE corrections).
+    ``where`` {column: value} keeps only those rows (a table that counts
+    every record once per dimension is followed in one dimension)."""
     frame = out.table(table)
     if frame.empty:
         section.note(f'No rows in {table}: no panes to show.')
         return
     need(frame, table, keys[0], metric, 'window_start', 'pane_timing',
-         'pane_index')
+         'pane_index', *(where or {}))
+    scope = ''
+    for column, value in (where or {}).items():
+        frame = frame[frame[column] == value]
+        scope += f' where {column} = {value}'
+    if frame.empty:
+        section.note(f'No rows in {table}{scope}: no panes to show.')
+        return
     keys = [k for k in keys if k in frame.columns]
     windows = np.sort(frame['window_start'].unique())
     counts = frame.groupby(['window_start', 'pane_timing']).size().unstack(
@@ -162,7 +171,7 @@ def panes(section, out, table, keys, metric):
             bottom = bottom + values
     ax.set_ylabel(f'{table} rows')
     page.legend(ax, loc='upper left', ncols=3)
-    ax.set_title(f'Panes emitted per window ({table})')
+    ax.set_title(f'Panes emitted per window ({table}{scope})')
     ax = axes[1][0]
     last = final(frame, keys)
     before = final(frame[frame['pane_timing'] != 'LATE'], keys)
@@ -178,12 +187,13 @@ def panes(section, out, table, keys, metric):
         ax.vlines(centre[moved], prior.to_numpy()[moved],
                   totals.to_numpy()[moved], color=page.TIMING_COLORS['LATE'],
                   lw=2.5, label='late correction')
-    ax.set_ylabel(f'{metric} (sum over {keys[0]})')
+    ax.set_ylabel(f'{metric} ({scope.strip()})' if scope
+                  else f'{metric} (sum over {keys[0]})')
     page.time_axis(ax)
     page.legend(ax, loc='upper left', ncols=3)
     late = int((frame['pane_timing'] == 'LATE').sum())
     section.figure(fig, f'How panes were emitted: EARLY / ON_TIME / LATE rows '
-                        f'of {table} per window; {late} LATE rows, '
+                        f'of {table}{scope} per window; {late} LATE rows, '
                         f'{int(moved.sum())} windows corrected late')
 
 

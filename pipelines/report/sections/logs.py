@@ -2,7 +2,7 @@
 spans shaded, the top templates and new-template alerts when those tables
 exist."""
 from pipelines.report import page
-from pipelines.report.data import final, need, pick, times
+from pipelines.report.data import final, need, times
 from pipelines.report.sections import common
 
 TITLE = 'logs: error rates, latency and alerts per service'
@@ -67,37 +67,52 @@ def alerts_table(section, out):
     section.table(cols, rows, caption=f'alerts ({len(rows)})')
 
 
+def template_totals(templates):
+    """Records per template text over the run: the final pane of every
+    service, template_id and window, summed; with the number of services
+    that text was mined in.  Most records first."""
+    need(templates, 'templates', 'service', 'template_id', 'template',
+         'window_start', 'pane_index', 'count')
+    last = final(templates, ['service', 'template_id'])
+    return last.groupby('template').agg(
+        count=('count', 'sum'), services=('service', 'nunique')).sort_values(
+        ['count', 'services'], ascending=False, kind='stable')
+
+
 def top_templates(section, out):
+    """The templates with most records, one bar per template text (a text
+    mined in several services is one bar)."""
     templates = out.table('templates')
-    text = pick(templates, 'templates', 'template', 'text', 'template_text')
-    need(templates, 'templates', 'count')
-    keys = [c for c in ('template_id', text, 'service')
-            if c in templates.columns]
-    last = final(templates, keys) if 'window_start' in templates else \
-        templates
-    top = last.groupby(text)['count'].sum().nlargest(TOP_TEMPLATES)[::-1]
-    fig, axes = page.figure(height_in=0.3 * len(top) + 0.8)
+    by_text = template_totals(templates)
+    top = by_text.head(TOP_TEMPLATES)[::-1]
+    fig, axes = page.figure(height_in=max(0.3 * len(top) + 0.8, 1.6))
     ax = axes[0][0]
-    ax.barh(range(len(top)), top.to_numpy(), color='#3182bd')
-    ax.set_yticks(range(len(top)),
-                  [t if len(t) <= 80 else t[:80] + '…' for t in top.index])
-    ax.set_xlabel('records')
+    ax.barh(range(len(top)), top['count'].to_numpy(), color='#3182bd')
+    ax.set_yticks(range(len(top)), [
+        (t if len(t) <= 70 else t[:70] + '…')
+        + (f'  ({n} services)' if n > 1 else '')
+        for t, n in zip(top.index, top['services'])])
+    ax.set_xlabel('records (final panes, summed over windows)')
     ax.grid(axis='y', visible=False)
-    section.figure(fig, f'Top {len(top)} log templates by records')
+    section.figure(fig, f'Top {len(top)} of {len(by_text)} log templates '
+                        f'by records (mined per service: '
+                        f'{templates["template_id"].nunique()} service '
+                        f'templates)')
 
 
 def template_alerts(section, out):
-    alerts = out.table('alerts')
-    found = alerts[alerts['metric'].astype(str).str.contains('template')] \
-        if 'metric' in alerts.columns else alerts.iloc[0:0]
-    for name in ('template_alerts', 'template_changes'):
-        if out.has(name):
-            found = out.table(name)
-            break
+    """The ``template_alerts`` rows (``TemplateAlert``): new templates,
+    templates that generalised, and template rate jumps and drops."""
+    found = out.table('template_alerts')
     if found.empty:
         section.note('No template alerts.')
         return
-    cols = list(found.columns)[:8]
+    need(found, 'template_alerts', 'time', 'kind', 'service', 'template')
+    cols = [c for c in ('time', 'kind', 'service', 'template', 'count',
+                        'expected', 'previous_id') if c in found.columns]
+    rows = found.sort_values(['time', 'service', 'template'])
+    kinds = found['kind'].value_counts()
     section.table(cols, [tuple(common.fmt(v) for v in row)
-                         for row in found[cols].itertuples(index=False)],
-                  caption=f'template alerts ({len(found)})')
+                         for row in rows[cols].itertuples(index=False)],
+                  caption=f'template alerts ({len(found)}: ' + ', '.join(
+                      f'{n} {k}' for k, n in kinds.items()) + ')')

@@ -59,8 +59,11 @@ def _candles(section, symbol, rows, anomalies):
     ax.bar(centre[priced], np.maximum(np.abs(c - o), 1e-9)[priced],
            bottom=np.minimum(o, c)[priced], width=width,
            color=color[priced], label='open/close (high-low)')
-    ax.plot(centre, rows['vwap'].to_numpy(dtype=float), '-', color='#3182bd',
-            lw=1.2, label='VWAP')
+    # The VWAP line breaks where windows are missing (a gap has no bar).
+    vwap = rows['vwap'].to_numpy(dtype=float)
+    breaks = np.flatnonzero(start[1:] > end[:-1] + 1e-9) + 1
+    ax.plot(np.insert(centre, breaks, np.nan), np.insert(vwap, breaks, np.nan),
+            '-', color='#3182bd', lw=1.2, label='VWAP')
     # The price axis spans the bodies and the VWAP: an anomalous print far
     # away would flatten every candle, so its wick is cut at the edge and
     # its mark drawn there.
