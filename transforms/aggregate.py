@@ -123,12 +123,25 @@ class _BoundedPaneRows(_PaneRows):
         is_first=True, is_last=True, timing=PaneInfoTiming.ON_TIME, index=0,
         nonspeculative_index=0)
 
+    # Pane fields kept per window: a bounded run has few windows and many
+    # keys, and the fields (Timestamps, a dict) are never modified.
+    _MAX_CACHED = 4096
+
+    def setup(self):
+        self._fields = {}
+
     def process(self, kv):
         (key, start, end), result = kv
         self._account(self._count_of(result), self.ONLY_PANE)
-        window = IntervalWindow(Timestamp(micros=start), Timestamp(micros=end))
-        yield self._make_row(key, result,
-                             windows.pane_fields(window, self.ONLY_PANE))
+        fields = self._fields.get((start, end))
+        if fields is None:
+            if len(self._fields) >= self._MAX_CACHED:
+                self._fields.clear()
+            window = IntervalWindow(Timestamp(micros=start),
+                                    Timestamp(micros=end))
+            fields = self._fields[(start, end)] = windows.pane_fields(
+                window, self.ONLY_PANE)
+        yield self._make_row(key, result, fields)
 
 
 class AggregatePerKey(beam.PTransform):
