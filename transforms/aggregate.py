@@ -41,6 +41,16 @@ class _CountAssignments(beam.DoFn):
         yield kv
 
 
+class _CountKeyed(_CountAssignments):
+    """The same where the window travels in the key (bounded input, global
+    window): one assignment per element, so no WindowParam, which would make
+    Beam invoke the DoFn per window with its arguments rebuilt each time."""
+
+    def process(self, kv):  # pylint: disable=arguments-differ
+        self._assigned.inc(self._count_of(kv[1]))
+        yield kv
+
+
 class _PaneRows(beam.DoFn):
     """(key, result) -> row with window and pane fields; accounts for records.
 
@@ -179,7 +189,8 @@ class AggregatePerKey(beam.PTransform):
     def expand(self, kvs):
         combined = (kvs
                     | 'CountAssigned' >> beam.ParDo(
-                        _CountAssignments(self._job, self._count_of))
+                        (_CountKeyed if self._window_in_key
+                         else _CountAssignments)(self._job, self._count_of))
                     | 'Combine' >> beam.CombinePerKey(self._combine_fn))
         if self._window_in_key:
             return combined | 'ToRows' >> beam.ParDo(_BoundedPaneRows(
