@@ -82,12 +82,13 @@ def pyarrow_run(path, out):
     n = table.num_rows
     event = table['event_time'].cast(pa.timestamp('us', tz='UTC')).cast(
         pa.int64()).to_numpy()
-    sensor = table['sensor_id'].to_numpy(zero_copy_only=False)
-    metric = table['metric'].to_numpy(zero_copy_only=False)
+    # The names stay Arrow columns: no Python string per reading.
+    sensor = table['sensor_id']
+    metric = table['metric']
     raw = table['value'].to_numpy(zero_copy_only=False).astype(np.float64)
     cal = calibration.load_table(str(calibration_path()))
     value = raw.copy()
-    keys = pa.table({'s': table['sensor_id'], 'm': table['metric'],
+    keys = pa.table({'s': sensor, 'm': metric,
                      'i': np.arange(n)}).group_by(['s', 'm']).aggregate(
                          [('i', 'list')])
     for s, m, rows in zip(keys['s'].to_pylist(), keys['m'].to_pylist(),

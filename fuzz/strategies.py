@@ -438,6 +438,104 @@ def trade_lines():
                              csv_trade_lines(), deep_nesting(), odd_text()))
 
 
+# -- sensors --------------------------------------------------------------
+
+# Sensor and metric names: plain, padded, empty, too long, control
+# characters, non-ASCII (the columnar reader takes printable ASCII only).
+_SENSOR_NAMES = ('S001', 's-01', ' S001 ', 'S 1', 'line3/pump.7', 'x' * 128,
+                 'x' * 129, '', ' ', 'S\u0001', 'S\u007f', 'capteur\u00e9',
+                 '\u202eS', '\t S9')
+_METRICS = ('temperature', 'pressure', 'humidity', ' temperature', 'Temp C',
+            '', 'm' * 129, 'a\u0000b', 'd\u00e9bit')
+
+
+def _reading_value_values():
+    return st.one_of(st.floats(-1e4, 1e4).map(lambda f: f'{f:.3f}'),
+                     st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                     st.integers(-10**6, 10**6).map(str),
+                     st.integers().map(str),
+                     st.sampled_from(ODD_NUMBERS + ('true', 'null')),
+                     json_string(st.sampled_from(['21.5', 'x', '', ' 1 '])))
+
+
+def _reading_fields():
+    return {
+        'event_time': _time_values(),
+        'sensor_id': json_string(st.one_of(st.sampled_from(_SENSOR_NAMES),
+                                           st.text(max_size=6))),
+        'metric': json_string(st.one_of(st.sampled_from(_METRICS),
+                                        st.text(max_size=6))),
+        'value': _reading_value_values(),
+        'unit': st.one_of(json_string(st.sampled_from(['C', 'kPa', '', ' %'])),
+                          st.just('null'), st.just('7')),
+        'quality': st.one_of(json_string(st.sampled_from(
+            ['good', 'bad', 'uncertain', ''])), st.just('null'), json_any()),
+    }
+
+
+def _clean_reading():
+    """Readings the decoders accept, mostly in the columnar reader's shape."""
+    return st.builds(
+        lambda t, s, m, v, u, q: '{' + ','.join(
+            x for x in (f'"event_time":{t}', f'"sensor_id":"{s}"',
+                        f'"metric":"{m}"', f'"value":{v}', u, q) if x) + '}',
+        st.one_of(json_string(clean_rfc3339()), st.integers(
+            1_767_000_000_000, 1_768_000_000_000).map(str)),
+        st.sampled_from(['S001', 'S002', 's-9', ' S003 ', 'pump 7']),
+        st.sampled_from(['temperature', 'pressure', ' humidity']),
+        st.one_of(st.floats(-1e4, 1e4).map(lambda f: f'{f:.3f}'),
+                  st.integers(-1000, 1000).map(str),
+                  st.floats(allow_nan=False, allow_infinity=False).map(repr)),
+        st.sampled_from(['', '"unit":"C"', '"unit":null', '"unit":""']),
+        st.sampled_from(['', '"quality":"good"', '"quality":null']))
+
+
+def _canonical_reading():
+    fields = _reading_fields()
+    return st.builds(
+        lambda t, s, m, v: '{' + ','.join(
+            (f'"event_time":{t}', f'"sensor_id":{s}', f'"metric":{m}',
+             f'"value":{v}')) + '}',
+        json_string(rfc3339()), fields['sensor_id'], fields['metric'],
+        _reading_value_values())
+
+
+@st.composite
+def csv_reading_lines(draw):
+    """CSV readings: header lines, short and long rows, quoted fields."""
+    if draw(_RARELY):
+        return draw(st.sampled_from([
+            'event_time,sensor_id,metric,value,unit,quality',
+            ' Event_Time ,sensor_id', '\ufeffevent_time,sensor_id,metric']))
+    fields = [
+        draw(st.one_of(rfc3339(), epoch_numbers().map(str), odd_text())),
+        draw(st.one_of(st.sampled_from(_SENSOR_NAMES), st.text(max_size=5))),
+        draw(st.one_of(st.sampled_from(_METRICS), st.text(max_size=5))),
+        draw(st.one_of(st.floats(-1e4, 1e4).map(lambda f: f'{f:.4f}'),
+                       st.sampled_from(ODD_NUMBERS), odd_text())),
+        draw(st.sampled_from(['', 'C', ' kPa ', '%'])),
+        draw(st.sampled_from(['', 'good', 'bad', ' ? '])),
+    ]
+    cut = draw(st.sampled_from([6, 6, 6, 4, 5, 3, 2, 7, 8]))
+    fields = (fields + ['extra', 'more'])[:cut]
+    return ','.join(draw(_csv_field(st.just(f))) for f in fields)
+
+
+def json_reading_lines():
+    return mutated(st.one_of(_clean_reading(), _canonical_reading(),
+                             _clean_reading(), _canonical_reading(),
+                             json_object(_reading_fields()), deep_nesting(),
+                             odd_text()))
+
+
+def reading_lines():
+    """Both formats, as the 'auto' decoder sees them."""
+    return mutated(st.one_of(_clean_reading(), _canonical_reading(),
+                             json_object(_reading_fields()),
+                             csv_reading_lines(), csv_reading_lines(),
+                             deep_nesting(), odd_text()))
+
+
 # -- any format, from examples --------------------------------------------
 
 _TOKEN = re.compile(r'[^\s,;=:&"\[\]{}<>|/]+')

@@ -18,6 +18,9 @@ from transforms.logs.records import LogRecord
 from transforms.market import columnar as market_columnar
 from transforms.market import decoders as market
 from transforms.market.records import Trade
+from transforms.sensors import columnar as sensors_columnar
+from transforms.sensors import decoders as sensors
+from transforms.sensors.records import Reading
 
 
 class Target(typing.NamedTuple):
@@ -31,6 +34,10 @@ class Target(typing.NamedTuple):
 
 def _trades_block(decoder):
     return market_columnar.BlockDecoder(decoder, 'decode.trades', ('T', 'Z'))
+
+
+def _sensors_block(decoder):
+    return sensors_columnar.BlockDecoder(decoder, 'decode.sensors')
 
 
 def _logs_block(decoder):
@@ -58,6 +65,13 @@ TARGETS = [
            'decode.trades', strategies.from_samples([
                'ACME,101.5,10,2026-01-01T00:00:01Z',
                'brk.b, 3e2 ,1,1767225600000'])),
+    Target('sensors.auto', sensors.make_decoder('auto'), Reading,
+           'decode.sensors', strategies.reading_lines(), _sensors_block),
+    Target('sensors.json', sensors.make_decoder('json'), Reading,
+           'decode.sensors', strategies.json_reading_lines(), _sensors_block),
+    Target('sensors.csv', sensors.make_decoder('csv'), Reading,
+           'decode.sensors', strategies.mutated(
+               strategies.csv_reading_lines())),
 ]
 
 BY_NAME = {target.name: target for target in TARGETS}

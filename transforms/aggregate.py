@@ -48,6 +48,16 @@ class _CountAssignments(beam.DoFn):
         yield kv
 
 
+class _CountKeyed(_CountAssignments):
+    """The same where the window travels in the key (bounded input, global
+    window): one assignment per element, so no WindowParam, which would make
+    Beam invoke the DoFn per window with its arguments rebuilt each time."""
+
+    def process(self, kv):  # pylint: disable=arguments-differ
+        self._assigned.inc(self._count_of(kv[1]))
+        yield kv
+
+
 def _as_json(value) -> bytes:
     """A decoded record (or partial aggregate) as one JSON object."""
     import orjson  # pylint: disable=import-outside-toplevel
@@ -180,12 +190,25 @@ class _BoundedPaneRows(_PaneRows):
         is_first=True, is_last=True, timing=PaneInfoTiming.ON_TIME, index=0,
         nonspeculative_index=0)
 
+    # Pane fields kept per window: a bounded run has few windows and many
+    # keys, and the fields (Timestamps, a dict) are never modified.
+    _MAX_CACHED = 4096
+
+    def setup(self):
+        self._fields = {}
+
     def process(self, kv):
         (key, start, end), result = kv
         self._account(self._count_of(result), self.ONLY_PANE)
-        window = IntervalWindow(Timestamp(micros=start), Timestamp(micros=end))
-        yield self._make_row(key, result,
-                             windows.pane_fields(window, self.ONLY_PANE))
+        fields = self._fields.get((start, end))
+        if fields is None:
+            if len(self._fields) >= self._MAX_CACHED:
+                self._fields.clear()
+            window = IntervalWindow(Timestamp(micros=start),
+                                    Timestamp(micros=end))
+            fields = self._fields[(start, end)] = windows.pane_fields(
+                window, self.ONLY_PANE)
+        yield self._make_row(key, result, fields)
 
 
 class AggregatePerKey(beam.PTransform):
@@ -228,7 +251,8 @@ class AggregatePerKey(beam.PTransform):
 
     def expand(self, kvs):
         assigned = kvs | 'CountAssigned' >> beam.ParDo(
-            _CountAssignments(self._job, self._count_of))
+            (_CountKeyed if self._window_in_key
+             else _CountAssignments)(self._job, self._count_of))
         if self._keep_late is not None and not self._window_in_key:
             split = (assigned
                      | windows.KEEP_LATE_LABEL >> beam.GroupByKey()

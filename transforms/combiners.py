@@ -96,6 +96,11 @@ class Moments:
     def __setstate__(self, state):
         self.count, self.mean, self.m2, self.min, self.max = state
 
+    def __reduce__(self):
+        # One constructor call: a slotted class without it pickles through
+        # copyreg (a few Python calls per accumulator crossing a shuffle).
+        return (Moments, self.__getstate__())
+
     def __repr__(self):
         return f'Moments({self.__getstate__()})'
 

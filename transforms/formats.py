@@ -9,6 +9,7 @@ crashes.  What a domain makes of the fields lives in ``transforms/<domain>/``.
 Times are :class:`~apache_beam.utils.timestamp.Timestamp` values with microsecond
 precision (finer fractions are truncated).
 """
+import csv
 import datetime
 import decimal
 import math
@@ -17,7 +18,7 @@ import re
 import orjson
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.decode import DecodeError
+from transforms.decode import DecodeError, FilteredRecord
 
 # Latest accepted instant, 9999-12-31T23:59:59.999999Z, in epoch seconds.
 _MAX_EPOCH_SECONDS = 253402300799
@@ -173,6 +174,118 @@ def parse_time(value) -> Timestamp:
             raise DecodeError(f'unrecognised timestamp: {short_repr(value)}') from None
         return _epoch_number(number, value)
     return _parse_iso(text, value)
+
+
+# ------------------------------------------------- record fields (trades, sensors)
+# The rules the record-stream jobs share: ``event_time`` is RFC 3339 text with
+# a zone or epoch *milliseconds* (a number, or numeric text, of at least
+# EPOCH_MS_THRESHOLD; smaller numbers would be seconds or early 1973 and are
+# refused as ambiguous); a CSV line is one row of fields.
+
+EPOCH_MS_THRESHOLD = _MS_THRESHOLD
+# First millisecond after 9999-12-31T23:59:59.999Z.
+_MS_LIMIT = (_MAX_EPOCH_SECONDS + 1) * 1000
+# Decimal text a CSV number (or numeric event_time text) must match.
+DECIMAL_TEXT_RE = _NUMBER_RE
+BOM = '\ufeff'
+HEADER_REASON = 'csv header line'
+
+
+class HeaderLine(FilteredRecord):
+    """A CSV header line.  Not a broken record: counted under
+    ``filtered.csv_header`` instead of going to the dead letters."""
+    name = 'csv_header'
+
+    def __init__(self, reason: str = HEADER_REASON):
+        super().__init__(reason)
+
+
+def wrong_type(field: str, value) -> DecodeError:
+    """The error for a field of the wrong JSON type (or unreadable text)."""
+    return DecodeError(f'wrongly typed field {field}: {short_repr(value)}')
+
+
+def is_number(value) -> bool:
+    """A JSON number: int or float, not bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def epoch_ms_time(number, value) -> Timestamp:
+    """Epoch milliseconds (int, float or Decimal) -> Timestamp, truncated to
+    microseconds.  Numbers below EPOCH_MS_THRESHOLD are refused as ambiguous;
+    ``value`` is what a reason shows."""
+    if isinstance(number, float) and not math.isfinite(number):
+        raise DecodeError(
+            f'event_time: timestamp not finite: {short_repr(value)}')
+    if isinstance(number, decimal.Decimal) and not number.is_finite():
+        raise DecodeError(
+            f'event_time: timestamp not finite: {short_repr(value)}')
+    if number < 0:
+        raise DecodeError(
+            f'event_time: negative timestamp: {short_repr(value)}')
+    if number < EPOCH_MS_THRESHOLD:
+        raise DecodeError(
+            'event_time: epoch seconds are ambiguous, give milliseconds')
+    if number >= _MS_LIMIT:
+        raise DecodeError(
+            f'event_time: timestamp after 9999: {short_repr(value)}')
+    if isinstance(number, int):
+        return Timestamp(micros=number * 1000)
+    if isinstance(number, float):
+        number = decimal.Decimal(repr(number))
+    return Timestamp(micros=int(number * 1000))
+
+
+def time_from_text(value: str) -> Timestamp:
+    """RFC 3339 text with a zone, or numeric text read as epoch milliseconds."""
+    text = value.strip()
+    if not text:
+        raise DecodeError('missing event_time')
+    if len(text) > _MAX_TIME_CHARS:
+        raise DecodeError(
+            f'event_time: unrecognised timestamp: {short_repr(value)}')
+    if DECIMAL_TEXT_RE.fullmatch(text):
+        try:
+            number = decimal.Decimal(text)
+        except decimal.DecimalException:
+            raise DecodeError(f'event_time: unrecognised timestamp: '
+                              f'{short_repr(value)}') from None
+        return epoch_ms_time(number, value)
+    try:
+        return parse_time(text)
+    except DecodeError as e:
+        raise DecodeError(f'event_time: {e}') from None
+
+
+def json_event_time(obj: dict, field: str = 'event_time') -> Timestamp:
+    """``obj[field]`` of a parsed JSON object: RFC 3339 text or epoch ms."""
+    value = obj.get(field)
+    if value is None:
+        raise DecodeError(f'missing {field}')
+    if isinstance(value, str):
+        return time_from_text(value)
+    if is_number(value):
+        return epoch_ms_time(value, value)
+    raise wrong_type(field, value)
+
+
+def csv_fields(text) -> list:
+    """The fields of one CSV line (RFC 4180 quoting, strict, spaces after a
+    comma skipped); DecodeError for anything that is not exactly one row."""
+    if not isinstance(text, str):
+        raise DecodeError(f'CSV input is not text: {type(text).__name__}')
+    line = strip_eol(text)
+    if line.startswith(BOM):
+        line = line[1:]
+    if not line.strip():
+        raise DecodeError('empty line')
+    try:
+        rows = list(csv.reader([line], strict=True, skipinitialspace=True))
+    except csv.Error as e:
+        raise DecodeError(f'invalid CSV: {" ".join(str(e).split())}') from None
+    if len(rows) != 1:
+        raise DecodeError(f'invalid CSV: {len(rows)} rows in one line')
+    return rows[0]
 
 
 # --------------------------------------------------------------------------- JSON

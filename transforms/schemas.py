@@ -6,6 +6,7 @@ is derived here from the type hints.
 """
 import base64
 import datetime
+import functools
 import typing
 
 import pyarrow as pa
@@ -29,8 +30,10 @@ def _unwrap_optional(hint):
     return hint, False
 
 
+@functools.lru_cache(maxsize=None)
 def arrow_schema(record_type) -> pa.Schema:
-    """The Arrow schema of a NamedTuple record type."""
+    """The Arrow schema of a NamedTuple record type (kept per type: every
+    file a sink writes asks for it)."""
     fields = []
     for name, hint in typing.get_type_hints(record_type).items():
         base, nullable = _unwrap_optional(hint)
@@ -55,7 +58,12 @@ def to_arrow(rows, record_type) -> pa.Table:
     arrays = []
     for field, column in zip(schema, columns):
         if pa.types.is_timestamp(field.type):
-            column = [None if v is None else _convert(v) for v in column]
+            # Rows of a pane share their window's Timestamps: convert each
+            # distinct object once.
+            seen = {}
+            column = [None if v is None else
+                      seen[id(v)] if id(v) in seen else
+                      seen.setdefault(id(v), _convert(v)) for v in column]
             arrays.append(pa.array(column, type=pa.int64()).cast(field.type))
         else:
             arrays.append(pa.array(list(column), type=field.type))

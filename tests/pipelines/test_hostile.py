@@ -13,7 +13,7 @@ import typing
 import pyarrow.dataset as ds
 import pytest
 
-from pipelines import logs, run, trades
+from pipelines import logs, run, sensors, trades
 
 IP = '203.0.113.77'
 EMAIL = 'planted.person@example.org'
@@ -38,6 +38,11 @@ JOB_CASES = {
                                'symbol': 'ACME', 'price': 101.5, 'size': 10,
                                'trade_id': 't1', 'venue': 'X'},
                       'event_time', 'price'),
+    'sensors': JobCase(sensors, {'event_time': '2026-01-01T00:00:05Z',
+                                 'sensor_id': 'S001', 'metric': 'temperature',
+                                 'value': 21.5, 'unit': 'C',
+                                 'quality': 'good'},
+                       'event_time', 'value'),
 }
 
 

@@ -616,3 +616,54 @@ def test_parsers_are_linear_on_pathological_lines(parse):
         start = time.perf_counter()
         returns_or_refuses(parse, line)
         assert time.perf_counter() - start < 5.0
+
+
+# ------------------------------------------- record fields (trades, sensors)
+
+@pytest.mark.parametrize('value, expected', [
+    ('2026-03-01T12:00:00.250Z', ts(2026, 3, 1, 12, 0, 0, 250000)),
+    ('1772366400250', ts(2026, 3, 1, 12, 0, 0, 250000)),
+    (' 1772366400250.5 ', ts(2026, 3, 1, 12, 0, 0, 250500)),
+])
+def test_time_from_text(value, expected):
+    assert formats.time_from_text(value) == expected
+
+
+@pytest.mark.parametrize('value, reason', [
+    ('', 'missing event_time'),
+    ('1772366400', 'epoch seconds are ambiguous'),
+    ('-1772366400250', 'negative timestamp'),
+    ('9' * 20, 'after 9999'),
+    ('yesterday', 'event_time: '),
+])
+def test_time_from_text_refuses(value, reason):
+    with pytest.raises(DecodeError, match=reason):
+        formats.time_from_text(value)
+
+
+def test_json_event_time_numbers_and_types():
+    assert formats.json_event_time({'event_time': 1772366400250}) == \
+        ts(2026, 3, 1, 12, 0, 0, 250000)
+    assert formats.json_event_time({'t': 1772366400250.5}, 't') == \
+        ts(2026, 3, 1, 12, 0, 0, 250500)
+    with pytest.raises(DecodeError, match='missing event_time'):
+        formats.json_event_time({})
+    with pytest.raises(DecodeError, match='wrongly typed field event_time'):
+        formats.json_event_time({'event_time': True})
+    with pytest.raises(DecodeError, match='not finite'):
+        formats.json_event_time({'event_time': float('inf')})
+
+
+def test_csv_fields():
+    line = '\ufeffa, "b,c",d\r\n'
+    assert formats.csv_fields(line) == next(csv.reader(
+        [line[1:-2]], skipinitialspace=True))
+    for bad, reason in (('', 'empty line'), ('a,"b', 'invalid CSV'),
+                        (b'a,b', 'not text')):
+        with pytest.raises(DecodeError, match=reason):
+            formats.csv_fields(bad)
+
+
+def test_header_line_is_a_named_filter():
+    err = formats.HeaderLine()
+    assert isinstance(err, DecodeError) and err.name == 'csv_header'

@@ -118,3 +118,21 @@ def test_one_point_has_no_trend_and_no_stddev():
                           windows.pane_fields(window, ONLY))
     assert row.count == 1 and row.stddev is None
     assert row.slope is None and row.intercept is None
+
+
+def test_an_accumulator_survives_the_shuffle_coder_unchanged():
+    # Accumulators cross the shuffle through Beam's default coder (pickle).
+    from apache_beam import coders  # pylint: disable=import-outside-toplevel
+    coder = coders.registry.get_coder(object)
+    window = IntervalWindow(Timestamp(T0), Timestamp(T0 + 3600))
+    pane = windows.pane_fields(window, ONLY)
+    for acc in (combine_in_shards(readings(300), 3), SensorAcc()):
+        back = coder.decode(coder.encode(acc))
+        assert isinstance(back, SensorAcc) and back is not acc
+        assert back.moments.__getstate__() == acc.moments.__getstate__()
+        assert back.trend.__getstate__() == acc.trend.__getstate__()
+        assert back.sketch.__getstate__() == acc.sketch.__getstate__()
+        assert (back.versions, back.uncalibrated) == \
+            (acc.versions, acc.uncalibrated)
+        assert to_sensor_stats(('s1', 'temperature'), back, pane) == \
+            to_sensor_stats(('s1', 'temperature'), acc, pane)

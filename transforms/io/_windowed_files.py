@@ -22,7 +22,9 @@ that a file holds many windows' rows rather than one.
 import collections
 import hashlib
 import io
+import operator
 import os
+import typing
 import uuid
 
 import apache_beam as beam
@@ -38,6 +40,41 @@ from transforms.io import UriError
 
 def _stamp(ts) -> str:
     return windows.to_datetime(ts).strftime('%Y%m%dT%H%M%SZ')
+
+
+# Field types whose values order totally and compare in C (or, for
+# Timestamp, only when every field before is equal).
+_ORDERED_TYPES = (str, int, bool, bytes, Timestamp)
+
+
+def _identity_getter(record_type):
+    """``operator.attrgetter`` of the record type's IDENTITY_FIELDS when they
+    can order rows without ``repr`` (every one a non-optional str, int,
+    bool, bytes or Timestamp), else None."""
+    fields = getattr(record_type, 'IDENTITY_FIELDS', None)
+    if not fields:
+        return None
+    try:
+        hints = typing.get_type_hints(record_type)
+    except (NameError, TypeError):
+        return None
+    if not all(hints.get(f) in _ORDERED_TYPES for f in fields):
+        return None
+    return operator.attrgetter(*fields) if len(fields) > 1 else \
+        (lambda row, _get=operator.attrgetter(fields[0]): (_get(row),))
+
+
+def _plain(value):
+    return value.micros if isinstance(value, Timestamp) else value
+
+
+def _identity_digest(identities) -> str:
+    """A hash of a sorted list of identity tuples, column by column, with
+    times as epoch microseconds (no ``repr`` of a Timestamp per row)."""
+    columns = [list(map(_plain, column)) if column and
+               isinstance(column[0], Timestamp) else list(column)
+               for column in zip(*identities)]
+    return hashlib.sha256(repr(columns).encode()).hexdigest()[:16]
 
 
 class WriteWindowedFilesFn(beam.DoFn):
@@ -59,6 +96,7 @@ class WriteWindowedFilesFn(beam.DoFn):
             for f in ('window_start', 'window_end', 'pane_timing', 'pane_index'))
         period = getattr(record_type, 'FILE_PERIOD_SECONDS', None)
         self._period_us = int(period * 1e6) if period else None
+        self._identity = _identity_getter(record_type)
 
     def start_bundle(self):
         self._groups = collections.defaultdict(list)
@@ -97,12 +135,27 @@ class WriteWindowedFilesFn(beam.DoFn):
         # record type, all fields by default), so a retried bundle finds the
         # file it wrote before, and a rerun gives the same names even where
         # sketch-based values differ in their last digits.
-        rows = sorted(rows, key=repr)
+        #
+        # Rows are put in a deterministic order first.  Where the identity
+        # fields order rows totally (plain types, no two rows alike: a key,
+        # window and pane has one row), rows are sorted by them in C;
+        # otherwise (optional or float identity fields, dead letters, ties)
+        # by their repr, which costs a Python call per field of every row.
+        digest = None
+        if self._identity is not None:
+            identities = list(map(self._identity, rows))
+            order = sorted(range(len(rows)), key=identities.__getitem__)
+            identities = [identities[i] for i in order]
+            if not any(map(operator.eq, identities, identities[1:])):
+                rows = [rows[i] for i in order]
+                digest = _identity_digest(identities)
+        if digest is None:
+            rows = sorted(rows, key=repr)
+            fields = getattr(self._record_type, 'IDENTITY_FIELDS', None)
+            identity = [tuple(getattr(row, f) for f in fields)
+                        for row in rows] if fields else rows
+            digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
         data = self._encode(rows, self._record_type)
-        fields = getattr(self._record_type, 'IDENTITY_FIELDS', None)
-        identity = [tuple(getattr(row, f) for f in fields) for row in rows] \
-            if fields else rows
-        digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
         if key is None:
             folder, name = 'unwindowed', f'{self._table}-{digest}'
         else:

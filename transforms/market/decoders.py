@@ -27,16 +27,12 @@ The rules shared by both formats:
   ','.  A text holding several codes separates them by ',', ';' or '|'; a code
   given as a JSON list element must not contain any of those separators.
 """
-import csv
-import decimal
 import functools
 import math
 import re
 
-from apache_beam.utils.timestamp import Timestamp
-
 from transforms import formats
-from transforms.decode import DecodeError, FilteredRecord
+from transforms.decode import DecodeError
 from transforms.market.records import Trade
 
 FORMATS = ('auto', 'json', 'csv')
@@ -46,7 +42,7 @@ CSV_COLUMNS = ('event_time', 'symbol', 'price', 'size', 'trade_id', 'venue',
 REQUIRED = ('event_time', 'symbol', 'price', 'size')
 
 # The reason a header line is refused with (see HeaderLine).
-HEADER_REASON = 'csv header line'
+HEADER_REASON = formats.HEADER_REASON
 
 MAX_SYMBOL_CHARS = 32
 _SYMBOL_RE = re.compile(r'[A-Z0-9._-]{1,%d}' % MAX_SYMBOL_CHARS, re.ASCII)
@@ -54,89 +50,20 @@ _SYMBOL_RE = re.compile(r'[A-Z0-9._-]{1,%d}' % MAX_SYMBOL_CHARS, re.ASCII)
 CONDITION_SEPARATORS = ',;|'
 _CONDITION_SPLIT_RE = re.compile(r'[,;|]')
 
-# Epoch numbers of at least this are milliseconds (as seconds: the year 5138).
-MS_THRESHOLD = 100_000_000_000
-# First millisecond after 9999-12-31T23:59:59.999Z.
-_MS_LIMIT = 253402300800 * 1000
-_EPOCH_TEXT_RE = re.compile(
-    r'[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?', re.ASCII)
-# Long enough for any sane time text; a longer one is refused unread.
-_MAX_TIME_CHARS = 64
-_DECIMAL_TEXT_RE = _EPOCH_TEXT_RE
+# The time and CSV field rules live in transforms.formats, shared with the
+# sensors job; these names stay for the callers of this module.
+MS_THRESHOLD = formats.EPOCH_MS_THRESHOLD
+HeaderLine = formats.HeaderLine
 _MAX_NUMBER_CHARS = 64
-_BOM = '\ufeff'
-
-
-class HeaderLine(FilteredRecord):
-    """A CSV header line.  Not a broken record: counted under
-    ``filtered.csv_header`` instead of going to the dead letters."""
-    name = 'csv_header'
-
-    def __init__(self, reason: str = HEADER_REASON):
-        super().__init__(reason)
 
 
 # -------------------------------------------------------------------- helpers
-
-def _wrong_type(field: str, value) -> DecodeError:
-    return DecodeError(f'wrongly typed field {field}: {formats.short_repr(value)}')
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _epoch_ms(number, value) -> Timestamp:
-    """Epoch milliseconds (int, float or Decimal) -> Timestamp, truncated to
-    microseconds.  Numbers below MS_THRESHOLD are refused as ambiguous."""
-    if isinstance(number, float) and not math.isfinite(number):
-        raise DecodeError(
-            f'event_time: timestamp not finite: {formats.short_repr(value)}')
-    if isinstance(number, decimal.Decimal) and not number.is_finite():
-        raise DecodeError(
-            f'event_time: timestamp not finite: {formats.short_repr(value)}')
-    if number < 0:
-        raise DecodeError(
-            f'event_time: negative timestamp: {formats.short_repr(value)}')
-    if number < MS_THRESHOLD:
-        raise DecodeError(
-            'event_time: epoch seconds are ambiguous, give milliseconds')
-    if number >= _MS_LIMIT:
-        raise DecodeError(
-            f'event_time: timestamp after 9999: {formats.short_repr(value)}')
-    if isinstance(number, int):
-        return Timestamp(micros=number * 1000)
-    if isinstance(number, float):
-        number = decimal.Decimal(repr(number))
-    return Timestamp(micros=int(number * 1000))
-
-
-def _time_from_text(value: str) -> Timestamp:
-    """RFC 3339 text with a zone, or numeric text read as epoch milliseconds."""
-    text = value.strip()
-    if not text:
-        raise DecodeError('missing event_time')
-    if len(text) > _MAX_TIME_CHARS:
-        raise DecodeError(
-            f'event_time: unrecognised timestamp: {formats.short_repr(value)}')
-    if _EPOCH_TEXT_RE.fullmatch(text):
-        try:
-            number = decimal.Decimal(text)
-        except decimal.DecimalException:
-            raise DecodeError(f'event_time: unrecognised timestamp: '
-                              f'{formats.short_repr(value)}') from None
-        return _epoch_ms(number, value)
-    try:
-        return formats.parse_time(text)
-    except DecodeError as e:
-        raise DecodeError(f'event_time: {e}') from None
-
 
 def normalise_symbol(value) -> str:
     """A symbol, stripped and upper-cased; DecodeError unless it is then 1..32
     ASCII characters of ``[A-Z0-9._-]``."""
     if not isinstance(value, str):
-        raise _wrong_type('symbol', value)
+        raise formats.wrong_type('symbol', value)
     text = value.strip()
     if not text:
         raise DecodeError('missing symbol')
@@ -158,8 +85,8 @@ def _positive(field: str, number: float, value) -> float:
 
 
 def _json_positive(field: str, value) -> float:
-    if not _is_number(value):
-        raise _wrong_type(field, value)
+    if not formats.is_number(value):
+        raise formats.wrong_type(field, value)
     try:
         number = float(value)
     except OverflowError:
@@ -172,8 +99,8 @@ def _text_positive(field: str, value: str) -> float:
     text = value.strip()
     if not text:
         raise DecodeError(f'missing {field}')
-    if len(text) > _MAX_NUMBER_CHARS or not _DECIMAL_TEXT_RE.fullmatch(text):
-        raise _wrong_type(field, value)
+    if len(text) > _MAX_NUMBER_CHARS or not formats.DECIMAL_TEXT_RE.fullmatch(text):
+        raise formats.wrong_type(field, value)
     return _positive(field, float(text), value)
 
 
@@ -198,17 +125,6 @@ def _conditions_text(text: str) -> str:
 
 # ----------------------------------------------------------------------- JSON
 
-def _json_time(obj: dict) -> Timestamp:
-    value = obj.get('event_time')
-    if value is None:
-        raise DecodeError('missing event_time')
-    if isinstance(value, str):
-        return _time_from_text(value)
-    if _is_number(value):
-        return _epoch_ms(value, value)
-    raise _wrong_type('event_time', value)
-
-
 def _json_required(obj: dict, field: str):
     value = obj.get(field)
     if value is None:
@@ -223,14 +139,14 @@ def _json_trade_id(value):
         return _trade_id_text(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise _wrong_type('trade_id', value)
+    raise formats.wrong_type('trade_id', value)
 
 
 def _json_venue(value) -> str:
     if value is None:
         return ''
     if not isinstance(value, str):
-        raise _wrong_type('venue', value)
+        raise formats.wrong_type('venue', value)
     return value.strip()
 
 
@@ -240,10 +156,10 @@ def _json_conditions(value) -> str:
     if isinstance(value, str):
         return _conditions_text(value)
     if not isinstance(value, list):
-        raise _wrong_type('conditions', value)
+        raise formats.wrong_type('conditions', value)
     for code in value:
         if not isinstance(code, str):
-            raise _wrong_type('conditions', code)
+            raise formats.wrong_type('conditions', code)
         if _CONDITION_SPLIT_RE.search(code):
             raise DecodeError(
                 f'invalid condition code: {formats.short_repr(code)}')
@@ -257,10 +173,10 @@ def decode_json_trade(text: str) -> Trade:
     as missing) and ``trade_id``, ``venue``, ``conditions`` (optional); other
     keys are ignored.  See the module docstring for the rules of each field.
     """
-    if isinstance(text, str) and text.startswith(_BOM):
+    if isinstance(text, str) and text.startswith(formats.BOM):
         text = text[1:]
     obj = formats.parse_json_object(text)
-    event_time = _json_time(obj)
+    event_time = formats.json_event_time(obj)
     symbol = normalise_symbol(_json_required(obj, 'symbol'))
     price = _json_positive('price', _json_required(obj, 'price'))
     size = _json_positive('size', _json_required(obj, 'size'))
@@ -302,23 +218,6 @@ def check_columns(columns) -> tuple:
     return columns
 
 
-def _csv_fields(text) -> list:
-    if not isinstance(text, str):
-        raise DecodeError(f'CSV input is not text: {type(text).__name__}')
-    line = formats.strip_eol(text)
-    if line.startswith(_BOM):
-        line = line[1:]
-    if not line.strip():
-        raise DecodeError('empty line')
-    try:
-        rows = list(csv.reader([line], strict=True, skipinitialspace=True))
-    except csv.Error as e:
-        raise DecodeError(f'invalid CSV: {" ".join(str(e).split())}') from None
-    if len(rows) != 1:
-        raise DecodeError(f'invalid CSV: {len(rows)} rows in one line')
-    return rows[0]
-
-
 def decode_csv_trade(text: str, columns=CSV_COLUMNS) -> Trade:
     """One CSV line -> Trade.
 
@@ -330,7 +229,7 @@ def decode_csv_trade(text: str, columns=CSV_COLUMNS) -> Trade:
     :class:`HeaderLine`.
     """
     positions = _column_positions(tuple(columns))
-    fields = _csv_fields(text)
+    fields = formats.csv_fields(text)
     first = fields[0].strip() if fields else ''
     if first.lower() == columns[0]:
         raise HeaderLine()
@@ -346,7 +245,7 @@ def decode_csv_trade(text: str, columns=CSV_COLUMNS) -> Trade:
         if not field(name).strip():
             raise DecodeError(f'missing {name}')
     return Trade(
-        event_time=_time_from_text(field('event_time')),
+        event_time=formats.time_from_text(field('event_time')),
         symbol=normalise_symbol(field('symbol')),
         price=_text_positive('price', field('price')),
         size=_text_positive('size', field('size')),
@@ -363,7 +262,7 @@ def decode_trade_line(text: str, columns=CSV_COLUMNS) -> Trade:
     if not isinstance(text, str):
         raise DecodeError(f'trade line is not text: {type(text).__name__}')
     stripped = text.lstrip()
-    if stripped.startswith(_BOM):
+    if stripped.startswith(formats.BOM):
         stripped = stripped[1:].lstrip()
     if not stripped:
         raise DecodeError('empty line')

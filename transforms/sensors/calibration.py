@@ -34,8 +34,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window as beam_window
 
+from transforms import formats
 from transforms.decode import DecodeError
-from transforms.market import decoders as market
 from transforms.sensors.records import CalibratedReading
 
 COLUMNS = ('sensor_id', 'metric', 'a', 'b', 'valid_from')
@@ -104,8 +104,8 @@ def _number(value, what: str) -> float:
 def _valid_from_us(value) -> int:
     try:
         if isinstance(value, str):
-            return market._time_from_text(value).micros  # pylint: disable=protected-access
-        return market._json_time({'event_time': value}).micros  # pylint: disable=protected-access
+            return formats.time_from_text(value).micros
+        return formats.json_event_time({'event_time': value}).micros
     except DecodeError as e:
         raise ValueError(str(e).replace('event_time', 'valid_from')) from None
 

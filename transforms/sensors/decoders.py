@@ -3,18 +3,17 @@
 JSON lines ``{"event_time", "sensor_id", "metric", "value", "unit"?,
 "quality"?}`` and CSV with the same columns (a header line is counted under
 ``filtered.csv_header``).  ``event_time`` follows the rules of the other jobs
-(RFC 3339 with a zone, or epoch milliseconds; see
-:mod:`transforms.market.decoders`, whose time and CSV field parsers are
-shared).  ``sensor_id`` and ``metric`` are stripped text of 1..128
-characters without control characters; ``value`` is a finite number (a JSON
-number, or decimal text in CSV); ``unit`` and ``quality`` are optional text.
+(RFC 3339 with a zone, or epoch milliseconds; the time and CSV field
+parsers are those of :mod:`transforms.formats`, shared with the trades
+job).  ``sensor_id`` and ``metric`` are stripped text of 1..128 characters
+without control characters; ``value`` is a finite number (a JSON number, or
+decimal text in CSV); ``unit`` and ``quality`` are optional text.
 """
 import functools
 import math
 
 from transforms import formats
 from transforms.decode import DecodeError
-from transforms.market import decoders as market
 from transforms.sensors.records import Reading
 
 FORMATS = ('auto', 'json', 'csv')
@@ -26,7 +25,7 @@ _MAX_NUMBER_CHARS = 64
 
 def _name(field: str, value) -> str:
     if not isinstance(value, str):
-        raise market._wrong_type(field, value)  # pylint: disable=protected-access
+        raise formats.wrong_type(field, value)
     text = value.strip()
     if not text:
         raise DecodeError(f'missing {field}')
@@ -43,7 +42,7 @@ def _finite(number: float, value) -> float:
 
 def _json_value(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise market._wrong_type('value', value)  # pylint: disable=protected-access
+        raise formats.wrong_type('value', value)
     try:
         return _finite(float(value), value)
     except OverflowError:
@@ -56,8 +55,8 @@ def _text_value(text: str) -> float:
     if not stripped:
         raise DecodeError('missing value')
     if len(stripped) > _MAX_NUMBER_CHARS or \
-            not market._DECIMAL_TEXT_RE.fullmatch(stripped):  # pylint: disable=protected-access
-        raise market._wrong_type('value', text)  # pylint: disable=protected-access
+            not formats.DECIMAL_TEXT_RE.fullmatch(stripped):
+        raise formats.wrong_type('value', text)
     return _finite(float(stripped), text)
 
 
@@ -65,7 +64,7 @@ def _optional_text(field: str, value) -> str:
     if value is None:
         return ''
     if not isinstance(value, str):
-        raise market._wrong_type(field, value)  # pylint: disable=protected-access
+        raise formats.wrong_type(field, value)
     return value.strip()
 
 
@@ -73,7 +72,7 @@ def decode_json_reading(text: str) -> Reading:
     if isinstance(text, str) and text.startswith('\ufeff'):
         text = text[1:]
     obj = formats.parse_json_object(text)
-    event_time = market._json_time(obj)  # pylint: disable=protected-access
+    event_time = formats.json_event_time(obj)
     for field in REQUIRED[1:]:
         if obj.get(field) is None:
             raise DecodeError(f'missing {field}')
@@ -87,9 +86,9 @@ def decode_json_reading(text: str) -> Reading:
 
 
 def decode_csv_reading(text: str) -> Reading:
-    fields = market._csv_fields(text)  # pylint: disable=protected-access
+    fields = formats.csv_fields(text)
     if fields and fields[0].strip().lower() == CSV_COLUMNS[0]:
-        raise market.HeaderLine()
+        raise formats.HeaderLine()
     if len(fields) > len(CSV_COLUMNS):
         raise DecodeError(
             f'too many CSV fields: {len(fields)} > {len(CSV_COLUMNS)}')
@@ -99,7 +98,7 @@ def decode_csv_reading(text: str) -> Reading:
         if not row[field].strip():
             raise DecodeError(f'missing {field}')
     return Reading(
-        event_time=market._time_from_text(row['event_time']),  # pylint: disable=protected-access
+        event_time=formats.time_from_text(row['event_time']),
         sensor_id=_name('sensor_id', row['sensor_id']),
         metric=_name('metric', row['metric']),
         value=_text_value(row['value']),

@@ -12,6 +12,7 @@ one (no float holds an epoch-sized time): ``slope = Sty / Stt`` equals
 ``numpy.polyfit(t, y, 1)`` on the window's points.
 """
 
+import datasketches
 import numpy as np
 
 from transforms.combiners import (DEFAULT_K, MergingCombineFn, Moments,
@@ -91,6 +92,9 @@ class Trend:
     def __setstate__(self, state):
         self.n, self.origin, self.mt, self.my, self.stt, self.sty = state
 
+    def __reduce__(self):
+        return (Trend, self.__getstate__())
+
 
 class SensorAcc:
     """The accumulator of one sensor, metric and window."""
@@ -144,6 +148,28 @@ class SensorAcc:
     def __setstate__(self, state):
         (self.moments, self.sketch, self.trend, self.versions,
          self.uncalibrated) = state
+
+    def __reduce__(self):
+        # Flat: every accumulator crosses the shuffle once per key and
+        # window, and the default pickling of nested slotted objects costs
+        # about 25 us a round trip (a tenth of the bench's time).
+        m, t = self.moments, self.trend
+        return (_sensor_acc, (m.count, m.mean, m.m2, m.min, m.max,
+                              self.sketch.__getstate__(), t.n, t.origin, t.mt,
+                              t.my, t.stt, t.sty, self.versions,
+                              self.uncalibrated))
+
+
+def _sensor_acc(count, mean, m2, low, high, sketch, n, origin, mt, my, stt,
+                sty, versions, uncalibrated) -> SensorAcc:
+    acc = SensorAcc.__new__(SensorAcc)
+    acc.moments = Moments(count, mean, m2, low, high)
+    acc.sketch = Quantiles(sketch=datasketches.kll_doubles_sketch.deserialize(
+        sketch))
+    acc.trend = Trend(n, origin, mt, my, stt, sty)
+    acc.versions = versions
+    acc.uncalibrated = uncalibrated
+    return acc
 
 
 class SensorStatsFn(MergingCombineFn):
