@@ -125,7 +125,8 @@ def build(pipeline, args, context):
                    | 'Read' >> blocks
                    | 'DecodeFragments' >> beam.ParDo(BlockFragmentsFn(
                        decoder, 'decode.video', JOB, args.source,
-                       args.max_record_bytes))
+                       args.max_record_bytes,
+                       json_fast=args.cmcd_format in ('auto', 'json')))
                    .with_output_types(typing.Tuple[str, typing.Any])
                    .with_outputs(
                            deadletter.DEAD, main=deadletter.OK))
