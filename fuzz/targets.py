@@ -18,6 +18,9 @@ from transforms.logs.records import LogRecord
 from transforms.market import columnar as market_columnar
 from transforms.market import decoders as market
 from transforms.market.records import Trade
+from transforms.video import cmcd_columnar
+from transforms.video import decoders as video
+from transforms.video.records import VideoReport
 
 
 class Target(typing.NamedTuple):
@@ -31,6 +34,10 @@ class Target(typing.NamedTuple):
 
 def _trades_block(decoder):
     return market_columnar.BlockDecoder(decoder, 'decode.trades', ('T', 'Z'))
+
+
+def _video_block(decoder):
+    return cmcd_columnar.BlockDecoder(decoder, 'decode.video')
 
 
 def _logs_block(decoder):
@@ -58,6 +65,14 @@ TARGETS = [
            'decode.trades', strategies.from_samples([
                'ACME,101.5,10,2026-01-01T00:00:01Z',
                'brk.b, 3e2 ,1,1767225600000'])),
+    Target('video.auto', video.make_decoder('auto'), VideoReport,
+           'decode.video', strategies.cmcd_lines(), _video_block),
+    Target('video.json', video.make_decoder('json'), VideoReport,
+           'decode.video', strategies.cmcd_lines(), _video_block),
+    Target('video.report', video.make_decoder('report'), VideoReport,
+           'decode.video', strategies.cmcd_lines()),
+    Target('video.access_log', video.make_decoder('access_log'), VideoReport,
+           'decode.video', strategies.cmcd_lines()),
 ]
 
 BY_NAME = {target.name: target for target in TARGETS}

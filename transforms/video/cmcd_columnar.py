@@ -37,8 +37,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.decode import MAX_EVENT_TIME, MIN_EVENT_TIME
+from transforms import deadletter
+from transforms.columnar import line_bounds
+from transforms.decode import (MAX_EVENT_TIME, MIN_EVENT_TIME, Filtered,
+                               decode_payload)
 from transforms.video import cmcd
+from transforms.video.sessions import point_of
 
 _CHAR = r'[A-Za-z0-9._~/\-]'
 _INT = r'(?:0|[1-9][0-9]{0,14})'
@@ -233,3 +237,68 @@ def _columns(lines, keys, text) -> Columns:
         err=np.full(size, 'ec' in keys), sid=texts('sid'), sta=texts('sta'),
         cid=texts('cid'), cdn=texts('cdn'), st=texts('st'), sf=texts('sf'))
     return columns if good.all() else columns.take(np.flatnonzero(good))
+
+
+class Points:
+    """Decoded reports of a block as columns: the session id and the fields
+    of :func:`~transforms.video.sessions.point_of`, one row per report."""
+    __slots__ = ('sid', 'ts', 'sn', 'sta', 'br', 'msd', 'err', 'cid', 'cdn',
+                 'st', 'sf')
+
+    def __init__(self, rows=()):
+        rows = list(rows)
+        self.sid = [sid for sid, _ in rows]
+        fields = list(zip(*(p for _, p in rows))) or [()] * 10
+        (self.ts, self.sn, self.sta, self.br, self.msd, self.err, self.cid,
+         self.cdn, self.st, self.sf) = (list(f) for f in fields)
+
+    def rows(self):
+        """(sid, point) per report."""
+        return zip(self.sid, zip(self.ts, self.sn, self.sta, self.br,
+                                 self.msd, self.err, self.cid, self.cdn,
+                                 self.st, self.sf))
+
+
+class BlockDecoder:
+    """A block of lines -> (:class:`Points`, refused, count): canonical JSON
+    lines by :func:`decode_block`, every other line by the reference decoder
+    (:func:`~transforms.decode.decode_payload`); ``refused`` holds the dead
+    letters and :class:`~transforms.decode.Filtered` of the lines refused,
+    in line order."""
+
+    def __init__(self, decoder, stage, source='', max_bytes=1 << 20,
+                 json_fast=True):
+        self.decoder = decoder
+        self.stage = stage
+        self.source = source
+        self.max_bytes = max_bytes
+        self.json_fast = json_fast
+
+    def _each(self, payloads):
+        rows, refused = [], []
+        for raw in payloads:
+            result = decode_payload(raw, self.decoder, self.stage,
+                                    self.source, self.max_bytes)
+            if isinstance(result, (Filtered, deadletter.DeadLetter)):
+                refused.append(result)
+            else:
+                rows.append((result.session_id, point_of(result)))
+        return rows, refused
+
+    def decode_each(self, payloads):
+        rows, refused = self._each(payloads)
+        return Points(rows), refused, len(rows)
+
+    def decode(self, data: bytes, bounds=None):
+        starts, ends = bounds if bounds is not None else line_bounds(data)
+        rows = []
+        others = np.arange(len(starts))
+        if self.json_fast and len(starts):
+            columns, others = decode_block(data, starts, ends,
+                                           self.max_bytes)
+            if columns is not None:
+                rows.extend(columns.points())
+        more, refused = self._each(
+            [data[starts[i]:ends[i]] for i in others.tolist()])
+        rows.extend(more)
+        return Points(rows), refused, len(rows)

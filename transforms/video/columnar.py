@@ -27,12 +27,12 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import deadletter, windows
-from transforms.columnar import LineBlock, line_bounds
-from transforms.decode import DecodeCounters, Filtered, decode_payload
+from transforms.columnar import LineBlock
+from transforms.decode import DecodeCounters, Filtered
 from transforms.video import cmcd_columnar
 from transforms.video.rollups import UNKNOWN, RollupAcc
 from transforms.video.sessions import (CDN, CID, ERR, MSD, ST,
-                                       STATE, TS, SessionPoints, point_of)
+                                       STATE, TS, SessionPoints)
 
 
 class BlockFragmentsFn(beam.DoFn):
@@ -41,42 +41,29 @@ class BlockFragmentsFn(beam.DoFn):
 
     def __init__(self, decoder, stage, job, source='', max_bytes=1 << 20,
                  json_fast=False):
-        self._decoder = decoder
-        self._stage = stage
-        self._source = source
-        self._max_bytes = max_bytes
-        self._json_fast = json_fast
+        # Canonical CMCD JSON lines are read a block at a time, the rest by
+        # the reference decoder, one by one (json_fast: the format allows
+        # JSON lines).
+        self._blocks = cmcd_columnar.BlockDecoder(
+            decoder, stage, source, max_bytes, json_fast)
         self._counters = DecodeCounters(job)
 
     def process(self, element):
-        points = collections.defaultdict(list)
-        if not isinstance(element, LineBlock):
-            lines = [element]
-        elif self._json_fast:
-            # Canonical CMCD JSON lines are read a block at a time; the rest
-            # by the reference decoder, one by one.
-            data = element.data
-            starts, ends = line_bounds(data)
-            columns, others = cmcd_columnar.decode_block(
-                data, starts, ends, self._max_bytes)
-            if columns is not None:
-                for sid, point in columns.points():
-                    points[sid].append(point)
-            lines = [data[starts[i]:ends[i]] for i in others.tolist()]
+        if isinstance(element, LineBlock):
+            points, refused, count = self._blocks.decode(element.data)
         else:
-            lines = element.lines()
-        for raw in lines:
-            result = decode_payload(raw, self._decoder, self._stage,
-                                    self._source, self._max_bytes)
+            points, refused, count = self._blocks.decode_each([element])
+        for result in refused:
             if isinstance(result, Filtered):
                 self._counters.filtered(result.name)
-            elif isinstance(result, deadletter.DeadLetter):
+            else:
                 self._counters.dead()
                 yield beam.pvalue.TaggedOutput(deadletter.DEAD, result)
-            else:
-                points[result.session_id].append(point_of(result))
-        self._counters.decoded(sum(len(p) for p in points.values()))
-        for sid, session_points in points.items():
+        self._counters.decoded(count)
+        by_sid = collections.defaultdict(list)
+        for sid, point in points.rows():
+            by_sid[sid].append(point)
+        for sid, session_points in by_sid.items():
             yield sid, SessionPoints.of(session_points)
 
 
