@@ -245,12 +245,21 @@ class Points:
     __slots__ = ('sid', 'ts', 'sn', 'sta', 'br', 'msd', 'err', 'cid', 'cdn',
                  'st', 'sf')
 
-    def __init__(self, rows=()):
+    def __init__(self, columns: typing.Optional[Columns] = None, rows=()):
+        """The rows of ``columns`` (vectorised), then ``rows`` ((sid,
+        point) pairs)."""
         rows = list(rows)
-        self.sid = [sid for sid, _ in rows]
-        fields = list(zip(*(p for _, p in rows))) or [()] * 10
-        (self.ts, self.sn, self.sta, self.br, self.msd, self.err, self.cid,
-         self.cdn, self.st, self.sf) = (list(f) for f in fields)
+        extra = list(zip(*(p for _, p in rows))) or [()] * 10
+        self.sid = (columns.sid if columns is not None else []) + \
+            [sid for sid, _ in rows]
+        for name, more in zip(self.__slots__[1:], extra):
+            base = getattr(columns, name) if columns is not None else []
+            if isinstance(base, np.ndarray):
+                base = base.tolist()
+            setattr(self, name, base + list(more))
+
+    def __len__(self):
+        return len(self.sid)
 
     def rows(self):
         """(sid, point) per report."""
@@ -287,18 +296,15 @@ class BlockDecoder:
 
     def decode_each(self, payloads):
         rows, refused = self._each(payloads)
-        return Points(rows), refused, len(rows)
+        return Points(rows=rows), refused, len(rows)
 
     def decode(self, data: bytes, bounds=None):
         starts, ends = bounds if bounds is not None else line_bounds(data)
-        rows = []
-        others = np.arange(len(starts))
+        columns, others = None, np.arange(len(starts))
         if self.json_fast and len(starts):
             columns, others = decode_block(data, starts, ends,
                                            self.max_bytes)
-            if columns is not None:
-                rows.extend(columns.points())
-        more, refused = self._each(
+        rows, refused = self._each(
             [data[starts[i]:ends[i]] for i in others.tolist()])
-        rows.extend(more)
-        return Points(rows), refused, len(rows)
+        points = Points(columns, rows)
+        return points, refused, len(points)
