@@ -71,9 +71,15 @@ def _sessions(points, gap_ms):
     """Sorted points -> lists of points, split where the gap separates."""
     if not points:
         return []
-    ts = np.fromiter((p[TS] for p in points), np.int64, len(points))
-    cuts = (np.flatnonzero(np.diff(ts) >= gap_ms) + 1).tolist()
-    return [points[a:b] for a, b in zip([0] + cuts, cuts + [len(points)])]
+    # (A few points per session id: a plain loop beats numpy's overhead.)
+    out, first, last = [], 0, points[0][TS]
+    for i, p in enumerate(points):
+        if p[TS] - last >= gap_ms:
+            out.append(points[first:i])
+            first = i
+        last = p[TS]
+    out.append(points[first:])
+    return out
 
 
 class SessionsAndRollupsFn(beam.DoFn):
