@@ -14,6 +14,7 @@ import datetime
 import functools
 import json
 import re
+from urllib.parse import quote
 
 from hypothesis import strategies as st
 
@@ -613,8 +614,9 @@ def _cmcd_access_log():
         lambda query: ('cdn-a.example 10.0.0.1 - - [01/Jan/2026:00:00:00 '
                        f'+0000] "GET /v/seg1.m4s?{query} HTTP/1.1" 200 512 '
                        '"-" "player"'),
-        st.one_of(cmcd_dictionaries().map(
-            lambda d: 'CMCD=' + __import__('urllib.parse').parse.quote(d)),
+        st.one_of(_clean_cmcd(False).map(lambda d: 'CMCD=' + quote(d)),
+                  _clean_cmcd(False).map(lambda d: 'a=1&CMCD=' + quote(d)),
+                  cmcd_dictionaries().map(lambda d: 'CMCD=' + quote(d)),
             cmcd_dictionaries().map(lambda d: 'CMCD=' + d),
             st.sampled_from(['a=1', 'CMCD=%zz', 'x=1CMCD=sid%3D%22s%22',
                              'CMCD=sid%3D%22s%22&CMCD=v%3D2'])))
