@@ -20,7 +20,7 @@ import apache_beam as beam
 
 from pipelines.options import (JobOptions, duration, non_negative_int,
                                positive_float)
-from transforms import columnar, deadletter, io, windows
+from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
@@ -250,7 +250,10 @@ def build(pipeline, args, context):
         anomalies | 'PublishAnomalies' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(
                 'anomalies', TABLES['anomalies'])
-    decoded.dead | 'WriteDeadLetters' >> dead_sink.write(
+    # Personal data in a refused payload is masked (IP and e-mail addresses,
+    # bearer tokens), as the other jobs mask theirs.
+    dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
+        privacy.Masker(mode='mask'), ('raw', 'reason'))
+    dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])
-    return {'stats': stats, 'anomalies': anomalies,
-            'dead_letter': decoded.dead}
+    return {'stats': stats, 'anomalies': anomalies, 'dead_letter': dead}

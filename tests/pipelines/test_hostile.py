@@ -13,7 +13,7 @@ import typing
 import pyarrow.dataset as ds
 import pytest
 
-from pipelines import logs, run, trades, video_qoe
+from pipelines import logs, run, sensors, trades, video_qoe
 
 IP = '203.0.113.77'
 EMAIL = 'planted.person@example.org'
@@ -47,6 +47,10 @@ JOB_CASES = {
                                      'sta': 'p', 'br': 3000, 'v': 2},
                          'event_time', 'br', 'com.example-note',
                          'decode.video'),
+    'sensors': JobCase(sensors, {'event_time': '2026-01-01T00:00:05Z',
+                                 'sensor_id': 'pump-1', 'metric': 'temp',
+                                 'value': 21.5, 'unit': 'C'},
+                       'event_time', 'value'),
 }
 
 
