@@ -11,19 +11,23 @@ A line is accepted when all of this holds (each is checked on whole columns):
 * it is at most ``max_bytes`` long and is, byte for byte, a flat JSON object
   ``{"k":v,"k":v,...}`` without blanks whose keys are among :data:`KEYS`
   and whose values are non-negative integers of at most 15 digits (no sign,
-  no leading zero, no fraction or exponent), strings of the characters
-  ``A-Z a-z 0-9 . _ ~ / -`` (so no escapes, no quote, no comma inside), or
-  lists of such strings.  ASCII only, so valid UTF-8 and as many characters
-  as bytes;
-* no key appears twice (a key can only be found where a key stands: no string
-  holds a quote);
-* every key has its CMCD type (:data:`INT_KEYS` integers, ``br``/``bl`` a
-  plain integer, ``bl`` a multiple of 100, the tokens one of their reserved
-  values, ``sid``/``cid`` strings of at most 64 characters, ``cdn`` a string,
-  ``ec`` a string or a list of strings);
-* ``sid`` is present and not empty, ``ts`` is present, and ``ts`` as an event
-  time lies within the range :func:`~transforms.decode.decode_payload`
-  accepts.
+  no leading zero, no fraction or exponent), ``true``, strings of the
+  characters ``A-Z a-z 0-9 . _ ~ / -`` (so no escapes, no quote, no comma or
+  colon inside), or lists of such strings (:data:`LINE`).  ASCII only, so
+  valid UTF-8 and as many characters as bytes;
+* its keys, in their order (the *shape* of the line), hold no key twice and
+  include ``sid`` and ``ts``;
+* it matches the whole-line pattern of its shape (:func:`shape_pattern`),
+  which gives every key its CMCD type: :data:`INT_KEYS` and
+  :data:`ILIST_KEYS` integers, :data:`BOOL_KEYS` ``true``, the tokens one of
+  their reserved values, ``sid`` 1..64 and ``cid`` 0..64 characters, ``cdn``
+  a string, ``ec`` a string or a list of strings;
+* ``bl`` (if sent) is a multiple of 100, and ``ts`` as an event time lies
+  within the range :func:`~transforms.decode.decode_payload` accepts.
+
+Shapes are taken from the first line left, one pattern at a time (at most
+:data:`MAX_SHAPES` per block; a producer writes few).  The values of matched
+lines are then cut at ``:`` (no key or value holds one).
 
 For such a line the reference decoder's ``orjson`` gives exactly these
 integers and strings, every CMCD check passes, and the report's fields are
