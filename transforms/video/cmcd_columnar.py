@@ -93,14 +93,6 @@ class Columns(typing.NamedTuple):
     st: list
     sf: list
 
-    def points(self):
-        """(sid, point) per accepted line, points as
-        :func:`~transforms.video.sessions.point_of` builds them."""
-        return zip(self.sid, zip(
-            self.ts.tolist(), self.sn.tolist(), self.sta, self.br.tolist(),
-            self.msd.tolist(), self.err.tolist(), self.cid, self.cdn,
-            self.st, self.sf))
-
     def take(self, rows) -> 'Columns':
         rows_list = rows.tolist()
         return Columns(*(c[rows] if isinstance(c, np.ndarray)
