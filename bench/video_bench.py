@@ -7,7 +7,9 @@ Beam: ``python -m pipelines video_qoe --source file://INPUT --sink
 parquet://OUT --runner FnApiRunner --direct_num_workers 1 --trigger default
 --execution columnar`` (blocks of lines, each through the CMCD decoder,
 into session fragments; sessions, rollups, alerts).  Reference: pyarrow reads the same JSON
-lines, sorts by sid, ts and sn, and numpy computes the same session metrics
+lines, keeps the rows CMCD allows (the checks the job's decoder makes on
+these keys: reserved tokens, integers >= 0, ``bl`` in 100 ms, ``sid``/``cid``
+lengths, ``ts`` in range), sorts by sid, ts and sn, and numpy computes the same session metrics
 (sessions split by the 30-minute gap, state durations by diff).
 """
 import os
@@ -25,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402  pylint: disable=wrong-import-position
 # Imported before anything is measured, like pyarrow for the reference.
 from pipelines import run, video_qoe  # noqa: E402
+from transforms.video import cmcd  # noqa: E402
 from transforms.synthetic import video as synthetic  # noqa: E402
 
 GAP_MS = 30 * 60 * 1000
@@ -62,8 +65,42 @@ def _column(table, name, type_):
     return table[name].cast(type_)
 
 
+# What CMCD requires of the keys the bench input holds (the job's decoder
+# checks the same; a plain computation must not skip it).
+_RESERVED = {'e': cmcd.EVENT_TYPES, 'sta': cmcd.PLAYER_STATES,
+             'st': cmcd.STREAM_TYPES, 'sf': cmcd.STREAMING_FORMATS}
+_NON_NEGATIVE = ('ts', 'sn', 'msd', 'v', 'br', 'bl', 'bsd')
+
+
+def _valid_rows(table):
+    """The rows CMCD allows: reserved tokens, integers >= 0, bl a multiple
+    of 100, sid of 1..64 and cid of at most 64 characters, ts in range."""
+    ok = pc.and_(pc.is_valid(table['sid']), pc.is_valid(table['ts']))
+    for name, values in _RESERVED.items():
+        if name in table.column_names:
+            ok = pc.and_(ok, pc.or_(pc.is_null(table[name]), pc.is_in(
+                table[name], value_set=pa.array(values))))
+    for name in _NON_NEGATIVE:
+        if name in table.column_names:
+            ok = pc.and_(ok, pc.fill_null(
+                pc.greater_equal(table[name], 0), True))
+    if 'bl' in table.column_names:
+        ok = pc.and_(ok, pc.fill_null(pc.equal(
+            pc.subtract(table['bl'], pc.multiply(
+                pc.divide(table['bl'], 100), 100)), 0), True))
+    sid_len = pc.utf8_length(table['sid'])
+    ok = pc.and_(ok, pc.and_(pc.greater(sid_len, 0),
+                             pc.less_equal(sid_len, 64)))
+    if 'cid' in table.column_names:
+        ok = pc.and_(ok, pc.fill_null(
+            pc.less_equal(pc.utf8_length(table['cid']), 64), True))
+    ok = pc.and_(ok, pc.and_(pc.greater_equal(table['ts'], 0),
+                             pc.less_equal(table['ts'], 253402300799999)))
+    return table.filter(pc.fill_null(ok, False))
+
+
 def pyarrow_run(path, out):
-    table = pajson.read_json(path)
+    table = _valid_rows(pajson.read_json(path))
     n = table.num_rows
     sn = pc.fill_null(_column(table, 'sn', pa.int64()), -1)
     t = pa.table({'sid': table['sid'], 'ts': _column(table, 'ts', pa.int64()),

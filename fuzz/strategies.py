@@ -14,6 +14,7 @@ import datetime
 import functools
 import json
 import re
+from urllib.parse import quote
 
 from hypothesis import strategies as st
 
@@ -561,3 +562,169 @@ def from_samples(samples):
     samples = list(samples)
     return mutated(st.one_of(st.sampled_from(samples), _from_sample(samples),
                              json_any(), odd_text()))
+
+
+# -- CMCD (video_qoe) -----------------------------------------------------
+
+_CMCD_KEYS = ('br', 'bl', 'bs', 'bsd', 'cdn', 'cid', 'd', 'dl', 'e', 'ec',
+              'msd', 'mtp', 'nor', 'nrr', 'ot', 'pr', 'rtp', 'sf', 'sid', 'sn',
+              'st', 'sta', 'su', 'ts', 'v')
+_CMCD_ODD_KEYS = ('com.example-x', 'com.example-', 'x-y', 'BR', 'sid ', '',
+                  '*', 'a_b', 'é')
+_TOKENS = ('ps', 'e', 't', 'p', 'r', 's', 'f', 'v', 'l', 'd', 'h', 'av', 'zz',
+           'P', 'true', 'false', 'a*b', '1x')
+_SAFE_TEXT = ('s-1', 'news-live', 'cdn-a.example', '', 'a' * 64, 'a' * 65,
+              'MEDIA_ERR_DECODE', 'x/y~z', 'a:b', 'a,b')
+_CMCD_TS = ('1767225600000', '1767225600123', '0', '253402300799999',
+            '253402300800000', '999999999999999', '1000000000000000')
+
+
+def _cmcd_ints():
+    return st.one_of(st.integers(0, 10**6).map(str),
+                     st.sampled_from(('0', '100', '4200', '-1', '00', '1.5',
+                                      '1e3', '99999999999999999999')),
+                     st.sampled_from(_CMCD_TS))
+
+
+def _sf_value():
+    """A Structured Field value as CMCD sends it, or broken."""
+    string = st.one_of(st.sampled_from(_SAFE_TEXT), odd_text())
+    quoted = string.map(lambda s: '"' + s.replace('\\', '\\\\')
+                        .replace('"', '\\"') + '"')
+    broken_quote = string.map(lambda s: '"' + s)
+    item = st.one_of(_cmcd_ints(), st.sampled_from(_TOKENS), quoted)
+    params = st.lists(st.sampled_from([';v', ';a', ';v=1', ';x="y"', ';',
+                                       ';V', ';v;a']), max_size=2).map(''.join)
+    inner = st.lists(st.tuples(item, params).map(''.join), max_size=3).map(
+        lambda xs: '(' + ' '.join(xs) + ')')
+    return st.one_of(_cmcd_ints(), st.sampled_from(_TOKENS), quoted, quoted,
+                     broken_quote, inner, st.sampled_from(
+                         ['?0', '?1', ':aGk=:', '(1 2', '()', '(4200;v 256;a)',
+                          '(0)', '1.25', '-0', '""', '"\\x"']))
+
+
+@st.composite
+def cmcd_dictionaries(draw):
+    """CMCD Structured Field dictionaries (a report body, or a query value):
+    known keys with odd types, bare keys (true), inner lists with
+    parameters, custom and invalid keys, repeated keys, broken quoting."""
+    keys = draw(st.lists(st.one_of(st.sampled_from(_CMCD_KEYS),
+                                   st.sampled_from(_CMCD_KEYS),
+                                   st.sampled_from(_CMCD_ODD_KEYS)),
+                         max_size=8))
+    if draw(st.sampled_from([True, True, False])):
+        keys += ['sid', 'ts']
+    members = []
+    for key in keys:
+        if draw(_RARELY):
+            members.append(key)                       # a bare key: true
+        elif key == 'ts':
+            members.append(f'ts={draw(st.sampled_from(_CMCD_TS))}')
+        else:
+            members.append(f'{key}={draw(_sf_value())}')
+    sep = draw(st.sampled_from([',', ',', ', ', ',,', ';']))
+    return sep.join(members)
+
+
+def _cmcd_json_fields():
+    string = json_string(st.one_of(st.sampled_from(_SAFE_TEXT), odd_text()))
+    ints = st.one_of(_cmcd_ints(), st.sampled_from(['null', 'true', '"1"']))
+    tokens = json_string(st.sampled_from(_TOKENS))
+    return {
+        'sid': string, 'cid': string, 'cdn': string, 'ts': ints, 'sn': ints,
+        'msd': ints, 'v': ints, 'br': st.one_of(ints, st.sampled_from(
+            ['[4200]', '[4200,256]', '[-1]', '[]', '{"v":1}'])),
+        'bl': ints, 'bs': st.sampled_from(['true', 'false', '1', '"true"']),
+        'e': tokens, 'sta': tokens, 'st': tokens, 'sf': tokens,
+        'ec': st.one_of(string, st.sampled_from(
+            ['[]', '["E1"]', '["E1","E2"]', '[1]', '[["E"]]', 'null'])),
+        'com.example-x': json_any(), 'event_time': st.one_of(
+            json_string(rfc3339()), st.integers(0, 10**13).map(str)),
+        'cmcd': st.sampled_from(['{"sid":"s","ts":1767225600000}', '{}',
+                                 '[]']),
+        'nor': string, 'ot': tokens, 'pr': ints,
+    }
+
+
+def _canonical_cmcd_json():
+    """Lines in (or a step away from) the shape the columnar reader takes."""
+    member = st.sampled_from([
+        '"e":"ps"', '"e":"t"', '"sta":"p"', '"sta":"r"', '"sta":"f"',
+        '"msd":1751', '"br":4800', '"bl":0', '"bl":150', '"bs":true',
+        '"bsd":3319', '"ec":["MEDIA_ERR_DECODE"]', '"ec":"E"', '"ec":[]',
+        '"cid":"news-live"', '"cid":""', '"sn":2', '"v":2', '"st":"l"',
+        '"sf":"d"', '"cdn":"cdn-a.example"', '"sta":"x"', '"br":-1',
+        '"sn":"2"', '"cid":"' + 'c' * 65 + '"', '"mtp":0', '"pr":1.5'])
+    sid = st.sampled_from(['"sid":"s-1"', '"sid":"s-2"', '"sid":""',
+                           '"sid":"' + 's' * 64 + '"', '"sid":"a b"'])
+    ts = st.sampled_from([f'"ts":{t}' for t in _CMCD_TS] + ['"ts":"1"'])
+    return st.builds(
+        lambda ms, s, t, order: '{' + ','.join(
+            (ms + [s, t]) if order else ([s, t] + ms)) + '}',
+        st.lists(member, max_size=6), sid, ts, st.booleans())
+
+
+def _clean_cmcd(json_form):
+    """Valid CMCD reports (distinct keys in any order): JSON or a dictionary."""
+    values = {
+        'e': ('ps', 't', 'e'), 'sta': ('s', 'p', 'r', 'f', 'e'),
+        'msd': ('0', '1751'), 'br': ('800', '4800'), 'bl': ('0', '3200'),
+        'cid': ('news-live', ''), 'sn': ('1', '2'), 'v': ('2',),
+        'st': ('v', 'l'), 'sf': ('d', 'h'), 'cdn': ('cdn-a.example',),
+        'bsd': ('3319',), 'ec': ('E1',), 'bs': ('true',)}
+    tokens = ('e', 'sta', 'st', 'sf')
+
+    def member(key, value):
+        numeric = value.isdigit() and key not in ('cid', 'cdn')
+        if json_form:
+            if key == 'ec':
+                return f'"ec":["{value}"]'
+            return f'"{key}":' + (value if numeric or value == 'true'
+                                  else f'"{value}"')
+        if value == 'true':
+            return key
+        if key == 'ec':
+            return f'ec=("{value}")'
+        return f'{key}=' + (value if numeric or key in tokens
+                            else f'"{value}"')
+
+    @st.composite
+    def build(draw):
+        keys = draw(st.lists(st.sampled_from(sorted(values)), unique=True,
+                             max_size=8)) + ['sid', 'ts']
+        keys = draw(st.permutations(keys))
+        out = []
+        for key in keys:
+            if key == 'sid':
+                value = draw(st.sampled_from(['s-1', 's-2', 'x.y_z~']))
+            elif key == 'ts':
+                value = str(draw(st.integers(1767225600000, 1767232800000)))
+            else:
+                value = draw(st.sampled_from(values[key]))
+            out.append(member(key, value))
+        body = ','.join(out)
+        return '{' + body + '}' if json_form else body
+    return build()
+
+
+def _cmcd_access_log():
+    return st.builds(
+        lambda query: ('cdn-a.example 10.0.0.1 - - [01/Jan/2026:00:00:00 '
+                       f'+0000] "GET /v/seg1.m4s?{query} HTTP/1.1" 200 512 '
+                       '"-" "player"'),
+        st.one_of(_clean_cmcd(False).map(lambda d: 'CMCD=' + quote(d)),
+                  _clean_cmcd(False).map(lambda d: 'a=1&CMCD=' + quote(d)),
+                  cmcd_dictionaries().map(lambda d: 'CMCD=' + quote(d)),
+            cmcd_dictionaries().map(lambda d: 'CMCD=' + d),
+            st.sampled_from(['a=1', 'CMCD=%zz', 'x=1CMCD=sid%3D%22s%22',
+                             'CMCD=sid%3D%22s%22&CMCD=v%3D2'])))
+
+
+def cmcd_lines():
+    """CMCD in every form the video_qoe job reads: report bodies, JSON
+    (odd types, nesting, near-canonical), access-log requests."""
+    return mutated(st.one_of(
+        _clean_cmcd(True), _clean_cmcd(True), _clean_cmcd(False),
+        cmcd_dictionaries(), _canonical_cmcd_json(), _canonical_cmcd_json(),
+        json_object(_cmcd_json_fields()), _cmcd_access_log(), deep_nesting(),
+        odd_text()))

@@ -21,6 +21,9 @@ from transforms.market.records import Trade
 from transforms.sensors import columnar as sensors_columnar
 from transforms.sensors import decoders as sensors
 from transforms.sensors.records import Reading
+from transforms.video import cmcd_columnar
+from transforms.video import decoders as video
+from transforms.video.records import VideoReport
 
 
 class Target(typing.NamedTuple):
@@ -38,6 +41,8 @@ def _trades_block(decoder):
 
 def _sensors_block(decoder):
     return sensors_columnar.BlockDecoder(decoder, 'decode.sensors')
+def _video_block(decoder):
+    return cmcd_columnar.BlockDecoder(decoder, 'decode.video')
 
 
 def _logs_block(decoder):
@@ -72,6 +77,14 @@ TARGETS = [
     Target('sensors.csv', sensors.make_decoder('csv'), Reading,
            'decode.sensors', strategies.mutated(
                strategies.csv_reading_lines())),
+    Target('video.auto', video.make_decoder('auto'), VideoReport,
+           'decode.video', strategies.cmcd_lines(), _video_block),
+    Target('video.json', video.make_decoder('json'), VideoReport,
+           'decode.video', strategies.cmcd_lines(), _video_block),
+    Target('video.report', video.make_decoder('report'), VideoReport,
+           'decode.video', strategies.cmcd_lines()),
+    Target('video.access_log', video.make_decoder('access_log'), VideoReport,
+           'decode.video', strategies.cmcd_lines()),
 ]
 
 BY_NAME = {target.name: target for target in TARGETS}

@@ -250,11 +250,10 @@ def build(pipeline, args, context):
         anomalies | 'PublishAnomalies' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(
                 'anomalies', TABLES['anomalies'])
-    # A refused line may hold anything, personal data included: its raw
-    # payload is masked (IP and e-mail addresses, bearer tokens) as the
-    # other jobs mask theirs.
+    # Personal data in a refused payload is masked (IP and e-mail addresses,
+    # bearer tokens), as the other jobs mask theirs.
     dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
-        privacy.Masker(mode='mask'), ('raw',))
+        privacy.Masker(mode='mask'), ('raw', 'reason'))
     dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])
     return {'stats': stats, 'anomalies': anomalies, 'dead_letter': dead}

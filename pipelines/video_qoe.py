@@ -19,7 +19,7 @@ import apache_beam as beam
 
 from pipelines.options import (JobOptions, fraction, non_negative_int,
                                positive_float, window_spec)
-from transforms import deadletter, io, windows
+from transforms import deadletter, io, privacy, windows
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode
@@ -125,7 +125,8 @@ def build(pipeline, args, context):
                    | 'Read' >> blocks
                    | 'DecodeFragments' >> beam.ParDo(BlockFragmentsFn(
                        decoder, 'decode.video', JOB, args.source,
-                       args.max_record_bytes))
+                       args.max_record_bytes,
+                       json_fast=args.cmcd_format in ('auto', 'json')))
                    .with_output_types(typing.Tuple[str, typing.Any])
                    .with_outputs(
                            deadletter.DEAD, main=deadletter.OK))
@@ -177,7 +178,12 @@ def build(pipeline, args, context):
         alerts | 'PublishAlerts' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(
                 'alerts', TABLES['alerts'])
-    decoded.dead | 'WriteDeadLetters' >> dead_sink.write(
+    # Personal data in a refused payload (or quoted in its reason: CMCD
+    # reasons show the value) is masked, as the logs and trades jobs mask
+    # theirs (IP and e-mail addresses, bearer tokens).
+    dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
+        privacy.Masker(mode='mask'), ('raw', 'reason'))
+    dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])
     return {'sessions': sessions, 'qoe_rollups': rollups, 'alerts': alerts,
-            'dead_letter': decoded.dead}
+            'dead_letter': dead}

@@ -13,7 +13,7 @@ import typing
 import pyarrow.dataset as ds
 import pytest
 
-from pipelines import logs, run, sensors, trades
+from pipelines import logs, run, sensors, trades, video_qoe
 
 IP = '203.0.113.77'
 EMAIL = 'planted.person@example.org'
@@ -27,6 +27,8 @@ class JobCase(typing.NamedTuple):
     valid: dict            # a valid JSON record of the job
     time_field: str
     number_field: str      # a numeric field
+    note_field: str = 'note'   # a text field the job accepts
+    stage: str = ''            # of its dead letters (default decode.JOB)
 
 
 JOB_CASES = {
@@ -38,6 +40,13 @@ JOB_CASES = {
                                'symbol': 'ACME', 'price': 101.5, 'size': 10,
                                'trade_id': 't1', 'venue': 'X'},
                       'event_time', 'price'),
+    # CMCD JSON with an event_time (no ts); the personal data travels in a
+    # custom key, which CMCD allows.
+    'video_qoe': JobCase(video_qoe, {'event_time': '2026-01-01T00:00:05Z',
+                                     'sid': 's-1', 'cid': 'movie-1',
+                                     'sta': 'p', 'br': 3000, 'v': 2},
+                         'event_time', 'br', 'com.example-note',
+                         'decode.video'),
     'sensors': JobCase(sensors, {'event_time': '2026-01-01T00:00:05Z',
                                  'sensor_id': 'S001', 'metric': 'temperature',
                                  'value': 21.5, 'unit': 'C',
@@ -53,23 +62,25 @@ def _json(record, **changes) -> bytes:
 def hostile_lines(case: JobCase) -> dict:
     """name -> line; each carries the planted personal data."""
     valid = dict(case.valid)
-    with_pii = _json(valid, note=PII)
+    note = case.note_field
+    with_pii = _json(valid, **{note: PII})
     return {
-        'ten_mib': _json(valid, note=PII + ' ' + 'x' * (10 << 20)),
+        'ten_mib': _json(valid, **{note: PII + ' ' + 'x' * (10 << 20)}),
         'invalid_utf8': with_pii[:-2] + b'\xff\xfe' + with_pii[-2:],
         'nul_bytes': b'\x00\x00' + with_pii,
-        'nul_inside': with_pii.replace(b'"note"', b'"no\x00te"'),
+        'nul_inside': with_pii.replace(f'"{note}"'.encode(),
+                                       f'"{note[:2]}\x00{note[2:]}"'.encode()),
         'deeply_nested': (b'{"a":' * 100_000) + PII.encode() +
         (b'}' * 100_000),
         'nan': with_pii.replace(
             json.dumps(valid[case.number_field]).encode(), b'NaN', 1),
         'huge_number': with_pii.replace(
             json.dumps(valid[case.number_field]).encode(), b'1e400', 1),
-        'year_9999': _json(valid, note=PII, **{
-            case.time_field: '9999-12-31T23:59:60Z'}),
-        'before_1970': _json(valid, note=PII, **{
-            case.time_field: '1969-12-31T23:59:59Z'}),
-        'duplicate_keys': _json(valid, note=PII)[:-1] + b', "'
+        'year_9999': _json(valid, **{note: PII,
+                                     case.time_field: '9999-12-31T23:59:60Z'}),
+        'before_1970': _json(valid, **{note: PII,
+                                       case.time_field: '1969-12-31T23:59:59Z'}),
+        'duplicate_keys': with_pii[:-1] + b', "'
         + case.time_field.encode() + b'": "not a time"}',
         'empty': b'',
         'blank': b'   \t',
@@ -110,7 +121,7 @@ def test_hostile_lines_are_dead_letters_and_leak_nothing(tmp_path, job,
             for line in f.read_bytes().splitlines()]
     assert len(dead) == len(hostile)
     reasons = [d['reason'] for d in dead]
-    assert all(d['stage'] == f'decode.{job}' for d in dead)
+    assert all(d['stage'] == (case.stage or f'decode.{job}') for d in dead)
     assert sum('oversized' in r for r in reasons) == 1
     assert sum('not UTF-8' in r for r in reasons) == 1
 

@@ -352,6 +352,9 @@ class Rollup(typing.NamedTuple):
 
     IDENTITY_FIELDS = ('dimension', 'value', 'window_start', 'window_end',
                        'pane_index')
+    # Files hold the rollups whose window starts in the same hour (and
+    # pane), as session files do, not one short window each.
+    FILE_PERIOD_SECONDS = 3600
 
 
 beam.coders.registry.register_coder(Rollup, beam.coders.RowCoder)

@@ -1,0 +1,306 @@
+"""A vectorised reader of canonical CMCD JSON lines (a block at a time).
+
+The reference decoder (:func:`transforms.video.decoders.decode_json` through
+:func:`transforms.decode.decode_payload`) reads one line at a time in
+Python.  This reader reads a whole block with Arrow's string kernels (RE2),
+but it only *accepts* a line it can prove it reads exactly as the reference
+does; every other line is handed back, by index, to the reference decoder.
+
+A line is accepted when all of this holds (each is checked on whole columns):
+
+* it is at most ``max_bytes`` long and is, byte for byte, a flat JSON object
+  ``{"k":v,"k":v,...}`` without blanks whose keys are among :data:`KEYS`
+  and whose values are non-negative integers of at most 15 digits (no sign,
+  no leading zero, no fraction or exponent), ``true``, strings of the
+  characters ``A-Z a-z 0-9 . _ ~ / -`` (so no escapes, no quote, no comma or
+  colon inside), or lists of such strings (:data:`LINE`).  ASCII only, so
+  valid UTF-8 and as many characters as bytes;
+* its keys, in their order (the *shape* of the line), hold no key twice and
+  include ``sid`` and ``ts``;
+* it matches the whole-line pattern of its shape (:func:`shape_pattern`),
+  which gives every key its CMCD type: :data:`INT_KEYS` and
+  :data:`ILIST_KEYS` integers, :data:`BOOL_KEYS` ``true``, the tokens one of
+  their reserved values, ``sid`` 1..64 and ``cid`` 0..64 characters, ``cdn``
+  a string, ``ec`` a string or a list of strings;
+* ``bl`` (if sent) is a multiple of 100, and ``ts`` as an event time lies
+  within the range :func:`~transforms.decode.decode_payload` accepts.
+
+Shapes are taken from the first line left, one pattern at a time (at most
+:data:`MAX_SHAPES` per block; a producer writes few).  The values of matched
+lines are then cut at ``:`` (no key or value holds one).
+
+For such a line the reference decoder's ``orjson`` gives exactly these
+integers and strings, every CMCD check passes, and the report's fields are
+the values as written; so the accepted lines become the same session points
+(:func:`transforms.video.sessions.point_of`) as their reports would.
+"""
+import re
+import typing
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import deadletter
+from transforms.columnar import line_bounds
+from transforms.decode import (MAX_EVENT_TIME, MIN_EVENT_TIME, Filtered,
+                               decode_payload)
+from transforms.video import cmcd
+from transforms.video.sessions import point_of
+
+_CHAR = r'[A-Za-z0-9._~/\-]'
+_INT = r'(?:0|[1-9][0-9]{0,14})'
+_STR = rf'"{_CHAR}*"'
+_LIST = rf'\[(?:{_STR}(?:,{_STR})*)?\]'
+_VALUE = rf'(?:{_INT}|{_STR}|{_LIST}|true)'
+
+# Integers >= 0 (CMCD 'int'); 'ilist' keys read here as a plain integer
+# ('bl' a multiple of 100); booleans read only as true (false is refused).
+INT_KEYS = ('ts', 'sn', 'msd', 'v', 'd', 'dl', 'rtp', 'pt', 'ttfb', 'ttfbb',
+            'ttlb', 'rc', 'ltc', 'df', 'dfa')
+ILIST_KEYS = ('br', 'bl', 'bsd', 'bsa', 'bsda', 'tb', 'ab', 'tpb', 'lb',
+              'tab', 'lab', 'pb', 'tbl')
+BOOL_KEYS = ('bs', 'su', 'bg', 'nr')
+TOKEN_KEYS = {'e': cmcd.EVENT_TYPES, 'sta': cmcd.PLAYER_STATES,
+              'st': cmcd.STREAM_TYPES, 'sf': cmcd.STREAMING_FORMATS}
+STRING_KEYS = {'sid': 64, 'cid': 64, 'cdn': None}
+LIST_KEYS = ('ec',)
+KEYS = INT_KEYS + ILIST_KEYS + BOOL_KEYS + tuple(TOKEN_KEYS) \
+    + tuple(STRING_KEYS) + LIST_KEYS
+# Distinct shapes (key orders) tried per block before the rest goes to the
+# reference decoder.
+MAX_SHAPES = 32
+_KEY_OF = re.compile(r'[{,]"([^"]*)":')
+
+_MEMBER = '"(?:' + '|'.join(sorted(KEYS)) + rf')":{_VALUE}'
+# A line as cut by LineBlock, with the b'\n' that ends it (not the last).
+LINE = rf'\A\{{{_MEMBER}(?:,{_MEMBER})*\}}\n?\z'
+
+
+class Columns(typing.NamedTuple):
+    """The accepted lines, as columns (``lines``: their indices in the
+    block)."""
+    lines: np.ndarray
+    ts: np.ndarray             # int64 ms
+    sn: np.ndarray             # int64, -1 if absent
+    br: np.ndarray             # int64 video bitrate, -1 if absent
+    msd: np.ndarray            # int64, -1 if absent
+    err: np.ndarray            # bool: carries ec
+    sid: list
+    sta: list                  # '' if absent
+    cid: list
+    cdn: list
+    st: list
+    sf: list
+
+    def take(self, rows) -> 'Columns':
+        rows_list = rows.tolist()
+        return Columns(*(c[rows] if isinstance(c, np.ndarray)
+                         else [c[i] for i in rows_list] for c in self))
+
+    @classmethod
+    def concat(cls, parts) -> 'Columns':
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate(cs) if isinstance(cs[0], np.ndarray)
+                     else [x for c in cs for x in c]
+                     for cs in zip(*parts)))
+
+
+def lines_array(data: bytes, starts, ends) -> pa.Array:
+    """The lines of ``data`` (cut by :func:`transforms.columnar.line_bounds`)
+    as one Arrow binary array without a copy: line i with its b'\\n'."""
+    offsets = np.append(starts, len(data)).astype(np.int64)
+    return pa.Array.from_buffers(
+        pa.large_binary(), len(starts),
+        [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _np(array) -> np.ndarray:
+    return np.asarray(pc.fill_null(array, False).to_numpy(
+        zero_copy_only=False), bool)
+
+
+def _value_pattern(key) -> str:
+    """The value of ``key`` in the canonical form, exactly when CMCD allows
+    it (a named group holds the value, without quotes)."""
+    if key in INT_KEYS or key in ILIST_KEYS:
+        return f'(?P<{key}>{_INT})'
+    if key in TOKEN_KEYS:
+        return f'"(?P<{key}>' + '|'.join(TOKEN_KEYS[key]) + ')"'
+    if key in STRING_KEYS:
+        low = 1 if key == 'sid' else 0       # an empty sid is no session
+        high = STRING_KEYS[key]
+        return f'"(?P<{key}>{_CHAR}{{{low},{high if high else ""}}})"'
+    if key in BOOL_KEYS:
+        return 'true'
+    return f'(?:{_STR}|{_LIST})'             # ec: its presence is read
+
+
+def shape_pattern(keys) -> str:
+    """The whole line with these keys in this order, each with its CMCD
+    type."""
+    return (r'\A\{' + ','.join(f'"{k}":{_value_pattern(k)}' for k in keys)
+            + r'\}\n?\z')
+
+
+def _ints(values) -> np.ndarray:
+    """Digit strings (null: absent) -> int64, -1 where null."""
+    return pc.fill_null(pc.cast(values, pa.int64()), -1).to_numpy(
+        zero_copy_only=False).astype(np.int64)
+
+
+
+def decode_block(data: bytes, starts, ends, max_bytes: int):
+    """The canonical lines of a block -> (:class:`Columns` or None, indices
+    of the other lines, for the reference decoder)."""
+    n = len(starts)
+    starts, ends = np.asarray(starts), np.asarray(ends)
+    lines = lines_array(data, starts, ends)
+    ok = ((ends - starts) <= max_bytes) & _np(
+        pc.match_substring_regex(lines, LINE))
+    index = np.flatnonzero(ok)
+    if index.size == 0:
+        return None, np.arange(n, dtype=np.int64)
+    # (ASCII only, as LINE requires: a string view is safe.)
+    lines = pc.cast(lines.take(pa.array(index)), pa.large_string())
+    remaining = np.arange(len(index))
+    parts = []
+    for _ in range(MAX_SHAPES):
+        if remaining.size == 0:
+            break
+        # The shape of the first line left: its keys in order.
+        keys = _KEY_OF.findall(lines[int(remaining[0])].as_py())
+        if len(set(keys)) != len(keys) or 'sid' not in keys \
+                or 'ts' not in keys:
+            remaining = remaining[1:]    # a key twice, or no session
+            continue
+        subset = lines.take(pa.array(remaining))
+        matched = _np(pc.match_substring_regex(subset, shape_pattern(keys)))
+        if not matched[0]:               # a value of the wrong type
+            remaining = remaining[1:]
+            continue
+        rows = remaining[matched]
+        remaining = remaining[~matched]
+        parts.append(_columns(index[rows], keys,
+                              subset.filter(pa.array(matched))))
+    parts = [p for p in parts if p.lines.size]
+    if not parts:
+        return None, np.arange(n, dtype=np.int64)
+    columns = Columns.concat(parts)
+    fallback = np.setdiff1d(np.arange(n, dtype=np.int64), columns.lines,
+                            assume_unique=True)
+    return columns, fallback
+
+
+def _columns(lines, keys, text) -> Columns:
+    """The lines of one shape (each matched :func:`shape_pattern`) ->
+    Columns; rows out of the event time range, or with a ``bl`` not a
+    multiple of 100, left out.
+
+    No value or key holds ':', so cut at ':' a line is ``{"k1"``, then
+    ``v1,"k2"`` ... and ``vn}`` (and its b'\\n'): value i is piece i + 1
+    without the next key's ``,"k"``."""
+    size = len(lines)
+    width = len(keys) + 1
+    pieces = pc.list_flatten(pc.split_pattern(text, ':'))
+    position = {k: i for i, k in enumerate(keys)}
+
+    def value(key):
+        i = position[key]
+        piece = pieces.take(pa.array(np.arange(size) * width + i + 1))
+        if i + 1 < len(keys):
+            return pc.utf8_slice_codeunits(piece, 0, -(len(keys[i + 1]) + 3))
+        return pc.utf8_rtrim(piece, characters='}\n')
+
+    def ints(key):
+        if key not in position:
+            return np.full(size, -1, np.int64)
+        return pc.cast(value(key), pa.int64()).to_numpy(
+            zero_copy_only=False).astype(np.int64)
+
+    def texts(key):
+        if key not in position:
+            return [''] * size
+        return pc.utf8_slice_codeunits(value(key), 1, -1).to_pylist()
+
+    ts, bl = ints('ts'), ints('bl')
+    good = (ts * 1000 >= MIN_EVENT_TIME.micros) \
+        & (ts * 1000 <= MAX_EVENT_TIME.micros) \
+        & ((bl == -1) | (bl % 100 == 0))
+    columns = Columns(
+        lines=lines, ts=ts, sn=ints('sn'), br=ints('br'), msd=ints('msd'),
+        err=np.full(size, 'ec' in keys), sid=texts('sid'), sta=texts('sta'),
+        cid=texts('cid'), cdn=texts('cdn'), st=texts('st'), sf=texts('sf'))
+    return columns if good.all() else columns.take(np.flatnonzero(good))
+
+
+class Points:
+    """Decoded reports of a block as columns: the session id and the fields
+    of :func:`~transforms.video.sessions.point_of`, one row per report."""
+    __slots__ = ('sid', 'ts', 'sn', 'sta', 'br', 'msd', 'err', 'cid', 'cdn',
+                 'st', 'sf')
+
+    def __init__(self, columns: typing.Optional[Columns] = None, rows=()):
+        """The rows of ``columns`` (vectorised), then ``rows`` ((sid,
+        point) pairs)."""
+        rows = list(rows)
+        extra = list(zip(*(p for _, p in rows))) or [()] * 10
+        self.sid = (columns.sid if columns is not None else []) + \
+            [sid for sid, _ in rows]
+        for name, more in zip(self.__slots__[1:], extra):
+            base = getattr(columns, name) if columns is not None else []
+            if isinstance(base, np.ndarray):
+                base = base.tolist()
+            setattr(self, name, base + list(more))
+
+    def __len__(self):
+        return len(self.sid)
+
+    def rows(self):
+        """(sid, point) per report."""
+        return zip(self.sid, zip(self.ts, self.sn, self.sta, self.br,
+                                 self.msd, self.err, self.cid, self.cdn,
+                                 self.st, self.sf))
+
+
+class BlockDecoder:
+    """A block of lines -> (:class:`Points`, refused, count): canonical JSON
+    lines by :func:`decode_block`, every other line by the reference decoder
+    (:func:`~transforms.decode.decode_payload`); ``refused`` holds the dead
+    letters and :class:`~transforms.decode.Filtered` of the lines refused,
+    in line order."""
+
+    def __init__(self, decoder, stage, source='', max_bytes=1 << 20,
+                 json_fast=True):
+        self.decoder = decoder
+        self.stage = stage
+        self.source = source
+        self.max_bytes = max_bytes
+        self.json_fast = json_fast
+
+    def _each(self, payloads):
+        rows, refused = [], []
+        for raw in payloads:
+            result = decode_payload(raw, self.decoder, self.stage,
+                                    self.source, self.max_bytes)
+            if isinstance(result, (Filtered, deadletter.DeadLetter)):
+                refused.append(result)
+            else:
+                rows.append((result.session_id, point_of(result)))
+        return rows, refused
+
+    def decode_each(self, payloads):
+        rows, refused = self._each(payloads)
+        return Points(rows=rows), refused, len(rows)
+
+    def decode(self, data: bytes, bounds=None):
+        starts, ends = bounds if bounds is not None else line_bounds(data)
+        columns, others = None, np.arange(len(starts))
+        if self.json_fast and len(starts):
+            columns, others = decode_block(data, starts, ends,
+                                           self.max_bytes)
+        rows, refused = self._each(
+            [data[starts[i]:ends[i]] for i in others.tolist()])
+        points = Points(columns, rows)
+        return points, refused, len(points)
