@@ -238,8 +238,10 @@ class _KeepingLateDriver:
         driver = self._driver
         if input_watermark > window.end + driver.allowed_lateness:
             return 'expired'  # Beam's rule for an expired window
-        # A window whose trigger has finished takes nothing more either;
-        # a merging window's is known only once merged (see below).
+        # A window whose trigger has finished takes nothing more either.
+        # Beam's GeneralTriggerDriver runs every windowing as merging
+        # (``is_merging`` is always true), so this is decided after its
+        # merge, below; the check here holds for a driver that does not.
         if not driver.is_merging and \
                 state.get_state(window, driver.TOMBSTONE):
             return 'finished'
@@ -276,10 +278,11 @@ class _KeepingLateDriver:
             yield from self._driver.process_elements(
                 state, kept, output_watermark, input_watermark)
             return
-        # Merging windows: Beam's driver merges first, then skips the values
-        # whose merged window has finished (its tombstone merged in).  Every
-        # value it keeps it adds to the window's elements; the others it
-        # skipped, and they are handed back in the window they joined.
+        # Merging (for Beam's driver: every windowing): it merges first, then
+        # skips the values whose merged window has finished (for sessions,
+        # its tombstone merged in).  Every value it keeps it adds to the
+        # window's elements; the others it skipped, and they are handed back
+        # in the window they joined.
         watched = _WatchedElements(state, self._driver.ELEMENTS)
         yield from self._driver.process_elements(
             watched, kept, output_watermark, input_watermark)
