@@ -10,7 +10,7 @@ from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines import run, video_qoe
+from pipelines import local_runner, run, video_qoe
 from tests.pipelines.job_streams import add, run_job
 from tests.transforms.test_video_sessions import (assert_same,
                                                   pandas_sessions,
@@ -255,6 +255,28 @@ def test_a_report_joining_a_finished_session_is_kept(monkeypatch, tmp_path):
                       & letters.reason.str.contains("of 'a' for window")]
     assert session.reason.str.contains(
         'its trigger had fired its final pane').sum() == 1
+
+
+@pytest.mark.xfail(raises=local_runner.LocalRunnerStall, strict=True,
+                   reason="Beam's merging trigger driver: a report within the "
+                          'allowed lateness that extends a closed session '
+                          'past the watermark fires an EARLY pane and leaves '
+                          'a watermark hold with no end-of-window timer')
+def test_a_late_report_extending_a_session_past_the_watermark(
+        monkeypatch, tmp_path):
+    t0 = STREAM_T0 / 1000
+    stream = test_stream.TestStream().advance_watermark_to(Timestamp.of(t0))
+    add(stream, cmcd('a', 0, 's'), cmcd('a', 10, 'p'), cmcd('a', 20, 'p'))
+    stream.advance_watermark_to(Timestamp.of(t0 + 30))
+    stream.advance_processing_time(1)
+    stream.advance_watermark_to(Timestamp.of(t0 + 20 + GAP_S + 1))
+    add(stream, cmcd('a', 25, 'p'))         # session now ends at 1825 s
+    stream.advance_processing_time(1)
+    stream.advance_watermark_to_infinity()
+    summary = run_job(video_qoe, stream, monkeypatch, tmp_path, [
+        '--trigger', f'late=1,lateness={LATENESS_S}s,accumulating',
+        '--cmcd_format', 'json'], lambda outputs: None)
+    assert summary['dropped_late'] == 0
 
 
 def read_letters(out):
