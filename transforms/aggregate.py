@@ -82,7 +82,8 @@ class _SplitLate(beam.DoFn):
             return
         span = (f'[{windows.to_datetime(window.start).isoformat()}, '
                 f'{windows.to_datetime(window.end).isoformat()})')
-        allowed = (f'allowed lateness {windows.format_duration(self._lateness)}'
+        allowed = ('allowed lateness '
+                   f'{windows.format_duration(self._lateness)}'
                    if self._lateness else 'no allowed lateness')
         for value in values.values:
             records = self._count_of(value)

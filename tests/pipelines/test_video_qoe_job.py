@@ -196,8 +196,8 @@ def test_a_stream_keeps_reports_after_the_allowed_lateness(
     stream.advance_watermark_to_infinity()
 
     def check(outputs):
-        assert_that(late_reports(outputs), equal_to([('b', STREAM_T0 + 12000)]),
-                    label='LateReports')
+        assert_that(late_reports(outputs),
+                    equal_to([('b', STREAM_T0 + 12000)]), label='LateReports')
         assert_that(session_panes(outputs), equal_to([
             ('a', 'ON_TIME', 3), ('a', 'LATE', 4), ('b', 'ON_TIME', 2)]),
             label='SessionPanes')
@@ -237,7 +237,8 @@ def test_a_report_joining_a_finished_session_is_kept(monkeypatch, tmp_path):
     stream.advance_watermark_to_infinity()
 
     def check(outputs):
-        assert_that(late_reports(outputs), equal_to([('a', STREAM_T0 + 1000000)]),
+        assert_that(late_reports(outputs),
+                    equal_to([('a', STREAM_T0 + 1000000)]),
                     label='LateReports')
         assert_that(session_panes(outputs), equal_to([('a', 'ON_TIME', 3)]),
                     label='SessionPanes')
