@@ -223,7 +223,9 @@ def _install_late_firing_watermark():
 
 class _KeepingLateDriver:
     """A trigger driver that hands back, as ``LateRecords`` in their window,
-    the values Beam's driver would skip as expired."""
+    the values Beam's driver would skip: those of an expired window, and
+    those of a window (for merging windows: the session they would join)
+    whose trigger has finished."""
 
     def __init__(self, driver):
         self._driver = driver
@@ -231,13 +233,26 @@ class _KeepingLateDriver:
     def __getattr__(self, name):
         return getattr(self._driver, name)
 
-    def _expired(self, state, window, input_watermark):
+    def _closed(self, state, window, input_watermark):
+        """None (open), 'expired' or 'finished'."""
         driver = self._driver
         if input_watermark > window.end + driver.allowed_lateness:
-            return True       # Beam's rule for an expired window
+            return 'expired'  # Beam's rule for an expired window
         # A window whose trigger has finished takes nothing more either.
-        return not driver.is_merging and \
-            bool(state.get_state(window, driver.TOMBSTONE))
+        # Beam's GeneralTriggerDriver runs every windowing as merging
+        # (``is_merging`` is always true), so this is decided after its
+        # merge, below; the check here holds for a driver that does not.
+        if not driver.is_merging and \
+                state.get_state(window, driver.TOMBSTONE):
+            return 'finished'
+        return None
+
+    def _late(self, window, values, how, input_watermark):
+        closed = window.end + self._driver.allowed_lateness
+        return WindowedValue(
+            windows.LateRecords(values, float(input_watermark - closed),
+                                finished=how == 'finished'),
+            window.max_timestamp(), (window,), _LATE_PANE)
 
     def process_elements(self, state, windowed_values, output_watermark,
                          input_watermark=trigger.MIN_TIMESTAMP):
@@ -245,8 +260,9 @@ class _KeepingLateDriver:
         for value in windowed_values:
             open_windows = []
             for window in value.windows:
-                if self._expired(state, window, input_watermark):
-                    late.setdefault(window, []).append(value.value)
+                how = self._closed(state, window, input_watermark)
+                if how:
+                    late.setdefault((window, how), []).append(value.value)
                 else:
                     open_windows.append(window)
             if len(open_windows) == len(value.windows):
@@ -254,14 +270,56 @@ class _KeepingLateDriver:
             elif open_windows:
                 kept.append(WindowedValue(value.value, value.timestamp,
                                           open_windows, value.pane_info))
-        for window, values in late.items():
-            closed = window.end + self._driver.allowed_lateness
-            yield WindowedValue(
-                windows.LateRecords(values, float(input_watermark - closed)),
-                window.max_timestamp(), (window,), _LATE_PANE)
-        if kept:
+        for (window, how), values in late.items():
+            yield self._late(window, values, how, input_watermark)
+        if not kept:
+            return
+        if not self._driver.is_merging:
             yield from self._driver.process_elements(
                 state, kept, output_watermark, input_watermark)
+            return
+        # Merging (for Beam's driver: every windowing): it merges first, then
+        # skips the values whose merged window has finished (for sessions,
+        # its tombstone merged in).  Every value it keeps it adds to the
+        # window's elements; the others it skipped, and they are handed back
+        # in the window they joined.
+        watched = _WatchedElements(state, self._driver.ELEMENTS)
+        yield from self._driver.process_elements(
+            watched, kept, output_watermark, input_watermark)
+        skipped = [(window, value.value) for value in kept
+                   for window in value.windows[watched.added(value.value):]]
+        if not skipped:
+            return
+        merged = trigger.MergeableStateAdapter(state).known_windows()
+        finished = {}
+        for window, value in skipped:
+            into = next((m for m in merged if m.start <= window.start and
+                         window.end <= m.end), window)
+            finished.setdefault(into, []).append(value)
+        for window, values in finished.items():
+            yield self._late(window, values, 'finished', input_watermark)
+
+
+class _WatchedElements:
+    """The unmerged state of a trigger driver, counting which values it adds
+    to the elements of a window (by identity: the driver adds the value
+    objects it is given)."""
+
+    def __init__(self, state, elements_tag):
+        self._state = state
+        self._tag = elements_tag
+        self._added = {}
+
+    def __getattr__(self, name):
+        return getattr(self._state, name)
+
+    def add_state(self, window, tag, value):
+        if tag is self._tag:
+            self._added[id(value)] = self._added.get(id(value), 0) + 1
+        return self._state.add_state(window, tag, value)
+
+    def added(self, value) -> int:
+        return self._added.get(id(value), 0)
 
 
 _LATE_PANE = PaneInfo(is_first=False, is_last=False,

@@ -235,10 +235,16 @@ def build(pipeline, args, context):
         anomalies = readings if args.anomalies == 'off' else \
             readings | 'Incidents' >> DetectIncidents(
                 config, trigger.lateness, context.streaming, JOB)
-    stats = keyed | 'Stats' >> AggregatePerKey(
+    aggregate = AggregatePerKey(
         SensorStatsFn(), to_sensor_stats, stats_count,
         trigger.accumulates_panes, JOB, key_type=typing.Tuple[str, str],
-        window_in_key=bounded).with_output_types(SensorStats)
+        window_in_key=bounded,
+        keep_late=trigger.lateness if context.keeps_late else None)
+    stats = keyed | 'Stats' >> aggregate.with_output_types(SensorStats)
+    # Readings after the allowed lateness (local runner, streaming): dead
+    # letters, stage window.late, with the decoding's own.
+    dead = decoded.dead if aggregate.late is None else (
+        (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())
 
     if args.anomalies == 'off':
         anomalies = anomalies | 'NoAnomalies' >> beam.FlatMap(
@@ -252,7 +258,7 @@ def build(pipeline, args, context):
                 'anomalies', TABLES['anomalies'])
     # Personal data in a refused payload is masked (IP and e-mail addresses,
     # bearer tokens), as the other jobs mask theirs.
-    dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
+    dead = dead | 'MaskDeadLetters' >> privacy.MaskFields(
         privacy.Masker(mode='mask'), ('raw', 'reason'))
     dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])

@@ -116,6 +116,7 @@ def build(pipeline, args, context):
     ]
 
     decoder = decoders.make_decoder(args.cmcd_format)
+    dead = None
     blocks = source.blocks() if (args.execution == 'columnar'
                                  and not context.streaming) else None
     if blocks is not None:
@@ -150,23 +151,35 @@ def build(pipeline, args, context):
                        decoder, stage='decode.video', job=JOB,
                        source=args.source, max_bytes=args.max_record_bytes))
         reports = decoded.ok
+        # In a stream on the local runner, reports (sessions) and
+        # contributions (rollups) after the allowed lateness become dead
+        # letters, stage window.late, instead of being dropped.
+        keep_late = trigger.lateness if context.keeps_late else None
+        session_aggregate = AggregatePerKey(
+            SessionFn(), to_session, session_count,
+            trigger.accumulates_panes, JOB, merging=True,
+            keep_late=keep_late)
         sessions = (reports
                     | 'KeyBySession' >> beam.Map(lambda r: (r.session_id, r))
                     | 'SessionWindow' >> windows.ApplyWindow(window, trigger)
-                    | 'Sessions' >> AggregatePerKey(
-                        SessionFn(), to_session, session_count,
-                        trigger.accumulates_panes, JOB, merging=True)
+                    | 'Sessions' >> session_aggregate
                     .with_output_types(Session))
+        rollup_aggregate = AggregatePerKey(
+            RollupFn(), to_rollup, rollup_count,
+            trigger.accumulates_panes, JOB, keep_late=keep_late)
         rollups = (reports
                    | 'Timeline' >> SessionTimeline(window.size, JOB,
                                                   context.streaming)
                    | 'ByDimension' >> beam.FlatMap(by_dimension)
                    | 'RollupWindow' >> windows.ApplyWindow(rollup_window,
                                                            trigger)
-                   | 'Rollups' >> AggregatePerKey(
-                       RollupFn(), to_rollup, rollup_count,
-                       trigger.accumulates_panes, JOB)
+                   | 'Rollups' >> rollup_aggregate
                    .with_output_types(Rollup))
+        late = [a.late for a in (session_aggregate, rollup_aggregate)
+                if a.late is not None]
+        if late:
+            dead = ((decoded.dead, *late)
+                    | 'DeadAndLate' >> beam.Flatten())
     alerts = rollups | 'Alerts' >> ThresholdAlerts(
         rollup_key, rules, JOB).with_output_types(Alert)
 
@@ -178,10 +191,12 @@ def build(pipeline, args, context):
         alerts | 'PublishAlerts' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(
                 'alerts', TABLES['alerts'])
+    if dead is None:
+        dead = decoded.dead
     # Personal data in a refused payload (or quoted in its reason: CMCD
     # reasons show the value) is masked, as the logs and trades jobs mask
     # theirs (IP and e-mail addresses, bearer tokens).
-    dead = decoded.dead | 'MaskDeadLetters' >> privacy.MaskFields(
+    dead = dead | 'MaskDeadLetters' >> privacy.MaskFields(
         privacy.Masker(mode='mask'), ('raw', 'reason'))
     dead | 'WriteDeadLetters' >> dead_sink.write(
         'dead_letter', TABLES['dead_letter'])

@@ -90,22 +90,23 @@ class _SplitLate(beam.DoFn):
         if not isinstance(values, windows.LateRecords):
             yield kv
             return
+        span = (f'[{windows.to_datetime(window.start).isoformat()}, '
+                f'{windows.to_datetime(window.end).isoformat()})')
+        allowed = ('allowed lateness '
+                   f'{windows.format_duration(self._lateness)}'
+                   if self._lateness else 'no allowed lateness')
         for value in values.values:
             records = self._count_of(value)
             self._kept.inc(records)
+            if values.finished:
+                why = ('arrived after it closed: its trigger had fired '
+                       f'its final pane ({allowed})')
+            else:
+                why = (f'arrived {values.seconds_late:.3f} s after it closed '
+                       f'({allowed})')
             yield beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
                 _as_json(value), LATE_STAGE,
-                f'{records} record(s) of {key!r} for window '
-                f'[{windows.to_datetime(window.start).isoformat()}, '
-                f'{windows.to_datetime(window.end).isoformat()}) arrived '
-                f'{values.seconds_late:.3f} s after it closed (allowed '
-                f'lateness {windows.format_duration(self._lateness)})'
-                if self._lateness else
-                f'{records} record(s) of {key!r} for window '
-                f'[{windows.to_datetime(window.start).isoformat()}, '
-                f'{windows.to_datetime(window.end).isoformat()}) arrived '
-                f'{values.seconds_late:.3f} s after it closed (no allowed '
-                f'lateness)'))
+                f'{records} record(s) of {key!r} for window {span} {why}'))
 
 
 class _PaneRows(beam.DoFn):

@@ -342,6 +342,10 @@ KEEP_LATE_LABEL = 'KeepLate'
 class LateRecords(typing.NamedTuple):
     """The values of one key that arrived for ``window`` after its allowed
     lateness, ``seconds_late`` seconds after it closed (by the input
-    watermark that decided it)."""
+    watermark that decided it).  ``finished``: the window was still within
+    its allowed lateness but its trigger had fired its last pane (for merging
+    windows: the session the records would have joined), and it takes
+    nothing more either."""
     values: list
     seconds_late: float
+    finished: bool = False

@@ -7,12 +7,18 @@ import glob
 import json
 import math
 
+import apache_beam as beam
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow.dataset as ds
 import pytest
+from apache_beam.testing import test_stream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils.timestamp import Timestamp
 
 from pipelines import run, sensors
+from tests.pipelines.job_streams import add, run_job
 from transforms.synthetic import sensors as synthetic
 
 PARAMS = {k: v[1] for k, v in synthetic.PARAMS.items()}
@@ -168,3 +174,74 @@ def test_a_live_stream_refreshes_the_calibration_every_period(tmp_path):
     assert any('CalibrationTable/Every' in n for n in names), names
     assert any('Calibrate/RefreshWindows' in n for n in names)
     assert not any('DecodePartials' in n for n in names)   # element path
+
+
+# ------------------------------------------ a stream: late readings are kept
+
+LATENESS_S = 120
+
+
+def reading(sensor, offset_s, value, metric='temperature'):
+    """(event time s, a JSON reading of ``sensor`` at T0 + offset_s)."""
+    at = datetime.datetime.fromtimestamp(T0 + offset_s, datetime.timezone.utc)
+    return T0 + offset_s, orjson.dumps({
+        'event_time': at.isoformat().replace('+00:00', 'Z'),
+        'sensor_id': sensor, 'metric': metric, 'value': value, 'unit': 'C',
+        'quality': 'good'})
+
+
+@pytest.mark.parametrize('execution', ['columnar', 'element'])
+def test_a_stream_keeps_readings_after_the_allowed_lateness(
+        monkeypatch, tmp_path, execution):
+    """Fixed windows with the job's trigger (late=1): readings within the
+    allowed lateness correct their window in LATE panes; readings after it
+    are dead letters (stage window.late), none dropped, and the summary
+    adds up."""
+    stream = test_stream.TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, reading('S1', 10, 1.0), reading('S1', 20, 2.0),
+        reading('S1', 30, 4.0), reading('S2', 15, 7.0, 'pressure'))
+    stream.advance_watermark_to(Timestamp.of(T0 + WINDOW_S + 1))  # ON_TIME
+    stream.advance_processing_time(1)
+    add(stream, reading('S1', 40, 8.0))         # within the lateness: LATE
+    stream.advance_processing_time(1)
+    stream.advance_watermark_to(Timestamp.of(T0 + WINDOW_S + 2))
+    add(stream, reading('S1', 50, 16.0))        # another LATE pane
+    stream.advance_processing_time(1)
+    stream.advance_watermark_to(Timestamp.of(T0 + WINDOW_S + LATENESS_S + 30))
+    stream.advance_processing_time(1)
+    # After the allowed lateness of [0, 300): 30 s after it closed.
+    add(stream, reading('S2', 60, 32.0, 'pressure'),
+        reading('S1', 55, 64.0))
+    stream.advance_processing_time(1)
+    stream.advance_watermark_to_infinity()
+    accepted = {('S1', 'temperature'): [1.0, 2.0, 4.0, 8.0, 16.0],
+                ('S2', 'pressure'): [7.0]}
+
+    def check(outputs):
+        late = (outputs['dead_letter']
+                | 'Late' >> beam.Filter(lambda d: d.stage == 'window.late')
+                | 'Why' >> beam.Map(lambda d: (
+                    d.reason.split(' for window')[0],
+                    'arrived 30.000 s after it closed' in d.reason)))
+        assert_that(late, equal_to([
+            ("1 record(s) of ('S1', 'temperature')", True),
+            ("1 record(s) of ('S2', 'pressure')", True)]),
+            label='LateReadings')
+
+    summary = run_job(sensors, stream, monkeypatch, tmp_path, [
+        '--trigger', f'late=1,lateness={LATENESS_S}s,accumulating',
+        '--execution', execution], check)
+    assert summary['read'] == summary['decoded'] == 8
+    assert summary['dropped_late'] == 0
+    assert summary['late_kept'] == 2 and summary['late_accepted'] == 2
+    assert summary['window_assignments'] == 8 == \
+        summary['aggregated'] + summary['late_kept']
+    stats = ds.dataset(str(tmp_path / 'out' / 'stats')).to_table() \
+        .to_pandas()
+    final = stats.loc[stats.groupby(['sensor_id', 'metric'])
+                      .pane_index.idxmax()]
+    for row in final.itertuples():
+        values = accepted[(row.sensor_id, row.metric)]
+        assert row.count == len(values)
+        assert row.mean == pytest.approx(np.mean(values))
+        assert row.max == max(values)

@@ -244,3 +244,21 @@ def test_early_panes_of_a_live_stream_are_early_whatever_the_clock_says():
         ('a', 0, 'EARLY', 1, 3, 0),
         ('a', 0, 'ON_TIME', 2, 3, 0)]), trigger='early=10s')
     assert summary['panes_early'] == 2 and summary['panes_late'] == 0
+
+
+def test_a_record_for_a_window_whose_trigger_finished_is_a_dead_letter():
+    # No allowed lateness: the ON_TIME pane fires when the watermark reaches
+    # the window's end and finishes its trigger.  A record arriving at that
+    # very watermark is not expired by Beam's rule (watermark > end), but its
+    # window takes nothing more: Beam's driver skips it after merging.
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, rec(1), rec(2))
+    stream.advance_watermark_to(Timestamp.of(T0 + 60))
+    add(stream, rec(30))
+    stream.advance_watermark_to_infinity()
+    summary = run_stream(stream, equals([('a', 0, 'ON_TIME', 0, 2, 0)]),
+                         check_late=_late_letters(
+                             (30, ['its trigger had fired its final pane',
+                                   'no allowed lateness'])))
+    assert summary['aggregated'] == 2 and summary['late_kept'] == 1
+    assert summary['dropped_late'] == 0
