@@ -60,6 +60,10 @@ class Context(typing.NamedTuple):
     kafka_io: str = 'native'          # or 'xlang' (Beam's Java KafkaIO)
     finalizes_bundles: bool = False   # the runner calls bundle finalizers
     runner: str = ''                  # the runner's name, e.g. DataflowRunner
+    # payload -> event time in seconds or None (transforms.decode
+    # .PayloadEventTime): where a source's watermark comes from when its own
+    # record timestamps may not be event times (Kafka).
+    event_time: typing.Optional[typing.Callable] = None
 
 
 def parse_uri(text: str) -> Uri:
@@ -177,6 +181,12 @@ class Source(beam.PTransform):
         """A PTransform ``PBegin -> PCollection[LineBlock]`` reading many lines
         per element (the columnar fast path), or None if this source only
         reads one payload per element."""
+        return None
+
+    def stream_blocks(self):
+        """Like :meth:`blocks`, for an unbounded read in a streaming job:
+        LineBlocks and single payloads mixed (a poll's or a tick's records in
+        one block), or None if this source reads one payload per element."""
         return None
 
 

@@ -60,6 +60,7 @@ from apache_beam.transforms import trigger
 from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import windows
@@ -312,8 +313,12 @@ class PartitionRestrictions(RestrictionProvider):
 class _ReadPartitionFn(beam.DoFn):
     """``PartitionSpec`` -> the partition's record values, event-timestamped."""
 
-    def __init__(self, job):
+    def __init__(self, job, event_time=None, blocks=False):
         self._job = job
+        # payload -> event time (None: the record timestamps are event times)
+        self._event_time = event_time
+        # emit a poll's records as one LineBlock (the columnar fast path)
+        self._blocks = blocks
         self._read = Metrics.counter(job, 'read')
         self._commits = Metrics.counter(job, 'kafka.commits')
         self._consumers = {}
@@ -358,9 +363,19 @@ class _ReadPartitionFn(beam.DoFn):
             self._commit(consumer, spec, pending)
         next_offset = None
         finished = False
+        stamp = self._event_time
         try:
             while True:
                 messages = consumer.consume(BATCH, timeout=POLL_SECONDS)
+                block = _Block() if self._blocks else None
+                claimed = True
+                if stamp is not None:
+                    # Values are stamped with the watermark they were read
+                    # under, never above their event times: the runner then
+                    # holds the watermark downstream until they are decoded,
+                    # whatever the records' own timestamps (a replay
+                    # published now carries today's).
+                    floor = watermark.current_watermark() or MIN_TIMESTAMP
                 for message in messages:
                     error = message.error()
                     if error is not None:
@@ -374,16 +389,35 @@ class _ReadPartitionFn(beam.DoFn):
                             f'{spec.partition}: {error.str()}')
                     offset = message.offset()
                     if not tracker.try_claim(offset):
-                        return
+                        claimed = False
+                        break
                     next_offset = offset + 1
                     kind, millis = message.timestamp()
                     seconds = millis / 1000.0 if kind and millis >= 0 \
                         else time.time()
-                    self._read.inc()
-                    yield TimestampedValue(message.value() or b'', seconds)
-                    self._advance(watermark, seconds - lag, key)
-                    newest = seconds if newest is None else max(newest,
-                                                                seconds)
+                    value = message.value() or b''
+                    if stamp is not None:
+                        seconds = floor
+                    if block is None or not block.add(value, seconds):
+                        self._read.inc()
+                        yield TimestampedValue(value, seconds)
+                    if stamp is None:
+                        self._advance(watermark, seconds - lag, key)
+                        newest = seconds if newest is None else max(
+                            newest, seconds)
+                if block:
+                    self._read.inc(len(block.values))
+                    yield block.emit()
+                if stamp is not None:
+                    # The watermark follows the event times the job reads
+                    # from the payloads, not the records' own timestamps
+                    # (those of a replay published now are not event times).
+                    seen = _newest_event_time(messages, stamp)
+                    if seen is not None:
+                        newest = seen if newest is None else max(newest, seen)
+                        self._advance(watermark, newest - lag, key)
+                if not claimed:
+                    return
                 now = time.monotonic()
                 if messages:
                     last_record = now
@@ -475,16 +509,67 @@ class _ReadPartitionFinalizingUnboundedFn(_ReadPartitionFinalizingFn):
     pass
 
 
-def read_fn(job, bounded, finalizes_bundles) -> _ReadPartitionFn:
+class _Block:
+    """A poll's record values, to travel as one LineBlock: those holding no
+    b'\\n' (the rest go one by one)."""
+    __slots__ = ('values', 'seconds')
+
+    def __init__(self):
+        self.values = []
+        self.seconds = None
+
+    def add(self, value, seconds) -> bool:
+        if not isinstance(value, bytes) or b'\n' in value:
+            return False
+        self.values.append(value)
+        if self.seconds is None or seconds < self.seconds:
+            self.seconds = seconds     # the earliest: see read()
+        return True
+
+    def __bool__(self):
+        return bool(self.values)
+
+    def emit(self):
+        from transforms.columnar import LineBlock  # pylint: disable=import-outside-toplevel
+        return TimestampedValue(LineBlock(b'\n'.join(self.values)),
+                                self.seconds)
+
+
+# How many of a poll's last records are tried for their event time.
+EVENT_TIME_TRIES = 8
+
+
+def _newest_event_time(messages, event_time):
+    """The event time of a poll's last record the job can read (one of its
+    last EVENT_TIME_TRIES), or None.  A partition is read in offset order,
+    so in a time-ordered stream this is the poll's newest event time; in a
+    disordered one it errs low, which only holds windows open longer."""
+    tried = 0
+    for message in reversed(messages):
+        if message.error() is not None:
+            continue
+        seconds = event_time(message.value())
+        if seconds is not None:
+            return seconds
+        tried += 1
+        if tried >= EVENT_TIME_TRIES:
+            break
+    return None
+
+
+def read_fn(job, bounded, finalizes_bundles, event_time=None,
+            blocks=False) -> _ReadPartitionFn:
     """The reading DoFn for a bounded or unbounded read, committing offsets in
-    bundle finalization where the runner finalizes bundles."""
+    bundle finalization where the runner finalizes bundles; its watermark
+    follows ``event_time(payload)`` where given, and it emits a poll's records
+    as one LineBlock if ``blocks``."""
     fn_class = {
         (True, False): _ReadPartitionFn,
         (True, True): _ReadPartitionFinalizingFn,
         (False, False): _ReadPartitionUnboundedFn,
         (False, True): _ReadPartitionFinalizingUnboundedFn,
     }[bounded, finalizes_bundles]
-    return fn_class(job)
+    return fn_class(job, event_time, blocks)
 
 
 def _partitions(unused_impulse, spec_template: PartitionSpec):
@@ -520,6 +605,20 @@ class KafkaSource(Source):
             config=tuple(sorted(_config(self.uri).items())))
 
     def expand(self, pbegin):
+        return self._read(pbegin, blocks=False)
+
+    def blocks(self):
+        """The records of each poll as one LineBlock (values holding a
+        newline, one by one): the columnar fast path, in a stream too."""
+        if self.context.kafka_io == 'xlang':
+            return None
+        return beam.ptransform_fn(
+            lambda pbegin: self._read(pbegin, blocks=True))()
+
+    def stream_blocks(self):
+        return self.blocks()
+
+    def _read(self, pbegin, blocks):
         if self.context.kafka_io == 'xlang':
             return pbegin | 'ReadFromKafka' >> self._xlang()
         spec = self.spec()
@@ -539,7 +638,8 @@ class KafkaSource(Source):
                     .OUTPUT_AT_EARLIEST)
                 | 'ReadPartitions' >> beam.ParDo(read_fn(
                     self.context.job, spec.stop.bounded,
-                    self.context.finalizes_bundles)))
+                    self.context.finalizes_bundles, self.context.event_time,
+                    blocks)))
 
     def _xlang(self):
         from apache_beam.io.kafka import ReadFromKafka  # pylint: disable=import-outside-toplevel
