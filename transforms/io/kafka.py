@@ -9,8 +9,14 @@ included).  Per partition it
   ``latest``, or the first record at or after an RFC 3339 time;
 * emits each record's value with the record's timestamp as its event time
   (decoders then take event time from the payload);
-* estimates the watermark as the largest record timestamp seen minus
-  ``watermark_lag`` (default 5s); once the partition is caught up and idle,
+* estimates the watermark as the largest event time seen minus
+  ``watermark_lag`` (default 5s): the event time the job reads from the
+  payloads where it gives one (``Context.event_time``; a replay published
+  now carries today's record timestamps), else the record timestamp; what it
+  emits is then stamped with the watermark it was read under (never above
+  the event time of a record that is not late), so that the runner holds the
+  watermark downstream until it is decoded; once the partition is caught up
+  and idle,
   event time is taken to move on with the clock from its newest record (an
   empty partition: from now), so that windows close in a quiet stream while a
   replay of old records does not turn late at once;
@@ -21,6 +27,9 @@ included).  Per partition it
   job resumes where the last one stopped and a killed one reads its
   uncommitted records again rather than losing them;
 * reports its progress (records claimed, backlog behind the partition's end).
+
+``stream_blocks()`` (and ``blocks()``) emit a poll's records, up to
+``BLOCK_BATCH``, as one ``LineBlock`` for the columnar fast path.
 
 ``stop`` says when a read ends: ``never`` (an unbounded stream, run in
 streaming mode; the default), ``end`` (the offsets the partitions had when the
