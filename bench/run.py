@@ -158,6 +158,10 @@ def main(argv=None):
               flush=True)
         memory['logs'] = memory_run('logs', logs_bench, common.logs_input,
                                     args.memory_events)
+        print(f'running core memory replay of {args.memory_events:,} ...',
+              flush=True)
+        memory['core'] = memory_run('core', core_bench, core_bench.make_input,
+                                    args.memory_events)
     live = None
     if args.live_events:
         print(f'running live Kafka, {args.live_events:,} records, against '
