@@ -34,6 +34,7 @@ PARTITIONS = 4
 WINDOW_MS = 60_000
 KEYS = 100
 JOB = 'core'
+LATENCY = 'latency'
 
 
 def peers_python() -> str:
@@ -248,6 +249,103 @@ def logs_job(brokers, topic, group, output, groups):
             'peak_mib': common.peak_mib(), 'rows': len(caught.rows)}
 
 
+def logs_paced(brokers, topic, group, output, seconds):
+    """The whole logs job on a paced, current-dated stream for ``seconds``:
+    writes each service_stats row with the wall time it was written."""
+    from pipelines import logs, run as job_run  # pylint: disable=import-outside-toplevel
+    caught, real = _Rows(), sys.stdout
+    write = caught.write
+
+    def stamped(text):
+        now = time.time()
+        before = len(caught.rows)
+        write(text)
+        for row in caught.rows[before:]:
+            row['written'] = now
+        return len(text)
+    caught.write = stamped
+    sys.stdout = caught
+    result, _, _ = job_run.start(logs, [
+        '--source', f'kafka://{brokers}/{topic}?group={group}&'
+                    f'start=earliest&stop=never', '--sink', 'console://'],
+        out=real)
+    real.write('started\n')
+    real.flush()
+    time.sleep(float(seconds))
+    result.cancel()
+    sys.stdout = real
+    with open(output, 'w', encoding='utf-8') as f:
+        for row in list(caught.rows):
+            f.write(json.dumps(row) + '\n')
+    return {'rows': len(caught.rows)}
+
+
+def paced_latency(brokers, unused_pgid, rate=500, seconds=60, settle=25,
+                  timeout=600):
+    """p50/p99 seconds from a record's append to the broker to the written
+    pane that first includes it (accumulating panes: the first whose count
+    reaches the record's rank in its service and window), for the logs job
+    with its default trigger on a current-dated stream at ``rate``/s."""
+    import datetime  # pylint: disable=import-outside-toplevel
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    from transforms.io import kafka  # pylint: disable=import-outside-toplevel
+    topic = 'paced'
+    kafka.create_topic(brokers, topic, PARTITIONS)
+    output = common.OUT / 'live-paced.jsonl'
+    child = subprocess.Popen(
+        [sys.executable, __file__, '--child', 'paced', brokers, topic,
+         f'bench-paced-{time.time_ns()}', str(output),
+         str(seconds + settle + 3)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(common.BENCH.parent)))
+    child.stdout.readline()              # the job has started
+    time.sleep(3)                        # and its reads with it
+    producer = confluent_kafka.Producer({'bootstrap.servers': brokers,
+                                         'linger.ms': 5})
+    appended = {}                        # (service, window ms) -> [times]
+    services = common.SERVICES[:5]
+    start = time.time()
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        pause = due - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        now = time.time()
+        ms = int(now * 1000)
+        service = services[i % len(services)]
+        stamp = datetime.datetime.fromtimestamp(
+            now, datetime.timezone.utc).isoformat(
+                timespec='milliseconds').replace('+00:00', 'Z')
+        producer.produce(topic, value=json.dumps({
+            'timestamp': stamp, 'service': service, 'level': 'INFO',
+            'status': 200, 'latency_ms': 12.5}).encode(), timestamp=ms)
+        producer.poll(0)
+        appended.setdefault((service, ms - ms % WINDOW_MS), []).append(now)
+    producer.flush(30)
+    out, err = child.communicate(timeout=timeout)
+    if child.returncode != 0:
+        raise RuntimeError(f'paced logs job failed:\n{err[-3000:]}')
+    panes = {}
+    with open(output, encoding='utf-8') as f:
+        for line in f:
+            row = json.loads(line)
+            key = (row['service'], int(datetime.datetime.fromisoformat(
+                row['window_start']).timestamp() * 1000))
+            panes.setdefault(key, []).append((row['written'], row['count']))
+    latencies = []
+    for key, times in appended.items():
+        written = sorted(panes.get(key, ()))
+        for rank, appended_at in enumerate(sorted(times), 1):
+            first = next((w for w, count in written if count >= rank), None)
+            if first is not None:
+                latencies.append(first - appended_at)
+    total = sum(len(t) for t in appended.values())
+    latencies = np.array(latencies)
+    return {'rate': rate, 'records': total, 'measured': len(latencies),
+            'p50_s': float(np.percentile(latencies, 50)),
+            'p99_s': float(np.percentile(latencies, 99))}
+
+
 def check_counts(rows, oracle, last_start):
     got = {(k, s): c for k, s, c, *_ in rows if s < last_start}
     want = {k: v for k, v in oracle.items() if k[1] < last_start and v}
@@ -345,12 +443,17 @@ def run_all(events, timeout=600):
         measured['groups'] = check_counts(found, counts, logs_last)
         measured['events'] = n
         rows[name] = measured
+        print('  live Kafka: latency of the logs job at a paced rate ...',
+              flush=True)
+        rows[LATENCY] = paced_latency(broker.brokers, pgid)
     finally:
         broker.server.stop()
     return rows
 
 
 def table(rows):
+    rows = dict(rows)
+    latency = rows.pop(LATENCY, None)
     ours = next(v for k, v in rows.items() if k.startswith('this project'))
     rate = ours['events'] / ours['cpu_s']
     lines = ['| live Kafka, core aggregation | events | ev/s/core | ratio of '
@@ -370,6 +473,13 @@ def table(rows):
             f'{r["broker_cpu_s"] * 1e6 / r["events"]:.1f} | '
             f'{r["groups"]} groups agree with numpy'
             f'{" (counts)" if name.startswith("logs job") else ""} |')
+    if latency:
+        lines += ['', f'End to end (the logs job, its default trigger with '
+                  f'early firings every 10 s, a current-dated stream paced at '
+                  f'{latency["rate"]} records/s, {latency["records"]:,} '
+                  f'records): from a record\'s append to the broker to the '
+                  f'written pane that first includes it, p50 '
+                  f'{latency["p50_s"]:.1f} s, p99 {latency["p99_s"]:.1f} s.']
     return lines, min(ratios)
 
 
@@ -377,6 +487,7 @@ if __name__ == '__main__' and len(sys.argv) > 2 and sys.argv[1] == '--child':
     # Through the module's own name: Beam pickles what __main__ defines by
     # value, and the collected rows must land in this module's list.
     from bench import live_bench  # pylint: disable=import-self
-    result = {'ours': live_bench.ours, 'logs': live_bench.logs_job}[
+    result = {'ours': live_bench.ours, 'logs': live_bench.logs_job,
+              'paced': live_bench.logs_paced}[
         sys.argv[2]](*sys.argv[3:8])
     sys.stdout.write('\n' + json.dumps(result) + '\n')
