@@ -555,9 +555,7 @@ class _Block:
         return bool(self.values)
 
     def emit(self):
-        from transforms.columnar import LineBlock  # pylint: disable=import-outside-toplevel
-        return TimestampedValue(LineBlock(b'\n'.join(self.values)),
-                                self.seconds)
+        return _line_block(b'\n'.join(self.values), self.seconds)
 
 
 def _whole_block(messages, stop):
