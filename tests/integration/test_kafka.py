@@ -270,6 +270,64 @@ def test_an_unbounded_read_fires_windows_while_the_job_runs(kafka, tmp_path):
         _stats(tmp_path / 'replay').astype(int).to_dict()
 
 
+def _final_counts(directory):
+    """count of each (service, window)'s highest pane."""
+    table = ds.dataset(f'{directory}/service_stats').to_table().to_pandas()
+    final = table.sort_values('pane_index').groupby(
+        ['service', 'window_start']).tail(1)
+    return final.set_index(['service', 'window_start'])['count'].astype(
+        int).to_dict()
+
+
+def test_a_replayed_file_published_now_gives_every_window_its_final_pane(
+        kafka, tmp_path):
+    """A time-ordered log file dated in the past, published as it is (the
+    records' Kafka timestamps are when they were published, not their event
+    times) to 4 partitions, read as an endless stream: every window gets a
+    final pane equal to a replay of the file.  The watermark follows the
+    payloads' event times, and no record is taken for late because another
+    partition was read first."""
+    import glob
+    import time
+    from pipelines import publish
+    services = ('checkout', 'search', 'auth', 'catalog', 'payments')
+    n, step = 6000, 0.05                               # 5 minutes
+    lines = [orjson.dumps({
+        'timestamp': _rfc3339(T0 + i * step), 'service': services[i % 5],
+        'level': 'ERROR' if i % 97 == 0 else 'INFO', 'status': 200,
+        'latency_ms': float(i % 113)}) for i in range(n)]
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(lines) + b'\n')
+    publish.main(['--from', f'file://{replay}', '--to',
+                  f'kafka://{kafka.brokers}/replayed', '--partitions', '4',
+                  '--topic_config', 'retention.ms=-1'])
+    result, _, _ = run.start(logs, [
+        '--source', f'kafka://{kafka.brokers}/replayed?group=live&'
+                    f'start=earliest&stop=never&watermark_lag=2s',
+        '--sink', f'parquet://{tmp_path}/live'])
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and len(glob.glob(
+                f'{tmp_path}/live/service_stats/*')) < 5:
+            time.sleep(1)
+        time.sleep(2)              # the last window's last files
+        assert str(result.state).endswith('RUNNING')
+    finally:
+        result.cancel()
+    run.run(logs, ['--source', f'file://{replay}', '--sink',
+                   f'parquet://{tmp_path}/replay', '--no-summary'])
+    expected = _final_counts(tmp_path / 'replay')
+    assert len(expected) == 25 and sum(expected.values()) == n
+    assert _final_counts(tmp_path / 'live') == expected
+
+
+def _rfc3339(seconds):
+    import datetime
+    return datetime.datetime.fromtimestamp(
+        seconds, datetime.timezone.utc).isoformat(
+            timespec='milliseconds').replace('+00:00', 'Z')
+
+
 def test_the_publisher_creates_the_topic_and_publishes_with_event_times(
         kafka, capsys):
     from pipelines import publish
