@@ -1,7 +1,10 @@
-"""``make bench``: every benchmark, a Markdown table in bench/RESULTS.md, and
-the line ``min ratio to pyarrow: N.NN`` (the worst job's ratio).
+"""``make bench``: every benchmark, a Markdown table in bench/RESULTS.md, the
+line ``min ratio to pyarrow: N.NN`` (the worst job's ratio) and, last, the
+line ``min ratio to peers (live Kafka): N.NN`` (this project's events per
+CPU-second on a live Kafka stream over the better peer's, Bytewax or Quix
+Streams; see bench/live_bench.py).
 
-    python bench/run.py [--events N] [--memory-events M] [--quick]
+    python bench/run.py [--events N] [--memory-events M] [--live-events L]
 """
 import argparse
 import datetime
@@ -18,6 +21,7 @@ from bench import core_bench  # noqa: E402  pylint: disable=wrong-import-positio
 from bench import trades_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import video_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import sensors_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import live_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 RESULTS = common.BENCH / 'RESULTS.md'
 
@@ -107,7 +111,7 @@ def _agreement(a):
     return text
 
 
-def table(rows, memory, element_events):
+def table(rows, memory, element_events, live=None):
     lines = [
         '# Benchmark results',
         '',
@@ -139,8 +143,18 @@ def table(rows, memory, element_events):
             lines.append(f'| {name} | {m["events"]:,} | {m["peak_mib"]:.0f} |'
                          f' {m["rate"]:,.0f} | {m["wall_s"]:.1f} |')
     worst = min(r['ratio'] for r in rows)
-    lines += ['', f'min ratio to pyarrow: {worst:.2f}', '']
-    return '\n'.join(lines), worst
+    live_lines, live_worst = live_bench.table(live) if live else ([], None)
+    if live_lines:
+        lines += ['', 'Live Kafka: the core aggregation read from one '
+                  '4-partition topic on the local Kafka-protocol broker by '
+                  'each system in its own process and consumer group; events '
+                  'per CPU-second of that process until every window but '
+                  'the last has its final result, checked against numpy.',
+                  ''] + live_lines
+    lines += ['', f'min ratio to pyarrow: {worst:.2f}']
+    if live_worst is not None:
+        lines.append(f'min ratio to peers (live Kafka): {live_worst:.2f}')
+    return '\n'.join(lines + ['']), worst
 
 
 def main(argv=None):
@@ -165,6 +179,9 @@ def main(argv=None):
                         help='run only this benchmark (repeatable); the '
                              'table is printed, bench/RESULTS.md is not '
                              'rewritten')
+    parser.add_argument('--live-events', type=int, default=300_000,
+                        help='records of the live Kafka comparison with the '
+                             'peers (0 skips it; default 3e5)')
     args = parser.parse_args(argv)
     # (name, module, input maker, has a separate element path to compare)
     benches = [
@@ -202,7 +219,16 @@ def main(argv=None):
               flush=True)
         memory['logs'] = memory_run('logs', logs_bench, common.logs_input,
                                     args.memory_events)
-    text, worst = table(rows, memory, args.element_events)
+        print(f'running core memory replay of {args.memory_events:,} ...',
+              flush=True)
+        memory['core'] = memory_run('core', core_bench, core_bench.make_input,
+                                    args.memory_events)
+    live = None
+    if args.live_events and not args.only:
+        print(f'running live Kafka, {args.live_events:,} records, against '
+              f'the peers ...', flush=True)
+        live = live_bench.run_all(args.live_events)
+    text, worst = table(rows, memory, args.element_events, live)
     if not args.only:
         RESULTS.write_text(text, encoding='utf-8')
     print(text)

@@ -25,7 +25,7 @@ from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import Decode
+from transforms.decode import Decode, PayloadEventTime
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.logs import decoders, line_formats, template_mining
 from transforms.logs.columnar import BlockDecoder, log_partials_fn
@@ -185,7 +185,12 @@ def build(pipeline, args, context):
     window = windows.parse_window(args.window)
     trigger = windows.parse_trigger(args.trigger).for_mode(context.streaming)
     masker = masker_from(args)
-    source = io.open_source(args.source, context)
+    decoder = decoders.make_decoder(
+        args.log_format, args.default_service, args.syslog_year,
+        args.timezone, args.log_pattern, args.time_format)
+    # The source's watermark follows the event times this decoder reads.
+    source = io.open_source(args.source, context._replace(
+        event_time=PayloadEventTime(decoder, args.max_record_bytes)))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
     rules = [
@@ -195,9 +200,6 @@ def build(pipeline, args, context):
              args.alert_min_count),
     ]
 
-    decoder = decoders.make_decoder(
-        args.log_format, args.default_service, args.syslog_year,
-        args.timezone, args.log_pattern, args.time_format)
     mine = args.templates == 'on'
     if args.execution == 'columnar' and not mine and \
             columnar.keeps_semantics(trigger, window):
@@ -206,7 +208,7 @@ def build(pipeline, args, context):
         # without reassigning windows; in a batch run (one pane per window)
         # the window travels in the key instead.
         bounded = not context.streaming
-        blocks = source.blocks() if bounded else None
+        blocks = source.blocks() if bounded else source.stream_blocks()
         decoded = (pipeline
                    | 'Read' >> (blocks or source)
                    | 'DecodePartials' >> beam.ParDo(log_partials_fn(

@@ -21,7 +21,7 @@ from pipelines.options import (JobOptions, duration, non_negative_int,
 from transforms import columnar, deadletter, io, privacy, windows
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import Decode
+from transforms.decode import Decode, PayloadEventTime
 from transforms.market import decoders
 from transforms.market.anomalies import (Anomaly, FlagPrices, GapDetector,
                                          PriceAnomalies)
@@ -96,11 +96,13 @@ def build(pipeline, args, context):
         raise ValueError('argument --anomaly_window: fixed or sliding only')
     ineligible = [c.strip() for c in args.ineligible_conditions.split(',')
                   if c.strip()]
-    source = io.open_source(args.source, context)
+    decoder = decoders.make_decoder(args.trade_format)
+    # The source's watermark follows the event times this decoder reads.
+    source = io.open_source(args.source, context._replace(
+        event_time=PayloadEventTime(decoder, args.max_record_bytes)))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
 
-    decoder = decoders.make_decoder(args.trade_format)
     bounded = False
     if args.execution == 'columnar' and \
             columnar.keeps_semantics(trigger, window, anomaly_window):
@@ -108,7 +110,7 @@ def build(pipeline, args, context):
         # samples per (symbol, anomaly window); in a batch run the window
         # travels in the key (one pane per window).
         bounded = not context.streaming
-        blocks = source.blocks() if bounded else None
+        blocks = source.blocks() if bounded else source.stream_blocks()
         decoded = (pipeline
                    | 'Read' >> (blocks or source)
                    | 'DecodePartials' >> beam.ParDo(columnar.PartialsFn(

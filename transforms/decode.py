@@ -161,3 +161,26 @@ class Decode(beam.PTransform):
     def expand(self, raw):
         return raw | beam.ParDo(self._fn).with_outputs(
             deadletter.DEAD, main=deadletter.OK)
+
+
+class PayloadEventTime:
+    """``payload -> event time in seconds`` (None for a payload the decoder
+    refuses): the event time a job takes from a record, for a source whose
+    watermark must follow it (a Kafka record's own timestamp may be when it
+    was published, not when it happened).  Picklable."""
+
+    def __init__(self, decoder, max_bytes: int = DEFAULT_MAX_BYTES):
+        self._decoder = decoder
+        self._max_bytes = max_bytes
+
+    def __call__(self, raw) -> typing.Optional[float]:
+        if raw is None or len(raw) > self._max_bytes:
+            return None
+        try:
+            text = raw.decode('utf-8') if isinstance(raw, bytes) else raw
+            event_time = self._decoder(text).event_time
+        except Exception:  # pylint: disable=broad-except
+            return None    # the decode step dead-letters it
+        if not MIN_EVENT_TIME <= event_time <= MAX_EVENT_TIME:
+            return None
+        return float(event_time)

@@ -270,6 +270,64 @@ def test_an_unbounded_read_fires_windows_while_the_job_runs(kafka, tmp_path):
         _stats(tmp_path / 'replay').astype(int).to_dict()
 
 
+def _final_counts(directory):
+    """count of each (service, window)'s highest pane."""
+    table = ds.dataset(f'{directory}/service_stats').to_table().to_pandas()
+    final = table.sort_values('pane_index').groupby(
+        ['service', 'window_start']).tail(1)
+    return final.set_index(['service', 'window_start'])['count'].astype(
+        int).to_dict()
+
+
+def test_a_replayed_file_published_now_gives_every_window_its_final_pane(
+        kafka, tmp_path):
+    """A time-ordered log file dated in the past, published as it is (the
+    records' Kafka timestamps are when they were published, not their event
+    times) to 4 partitions, read as an endless stream: every window gets a
+    final pane equal to a replay of the file.  The watermark follows the
+    payloads' event times, and no record is taken for late because another
+    partition was read first."""
+    import glob
+    import time
+    from pipelines import publish
+    services = ('checkout', 'search', 'auth', 'catalog', 'payments')
+    n, step = 6000, 0.05                               # 5 minutes
+    lines = [orjson.dumps({
+        'timestamp': _rfc3339(T0 + i * step), 'service': services[i % 5],
+        'level': 'ERROR' if i % 97 == 0 else 'INFO', 'status': 200,
+        'latency_ms': float(i % 113)}) for i in range(n)]
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(lines) + b'\n')
+    publish.main(['--from', f'file://{replay}', '--to',
+                  f'kafka://{kafka.brokers}/replayed', '--partitions', '4',
+                  '--topic_config', 'retention.ms=-1'])
+    result, _, _ = run.start(logs, [
+        '--source', f'kafka://{kafka.brokers}/replayed?group=live&'
+                    f'start=earliest&stop=never&watermark_lag=2s',
+        '--sink', f'parquet://{tmp_path}/live'])
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and len(glob.glob(
+                f'{tmp_path}/live/service_stats/*')) < 5:
+            time.sleep(1)
+        time.sleep(2)              # the last window's last files
+        assert str(result.state).endswith('RUNNING')
+    finally:
+        result.cancel()
+    run.run(logs, ['--source', f'file://{replay}', '--sink',
+                   f'parquet://{tmp_path}/replay', '--no-summary'])
+    expected = _final_counts(tmp_path / 'replay')
+    assert len(expected) == 25 and sum(expected.values()) == n
+    assert _final_counts(tmp_path / 'live') == expected
+
+
+def _rfc3339(seconds):
+    import datetime
+    return datetime.datetime.fromtimestamp(
+        seconds, datetime.timezone.utc).isoformat(
+            timespec='milliseconds').replace('+00:00', 'Z')
+
+
 def test_the_publisher_creates_the_topic_and_publishes_with_event_times(
         kafka, capsys):
     from pipelines import publish
@@ -376,3 +434,64 @@ def test_a_live_stream_labels_its_early_panes_early(kafka, tmp_path):
         timings = window.sort_values('pane_index').pane_timing.tolist()
         assert timings.count('ON_TIME') <= 1
         assert 'ON_TIME' not in timings[:-1], timings
+
+
+def test_a_restart_skips_by_payload_event_time_and_splits_a_block_at_the_read_offset(
+        kafka):
+    """A group's last commit (offset 0, horizon T0+150, read up to offset
+    200) over records dated by their payloads (one a second from T0) but
+    published now: the restart's block read skips exactly the records read
+    before offset 200 whose windows were final at the horizon (and an
+    undatable one read then, a dead letter already), and emits the rest,
+    the poll straddling offset 200 split record by record."""
+    import time
+    import confluent_kafka
+    from apache_beam.metrics.metric import MetricsFilter
+    from transforms import windows
+    from transforms.columnar import LineBlock
+    from transforms.decode import PayloadEventTime
+    from transforms.io import _kafka_commits
+    from transforms.logs import decoders
+    topic = fresh(kafka, partitions=1)
+    payloads = [orjson.dumps({
+        'timestamp': _rfc3339(T0 + i), 'service': 'checkout',
+        'level': 'INFO', 'status': 200, 'latency_ms': 1.0})
+        for i in range(300)]
+    payloads[10] = payloads[250] = b'not a log line'
+    now = time.time()
+    produce(kafka, topic, [(now, p) for p in payloads])
+    group, horizon, read = 'straddle', T0 + 150, 200
+    consumer = confluent_kafka.Consumer({'bootstrap.servers': kafka.brokers,
+                                         'group.id': group})
+    try:
+        consumer.commit(offsets=[confluent_kafka.TopicPartition(
+            topic, 0, 0, metadata=_kafka_commits.metadata(
+                horizon, now, read))], asynchronous=False)
+    finally:
+        consumer.close()
+    _kafka_commits.forget()
+    context = transforms_io.Context(
+        job='test', streaming=False,
+        final_at=windows.FinalAt((windows.parse_window('fixed:60s'),), 30.0),
+        event_time=PayloadEventTime(decoders.make_decoder('json')))
+    source = transforms_io.open_source(
+        f'kafka://{kafka.brokers}/{topic}?group={group}&stop=end', context)
+    run_id = next(_names)
+    _FOUND[run_id] = []
+    pipeline = beam.Pipeline(options=PipelineOptions(
+        ['--runner=BundleBasedDirectRunner']))
+    _ = (pipeline | source.blocks()
+         | beam.FlatMap(lambda v: v.lines() if isinstance(v, LineBlock)
+                        else [v]).with_output_types(bytes)
+         | beam.Map(_keep, run_id))
+    result = pipeline.run()
+    result.wait_until_finish()
+    _kafka_commits.forget()
+    found = _FOUND.pop(run_id)
+    # Windows [T0, T0+60) and [T0+60, T0+120) were final at T0+150
+    # (end + 30 s lateness): records 0-119, the undatable one among them.
+    assert sorted(v for v, _ in found) == sorted(payloads[120:])
+    assert min(t for _, t in found) >= horizon      # read under the horizon
+    replayed = result.metrics().query(MetricsFilter().with_name(
+        'filtered.replayed_final'))['counters']
+    assert sum(c.committed for c in replayed) == 120

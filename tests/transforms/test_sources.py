@@ -332,3 +332,44 @@ def _none_time(text):
 def test_a_decoder_returning_no_event_time_gives_a_dead_letter():
     run_decode([b'x'], equal_to([]), dead_letters([(b'x', '')]),
                decoder=_none_time)
+
+
+# ------------------------------------------- Kafka: event times and blocks
+
+def test_payload_event_time_reads_what_the_decoder_reads():
+    import pickle
+    from transforms.decode import PayloadEventTime
+    event_time = pickle.loads(pickle.dumps(PayloadEventTime(
+        decoders.make_decoder('auto'), max_bytes=200)))
+    line = (b'{"timestamp":"2026-01-01T00:01:02.500Z","service":"auth",'
+            b'"level":"INFO"}')
+    assert event_time(line) == float(decoders.make_decoder('auto')(
+        line.decode()).event_time) == 1767225662.5
+    for refused in (b'not a log line at all \xff', b'{"service":"x"}', None,
+                    b'{"timestamp":"2026-01-01T00:00:00Z","service":"'
+                    + b'x' * 300 + b'"}'):
+        assert event_time(refused) is None
+
+
+class _Message:
+    """What the Kafka reader asks of a consumed record."""
+
+    def __init__(self, offset, value, error=None):
+        self.offset = lambda: offset
+        self.value = lambda: value
+        self.error = lambda: error
+
+
+def test_a_poll_travels_whole_only_if_every_record_can():
+    from transforms.columnar import LineBlock
+    from transforms.io.kafka import _whole_block
+    poll = [_Message(7, b'a'), _Message(8, b''), _Message(9, b'c')]
+    data, count, last = _whole_block(poll, stop=10)
+    assert (count, last) == (3, 9)
+    assert LineBlock(data).lines() == [b'a', b'', b'c']
+    for spoiled in ([*poll[:2], _Message(9, b'c\nd')],      # holds a newline
+                    [*poll[:2], _Message(9, None)],         # no value
+                    [*poll[:2], _Message(9, None, 'an error')]):
+        assert _whole_block(spoiled, stop=10) is None
+    assert _whole_block(poll, stop=9) is None      # past a bounded read's end
+    assert _whole_block([], stop=10) is None

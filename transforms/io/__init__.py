@@ -70,6 +70,10 @@ class Context(typing.NamedTuple):
     # The runner hands on, rather than drops, what arrives after the allowed
     # lateness (the local runner in streaming mode, pipelines/local_runner.py).
     keeps_late: bool = False
+    # payload -> event time in seconds or None (transforms.decode
+    # .PayloadEventTime): where a source's watermark comes from when its own
+    # record timestamps may not be event times (Kafka).
+    event_time: typing.Optional[typing.Callable] = None
 
 
 def parse_uri(text: str) -> Uri:
@@ -233,6 +237,12 @@ class Source(beam.PTransform):
         """A PTransform ``PBegin -> PCollection[LineBlock]`` reading many lines
         per element (the columnar fast path), or None if this source only
         reads one payload per element."""
+        return None
+
+    def stream_blocks(self):
+        """Like :meth:`blocks`, for an unbounded read in a streaming job:
+        LineBlocks and single payloads mixed (a poll's or a tick's records in
+        one block), or None if this source reads one payload per element."""
         return None
 
 

@@ -26,9 +26,16 @@ A restart of the group then (``Resume``)
 roll back, and the next run's watermark starts afresh), and the sinks drop
 what the killed run wrote after the commit
 (``pipelines.run``: windows not final at ``h``, dead letters written after
-``t``), which the restart writes again.  The event time used here is the
-Kafka record's timestamp (the one the watermark is estimated from); a
-record whose payload dates it into another window is outside this promise.
+``t``), which the restart writes again.  The event time used here is the one
+the watermark and the windows use: the payload's where the job gives the
+source one (``io.Context.event_time``: a replay published now carries
+today's record timestamps), read for every record, else the Kafka record's
+timestamp.  A record the job cannot date is a dead letter written as soon
+as it is decoded: it holds no window open, and a restart skips it when it
+was read before ``r``.  A poll's records may travel as one block; a
+checkpoint, and so a commit, covers whole blocks, committed only once all
+their records are final, and a restart reads a poll reaching back before
+``r`` record by record.
 """
 import json
 import threading
@@ -106,8 +113,9 @@ def started(spec, partition, offset):
 
 
 def emitted(spec, partition, next_offset, newest_seconds):
-    """Records up to ``next_offset`` were emitted, the newest (by Kafka
-    timestamp) at ``newest_seconds`` (None: nothing new since the last)."""
+    """Records up to ``next_offset`` were emitted, the newest (by the event
+    time the windows use) at ``newest_seconds`` (None: nothing new since the
+    last)."""
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         final = ledger.final_at_max.get(partition, float('-inf'))

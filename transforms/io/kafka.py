@@ -9,8 +9,14 @@ included).  Per partition it
   ``latest``, or the first record at or after an RFC 3339 time;
 * emits each record's value with the record's timestamp as its event time
   (decoders then take event time from the payload);
-* estimates the watermark as the largest record timestamp seen minus
-  ``watermark_lag`` (default 5s); once the partition is caught up and idle,
+* estimates the watermark as the largest event time seen minus
+  ``watermark_lag`` (default 5s): the event time the job reads from the
+  payloads where it gives one (``Context.event_time``; a replay published
+  now carries today's record timestamps), else the record timestamp; what it
+  emits is then stamped with the watermark it was read under (never above
+  the event time of a record that is not late), so that the runner holds the
+  watermark downstream until it is decoded; once the partition is caught up
+  and idle,
   event time is taken to move on with the clock from its newest record (an
   empty partition: from now), so that windows close in a quiet stream while a
   replay of old records does not turn late at once; and a partition idle for
@@ -25,6 +31,9 @@ included).  Per partition it
   job resumes where the last one stopped and a killed one reads its
   uncommitted records again rather than losing them;
 * reports its progress (records claimed, backlog behind the partition's end).
+
+``stream_blocks()`` (and ``blocks()``) emit a poll's records, up to
+``BLOCK_BATCH``, as one ``LineBlock`` for the columnar fast path.
 
 ``stop`` says when a read ends: ``never`` (an unbounded stream, run in
 streaming mode; the default), ``end`` (the offsets the partitions had when the
@@ -64,6 +73,7 @@ from apache_beam.transforms import trigger
 from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import windows
@@ -84,6 +94,9 @@ UNBOUNDED_END = sys.maxsize
 READ_SECONDS = 1.0
 POLL_SECONDS = 0.2
 BATCH = 1000
+# Records per poll when a poll's records travel as one block: the fewer and
+# larger the blocks, the less the runner's cost per element weighs.
+BLOCK_BATCH = 20000
 _LOG = logging.getLogger(__name__)
 
 
@@ -399,9 +412,14 @@ class PartitionRestrictions(RestrictionProvider):
 class _ReadPartitionFn(beam.DoFn):
     """``PartitionSpec`` -> the partition's record values, event-timestamped."""
 
-    def __init__(self, job, final_at=None):
+    def __init__(self, job, final_at=None, event_time=None, blocks=False):
         self._job = job
+        # event time -> when the record's windows are final (commit rule)
         self._final_at = final_at
+        # payload -> event time (None: the record timestamps are event times)
+        self._event_time = event_time
+        # emit a poll's records as one LineBlock (the columnar fast path)
+        self._blocks = blocks
         self._read = Metrics.counter(job, 'read')
         self._replayed = Metrics.counter(job, 'filtered.replayed_final')
         self._commits = Metrics.counter(job, 'kafka.commits')
@@ -469,10 +487,52 @@ class _ReadPartitionFn(beam.DoFn):
             self._commit(consumer, spec, pending)
         next_offset = None
         finished = False
+        stamp = self._event_time
+        # The commit rule and the replay skip use the event time the
+        # watermark and the windows use: the payload's where the job gives
+        # it, read for every record (the first record whose windows are not
+        # final may be anywhere in a poll), else the record timestamp.
+        exact = final_only and stamp is not None
+        replaying = resume is not None and not resume.complete
         try:
             while True:
-                messages = consumer.consume(BATCH, timeout=POLL_SECONDS)
-                for message in messages:
+                messages = consumer.consume(
+                    BLOCK_BATCH if self._blocks else BATCH,
+                    timeout=POLL_SECONDS)
+                block = _Block() if self._blocks else None
+                claimed = True
+                times = None
+                if stamp is not None:
+                    # Values are stamped with the watermark they were read
+                    # under, never above their event times: the runner then
+                    # holds the watermark downstream until they are decoded,
+                    # whatever the records' own timestamps (a replay
+                    # published now carries today's).
+                    floor = watermark.current_watermark() or MIN_TIMESTAMP
+                    if exact:
+                        times = [None if m.error() is not None
+                                 else stamp(m.value()) for m in messages]
+                # A poll reaching back before the restart's read offset is
+                # read record by record (its already counted records are
+                # skipped, the rest still travel in one block).
+                whole = _whole_block(messages, restriction.stop) \
+                    if block is not None and stamp is not None else None
+                if whole is not None and replaying and \
+                        messages[0].offset() < resume.read:
+                    whole = None
+                if whole is not None:
+                    # The whole poll in one block, claimed at once.
+                    data, count, last_offset = whole
+                    if tracker.try_claim(last_offset):
+                        next_offset = last_offset + 1
+                        self._read.inc(count)
+                        if exact:
+                            newest_read = _max_time(newest_read, times)
+                        yield _line_block(data, floor)
+                    else:
+                        claimed = False
+                for index, message in enumerate(
+                        messages if whole is None else ()):
                     error = message.error()
                     if error is not None:
                         if not error.fatal():
@@ -485,26 +545,49 @@ class _ReadPartitionFn(beam.DoFn):
                             f'{spec.partition}: {error.str()}')
                     offset = message.offset()
                     if not tracker.try_claim(offset):
-                        return
+                        claimed = False
+                        break
                     next_offset = offset + 1
                     kind, millis = message.timestamp()
                     seconds = millis / 1000.0 if kind and millis >= 0 \
                         else time.time()
-                    self._read.inc()
+                    value = message.value() or b''
                     if final_only:
-                        newest_read = seconds if newest_read is None \
-                            else max(newest_read, seconds)
-                        if resume is not None and not resume.complete and \
-                                offset < resume.read and \
-                                self._final_at(seconds) <= resume.horizon:
+                        # None: a payload the job cannot date, a dead letter
+                        # written as soon as it is decoded.
+                        event_time = times[index] if exact else seconds
+                        if replaying and offset < resume.read and (
+                                event_time is None or
+                                self._final_at(event_time) <= resume.horizon):
                             # Read before the restart, into windows whose
-                            # final panes were written: already counted.
+                            # final panes were written (or into the dead
+                            # letters then): already counted.
+                            self._read.inc()
                             self._replayed.inc()
                             continue
-                    yield TimestampedValue(message.value() or b'', seconds)
-                    self._advance(watermark, seconds - lag, key)
-                    newest = seconds if newest is None else max(newest,
-                                                                seconds)
+                        newest_read = _max_time(newest_read, (event_time,))
+                    if stamp is not None:
+                        seconds = floor
+                    if block is None or not block.add(value, seconds):
+                        self._read.inc()
+                        yield TimestampedValue(value, seconds)
+                    if stamp is None:
+                        self._advance(watermark, seconds - lag, key)
+                        newest = seconds if newest is None else max(
+                            newest, seconds)
+                if block:
+                    self._read.inc(len(block.values))
+                    yield block.emit()
+                if stamp is not None:
+                    # The watermark follows the event times the job reads
+                    # from the payloads, not the records' own timestamps
+                    # (those of a replay published now are not event times).
+                    seen = _newest_event_time(messages, stamp, times)
+                    if seen is not None:
+                        newest = seen if newest is None else max(newest, seen)
+                        self._advance(watermark, newest - lag, key)
+                if not claimed:
+                    return
                 now = time.monotonic()
                 if messages:
                     last_record = now
@@ -605,17 +688,101 @@ class _ReadPartitionFinalizingUnboundedFn(_ReadPartitionFinalizingFn):
     pass
 
 
-def read_fn(job, bounded, finalizes_bundles, final_at=None) -> _ReadPartitionFn:
+class _Block:
+    """A poll's record values, to travel as one LineBlock: those holding no
+    b'\\n' (the rest go one by one)."""
+    __slots__ = ('values', 'seconds')
+
+    def __init__(self):
+        self.values = []
+        self.seconds = None
+
+    def add(self, value, seconds) -> bool:
+        if not isinstance(value, bytes) or b'\n' in value:
+            return False
+        self.values.append(value)
+        if self.seconds is None or seconds < self.seconds:
+            self.seconds = seconds     # the earliest: see read()
+        return True
+
+    def __bool__(self):
+        return bool(self.values)
+
+    def emit(self):
+        return _line_block(b'\n'.join(self.values), self.seconds)
+
+
+def _whole_block(messages, stop):
+    """``(values joined by b'\\n', count, last offset)`` of a poll whose
+    records can all travel in one block (no error, no missing value, none
+    holding a newline, all before ``stop``), else None."""
+    if not messages or messages[-1].error() is not None or \
+            messages[-1].offset() >= stop:
+        return None
+    if any(m.error() is not None for m in messages):
+        return None
+    values = [m.value() for m in messages]
+    if None in values:
+        return None
+    data = b'\n'.join(values)
+    if data.count(b'\n') != len(values) - 1:
+        return None
+    return data, len(values), messages[-1].offset()
+
+
+def _line_block(data, seconds):
+    from transforms.columnar import LineBlock  # pylint: disable=import-outside-toplevel
+    return TimestampedValue(LineBlock(data), seconds)
+
+
+# How many of a poll's last records are tried for their event time.
+EVENT_TIME_TRIES = 8
+
+
+def _newest_event_time(messages, event_time, times=None):
+    """The event time of a poll's last record the job can read (one of its
+    last EVENT_TIME_TRIES), or None.  A partition is read in offset order,
+    so in a time-ordered stream this is the poll's newest event time; in a
+    disordered one it errs low, which only holds windows open longer.
+    ``times``: the records' event times where already read."""
+    tried = 0
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if message.error() is not None:
+            continue
+        seconds = times[index] if times is not None \
+            else event_time(message.value())
+        if seconds is not None:
+            return seconds
+        tried += 1
+        if tried >= EVENT_TIME_TRIES:
+            break
+    return None
+
+
+def _max_time(newest, times):
+    """``newest`` and the event times in ``times`` (None: undated), the
+    greatest, or None."""
+    for seconds in times:
+        if seconds is not None and (newest is None or seconds > newest):
+            newest = seconds
+    return newest
+
+
+def read_fn(job, bounded, finalizes_bundles, final_at=None, event_time=None,
+            blocks=False) -> _ReadPartitionFn:
     """The reading DoFn for a bounded or unbounded read, committing offsets in
     bundle finalization where the runner finalizes bundles, else (given
-    ``final_at``) once the records' windows are final."""
+    ``final_at``) once the records' windows are final; its watermark follows
+    ``event_time(payload)`` where given, and it emits a poll's records as one
+    LineBlock if ``blocks``."""
     fn_class = {
         (True, False): _ReadPartitionFn,
         (True, True): _ReadPartitionFinalizingFn,
         (False, False): _ReadPartitionUnboundedFn,
         (False, True): _ReadPartitionFinalizingUnboundedFn,
     }[bounded, finalizes_bundles]
-    return fn_class(job, final_at)
+    return fn_class(job, final_at, event_time, blocks)
 
 
 def _partitions(unused_impulse, spec_template: PartitionSpec):
@@ -657,6 +824,20 @@ class KafkaSource(Source):
         return spec_of(self.uri, self.context.job)
 
     def expand(self, pbegin):
+        return self._read(pbegin, blocks=False)
+
+    def blocks(self):
+        """The records of each poll as one LineBlock (values holding a
+        newline, one by one): the columnar fast path, in a stream too."""
+        if self.context.kafka_io == 'xlang':
+            return None
+        return beam.ptransform_fn(
+            lambda pbegin: self._read(pbegin, blocks=True))()
+
+    def stream_blocks(self):
+        return self.blocks()
+
+    def _read(self, pbegin, blocks):
         if self.context.kafka_io == 'xlang':
             return pbegin | 'ReadFromKafka' >> self._xlang()
         spec = self.spec()
@@ -676,7 +857,8 @@ class KafkaSource(Source):
                     .OUTPUT_AT_EARLIEST)
                 | 'ReadPartitions' >> beam.ParDo(read_fn(
                     self.context.job, spec.stop.bounded,
-                    self.context.finalizes_bundles, self.context.final_at)))
+                    self.context.finalizes_bundles, self.context.final_at,
+                    self.context.event_time, blocks)))
 
     def _xlang(self):
         from apache_beam.io.kafka import ReadFromKafka  # pylint: disable=import-outside-toplevel
