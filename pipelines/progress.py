@@ -38,7 +38,8 @@ def snapshot(counters: dict, watermark=None) -> Snapshot:
         panes=sum(v for k, v in counters.items() if k.startswith('panes.')),
         rows=sum(v for k, v in counters.items()
                  if k.startswith('rows_written.')),
-        dead_letters=counters.get('dead_letters', 0))
+        dead_letters=counters.get('dead_letters', 0)
+        + counters.get('late_dead_letters', 0))
 
 
 def _watermark_text(s: Snapshot) -> str:

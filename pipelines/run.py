@@ -47,6 +47,8 @@ def summarize(c: dict) -> dict:
         'aggregated': c.get('aggregated', 0),
         'late_accepted': c.get('late_accepted', 0),
         'late_kept': c.get('late_kept', 0),
+        # the dead letters late_kept's records make (one per late value)
+        'late_dead_letters': c.get('late_dead_letters', 0),
         'dropped_late': c.get('assigned', 0) - c.get('aggregated', 0)
         - c.get('late_kept', 0),
         'panes_early': c.get('panes.EARLY', 0),

@@ -84,6 +84,9 @@ class _SplitLate(beam.DoFn):
         self._count_of = count_of
         self._lateness = lateness
         self._kept = Metrics.counter(job, 'late_kept')
+        # dead letters made here (one per late value: a columnar partial of
+        # several records is one), beside the decoders' ``dead_letters``
+        self._letters = Metrics.counter(job, 'late_dead_letters')
 
     def process(self, kv, window=beam.DoFn.WindowParam):
         key, values = kv
@@ -98,6 +101,7 @@ class _SplitLate(beam.DoFn):
         for value in values.values:
             records = self._count_of(value)
             self._kept.inc(records)
+            self._letters.inc()
             if values.finished:
                 why = ('arrived after it closed: its trigger had fired '
                        f'its final pane ({allowed})')
@@ -260,7 +264,10 @@ class AggregatePerKey(beam.PTransform):
                      | 'SplitLate' >> beam.ParDo(_SplitLate(
                          self._job, self._count_of, self._keep_late))
                      .with_outputs(LATE, main='groups'))
-            self.late = split[LATE]
+            # Dead letters travel in the global window, as the decoders'
+            # do: the job flattens both into one dead-letter table.
+            self.late = split[LATE] | 'LateToGlobal' >> beam.WindowInto(
+                GlobalWindows())
             groups = split.groups
             groups.element_type = typehints.Tuple[
                 self._key_type, typehints.Iterable[typehints.Any]]

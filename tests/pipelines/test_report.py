@@ -101,6 +101,8 @@ def test_the_accounting_shows_the_run_summary(report_root, rendered):
                          ('decoded', s['decoded']),
                          ('dead-lettered', s['dead_lettered']),
                          ('adds up', 'yes'),
+                         ('late, kept (after the allowed lateness: dead '
+                          'letters, stage window.late)', s['late_kept']),
                          ('dropped late (after the allowed lateness)',
                           s['dropped_late']),
                          ('rows written: service_stats',
@@ -116,8 +118,10 @@ def test_dead_letter_reasons_add_up_and_their_samples_are_masked(
             continue
         out = data.JobOutput(job, root / job)
         reasons = common._reasons(out)   # pylint: disable=protected-access
+        # decoders' dead letters and late records kept (stage window.late)
         assert sum(n for _, n, _ in reasons) == \
-            summaries[job]['dead_lettered'] == \
+            summaries[job]['dead_lettered'] + \
+            summaries[job]['late_dead_letters'] == \
             _table(root, job, 'dead_letter').num_rows
         stages = set(_table(root, job, 'dead_letter')['stage'].to_pylist())
         assert {r.split(': ', 1)[0] for r, _, _ in reasons} == stages

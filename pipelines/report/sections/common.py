@@ -35,7 +35,8 @@ def accounting(section, out):
     if reasons:
         bars += [(f'dead-lettered: {r[:40]}', n, '#e6550d')
                  for r, n, _ in reasons[:6]]
-        rest = s['dead_lettered'] - sum(n for _, n, _ in reasons[:6])
+        rest = s['dead_lettered'] + s.get('late_dead_letters', 0) - sum(
+            n for _, n, _ in reasons[:6])
         if rest > 0:
             bars.append(('dead-lettered: other reasons', rest, '#e6550d'))
     else:
@@ -45,6 +46,7 @@ def accounting(section, out):
     bars += [('window assignments', s['window_assignments'], '#3182bd'),
              ('aggregated', s['aggregated'], '#31a354'),
              ('  of which late (LATE panes)', s['late_accepted'], '#fd8d3c'),
+             ('late, kept (dead letters)', s.get('late_kept', 0), '#e6550d'),
              ('dropped late', s['dropped_late'], '#b00')]
     bars += [(f'rows written: {t}', n, '#636363')
              for t, n in s.get('rows_written', {}).items()]
@@ -68,6 +70,8 @@ def accounting(section, out):
             ('window assignments', s['window_assignments']),
             ('aggregated (of which late)',
              f'{s["aggregated"]} ({s["late_accepted"]})'),
+            ('late, kept (after the allowed lateness: dead letters, stage '
+             'window.late)', s.get('late_kept', 0)),
             ('dropped late (after the allowed lateness)', s['dropped_late']),
             ('panes early / on time / late',
              f'{s["panes_early"]} / {s["panes_on_time"]} / {s["panes_late"]}')]
