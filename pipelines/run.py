@@ -177,14 +177,22 @@ def _final_at(args):
 
 
 def _recover(args, job, final_at, out):
-    """A local job reading a Kafka group from its committed offsets: remove
-    from its file sinks what a killed run wrote after the group's last
-    commit (it is written again), see transforms/io/_kafka_commits.py."""
-    from transforms.io import _windowed_files, kafka  # pylint: disable=import-outside-toplevel
+    """A local job reading a Kafka group from its committed offsets, or a
+    Pub/Sub subscription: remove from its file sinks what a killed run wrote
+    after the group's last commit, or the subscription's last
+    acknowledgement (it is written again), see
+    transforms/io/_kafka_commits.py and transforms/io/_pubsub_acks.py."""
+    from transforms.io import _windowed_files, kafka, pubsub  # pylint: disable=import-outside-toplevel
     source = io.parse_uri(args.source)
-    if source.scheme != 'kafka':
+    if source.scheme == 'kafka':
+        found = kafka.recover(source, job)
+    elif source.scheme == 'pubsub':
+        sink = io.parse_uri(args.sink)
+        if sink.scheme not in ('parquet', 'jsonl') or '://' in sink.location:
+            return       # no state beside the sink: at least once
+        found = pubsub.recover(source, sink.location)
+    else:
         return
-    found = kafka.recover(source, job)
     if found is None:
         return
     horizon, committed_at = found
@@ -195,7 +203,7 @@ def _recover(args, job, final_at, out):
             removed += _windowed_files.roll_back(
                 sink.location, horizon, committed_at, final_at.lateness)
     if removed:
-        out.write(f'{args.source}: resuming the group\'s last commit; removed '
+        out.write(f'{args.source}: resuming the last commit; removed '
                   f'{removed} file(s) written after it (written again)\n')
 
 
@@ -237,7 +245,10 @@ def start(job_module, argv, out=sys.stdout):
         except io.UriError as e:
             job_options.fail(prog, f'argument --source: {e}')
         if final_at is not None:
-            _recover(args, options_cls.JOB, final_at, out)
+            try:
+                _recover(args, options_cls.JOB, final_at, out)
+            except io.UriError as e:
+                job_options.fail(prog, f'argument --source: {e}')
     context = io.Context(
         job=options_cls.JOB, streaming=streaming, kafka_io=args.kafka_io,
         finalizes_bundles=job_options.finalizes_bundles(beam_options),

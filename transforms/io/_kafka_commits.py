@@ -44,6 +44,7 @@ import typing
 
 _LOCK = threading.Lock()
 _LEDGERS = {}               # (brokers, topic, group, config) -> _Ledger
+_LISTENERS = []             # [(release, forget)] of other sources' ledgers
 # Commit at most this often while a stream runs (a commit is a round trip).
 MIN_INTERVAL = 0.5
 # The horizon a run that ended commits (every window it read is final).
@@ -162,14 +163,29 @@ def release(horizon):
             due.append((ledger.commit, offsets))
     for commit, offsets in due:
         commit(offsets)
+    for listener, _ in list(_LISTENERS):
+        listener(horizon)
+
+
+def listen(on_release, on_forget):
+    """Another source's ledger (Pub/Sub, :mod:`transforms.io._pubsub_acks`)
+    is told every ``release(horizon)`` too, and ``on_forget()`` when a new
+    run starts."""
+    with _LOCK:
+        if (on_release, on_forget) not in _LISTENERS:
+            _LISTENERS.append((on_release, on_forget))
 
 
 def tracking() -> bool:
     """Whether any read in this process waits for final records."""
-    return bool(_LEDGERS)
+    return bool(_LEDGERS) or bool(_LISTENERS)
 
 
 def forget():
     """Drop every ledger (a new run in this process)."""
     with _LOCK:
         _LEDGERS.clear()
+        listeners = list(_LISTENERS)
+        _LISTENERS.clear()
+    for _, on_forget in listeners:
+        on_forget()

@@ -22,23 +22,64 @@ with attributes ``table``, ``key`` (the row's entity) and ``event_time``
 
 Against the Pub/Sub emulator, set ``PUBSUB_EMULATOR_HOST=HOST:PORT``: Google's
 client libraries then talk to it.
+
+On Dataflow (and Flink) the source is Beam's native ``ReadFromPubSub``:
+the runner acknowledges a message once its checkpointed state holds it.  On
+the local runner, which keeps window state in memory, the source pulls
+itself (``google-cloud-pubsub``, up to ``BATCH`` messages a pull) and holds
+each message un-acknowledged, its lease renewed, until every window it falls
+in has emitted its final pane (see :mod:`transforms.io._pubsub_acks`): a
+killed job's messages are delivered again to the next run, never lost.
+There its watermark follows the event times the job reads from the payloads
+(``io.Context.event_time``; else the timestamp attribute or publish time)
+minus ``watermark_lag`` (default 5s), and moves on with the clock while no
+message comes; a pull's payloads travel as one ``LineBlock`` to the
+columnar fast path (``stream_blocks``); and ``stop=idle:DURATION`` ends the
+read once no message has come for DURATION (the job then runs in batch mode
+unless ``--streaming``; the default ``never`` reads on).
 """
 import re
+import sys
+import threading
+import time
+import typing
 
 import apache_beam as beam
+from apache_beam.io.restriction_trackers import (OffsetRange,
+                                                 OffsetRestrictionTracker)
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from transforms import windows
-from transforms.io import Sink, Source, UriError, _messages, counted
+from transforms.io import Sink, Source, UriError, _messages, _pubsub_acks, \
+    counted
 
 DESCRIPTION = ('Pub/Sub, e.g. pubsub://projects/P/subscriptions/S or '
                'pubsub://projects/P/topics/T (timestamp_attribute, '
-               'id_attribute; {table} in a sink topic)')
+               'id_attribute; local runner: watermark_lag=5s, '
+               'stop=never|idle:30s; {table} in a sink topic)')
 _PATH = re.compile(r'projects/(?P<project>[^/]+)/(?P<kind>topics|subscriptions)'
                    r'/(?P<name>[^/]+)')
 _NAME = r'[A-Za-z][-A-Za-z0-9._~%+]{2,254}'
 _PROJECT = r'[a-z][-a-z0-9]{4,28}[a-z0-9]|[a-z0-9][-a-z0-9.:]*'
 DEFAULT_DEDUP_WINDOW = '10m'
+DEFAULT_LAG = '5s'
+# Runners whose Pub/Sub read is the local pull below (the others use Beam's
+# native read).
+LOCAL_RUNNERS = ('', 'DirectRunner', 'BundleBasedDirectRunner',
+                 'SwitchingDirectRunner')
+# Messages per pull (Beam's local read pulls 10 per bundle).
+BATCH = 1000
+PULL_SECONDS = 2.0
+# A read lasts at most this long before it checkpoints (its output moves on
+# and what it read may be acknowledged once final).
+READ_SECONDS = 1.0
+# Pause after an empty pull (the emulator answers at once).
+IDLE_PAUSE = 0.2
+UNBOUNDED_END = sys.maxsize
 
 
 def _path(uri):
@@ -61,14 +102,37 @@ def validate(uri, kind):
                            f'pubsub://projects/P/topics/T')
         _messages.check_topic_pattern(uri, match['name'], _NAME)
         return
-    uri.check_params(('timestamp_attribute', 'id_attribute', 'dedup_window'))
+    uri.check_params(('timestamp_attribute', 'id_attribute', 'dedup_window',
+                      'watermark_lag', 'stop'))
     if not re.fullmatch(_NAME, match['name']):
         raise UriError(f'{uri.text}: {match["name"]!r} is not a valid '
                        f'{match["kind"][:-1]} name')
+    for name, default in (('dedup_window', DEFAULT_DEDUP_WINDOW),
+                          ('watermark_lag', DEFAULT_LAG)):
+        try:
+            windows.parse_duration(uri.param(name, default))
+        except ValueError as e:
+            raise UriError(f'{uri.text}: {name}: {e}') from None
+    _stop_seconds(uri)
+
+
+def _stop_seconds(uri):
+    """``stop=never`` -> None; ``stop=idle:DURATION`` -> seconds."""
+    text = uri.param('stop', 'never')
+    if text == 'never':
+        return None
+    kind, _, duration = text.partition(':')
     try:
-        windows.parse_duration(uri.param('dedup_window', DEFAULT_DEDUP_WINDOW))
+        if kind != 'idle':
+            raise ValueError('expected never or idle:DURATION, e.g. idle:30s')
+        return windows.parse_duration(duration)
     except ValueError as e:
-        raise UriError(f'{uri.text}: dedup_window: {e}') from None
+        raise UriError(f'{uri.text}: stop={text!r}: {e}') from None
+
+
+def local_read(context) -> bool:
+    """Whether the runner reads Pub/Sub with the local pull of this module."""
+    return context.runner in LOCAL_RUNNERS
 
 
 def preflight_sink(uri, timeout=10):
@@ -100,7 +164,34 @@ def preflight_sink(uri, timeout=10):
 
 
 def unbounded(uri) -> bool:
-    return True
+    return _stop_seconds(uri) is None
+
+
+def recover(uri, directory):
+    """Before a local job reads ``uri`` into file sinks under ``directory``:
+    ``(horizon, committed_at)`` to roll them back to, or None (see
+    :mod:`transforms.io._pubsub_acks`).  A topic source reads a subscription
+    made for the run: nothing to recover."""
+    match = _path(uri)
+    if match['kind'] != 'subscriptions':
+        return None
+    subscription = uri.location.strip('/')
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    from google.cloud import pubsub_v1  # pylint: disable=import-outside-toplevel
+    try:
+        with pubsub_v1.SubscriberClient() as client:
+            deadline = client.get_subscription(
+                request={'subscription': subscription},
+                timeout=30).ack_deadline_seconds
+    except exceptions.NotFound:
+        raise UriError(f'{uri.text}: no such subscription') from None
+    except exceptions.GoogleAPIError as e:
+        reason = ' '.join(str(e).split())[:300]
+        raise UriError(f'{uri.text}: Pub/Sub does not answer '
+                       f'({type(e).__name__}: {reason})') from None
+    return _pubsub_acks.recover(
+        subscription, _pubsub_acks.state_path(directory, subscription),
+        deadline)
 
 
 def _message_id(message, attribute):
@@ -115,14 +206,23 @@ class PubSubSource(Source):
         path = self.uri.location.strip('/')
         id_attribute = self.uri.param('id_attribute')
         native_dedup = 'Dataflow' in self.context.runner
-        read = beam.io.ReadFromPubSub(
-            topic=path if match['kind'] == 'topics' else None,
-            subscription=path if match['kind'] == 'subscriptions' else None,
-            with_attributes=True,
-            timestamp_attribute=self.uri.param('timestamp_attribute'),
-            id_label=id_attribute if native_dedup else None)
         job = self.context.job
-        messages = pbegin | 'ReadFromPubSub' >> read
+        if local_read(self.context):
+            messages = pbegin | 'PullPubSub' >> _LocalRead(
+                self.uri, self.context, blocks=False)
+        else:
+            if _stop_seconds(self.uri) is not None:
+                raise ValueError(f'{self.uri.text}: stop= ends a read on the '
+                                 f'local runner only; a {self.context.runner}'
+                                 f' job reads a subscription on')
+            read = beam.io.ReadFromPubSub(
+                topic=path if match['kind'] == 'topics' else None,
+                subscription=path if match['kind'] == 'subscriptions'
+                else None,
+                with_attributes=True,
+                timestamp_attribute=self.uri.param('timestamp_attribute'),
+                id_label=id_attribute if native_dedup else None)
+            messages = pbegin | 'ReadFromPubSub' >> read
         if id_attribute and not native_dedup:
             window = windows.parse_duration(
                 self.uri.param('dedup_window', DEFAULT_DEDUP_WINDOW))
@@ -134,6 +234,279 @@ class PubSubSource(Source):
                 | 'DropIds' >> beam.Values())
         return messages | 'Payloads' >> beam.Map(
             _payload, Metrics.counter(job, 'read'))
+
+    def stream_blocks(self):
+        """On the local runner, a pull's payloads as one LineBlock (those
+        holding a newline, one by one), stamped as the watermark follows
+        the payloads' event times; None elsewhere, or with
+        ``id_attribute`` (deduplication is per message)."""
+        if not local_read(self.context) or self.context.event_time is None \
+                or self.uri.param('id_attribute'):
+            return None
+        return _LocalRead(self.uri, self.context, blocks=True)
+
+    def blocks(self):
+        return self.stream_blocks()
+
+
+class _Spec(typing.NamedTuple):
+    """What the local read of one subscription needs."""
+    subscription: str
+    topic: typing.Optional[str]
+    timestamp_attribute: typing.Optional[str]
+    lag_seconds: float
+    stop_idle_seconds: typing.Optional[float]
+
+
+def _spec(uri) -> _Spec:
+    match = _path(uri)
+    path = uri.location.strip('/')
+    return _Spec(
+        subscription=path if match['kind'] == 'subscriptions' else None,
+        topic=path if match['kind'] == 'topics' else None,
+        timestamp_attribute=uri.param('timestamp_attribute'),
+        lag_seconds=windows.parse_duration(uri.param('watermark_lag',
+                                                     DEFAULT_LAG)),
+        stop_idle_seconds=_stop_seconds(uri))
+
+
+class _LocalRead(beam.PTransform):
+    """``PBegin -> PCollection[PubsubMessage]`` (``blocks``: LineBlocks and
+    single payloads, the pulled ones counted ``read``) on the local runner:
+    pulled in batches, acknowledged once final."""
+
+    def __init__(self, uri, context, blocks):
+        super().__init__()
+        self._spec = _spec(uri)
+        self._context = context
+        self._blocks = blocks
+
+    def expand(self, pbegin):
+        context = self._context
+        fn = (_PullFn if self._spec.stop_idle_seconds is not None
+              else _PullUnboundedFn)(
+            context.job, context.final_at, context.event_time, self._blocks)
+        return (pbegin
+                | 'Impulse' >> beam.Impulse()
+                | 'Subscription' >> beam.Map(_subscribe, self._spec)
+                | 'Pull' >> beam.ParDo(fn))
+
+
+def _subscribe(unused_impulse, spec):
+    """A topic is read through a subscription made for the run."""
+    if spec.subscription is not None:
+        return spec
+    from google.cloud import pubsub_v1  # pylint: disable=import-outside-toplevel
+    project = spec.topic.split('/')[1]
+    name = f'projects/{project}/subscriptions/rtp_{int(time.time())}_' \
+        f'{threading.get_ident() % 100000:x}'
+    with pubsub_v1.SubscriberClient() as client:
+        client.create_subscription(name=name, topic=spec.topic,
+                                   ack_deadline_seconds=_pubsub_acks
+                                   .LEASE_SECONDS)
+    return spec._replace(subscription=name)
+
+
+class _Restrictions(RestrictionProvider):
+    """One position per pull, without end (a bounded read ends by claiming
+    the end once idle)."""
+
+    def initial_restriction(self, spec):
+        return OffsetRange(0, UNBOUNDED_END)
+
+    def create_tracker(self, restriction):
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, spec, restriction):
+        return 1
+
+
+class _ReadState:
+    """What the reads of one subscription keep across checkpoints."""
+    __slots__ = ('newest', 'last_message', 'hold_until', 'hold_at',
+                 'watermark')
+
+    def __init__(self, resume):
+        now = time.monotonic()
+        self.newest = None              # newest event time seen
+        self.last_message = now         # monotonic
+        self.watermark = None
+        # A restart holds the watermark at the killed run's horizon until
+        # its messages come again (their leases expired).
+        self.hold_until = now + resume.hold_seconds if resume else now
+        self.hold_at = None if resume is None or resume.complete \
+            else resume.horizon
+
+
+_STATES = {}
+_STATES_LOCK = threading.Lock()
+
+
+class _PullFn(beam.DoFn):
+    """``_Spec`` -> the subscription's messages, held un-acknowledged until
+    final (a bounded read: ``stop=idle``)."""
+
+    def __init__(self, job, final_at, event_time, blocks):
+        self._job = job
+        self._final_at = final_at
+        self._event_time = event_time
+        self._blocks = blocks
+        self._read = Metrics.counter(job, 'read')
+        self._replayed = Metrics.counter(job, 'filtered.replayed_final')
+        self._again = Metrics.counter(job, 'pubsub.delivered_again')
+
+    @staticmethod
+    def _client():
+        from google.cloud import pubsub_v1  # pylint: disable=import-outside-toplevel
+        return pubsub_v1.SubscriberClient()
+
+    def process(self, spec,
+                tracker=beam.DoFn.RestrictionParam(_Restrictions()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(
+                    ManualWatermarkEstimator.default_provider())):
+        from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+        from apache_beam.io.gcp.pubsub import PubsubMessage  # pylint: disable=import-outside-toplevel
+        ledger = _pubsub_acks.track(spec.subscription, self._client)
+        ledger.read_started()
+        resume = _pubsub_acks.resume(spec.subscription)
+        key = (spec.subscription, _pubsub_acks.generation())
+        with _STATES_LOCK:
+            state = _STATES.get(key)
+            if state is None:
+                state = _STATES[key] = _ReadState(resume)
+                if state.hold_at is not None:
+                    # Windows final before the restart stay closed.
+                    self._advance(watermark, state, state.hold_at)
+        replayed = resume.ids if resume is not None else frozenset()
+        stamp = self._event_time
+        position = tracker.current_restriction().start
+        started = time.monotonic()
+        while True:
+            if not tracker.try_claim(position):
+                return
+            position += 1
+            try:
+                received = ledger.client.pull(
+                    subscription=spec.subscription, max_messages=BATCH,
+                    timeout=PULL_SECONDS, retry=None).received_messages
+            except (exceptions.DeadlineExceeded,
+                    exceptions.ServiceUnavailable):
+                received = []
+            if received:
+                ledger.lease([r.ack_id for r in received])
+            floor = watermark.current_watermark() or MIN_TIMESTAMP
+            lines, skipped = [], []
+            for item in received:
+                message = item.message
+                message_id = message.message_id
+                data = message.data or b''
+                if message_id in replayed:
+                    # Its final panes were written before the restart; its
+                    # acknowledgement may not have reached the service.
+                    skipped.append(item.ack_id)
+                    self._read.inc()
+                    self._replayed.inc()
+                    continue
+                if stamp is not None:
+                    # The event time the windows use (None: a payload the
+                    # job cannot date, a dead letter once decoded); the
+                    # value is stamped with the watermark it was read
+                    # under, so that the runner holds the watermark
+                    # downstream until it is decoded.
+                    seconds, at = stamp(data), floor
+                else:
+                    seconds = at = _attribute_time(
+                        message, spec.timestamp_attribute)
+                final = self._final_at(seconds) if self._final_at and \
+                    seconds is not None else float('-inf')
+                if not ledger.hold(message_id, item.ack_id, final):
+                    self._again.inc()     # held already: read once
+                    continue
+                if seconds is not None:
+                    state.newest = seconds if state.newest is None \
+                        else max(state.newest, seconds)
+                if self._blocks:
+                    if b'\n' in data:
+                        self._read.inc()
+                        yield TimestampedValue(data, at)
+                    else:
+                        lines.append(data)
+                else:
+                    yield TimestampedValue(
+                        PubsubMessage._from_message(message), at)  # pylint: disable=protected-access
+            if lines:
+                from transforms.columnar import LineBlock  # pylint: disable=import-outside-toplevel
+                self._read.inc(len(lines))
+                yield TimestampedValue(LineBlock(b'\n'.join(lines)), floor)
+            if skipped:
+                ledger.acknowledge(skipped)
+            now = time.monotonic()
+            if received:
+                state.last_message = now
+                if state.newest is not None:
+                    self._advance(watermark, state,
+                                  state.newest - spec.lag_seconds)
+            else:
+                # Idle: event time is taken to move on with the clock from
+                # the newest message (from now, if none came yet).
+                self._advance(watermark, state, (
+                    time.time() if state.newest is None
+                    else state.newest + now - state.last_message)
+                    - spec.lag_seconds)
+                if spec.stop_idle_seconds is not None and \
+                        now >= state.hold_until and \
+                        now - state.last_message >= spec.stop_idle_seconds:
+                    tracker.try_claim(UNBOUNDED_END)     # done
+                    return
+                time.sleep(IDLE_PAUSE)
+            if now - started >= READ_SECONDS or not received:
+                # Checkpoint: the output moves on, and what was read may be
+                # acknowledged once final.
+                tracker.defer_remainder()
+                return
+
+    @staticmethod
+    def _advance(estimator, state, seconds):
+        if time.monotonic() < state.hold_until:
+            if state.hold_at is None:
+                return
+            seconds = min(seconds, state.hold_at)
+        mark = Timestamp.of(max(0.0, seconds))
+        current = estimator.current_watermark()
+        if current is None or mark > current:
+            estimator.set_watermark(mark)
+            state.watermark = mark
+
+    @staticmethod
+    def local_watermark(spec):
+        """The read's watermark as this process last estimated it (the
+        local runner holds its output watermark there,
+        pipelines/local_runner.py)."""
+        with _STATES_LOCK:
+            state = _STATES.get((spec.subscription,
+                                 _pubsub_acks.generation()))
+        return None if state is None else state.watermark
+
+
+@beam.DoFn.unbounded_per_element()
+class _PullUnboundedFn(_PullFn):
+    pass
+
+
+def _attribute_time(message, attribute) -> float:
+    """The message's time as Beam's read takes it: the attribute (epoch
+    milliseconds or RFC 3339) where given and readable, else the publish
+    time."""
+    text = message.attributes.get(attribute) if attribute else None
+    if text:
+        try:
+            return int(text) / 1000.0
+        except ValueError:
+            try:
+                return float(Timestamp.from_rfc3339(text))
+            except ValueError:
+                pass
+    return message.publish_time.timestamp()
 
 
 def _payload(message, counter):

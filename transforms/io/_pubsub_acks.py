@@ -1,0 +1,272 @@
+"""Which Pub/Sub messages a local run may acknowledge, and what a restart
+resumes: the Pub/Sub side of :mod:`transforms.io._kafka_commits`.
+
+The bundle-based local runner keeps window state in memory: a message whose
+windows have not emitted their final panes is lost with the process if it
+was acknowledged.  So the local Pub/Sub read (``transforms/io/pubsub.py``)
+holds every message it pulls un-acknowledged, its lease renewed (the ack
+deadline set to ``LEASE_SECONDS`` at once, then every ``RENEW_SECONDS``
+again), and acknowledges it only once it is *final*: its windows have all
+emitted their final panes (``io.Context.final_at`` of the event time the
+job reads from the payload; a message the job cannot date, or a job with no
+windows: once what it produced is written) and all they produced is written.
+The runner tells when that holds (``release``, through
+``_kafka_commits.release``, called by pipelines/local_runner.py between
+bundles when nothing is pending downstream of the reads).  Unlike Kafka
+offsets, acknowledgements are per message: no message waits for another.
+
+A killed run's un-acknowledged messages are delivered again once their
+leases expire.  Before each acknowledgement, where the job writes files on
+a local disk, a state file beside them (``STATE_FILE``) records::
+
+    {"h": horizon (s), "t": wall-clock time (s), "ids": [message ids about
+     to be acknowledged], "ended": false}
+
+and a restart (``recover``, called before the run by pipelines/run.py)
+
+* removes what the killed run wrote after ``t`` and the files of windows
+  not final at ``h`` (``_windowed_files.roll_back``): their messages were
+  not acknowledged, they come again and are written again;
+* skips a message delivered again whose id is in ``ids``: its final panes
+  are written, its acknowledgement may not have reached the service
+  (counted ``filtered.replayed_final``, and acknowledged);
+* starts the watermark at ``h`` (windows final then stay closed) and holds
+  it there until the killed run's leases have expired (the subscription's
+  ack deadline, at least ``LEASE_SECONDS``), so that its messages, which
+  come again only then, are not late (an idle stop waits as long).
+
+A run that ends acknowledges everything and records ``"ended": true``: the
+next run starts afresh.  Without a local file sink there is no state file:
+nothing is rolled back or skipped, and a message whose acknowledgement a
+kill interrupted is counted again (at least once; never lost).
+"""
+import json
+import logging
+import os
+import threading
+import time
+import typing
+
+_LOG = logging.getLogger(__name__)
+_LOCK = threading.Lock()
+_LEDGERS = {}                 # subscription -> _Ledger
+_RESUMES = {}                 # subscription -> Resume (set by recover)
+_STATE_PATHS = {}             # subscription -> state file (set by recover)
+_GENERATION = [0]             # runs in this process (forget() counts them)
+# The ack deadline the read keeps on a held message (seconds): how long a
+# killed run's messages wait before they are delivered again.
+LEASE_SECONDS = 10
+RENEW_SECONDS = 3.0
+# Acknowledge at most this often while a stream runs (a round trip).
+MIN_INTERVAL = 0.5
+# Ack ids per acknowledge / modify_ack_deadline request.
+CHUNK = 1000
+# The horizon a run that ended records (every window it read is final).
+COMPLETE = 1e15
+STATE_FILE = '_pubsub_acks.json'
+
+
+class Resume(typing.NamedTuple):
+    """What the last run on a subscription left, for the next one."""
+    horizon: float            # windows closing by then were final
+    committed_at: float       # wall-clock time of the last state
+    ids: frozenset            # messages whose acknowledgement may be lost
+    hold_seconds: float       # until the killed run's leases have expired
+
+    @property
+    def complete(self) -> bool:
+        return self.horizon >= COMPLETE
+
+
+def state_path(directory, subscription) -> str:
+    """The state file of ``subscription`` under a sink ``directory``."""
+    name = subscription.replace('projects/', '').replace(
+        '/subscriptions/', '-').replace('/', '-')
+    return os.path.join(directory, STATE_FILE.replace(
+        '.json', f'-{name}.json'))
+
+
+def _write(path, state):
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    temp = f'{path}.tmp-{os.getpid()}'
+    with open(temp, 'w', encoding='utf-8') as f:
+        json.dump(state, f, separators=(',', ':'))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+
+
+def _read(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            found = json.load(f)
+        return (float(found['h']), float(found['t']),
+                frozenset(found.get('ids', ())), bool(found.get('ended')))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f'{path}: not a Pub/Sub ack state ({e}); remove it '
+                         f'to start the subscription afresh') from None
+
+
+def recover(subscription, path, ack_deadline):
+    """Before a local run reads ``subscription`` into file sinks beside
+    ``path`` (the state file): ``(horizon, committed_at)`` to roll the sinks
+    back to where the last run was killed, or None where it ended (or none
+    ran).  Marks this run as started: a run killed before it acknowledges
+    anything leaves only files written after now."""
+    found = _read(path)
+    now = time.time()
+    with _LOCK:
+        _STATE_PATHS[subscription] = path
+        if found is None or found[3]:
+            _RESUMES.pop(subscription, None)
+            _write(path, {'h': COMPLETE, 't': now, 'ids': [],
+                          'ended': False})
+            return None
+        horizon, committed_at, ids, _ = found
+        _RESUMES[subscription] = Resume(
+            horizon, committed_at, ids,
+            max(LEASE_SECONDS, ack_deadline or 0) + 1.0)
+    return horizon, committed_at
+
+
+def resume(subscription):
+    """The Resume ``recover`` found for ``subscription`` (None: fresh)."""
+    with _LOCK:
+        return _RESUMES.get(subscription)
+
+
+class _Ledger:
+    """The messages a read holds, and the thread that renews their leases."""
+
+    def __init__(self, subscription, client):
+        self.subscription = subscription
+        self.client = client
+        # message id -> [ack id, final at, written (its read's output is
+        # committed)]
+        self.held = {}
+        self.fresh = []         # ids of the current read (not yet written)
+        self.horizon = None
+        self.acked_at = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._renew, name=f'lease {subscription}', daemon=True)
+        self._thread.start()
+
+    def hold(self, message_id, ack_id, final_at) -> bool:
+        """Holds a pulled message until it is final; False if it was held
+        already (delivered again while held: the new ack id is kept)."""
+        with _LOCK:
+            entry = self.held.get(message_id)
+            if entry is not None:
+                entry[0] = ack_id
+                return False
+            self.held[message_id] = [ack_id, final_at, False]
+            self.fresh.append(message_id)
+            return True
+
+    def read_started(self):
+        """A read starts: the runner committed the output of the last one
+        (the residual it resumes is part of that commit)."""
+        with _LOCK:
+            self._written()
+
+    def _written(self):
+        for message_id in self.fresh:
+            entry = self.held.get(message_id)
+            if entry is not None:
+                entry[2] = True
+        self.fresh = []
+
+    def lease(self, ack_ids):
+        """Sets the ack deadline of freshly pulled messages to the lease."""
+        self._modify(ack_ids, LEASE_SECONDS)
+
+    def acknowledge(self, ack_ids):
+        for start in range(0, len(ack_ids), CHUNK):
+            self.client.acknowledge(subscription=self.subscription,
+                                    ack_ids=ack_ids[start:start + CHUNK])
+
+    def _modify(self, ack_ids, seconds):
+        for start in range(0, len(ack_ids), CHUNK):
+            self.client.modify_ack_deadline(
+                subscription=self.subscription,
+                ack_ids=ack_ids[start:start + CHUNK],
+                ack_deadline_seconds=seconds)
+
+    def _renew(self):
+        while not self._stop.wait(RENEW_SECONDS):
+            with _LOCK:
+                ack_ids = [entry[0] for entry in self.held.values()]
+            try:
+                self._modify(ack_ids, LEASE_SECONDS)
+            except Exception as e:  # pylint: disable=broad-except
+                # An expired lease only means a message comes again (it
+                # is then skipped while held, see hold()).
+                _LOG.warning('%s: renewing leases: %s', self.subscription, e)
+
+    def stop(self):
+        self._stop.set()
+
+
+def track(subscription, client_factory):
+    """The ledger of ``subscription`` (made on first use, its client by
+    ``client_factory()``)."""
+    from transforms.io import _kafka_commits  # pylint: disable=import-outside-toplevel
+    with _LOCK:
+        ledger = _LEDGERS.get(subscription)
+        if ledger is None:
+            ledger = _LEDGERS[subscription] = _Ledger(subscription,
+                                                      client_factory())
+    _kafka_commits.listen(release, forget)
+    return ledger
+
+
+def release(horizon):
+    """Every window closing by ``horizon`` (event time, seconds; inf at the
+    end of a run) has emitted its final pane and all it produced is written:
+    acknowledge the messages held for them (the state written first)."""
+    due = []
+    now = time.time()
+    with _LOCK:
+        for ledger in _LEDGERS.values():
+            if horizon == float('inf'):
+                ledger._written()     # pylint: disable=protected-access
+            elif now - ledger.acked_at < MIN_INTERVAL:
+                continue
+            ids = [m for m, (_, final, written) in ledger.held.items()
+                   if written and final <= horizon]
+            ended = horizon == float('inf') and not ledger.held.keys() - \
+                set(ids)
+            if not ids and not ended:
+                continue
+            ack_ids = [ledger.held.pop(m)[0] for m in ids]
+            ledger.horizon = horizon
+            ledger.acked_at = now
+            due.append((ledger, ids, ack_ids, ended))
+    for ledger, ids, ack_ids, ended in due:
+        path = _STATE_PATHS.get(ledger.subscription)
+        if path is not None and ids:
+            _write(path, {'h': min(horizon, COMPLETE), 't': now, 'ids': ids,
+                          'ended': False})
+        ledger.acknowledge(ack_ids)
+        if path is not None and ended:
+            _write(path, {'h': COMPLETE, 't': time.time(), 'ids': [],
+                          'ended': True})
+
+
+def forget():
+    """Drop every ledger and resume (a new run in this process)."""
+    with _LOCK:
+        for ledger in _LEDGERS.values():
+            ledger.stop()
+        _LEDGERS.clear()
+        _RESUMES.clear()
+        _STATE_PATHS.clear()
+        _GENERATION[0] += 1
+
+
+def generation() -> int:
+    """Which run of this process reads (what a read keeps is per run)."""
+    return _GENERATION[0]
