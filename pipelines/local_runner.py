@@ -69,7 +69,7 @@ from apache_beam.runners.direct import executor
 from apache_beam.runners.direct import sdf_direct_runner
 from apache_beam.runners.direct import transform_evaluator
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import (PaneInfo, PaneInfoTiming,
                                               WindowedValue)
 from apache_beam.runners.worker import statesampler
@@ -377,15 +377,20 @@ def _install_stall_check():
 
 
 _RELEASE_EVERY = 0.2      # seconds between two looks for final records
+_GRANULARITY = Duration(micros=1)
 _LAST_RELEASE = [0.0]
 
 
 def _release_final(run):
-    """Between bundles: when nothing is pending downstream of the splittable
-    reads (no bundle, no due or fired timer), every window whose end plus
-    allowed lateness the watermark has passed has emitted its final pane and
-    it is written; tell the Kafka reads (they commit their offsets up to the
-    first record not yet final, see transforms/io/_kafka_commits.py)."""
+    """Between bundles: every window whose end plus allowed lateness is
+    before every step's input watermark and every element still pending
+    downstream of the splittable reads (with no due or fired timer) has
+    emitted its final pane and it is written; tell the Kafka and Pub/Sub
+    reads (they commit offsets, or acknowledge messages, only for records
+    final then, see transforms/io/_kafka_commits.py and _pubsub_acks.py).
+    A pending element caps the horizon at its timestamp (what it produces
+    is stamped no earlier), so a stream whose bundles never all drain still
+    commits."""
     if not _kafka_commits.tracking():
         return
     now = time.monotonic()
@@ -399,13 +404,19 @@ def _release_final(run):
     for transform, marks in manager._transform_to_watermarks.items():  # pylint: disable=protected-access
         if isinstance(transform.transform, sdf_direct_runner.ProcessElements):
             continue
-        if marks._pending or marks._fired_timers:  # pylint: disable=protected-access
-            return
-        mark = marks._input_watermark  # pylint: disable=protected-access
+        with marks._lock:  # pylint: disable=protected-access
+            if marks._fired_timers:  # pylint: disable=protected-access
+                return
+            pending = list(marks._pending)  # pylint: disable=protected-access
+            mark = marks._input_watermark  # pylint: disable=protected-access
         for state in list(marks._keyed_states.values()):  # pylint: disable=protected-access
             due, _ = state.get_timers(watermark=mark, processing_time=clock)
             if due:
                 return
+        for bundle in pending:
+            for value in bundle.get_elements_iterable():
+                if value.timestamp <= mark:
+                    mark = value.timestamp - _GRANULARITY
         horizon = mark if horizon is None else min(horizon, mark)
     if horizon is None:
         return

@@ -209,12 +209,13 @@ class PubSubEmulator:
         pubsub_v1.PublisherClient().create_topic(name=path)
         return path
 
-    def subscription(self, topic, name):
+    def subscription(self, topic, name, ack_deadline_seconds=60):
         from google.cloud import pubsub_v1
         path = f'projects/{self.PROJECT}/subscriptions/{name}'
         with pubsub_v1.SubscriberClient() as subscriber:
-            subscriber.create_subscription(name=path, topic=topic,
-                                           ack_deadline_seconds=60)
+            subscriber.create_subscription(
+                name=path, topic=topic,
+                ack_deadline_seconds=ack_deadline_seconds)
         return path
 
 

@@ -248,7 +248,12 @@ def release(horizon):
     for ledger, ids, ack_ids, ended in due:
         path = _STATE_PATHS.get(ledger.subscription)
         if path is not None and ids:
-            _write(path, {'h': min(horizon, COMPLETE), 't': now, 'ids': ids,
+            # Windows final when the killed run this one resumes stopped
+            # stay final (this run's horizon starts lower).
+            earlier = _RESUMES.get(ledger.subscription)
+            recorded = min(horizon, COMPLETE) if earlier is None or \
+                earlier.complete else max(horizon, earlier.horizon)
+            _write(path, {'h': recorded, 't': now, 'ids': ids,
                           'ended': False})
         ledger.acknowledge(ack_ids)
         if path is not None and ended:

@@ -32,8 +32,8 @@ in has emitted its final pane (see :mod:`transforms.io._pubsub_acks`): a
 killed job's messages are delivered again to the next run, never lost.
 There its watermark follows the event times the job reads from the payloads
 (``io.Context.event_time``; else the timestamp attribute or publish time)
-minus ``watermark_lag`` (default 5s), and moves on with the clock while no
-message comes; a pull's payloads travel as one ``LineBlock`` to the
+minus ``watermark_lag`` (default 5s), and moves on with the clock from the
+newest message while no message comes; a pull's payloads travel as one ``LineBlock`` to the
 columnar fast path (``stream_blocks``); and ``stop=idle:DURATION`` ends the
 read once no message has come for DURATION (the job then runs in batch mode
 unless ``--streaming``; the default ``never`` reads on).
@@ -49,6 +49,8 @@ from apache_beam.io.restriction_trackers import (OffsetRange,
                                                  OffsetRestrictionTracker)
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import trigger
+from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
@@ -80,6 +82,8 @@ READ_SECONDS = 1.0
 # Pause after an empty pull (the emulator answers at once).
 IDLE_PAUSE = 0.2
 UNBOUNDED_END = sys.maxsize
+# "Just after" a timestamp, at any magnitude Beam's timestamps take.
+_AFTER = 0.01
 
 
 def _path(uri):
@@ -289,6 +293,16 @@ class _LocalRead(beam.PTransform):
         return (pbegin
                 | 'Impulse' >> beam.Impulse()
                 | 'Subscription' >> beam.Map(_subscribe, self._spec)
+                | 'Eager' >> beam.WindowInto(
+                    # The read starts at once, stamped with the earliest
+                    # time (the runner's grouping of the splittable read
+                    # would otherwise stamp it with the end of the global
+                    # window, ahead of every message's event time).
+                    beam_window.GlobalWindows(),
+                    trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                    accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                    timestamp_combiner=beam_window.TimestampCombiner
+                    .OUTPUT_AT_EARLIEST)
                 | 'Pull' >> beam.ParDo(fn))
 
 
@@ -417,8 +431,14 @@ class _PullFn(beam.DoFn):
                 else:
                     seconds = at = _attribute_time(
                         message, spec.timestamp_attribute)
-                final = self._final_at(seconds) if self._final_at and \
-                    seconds is not None else float('-inf')
+                # Final once its windows are, and never before the runner's
+                # horizon passes its own timestamp (what it produces is
+                # stamped no earlier: a late or undated record is final once
+                # its dead letter is written); a horizon taken before this
+                # read's output was committed is at most the timestamp.
+                final = max(self._final_at(seconds) if self._final_at and
+                            seconds is not None else float('-inf'),
+                            float(at) + _AFTER)
                 if not ledger.hold(message_id, item.ack_id, final):
                     self._again.inc()     # held already: read once
                     continue
@@ -448,11 +468,12 @@ class _PullFn(beam.DoFn):
                                   state.newest - spec.lag_seconds)
             else:
                 # Idle: event time is taken to move on with the clock from
-                # the newest message (from now, if none came yet).
-                self._advance(watermark, state, (
-                    time.time() if state.newest is None
-                    else state.newest + now - state.last_message)
-                    - spec.lag_seconds)
+                # the newest message.  (Before the first one it stays put: a
+                # pull may come back empty while a backlog waits, and a
+                # replay of old records must not turn late at once.)
+                if state.newest is not None:
+                    self._advance(watermark, state, state.newest + now
+                                  - state.last_message - spec.lag_seconds)
                 if spec.stop_idle_seconds is not None and \
                         now >= state.hold_until and \
                         now - state.last_message >= spec.stop_idle_seconds:
