@@ -139,3 +139,111 @@ def test_the_logs_job_reads_a_subscription_and_publishes_alerts(pubsub):
     assert summary['read'] == 800
     assert summary['decoded'] + summary['dead_lettered'] == 800
     assert summary['dead_lettered'] > 0      # the stream's malformed records
+
+
+def _pull_ids(sub, seconds=15):
+    """The ids of the messages delivered to ``sub`` within ``seconds``
+    (acknowledged at once)."""
+    from google.cloud import pubsub_v1
+    found = set()
+    with pubsub_v1.SubscriberClient() as subscriber:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            response = subscriber.pull(subscription=sub, max_messages=100,
+                                       timeout=5)
+            if not response.received_messages:
+                if found:
+                    break
+                continue
+            found |= {m.message.message_id
+                      for m in response.received_messages}
+            subscriber.acknowledge(subscription=sub, ack_ids=[
+                m.ack_id for m in response.received_messages])
+    return found
+
+
+def test_a_message_is_acknowledged_once_final_and_written(pubsub, tmp_path):
+    """The local read's ledger: release(h) acknowledges the messages final
+    by h whose read's output the runner has committed, writing the state a
+    restart needs first; the others come again (here: released at once)."""
+    from google.cloud import pubsub_v1
+    from transforms.io import _kafka_commits, _pubsub_acks
+    topic = pubsub.topic(f'acks-{next(_names)}')
+    sub = pubsub.subscription(topic, f'acks-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    _publish(topic, [b'early', b'late', b'unwritten'])
+    state = _pubsub_acks.state_path(str(tmp_path), sub)
+    _kafka_commits.forget()
+    assert _pubsub_acks.recover(sub, state, 10) is None   # a fresh start
+    try:
+        ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
+        received = []
+        while len(received) < 3:
+            received += ledger.client.pull(subscription=sub, max_messages=3,
+                                           timeout=10).received_messages
+        by_data = {m.message.data: m for m in received}
+        ids = {data: m.message.message_id for data, m in by_data.items()}
+        ledger.hold(ids[b'early'], by_data[b'early'].ack_id, 10.0)
+        ledger.hold(ids[b'late'], by_data[b'late'].ack_id, 20.0)
+        ledger.read_started()          # that read's output is committed
+        ledger.hold(ids[b'unwritten'], by_data[b'unwritten'].ack_id, 10.0)
+        # Delivered again while held: read once, the new ack id kept.
+        assert not ledger.hold(ids[b'late'], by_data[b'late'].ack_id, 20.0)
+        _kafka_commits.release(15.0)
+        with open(state, encoding='utf-8') as f:
+            written = orjson.loads(f.read())
+        assert written['h'] == 15.0 and written['ids'] == [ids[b'early']]
+        assert not written['ended']
+        # What was not acknowledged comes again once released.
+        ledger.client.modify_ack_deadline(
+            subscription=sub, ack_deadline_seconds=0,
+            ack_ids=[by_data[d].ack_id for d in (b'late', b'unwritten')])
+    finally:
+        _kafka_commits.forget()
+    assert _pull_ids(sub) == {ids[b'late'], ids[b'unwritten']}
+    # A restart reads the state: roll back to 15 s, skip the acknowledged.
+    assert _pubsub_acks.recover(sub, state, 10)[0] == 15.0
+    assert _pubsub_acks.resume(sub).ids == {ids[b'early']}
+    _kafka_commits.forget()
+
+
+def test_a_restart_skips_messages_whose_final_panes_were_written(
+        pubsub, tmp_path):
+    """A killed run had written the final panes of some messages and was
+    acknowledging them: the restart reads them again, skips them (counted
+    filtered.replayed_final) and computes the rest as a replay of the rest
+    does."""
+    from google.cloud import pubsub_v1
+    from pipelines import logs
+    from transforms.io import _pubsub_acks, synthetic
+    from tests.integration.test_kill_restart import _final_panes
+    records = list(synthetic.generate(transforms_io.parse_uri(
+        'synthetic://logs?events=1500&seed=3')).records())
+    payloads = [payload for _, payload in records]
+    topic = pubsub.topic(f'skip-{next(_names)}')
+    sub = pubsub.subscription(topic, f'skip-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    publisher = pubsub_v1.PublisherClient()
+    futures = [publisher.publish(topic, p, seq=str(i))
+               for i, p in enumerate(payloads)]
+    ids = [future.result(30) for future in futures]
+    skipped = 300
+    sink = tmp_path / 'out'
+    sink.mkdir()
+    with open(_pubsub_acks.state_path(str(sink), sub), 'w',
+              encoding='utf-8') as f:
+        f.write(orjson.dumps({'h': T0 - 3600, 't': time.time(),
+                              'ids': ids[:skipped],
+                              'ended': False}).decode())
+    summary = job_run.run(logs, [
+        '--source', f'pubsub://{sub}?stop=idle:2s', '--streaming',
+        '--sink', f'parquet://{sink}', '--trigger',
+        'late=1,lateness=1h,accumulating', '--no-summary'])
+    assert summary['filters'] == {'replayed_final': skipped}
+    assert summary['read'] == len(payloads) and summary['balanced']
+    replay = tmp_path / 'rest.log'
+    replay.write_bytes(b'\n'.join(payloads[skipped:]) + b'\n')
+    job_run.run(logs, ['--source', f'file://{replay}', '--sink',
+                       f'parquet://{tmp_path}/replay', '--no-summary'])
+    expected = _final_panes(tmp_path / 'replay')
+    assert expected and _final_panes(sink) == expected
