@@ -233,15 +233,20 @@ def build(pipeline, args, context):
                  | 'KeyByService' >> beam.Map(lambda r: (r.service, r))
                  | 'Window' >> windows.ApplyWindow(window, trigger))
     outputs = {}
+    template_late = None
     if mine:
-        outputs.update(mine_templates(records, window, trigger, args))
+        template_outputs, template_late = mine_templates(
+            records, window, trigger, args,
+            keep_late=trigger.lateness if context.keeps_late else None)
+        outputs.update(template_outputs)
     aggregate = AggregatePerKey(
         LogStatsFn(), to_service_stats, stats_count, trigger.accumulates_panes,
         JOB, window_in_key=bounded,
         keep_late=trigger.lateness if context.keeps_late else None)
     stats = keyed | 'ServiceStats' >> aggregate.with_output_types(ServiceStats)
-    dead = decoded.dead if aggregate.late is None else (
-        (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())
+    late = [p for p in (aggregate.late, template_late) if p is not None]
+    dead = decoded.dead if not late else (
+        (decoded.dead, *late) | 'DeadAndLate' >> beam.Flatten())
     dead = dead | 'MaskDeadLetters' >> privacy.MaskFields(masker, ('raw',))
     alerts = stats | 'Alerts' >> ThresholdAlerts(
         lambda row: row.service, rules, JOB).with_output_types(Alert)
@@ -269,23 +274,27 @@ def _camel(table: str) -> str:
     return ''.join(part.title() for part in table.split('_'))
 
 
-def mine_templates(records, window, trigger, args):
-    """Masked records -> the templates table and template alerts."""
+def mine_templates(records, window, trigger, args, keep_late=None):
+    """Masked records -> (the templates table and template alerts by table,
+    the template hits after the allowed lateness as dead letters, stage
+    window.late, or None where nothing is kept late)."""
     job = f'{JOB}.templates'   # its own counters: the job's account is unchanged
     mined = (records
              | 'KeyForTemplates' >> beam.Map(lambda r: (r.service, r))
              .with_output_types(typing.Tuple[str, LogRecord])
              | 'MineTemplates' >> template_mining.MineTemplates(
                  args.template_min_count, job))
+    stats = AggregatePerKey(
+        template_mining.TemplateStatsFn(),
+        template_mining.template_stats_row,
+        template_mining.template_count, trigger.accumulates_panes, job,
+        keep_late=keep_late)
     rows = (mined.hits
             | 'KeyByTemplate' >> beam.Map(lambda h: (h.template_id, h))
             .with_output_types(typing.Tuple[str, template_mining.TemplateHit])
             | 'WindowTemplates' >> windows.ApplyWindow(window, trigger)
-            | 'TemplateStats' >> AggregatePerKey(
-                template_mining.TemplateStatsFn(),
-                template_mining.template_stats_row,
-                template_mining.template_count, trigger.accumulates_panes, job)
-            .with_output_types(template_mining.TemplateStats))
+            | 'TemplateStats' >> stats.with_output_types(
+                template_mining.TemplateStats))
     rate_alerts = rows | 'TemplateRateAlerts' >> \
         template_mining.TemplateRateAlerts(
             args.template_rate_factor, args.template_ewma_alpha,
@@ -293,4 +302,4 @@ def mine_templates(records, window, trigger, args):
     alerts = ((mined.alerts, rate_alerts)
               | 'TemplateAlerts' >> beam.Flatten().with_output_types(
                   template_mining.TemplateAlert))
-    return {'templates': rows, 'template_alerts': alerts}
+    return {'templates': rows, 'template_alerts': alerts}, stats.late

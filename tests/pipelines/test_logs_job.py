@@ -250,3 +250,25 @@ def test_templates_on_a_loghub_sample(shared_dir, tmp_path):
     assert len(new) >= 5 and new.template_id.is_unique
     assert (new['count'] == 5).all()
     assert summary['rows_written']['templates'] == len(rows)
+
+
+def test_templates_keep_late_records_as_the_other_groupings_do(tmp_path):
+    """--templates on: a template hit after the allowed lateness is a dead
+    letter (stage window.late) like the service statistics' late records,
+    so that every decoded record is in a template's final pane or kept
+    late."""
+    out = tmp_path / 'out'
+    summary = run.run(logs, [
+        '--streaming', '--source',
+        'synthetic://logs?events=6000&rate=20&seed=5&late=0.03',
+        '--sink', f'parquet://{out}', '--no-summary', '--templates', 'on'])
+    assert summary['late_kept'] > 0 and summary['dropped_late'] == 0
+    dead = read_table(out, 'dead_letter')
+    late = dead[dead.stage == 'window.late']
+    hits = late[late.raw.map(lambda raw: b'"template_id"' in bytes(raw))]
+    assert len(hits) > 0 and len(late) - len(hits) == \
+        summary['late_dead_letters']
+    templates = read_table(out, 'templates')
+    final = templates.sort_values('pane_index').groupby(
+        ['template_id', 'window_start']).tail(1)
+    assert final['count'].sum() + len(hits) == summary['decoded']
