@@ -399,7 +399,10 @@ def _release_final(run):
     if not done and now - _LAST_RELEASE[0] < _RELEASE_EVERY:
         return
     _LAST_RELEASE[0] = now
-    horizon = None
+    # What the reads handed over before this look (a read's output is
+    # visible below once the runner has committed it).
+    _kafka_commits.prepare()
+    horizon = pending_min = None
     clock = manager._clock.time()  # pylint: disable=protected-access
     for transform, marks in manager._transform_to_watermarks.items():  # pylint: disable=protected-access
         if isinstance(transform.transform, sdf_direct_runner.ProcessElements):
@@ -417,12 +420,15 @@ def _release_final(run):
             for value in bundle.get_elements_iterable():
                 if value.timestamp <= mark:
                     mark = value.timestamp - _GRANULARITY
+                if pending_min is None or value.timestamp < pending_min:
+                    pending_min = value.timestamp
         horizon = mark if horizon is None else min(horizon, mark)
     if horizon is None:
         return
     seconds = float('inf') if horizon >= WatermarkManager.WATERMARK_POS_INF \
         else float(horizon)
-    _kafka_commits.release(seconds)
+    _kafka_commits.release(seconds, float('inf') if pending_min is None
+                           else float(pending_min - _GRANULARITY))
 
 
 def _stuck(evaluation_context) -> str:

@@ -42,6 +42,14 @@ def _publish(topic, payloads):
         future.result(60)
 
 
+def _text(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 def _acknowledged(sink, subscription) -> bool:
     """Whether the killed run had acknowledged messages (its state holds a
     horizon of its own)."""
@@ -78,16 +86,29 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     env = {**os.environ, 'PYTHONPATH': REPO}
     seed = random.randrange(10**6)
     moments = random.Random(seed)
+    state = _pubsub_acks.state_path(str(sink), subscription)
     kills = partial = 0
-    for _ in range(KILLS):
+    for attempt in range(KILLS):
+        before = _text(state)
         job = subprocess.Popen(argv, cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-        # A first run lasts about 10 s on an idle machine (start-up, a read
-        # of a few seconds, stop=idle:4s), a restart the ack deadline
-        # longer (it holds its watermark until the killed run's messages
-        # come again, and acknowledges only then).
-        time.sleep(moments.uniform(2.0, 16.0))
+        if attempt % 2:
+            # Once this run has acknowledged messages (its state lists
+            # some), a moment later: mid-acknowledgement or after.
+            deadline = time.monotonic() + 60
+            while job.poll() is None and time.monotonic() < deadline:
+                text = _text(state)
+                if text not in (before, None) and '"ids":[]' not in text:
+                    break
+                time.sleep(0.05)
+            time.sleep(moments.uniform(0.0, 1.0))
+        else:
+            # Any moment: a first run lasts about 10 s on an idle machine
+            # (start-up, a read of a few seconds, stop=idle:4s), a restart
+            # the ack deadline longer (it holds its watermark until the
+            # killed run's messages come again).
+            time.sleep(moments.uniform(2.0, 8.0))
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
             kills += 1

@@ -1,6 +1,7 @@
 """The Pub/Sub source and sink against Google's Pub/Sub emulator, started by
 the tests on a loopback port."""
 import itertools
+import os
 import time
 
 import apache_beam as beam
@@ -183,13 +184,23 @@ def test_a_message_is_acknowledged_once_final_and_written(pubsub, tmp_path):
                                            timeout=10).received_messages
         by_data = {m.message.data: m for m in received}
         ids = {data: m.message.message_id for data, m in by_data.items()}
-        ledger.hold(ids[b'early'], by_data[b'early'].ack_id, 10.0)
-        ledger.hold(ids[b'late'], by_data[b'late'].ack_id, 20.0)
+        ledger.hold(ids[b'early'], by_data[b'early'].ack_id, 10.0, 5.0)
+        ledger.hold(ids[b'late'], by_data[b'late'].ack_id, 20.0, 5.0)
         ledger.read_started()          # that read's output is committed
-        ledger.hold(ids[b'unwritten'], by_data[b'unwritten'].ack_id, 10.0)
+        ledger.hold(ids[b'unwritten'], by_data[b'unwritten'].ack_id, 10.0,
+                    5.0)
         # Delivered again while held: read once, the new ack id kept.
-        assert not ledger.hold(ids[b'late'], by_data[b'late'].ack_id, 20.0)
-        _kafka_commits.release(15.0)
+        assert not ledger.hold(ids[b'late'], by_data[b'late'].ack_id, 20.0,
+                               5.0)
+        # Handed over after the runner took its horizon: not yet.
+        _kafka_commits.release(15.0, 15.0)
+        assert not os.path.exists(state) or '"ids":[]' in open(
+            state, encoding='utf-8').read()
+        _kafka_commits.prepare()
+        # Something it produced is still pending: not yet.
+        _kafka_commits.release(15.0, 4.0)
+        assert '"ids":[]' in open(state, encoding='utf-8').read()
+        _kafka_commits.release(15.0, 15.0)
         with open(state, encoding='utf-8') as f:
             written = orjson.loads(f.read())
         assert written['h'] == 15.0 and written['ids'] == [ids[b'early']]

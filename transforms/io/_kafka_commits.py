@@ -129,7 +129,7 @@ def emitted(spec, partition, next_offset, newest_seconds):
             (next_offset, final))
 
 
-def release(horizon):
+def release(horizon, pending=None):
     """Every window closing by ``horizon`` (event time, seconds; inf at the
     end of a run) has emitted its final pane and all it produced is written:
     commit, per partition, up to the first record not yet final."""
@@ -163,17 +163,25 @@ def release(horizon):
             due.append((ledger.commit, offsets))
     for commit, offsets in due:
         commit(offsets)
-    for listener, _ in list(_LISTENERS):
-        listener(horizon)
+    for listener, _, _ in list(_LISTENERS):
+        listener(horizon, horizon if pending is None else pending)
 
 
-def listen(on_release, on_forget):
+def prepare():
+    """The runner is about to take a horizon (see ``listen``)."""
+    for _, _, on_prepare in list(_LISTENERS):
+        on_prepare()
+
+
+def listen(on_release, on_forget, on_prepare):
     """Another source's ledger (Pub/Sub, :mod:`transforms.io._pubsub_acks`)
-    is told every ``release(horizon)`` too, and ``on_forget()`` when a new
-    run starts."""
+    is told every ``release(horizon, pending)`` too (``pending``: no
+    element pending downstream of the reads is stamped at or before it),
+    ``on_prepare()`` before the runner takes the horizon it releases, and
+    ``on_forget()`` when a new run starts."""
     with _LOCK:
-        if (on_release, on_forget) not in _LISTENERS:
-            _LISTENERS.append((on_release, on_forget))
+        if (on_release, on_forget, on_prepare) not in _LISTENERS:
+            _LISTENERS.append((on_release, on_forget, on_prepare))
 
 
 def tracking() -> bool:
@@ -187,5 +195,5 @@ def forget():
         _LEDGERS.clear()
         listeners = list(_LISTENERS)
         _LISTENERS.clear()
-    for _, on_forget in listeners:
+    for _, on_forget, _ in listeners:
         on_forget()

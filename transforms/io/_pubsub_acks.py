@@ -8,8 +8,10 @@ holds every message it pulls un-acknowledged, its lease renewed (the ack
 deadline set to ``LEASE_SECONDS`` at once, then every ``RENEW_SECONDS``
 again), and acknowledges it only once it is *final*: its windows have all
 emitted their final panes (``io.Context.final_at`` of the event time the
-job reads from the payload; a message the job cannot date, or a job with no
-windows: once what it produced is written) and all they produced is written.
+job reads from the payload) and all they produced is written, and nothing
+it produced is still pending (its element's timestamp is before every
+pending element's: a message the job cannot date, or a late one, is final
+once its dead letter is written).
 The runner tells when that holds (``release``, through
 ``_kafka_commits.release``, called by pipelines/local_runner.py between
 bundles when nothing is pending downstream of the reads).  Unlike Kafka
@@ -143,10 +145,13 @@ class _Ledger:
     def __init__(self, subscription, client):
         self.subscription = subscription
         self.client = client
-        # message id -> [ack id, final at, written (its read's output is
-        # committed)]
+        # message id -> [ack id, final at (its windows), stamped (its
+        # element's timestamp), handed over (the number of the read start
+        # that found its read's output committed; None: not yet)]
         self.held = {}
-        self.fresh = []         # ids of the current read (not yet written)
+        self.fresh = []         # ids of the current read (not yet handed)
+        self.reads = 0          # read starts so far
+        self.looked = 0         # read starts before the runner's last look
         self.horizon = None
         self.acked_at = 0.0
         self._stop = threading.Event()
@@ -154,15 +159,17 @@ class _Ledger:
             target=self._renew, name=f'lease {subscription}', daemon=True)
         self._thread.start()
 
-    def hold(self, message_id, ack_id, final_at) -> bool:
-        """Holds a pulled message until it is final; False if it was held
-        already (delivered again while held: the new ack id is kept)."""
+    def hold(self, message_id, ack_id, final_at, stamped) -> bool:
+        """Holds a pulled message until it is final: its windows are final
+        by ``final_at`` and nothing it produced, stamped at ``stamped`` or
+        later, is pending.  False if it was held already (delivered again
+        while held: the new ack id is kept)."""
         with _LOCK:
             entry = self.held.get(message_id)
             if entry is not None:
                 entry[0] = ack_id
                 return False
-            self.held[message_id] = [ack_id, final_at, False]
+            self.held[message_id] = [ack_id, final_at, stamped, None]
             self.fresh.append(message_id)
             return True
 
@@ -173,10 +180,11 @@ class _Ledger:
             self._written()
 
     def _written(self):
+        self.reads += 1
         for message_id in self.fresh:
             entry = self.held.get(message_id)
             if entry is not None:
-                entry[2] = True
+                entry[3] = self.reads
         self.fresh = []
 
     def lease(self, ack_ids):
@@ -219,24 +227,37 @@ def track(subscription, client_factory):
         if ledger is None:
             ledger = _LEDGERS[subscription] = _Ledger(subscription,
                                                       client_factory())
-    _kafka_commits.listen(release, forget)
+    _kafka_commits.listen(release, forget, prepare)
     return ledger
 
 
-def release(horizon):
+def prepare():
+    """The runner is about to look for final records: what reads handed
+    over until now is visible to that look."""
+    with _LOCK:
+        for ledger in _LEDGERS.values():
+            ledger.looked = ledger.reads
+
+
+def release(horizon, pending):
     """Every window closing by ``horizon`` (event time, seconds; inf at the
-    end of a run) has emitted its final pane and all it produced is written:
-    acknowledge the messages held for them (the state written first)."""
+    end of a run) has emitted its final pane and all it produced is
+    written, and no element pending downstream of the reads is stamped at
+    or before ``pending``: acknowledge the messages held for them (the
+    state written first) that were handed over before the runner looked."""
     due = []
     now = time.time()
     with _LOCK:
         for ledger in _LEDGERS.values():
             if horizon == float('inf'):
                 ledger._written()     # pylint: disable=protected-access
+                ledger.looked = ledger.reads
             elif now - ledger.acked_at < MIN_INTERVAL:
                 continue
-            ids = [m for m, (_, final, written) in ledger.held.items()
-                   if written and final <= horizon]
+            ids = [m for m, (_, final, stamped, handed)
+                   in ledger.held.items()
+                   if handed is not None and handed <= ledger.looked and
+                   final <= horizon and stamped <= pending]
             ended = horizon == float('inf') and not ledger.held.keys() - \
                 set(ids)
             if not ids and not ended:

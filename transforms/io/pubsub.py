@@ -431,15 +431,14 @@ class _PullFn(beam.DoFn):
                 else:
                     seconds = at = _attribute_time(
                         message, spec.timestamp_attribute)
-                # Final once its windows are, and never before the runner's
-                # horizon passes its own timestamp (what it produces is
-                # stamped no earlier: a late or undated record is final once
-                # its dead letter is written); a horizon taken before this
-                # read's output was committed is at most the timestamp.
-                final = max(self._final_at(seconds) if self._final_at and
-                            seconds is not None else float('-inf'),
-                            float(at) + _AFTER)
-                if not ledger.hold(message_id, item.ack_id, final):
+                # Final once its windows are and nothing it produced is
+                # pending (what it produces is stamped no earlier than it
+                # is: a late or undated record is final once its dead
+                # letter is written).
+                final = self._final_at(seconds) if self._final_at and \
+                    seconds is not None else float('-inf')
+                if not ledger.hold(message_id, item.ack_id, final,
+                                   float(at) + _AFTER):
                     self._again.inc()     # held already: read once
                     continue
                 if seconds is not None:
