@@ -386,11 +386,10 @@ def _release_final(run):
     before every step's input watermark and every element still pending
     downstream of the splittable reads (with no due or fired timer) has
     emitted its final pane and it is written; tell the Kafka and Pub/Sub
-    reads (they commit offsets, or acknowledge messages, only for records
-    final then, see transforms/io/_kafka_commits.py and _pubsub_acks.py).
-    A pending element caps the horizon at its timestamp (what it produces
-    is stamped no earlier), so a stream whose bundles never all drain still
-    commits."""
+    reads that horizon and the earliest pending timestamp (they commit
+    offsets, or acknowledge messages, only for records final then: Kafka
+    only when nothing is pending, Pub/Sub per message, see
+    transforms/io/_kafka_commits.py and _pubsub_acks.py)."""
     if not _kafka_commits.tracking():
         return
     now = time.monotonic()

@@ -132,11 +132,16 @@ def emitted(spec, partition, next_offset, newest_seconds):
 def release(horizon, pending=None):
     """Every window closing by ``horizon`` (event time, seconds; inf at the
     end of a run) has emitted its final pane and all it produced is written:
-    commit, per partition, up to the first record not yet final."""
+    commit, per partition, up to the first record not yet final, where
+    nothing is pending downstream of the reads (``pending``, the earliest
+    timestamp pending, is inf or None)."""
     due = []
     now = time.time()
+    # A Kafka checkpoint covers records it cannot date (dead letters once
+    # decoded): it is committed only when nothing is pending downstream.
+    quiet = pending is None or pending == float('inf')
     with _LOCK:
-        for ledger in _LEDGERS.values():
+        for ledger in (_LEDGERS.values() if quiet else ()):
             moved = False
             for partition, points in ledger.checkpoints.items():
                 done = [p for p in points if p[1] <= horizon]
