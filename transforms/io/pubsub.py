@@ -3,7 +3,8 @@ Google Cloud Pub/Sub as a source, and topics as a sink.
 
 As a source a subscription is read as it is; a topic is read through a
 subscription the runner makes for the job.  A stream never ends, so the job
-runs in streaming mode.  Parameters:
+runs in streaming mode (on the local runner ``stop=idle:DURATION`` ends it,
+see below).  Parameters:
 
 * ``timestamp_attribute=NAME``: the attribute holding each message's event
   time (RFC 3339 or epoch milliseconds), from which the runner estimates the
