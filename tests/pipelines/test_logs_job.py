@@ -260,7 +260,7 @@ def test_templates_keep_late_records_as_the_other_groupings_do(tmp_path):
     out = tmp_path / 'out'
     summary = run.run(logs, [
         '--streaming', '--source',
-        'synthetic://logs?events=6000&rate=20&seed=5&late=0.03',
+        'synthetic://logs?events=3000&rate=20&seed=5&late=0.03',
         '--sink', f'parquet://{out}', '--no-summary', '--templates', 'on'])
     assert summary['late_kept'] > 0 and summary['dropped_late'] == 0
     dead = read_table(out, 'dead_letter')
