@@ -93,6 +93,12 @@ UNBOUNDED_END = sys.maxsize
 # that its output moves on and its offsets are committed.
 READ_SECONDS = 1.0
 POLL_SECONDS = 0.2
+# A partition that had caught up is read again this long after at the
+# earliest: what arrives meanwhile travels as one block.  It bounds what a
+# live stream's records wait in the broker (and adds that to their
+# latency); the shorter, the more, smaller blocks (the local runner runs
+# every step after the read once per read).
+LINGER_SECONDS = 0.25
 BATCH = 1000
 # Records per poll when a poll's records travel as one block: the fewer and
 # larger the blocks, the less the runner's cost per element weighs.
@@ -335,6 +341,8 @@ _LAST_RECORD = {}
 _WATERMARKS = {}
 _PENDING_COMMITS = {}
 _RESUME = {}
+# When a partition's last read ended caught up (monotonic clock).
+_CAUGHT_UP = {}
 _BACKLOG_LOCK = threading.Lock()
 
 
@@ -460,11 +468,19 @@ class _ReadPartitionFn(beam.DoFn):
         restriction = tracker.current_restriction()
         if restriction.start >= restriction.stop:
             return
+        key = _backlog_key(spec)
+        with _BACKLOG_LOCK:
+            caught_up_at = _CAUGHT_UP.pop(key, None)
+        if caught_up_at is not None:
+            # Caught up at the end of its last read: read again LINGER_SECONDS
+            # after it at the earliest, what came meanwhile in one block.
+            pause = caught_up_at + LINGER_SECONDS - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
         consumer = self._consumer(spec)
         consumer.assign([_topic_partition(spec, restriction.start)])
         lag = spec.lag_seconds
         started = time.monotonic()
-        key = _backlog_key(spec)
         final_only = finalizer is None and self._final_at is not None
         resume = None
         if final_only:
@@ -494,11 +510,12 @@ class _ReadPartitionFn(beam.DoFn):
         # final may be anywhere in a poll), else the record timestamp.
         exact = final_only and stamp is not None
         replaying = resume is not None and not resume.complete
+        batch = BLOCK_BATCH if self._blocks else BATCH
         try:
             while True:
-                messages = consumer.consume(
-                    BLOCK_BATCH if self._blocks else BATCH,
-                    timeout=POLL_SECONDS)
+                messages, seen_high = _poll(
+                    consumer, spec, batch, next_offset
+                    if next_offset is not None else restriction.start)
                 block = _Block() if self._blocks else None
                 claimed = True
                 times = None
@@ -593,8 +610,9 @@ class _ReadPartitionFn(beam.DoFn):
                     last_record = now
                     with _BACKLOG_LOCK:
                         _LAST_RECORD[key] = (now, newest)
-                low, high = consumer.get_watermark_offsets(
+                _, high = consumer.get_watermark_offsets(
                     _topic_partition(spec), cached=True) or (0, 0)
+                high = max(high, seen_high)
                 position = next_offset if next_offset is not None \
                     else restriction.start
                 with _BACKLOG_LOCK:
@@ -622,13 +640,21 @@ class _ReadPartitionFn(beam.DoFn):
                         ahead = _most_advanced(spec)
                         if ahead is not None:
                             self._advance(watermark, float(ahead), key)
-                if now - started >= READ_SECONDS or (caught_up and
-                                                     not messages):
+                if caught_up:
+                    with _BACKLOG_LOCK:
+                        _CAUGHT_UP[key] = now
+                if now - started >= READ_SECONDS or caught_up:
                     # Checkpoint: the output moves on, offsets are committed,
-                    # and an idle partition does not keep the worker.
+                    # and a partition that has caught up does not keep the
+                    # worker (on the local runner, one thread runs the reads
+                    # and every step after them: what a read has emitted
+                    # goes on only once it returns).
                     tracker.defer_remainder()
                     return
         finally:
+            # Not fetching between reads: the next read of the partition
+            # assigns it again at its offset.
+            consumer.unassign()
             if final_only:
                 if next_offset is not None:
                     _kafka_commits.emitted(spec, spec.partition, next_offset,
@@ -710,6 +736,31 @@ class _Block:
 
     def emit(self):
         return _line_block(b'\n'.join(self.values), self.seconds)
+
+
+def _poll(consumer, spec, batch, position):
+    """``(records, end)``: the next records of the partition the consumer
+    is assigned, from ``position``, and the partition's end offset as the
+    broker last told it (-1: unknown).  Up to ``batch`` of what the
+    partition holds, as soon as they have arrived (never waiting for more
+    than it holds, so a trickle of records goes on at once rather than
+    after POLL_SECONDS); none, without waiting, where the broker says it
+    holds nothing more."""
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    partition = _topic_partition(spec)
+    _, high = consumer.get_watermark_offsets(partition, cached=True) or (0, 0)
+    if high is None or high <= position:
+        # Caught up as last seen: ask the broker (a round trip) rather than
+        # wait in a fetch for records that may not come.
+        try:
+            _, high = consumer.get_watermark_offsets(
+                partition, timeout=POLL_SECONDS, cached=False)
+        except confluent_kafka.KafkaException:
+            return consumer.consume(batch, timeout=POLL_SECONDS), -1
+    if high <= position:
+        return [], high
+    return consumer.consume(min(batch, high - position),
+                            timeout=POLL_SECONDS), high
 
 
 def _whole_block(messages, stop):
