@@ -122,3 +122,23 @@ def test_block_decoder_equals_the_reference_line_by_line():
     assert got == want
     assert sorted((d.raw, d.reason) for d in dead) == \
         sorted((d.raw, d.reason) for d in dead_ref)
+
+
+def test_a_deeply_nested_line_goes_to_the_reference_decoder():
+    """Arrow infers a struct as deep as a line's nesting, and filtering a
+    table thousands of levels deep overflowed the stack (the process died);
+    such a line goes to the reference decoder, its neighbours still take
+    the vectorised reading."""
+    nested = b'{"a":' * 3000 + b'1' + b'}' * 3000
+    lines = [GOOD % (1, 1, 200, b'2.5'), nested, GOOD % (2, 2, 503, b'1')]
+    data = b'\n'.join(lines)
+    starts, ends = columnar.line_bounds(data)
+    candidates = columnar.json_candidates(data, starts, ends, 1 << 20)
+    assert candidates.tolist() == [True, False, True]
+    decoder = BlockDecoder(make_decoder('auto'), 'decode.logs')
+    columns, dead, count = decoder.decode(data)
+    records, dead_ref = decoder.reference(lines)
+    assert count == len(records) == 2
+    assert sorted(columns.event_us.tolist()) == sorted(
+        r.event_time.micros for r in records)
+    assert [d.raw for d in dead] == [d.raw for d in dead_ref]
