@@ -64,6 +64,7 @@ import time
 import typing
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.restriction_trackers import (OffsetRange,
                                                  OffsetRestrictionTracker)
 from apache_beam.io.iobase import RestrictionProgress
@@ -527,8 +528,7 @@ class _ReadPartitionFn(beam.DoFn):
                     # published now carries today's).
                     floor = watermark.current_watermark() or MIN_TIMESTAMP
                     if exact:
-                        times = [None if m.error() is not None
-                                 else stamp(m.value()) for m in messages]
+                        times = _event_times(messages, stamp)
                 # A poll reaching back before the restart's read offset is
                 # read record by record (its already counted records are
                 # skipped, the rest still travel in one block).
@@ -572,7 +572,8 @@ class _ReadPartitionFn(beam.DoFn):
                     if final_only:
                         # None: a payload the job cannot date, a dead letter
                         # written as soon as it is decoded.
-                        event_time = times[index] if exact else seconds
+                        event_time = _dated(times[index]) if exact \
+                            else seconds
                         if replaying and offset < resume.read and (
                                 event_time is None or
                                 self._final_at(event_time) <= resume.horizon):
@@ -790,19 +791,41 @@ def _line_block(data, seconds):
 EVENT_TIME_TRIES = 8
 
 
+def _event_times(messages, event_time) -> np.ndarray:
+    """The event time of each record of a poll (float64 seconds, NaN where
+    the job cannot date it or the record is an error): the poll's values
+    read at once where ``event_time`` can (``decode.PayloadEventTime
+    .times``), else one by one."""
+    values = [None if m.error() is not None else m.value() for m in messages]
+    many = getattr(event_time, 'times', None)
+    if many is not None:
+        return many(values)
+    return np.array([np.nan if seconds is None else seconds for seconds in
+                     (None if v is None else event_time(v) for v in values)],
+                    np.float64)
+
+
+def _dated(seconds):
+    """A float event time, None for NaN (undated)."""
+    return None if seconds != seconds else float(seconds)
+
+
 def _newest_event_time(messages, event_time, times=None):
-    """The event time of a poll's last record the job can read (one of its
-    last EVENT_TIME_TRIES), or None.  A partition is read in offset order,
-    so in a time-ordered stream this is the poll's newest event time; in a
-    disordered one it errs low, which only holds windows open longer.
-    ``times``: the records' event times where already read."""
+    """The event time of a poll's last record the job can read, or None.  A
+    partition is read in offset order, so in a time-ordered stream this is
+    the poll's newest event time; in a disordered one it errs low, which
+    only holds windows open longer.  ``times``: the records' event times
+    where already read (:func:`_event_times`); else one of the poll's last
+    EVENT_TIME_TRIES records is read."""
+    if times is not None:
+        dated = np.flatnonzero(~np.isnan(times))
+        return float(times[dated[-1]]) if dated.size else None
     tried = 0
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
         if message.error() is not None:
             continue
-        seconds = times[index] if times is not None \
-            else event_time(message.value())
+        seconds = event_time(message.value())
         if seconds is not None:
             return seconds
         tried += 1
@@ -812,8 +835,13 @@ def _newest_event_time(messages, event_time, times=None):
 
 
 def _max_time(newest, times):
-    """``newest`` and the event times in ``times`` (None: undated), the
-    greatest, or None."""
+    """``newest`` and the event times in ``times`` (None or NaN: undated),
+    the greatest, or None."""
+    if isinstance(times, np.ndarray):
+        if times.size == 0 or np.isnan(times).all():
+            return newest
+        greatest = float(np.nanmax(times))
+        return greatest if newest is None else max(newest, greatest)
     for seconds in times:
         if seconds is not None and (newest is None or seconds > newest):
             newest = seconds
