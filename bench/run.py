@@ -7,6 +7,8 @@ CPU-second on a live Kafka stream over the better peer's, Bytewax or Quix
 Streams; see bench/live_bench.py).
 
     python bench/run.py [--events N] [--memory-events M] [--live-events L]
+    python bench/run.py --only live      # the live Kafka rows alone
+    python bench/run.py --only latency   # the paced end-to-end latency
 """
 import argparse
 import datetime
