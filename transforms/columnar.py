@@ -38,10 +38,9 @@ NEWLINE = 10
 RFC3339 = (r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?'
            r'(Z|[+-]\d{2}:\d{2})$')
 OPEN_BRACE = ord('{')
-OPEN_BRACKET = ord('[')
-# A JSON line with more '{' and '[' than this is read by the reference
-# decoder (see json_candidates).
-MAX_JSON_BRACKETS = 64
+# Lines whose objects and arrays Arrow reads as types nested deeper than
+# this go to the reference decoder (see json_block).
+MAX_JSON_DEPTH = 32
 _ROW = re.compile(r'\bin row (\d+)')
 
 
@@ -98,8 +97,7 @@ def utf8_invalid_lines(data: bytes, starts, ends) -> np.ndarray:
 
 def json_candidates(data: bytes, starts, ends, max_bytes: int) -> np.ndarray:
     """Boolean mask of lines worth giving to the JSON reader: they start with
-    '{', are within the size limit, are valid UTF-8 and open at most
-    MAX_JSON_BRACKETS objects and arrays."""
+    '{', are within the size limit and are valid UTF-8."""
     if len(starts) == 0:
         return np.zeros(0, bool)
     raw = np.frombuffer(data, np.uint8)
@@ -109,13 +107,25 @@ def json_candidates(data: bytes, starts, ends, max_bytes: int) -> np.ndarray:
     first[nonempty] = raw[starts[nonempty]]
     mask = (first == OPEN_BRACE) & (lengths <= max_bytes)
     mask[utf8_invalid_lines(data, starts, ends)] = False
-    # Deeply nested lines go to the reference decoder: Arrow infers a
-    # struct as deep as the nesting, and filtering a table with thousands
-    # of levels overflows the stack (a segmentation fault, not an error).
-    opening = np.flatnonzero((raw == OPEN_BRACE) | (raw == OPEN_BRACKET))
-    brackets = np.searchsorted(opening, ends) - np.searchsorted(opening, starts)
-    mask &= brackets <= MAX_JSON_BRACKETS
     return mask
+
+
+def _too_deep(schema: pa.Schema, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a type of the schema nests structs and lists deeper than
+    ``limit`` (looked at without recursion: the nesting may be thousands
+    of levels deep)."""
+    pending = [(field.type, 1) for field in schema]
+    while pending:
+        type_, depth = pending.pop()
+        if depth > limit:
+            return True
+        if pa.types.is_struct(type_):
+            pending += [(type_.field(i).type, depth + 1)
+                        for i in range(type_.num_fields)]
+        elif pa.types.is_list(type_) or pa.types.is_large_list(type_) or \
+                pa.types.is_fixed_size_list(type_):
+            pending.append((type_.value_type, depth + 1))
+    return False
 
 
 def _runs(indices: np.ndarray):
@@ -172,6 +182,12 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
                     continue
                 return bisect(lo, hi)
             if table.num_rows != hi - lo:     # the reader skipped something
+                return bisect(lo, hi)
+            if _too_deep(table.schema):
+                # Arrow infers a struct as deep as a line's nesting, and
+                # filtering a table thousands of levels deep overflows the
+                # stack (the process dies): such lines go to the reference
+                # decoder, found by halving.
                 return bisect(lo, hi)
             segments.append(JsonSegment(lines[lo:hi], table))
             return None
