@@ -57,6 +57,18 @@ the GroupByKey without a trace.  In a grouping step labelled
 input watermark, same place) emits them instead, as a ``LateRecords`` value
 in their window, which ``AggregatePerKey`` turns into dead letters.
 
+Latency on a live stream: the runner's single worker takes its queue in
+order, and its monitor schedules a bundle's consumers only at its next
+round; a splittable read's continuation, queued at once, made every step
+after it wait a whole round of reads, so a record crossed a job's dozen
+steps at one step per round (tens of seconds).  A read's continuation now
+waits while the steps after it have work queued (at most
+READ_HOLD_SECONDS).  A due timer is handed out once until its bundle has
+run (Beam handed it out at every round: an early firing twice, two equal
+panes), the stall check only looks at timers, and the checkpoint timer
+Beam starts for each splittable invocation is cancelled when it ends (left
+running, it split a later invocation at a random point).
+
 All fixes are idempotent and touch nothing else.
 """
 import threading

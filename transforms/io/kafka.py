@@ -45,6 +45,13 @@ watermark estimator back, the reader tells its watermark through
 ``local_watermark`` (see pipelines/local_runner.py), so an unbounded read
 closes windows there too as its watermark passes them.
 
+A read polls for the records the partition holds and no more (it asks the
+broker for the partition's end when it has caught up, rather than wait in
+an empty fetch), ends once it has caught up, and unassigns the partition:
+on the local runner the steps after the read run before the next one, so
+a live stream's records reach the sinks within a poll.  A partition that
+had caught up is read again LINGER_SECONDS later at the earliest.
+
 With ``--kafka_io=xlang`` Beam's Java ``ReadFromKafka`` / ``WriteToKafka`` are
 used instead; they need a runner with a Java expansion service (Dataflow,
 Flink with Java available).
