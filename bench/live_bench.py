@@ -387,100 +387,118 @@ def _run(cmd, broker_pgid, timeout):
     return out
 
 
-def run_all(events, timeout=600):
-    """The live rows: {system: measurements}, for ``events`` records."""
-    from bench import core_bench  # pylint: disable=import-outside-toplevel
+def run_all(events, timeout=600, parts=('live', 'latency')):
+    """The live rows: {system: measurements}, for ``events`` records;
+    ``parts``: 'live' (the core aggregation against the peers, the whole
+    logs job beside it) and 'latency' (the paced end-to-end latency)."""
     from pipelines.local_servers import KafkaBroker  # pylint: disable=import-outside-toplevel
-    python = peers_python()
-    path = core_bench.make_input(events)
-    oracle, last_start = expected(path)
-    groups = sum(1 for k in oracle if k[1] < last_start)
     workdir = common.OUT / 'live-broker'
     shutil.rmtree(workdir, ignore_errors=True)      # a topic of its own
     broker = KafkaBroker(workdir)
     broker.server.start()
     rows = {}
     try:
-        topic = f'core-{events}'
-        n = fill_topic(broker.brokers, topic, path)
         pgid = os.getpgid(broker.server.process.pid)
-        runs = [
-            ('this project (local runner, stop=never)',
-             [sys.executable, __file__, '--child', 'ours']),
-            (f'Bytewax {PEERS["bytewax"]} (read to the end)',
-             [python, str(common.BENCH / 'live_peers.py'), 'bytewax']),
-            (f'Quix Streams {PEERS["quixstreams"]} (endless)',
-             [python, str(common.BENCH / 'live_peers.py'), 'quixstreams']),
-        ]
-        for i, (name, cmd) in enumerate(runs):
-            print(f'  live Kafka: {name} ...', flush=True)
-            output = common.OUT / f'live-{i}.jsonl'
-            measured = _run(cmd + [broker.brokers, topic, f'bench-{i}-{time.time_ns()}',
-                                   str(output), str(groups), str(last_start)],
-                            pgid, timeout)
-            with open(output, encoding='utf-8') as f:
-                found = [json.loads(line) for line in f]
-            measured['groups'] = check(found, oracle, last_start)
-            measured['events'] = n
-            rows[name] = measured
-        # The whole logs job beside it, on the logs benchmark's lines.
-        logs_path = common.logs_input(events)
-        counts = logs_counts(logs_path)
-        logs_last = max(w for _, w in counts)
-        logs_groups = sum(1 for (_, w), c in counts.items()
-                          if w < logs_last and c)
-        n = fill_topic(broker.brokers, f'logs-{events}', logs_path,
-                       'service', 'timestamp')
-        name = 'logs job, whole (local runner, stop=never, early firings)'
-        print(f'  live Kafka: {name} ...', flush=True)
-        output = common.OUT / 'live-logs.jsonl'
-        measured = _run([sys.executable, __file__, '--child', 'logs',
-                         broker.brokers, f'logs-{events}',
-                         f'bench-logs-{time.time_ns()}', str(output),
-                         str(logs_groups), str(logs_last)], pgid, timeout)
-        with open(output, encoding='utf-8') as f:
-            found = [json.loads(line) for line in f]
-        measured['groups'] = check_counts(found, counts, logs_last)
-        measured['events'] = n
-        rows[name] = measured
-        print('  live Kafka: latency of the logs job at a paced rate ...',
-              flush=True)
-        rows[LATENCY] = paced_latency(broker.brokers, pgid)
+        if 'live' in parts:
+            rows.update(_throughput(broker, pgid, events, timeout))
+        if 'latency' in parts:
+            print('  live Kafka: latency of the logs job at a paced rate ...',
+                  flush=True)
+            rows[LATENCY] = paced_latency(broker.brokers, pgid)
     finally:
         broker.server.stop()
     return rows
 
 
+def _throughput(broker, pgid, events, timeout):
+    """The core aggregation by this project and the peers, and the whole
+    logs job, each from the start of a topic of ``events`` records."""
+    from bench import core_bench  # pylint: disable=import-outside-toplevel
+    python = peers_python()
+    path = core_bench.make_input(events)
+    oracle, last_start = expected(path)
+    groups = sum(1 for k in oracle if k[1] < last_start)
+    rows = {}
+    topic = f'core-{events}'
+    n = fill_topic(broker.brokers, topic, path)
+    runs = [
+        ('this project (local runner, stop=never)',
+         [sys.executable, __file__, '--child', 'ours']),
+        (f'Bytewax {PEERS["bytewax"]} (read to the end)',
+         [python, str(common.BENCH / 'live_peers.py'), 'bytewax']),
+        (f'Quix Streams {PEERS["quixstreams"]} (endless)',
+         [python, str(common.BENCH / 'live_peers.py'), 'quixstreams']),
+    ]
+    for i, (name, cmd) in enumerate(runs):
+        print(f'  live Kafka: {name} ...', flush=True)
+        output = common.OUT / f'live-{i}.jsonl'
+        measured = _run(cmd + [broker.brokers, topic,
+                               f'bench-{i}-{time.time_ns()}',
+                               str(output), str(groups), str(last_start)],
+                        pgid, timeout)
+        with open(output, encoding='utf-8') as f:
+            found = [json.loads(line) for line in f]
+        measured['groups'] = check(found, oracle, last_start)
+        measured['events'] = n
+        rows[name] = measured
+    # The whole logs job beside it, on the logs benchmark's lines.
+    logs_path = common.logs_input(events)
+    counts = logs_counts(logs_path)
+    logs_last = max(w for _, w in counts)
+    logs_groups = sum(1 for (_, w), c in counts.items()
+                      if w < logs_last and c)
+    n = fill_topic(broker.brokers, f'logs-{events}', logs_path,
+                   'service', 'timestamp')
+    name = 'logs job, whole (local runner, stop=never, early firings)'
+    print(f'  live Kafka: {name} ...', flush=True)
+    output = common.OUT / 'live-logs.jsonl'
+    measured = _run([sys.executable, __file__, '--child', 'logs',
+                     broker.brokers, f'logs-{events}',
+                     f'bench-logs-{time.time_ns()}', str(output),
+                     str(logs_groups), str(logs_last)], pgid, timeout)
+    with open(output, encoding='utf-8') as f:
+        found = [json.loads(line) for line in f]
+    measured['groups'] = check_counts(found, counts, logs_last)
+    measured['events'] = n
+    rows[name] = measured
+    return rows
+
+
 def table(rows):
+    """Markdown lines of the live rows (those measured), and the min ratio
+    to the peers (None without them)."""
     rows = dict(rows)
     latency = rows.pop(LATENCY, None)
-    ours = next(v for k, v in rows.items() if k.startswith('this project'))
-    rate = ours['events'] / ours['cpu_s']
-    lines = ['| live Kafka, core aggregation | events | ev/s/core | ratio of '
-             'ours to it | wall s | peak MiB | broker CPU s per 1M records | '
-             'agreement |', '|---|---|---|---|---|---|---|---|']
-    ratios = []
-    for name, r in rows.items():
-        r_rate = r['events'] / r['cpu_s']
-        ratio = rate / r_rate
-        peer = not name.startswith(('this project', 'logs job'))
-        if peer:
-            ratios.append(ratio)
-        lines.append(
-            f'| {name} | {r["events"]:,} | {r_rate:,.0f} | '
-            f'{f"{ratio:.2f}" if peer else "-"} | {r["wall_s"]:.1f} | '
-            f'{r["peak_mib"]:.0f} | '
-            f'{r["broker_cpu_s"] * 1e6 / r["events"]:.1f} | '
-            f'{r["groups"]} groups agree with numpy'
-            f'{" (counts)" if name.startswith("logs job") else ""} |')
+    lines, ratios = [], []
+    ours = next((v for k, v in rows.items()
+                 if k.startswith('this project')), None)
+    if ours:
+        rate = ours['events'] / ours['cpu_s']
+        lines += ['| live Kafka, core aggregation | events | ev/s/core | '
+                  'ratio of ours to it | wall s | peak MiB | broker CPU s per '
+                  '1M records | agreement |', '|---|---|---|---|---|---|---|---|']
+        for name, r in rows.items():
+            r_rate = r['events'] / r['cpu_s']
+            ratio = rate / r_rate
+            peer = not name.startswith(('this project', 'logs job'))
+            if peer:
+                ratios.append(ratio)
+            lines.append(
+                f'| {name} | {r["events"]:,} | {r_rate:,.0f} | '
+                f'{f"{ratio:.2f}" if peer else "-"} | {r["wall_s"]:.1f} | '
+                f'{r["peak_mib"]:.0f} | '
+                f'{r["broker_cpu_s"] * 1e6 / r["events"]:.1f} | '
+                f'{r["groups"]} groups agree with numpy'
+                f'{" (counts)" if name.startswith("logs job") else ""} |')
     if latency:
-        lines += ['', f'End to end (the logs job, its default trigger with '
-                  f'early firings every 10 s, a current-dated stream paced at '
-                  f'{latency["rate"]} records/s, {latency["records"]:,} '
-                  f'records): from a record\'s append to the broker to the '
-                  f'written pane that first includes it, p50 '
-                  f'{latency["p50_s"]:.1f} s, p99 {latency["p99_s"]:.1f} s.']
-    return lines, min(ratios)
+        lines += ([''] if lines else []) + [
+            f'End to end (the logs job, its default trigger with '
+            f'early firings every 10 s, a current-dated stream paced at '
+            f'{latency["rate"]} records/s, {latency["records"]:,} '
+            f'records): from a record\'s append to the broker to the '
+            f'written pane that first includes it, p50 '
+            f'{latency["p50_s"]:.1f} s, p99 {latency["p99_s"]:.1f} s.']
+    return lines, min(ratios, default=None)
 
 
 if __name__ == '__main__' and len(sys.argv) > 2 and sys.argv[1] == '--child':

@@ -57,6 +57,18 @@ the GroupByKey without a trace.  In a grouping step labelled
 input watermark, same place) emits them instead, as a ``LateRecords`` value
 in their window, which ``AggregatePerKey`` turns into dead letters.
 
+Latency on a live stream: the runner's single worker takes its queue in
+order, and its monitor schedules a bundle's consumers only at its next
+round; a splittable read's continuation, queued at once, made every step
+after it wait a whole round of reads, so a record crossed a job's dozen
+steps at one step per round (tens of seconds).  A read's continuation now
+waits while the steps after it have work queued (at most
+READ_HOLD_SECONDS).  A due timer is handed out once until its bundle has
+run (Beam handed it out at every round: an early firing twice, two equal
+panes), the stall check only looks at timers, and the checkpoint timer
+Beam starts for each splittable invocation is cancelled when it ends (left
+running, it split a later invocation at a random point).
+
 All fixes are idempotent and touch nothing else.
 """
 import threading
@@ -68,6 +80,7 @@ from apache_beam.runners.direct import direct_runner
 from apache_beam.runners.direct import executor
 from apache_beam.runners.direct import sdf_direct_runner
 from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.direct.util import TimerFiring
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import (PaneInfo, PaneInfoTiming,
@@ -82,6 +95,7 @@ _INSTALLED = '_realtime_pipelines_fresh_sampler'
 
 
 def install():
+    _install_timer_firing()
     _install_stall_check()
     _install_pane_timing()
     _install_late_firing_watermark()
@@ -116,7 +130,7 @@ def _install_sdf_fix():
 
     def invoke_process_element(self, *args, **kwargs):
         outputs = original_invoke(self, *args, **kwargs)
-        _SDF.capturing, _SDF.tracker = True, None
+        _SDF.capturing, _SDF.tracker, _SDF.timer = True, None, None
         try:
             for output in outputs:
                 if isinstance(output, invoker_class.Result):
@@ -130,13 +144,34 @@ def _install_sdf_fix():
                         original_check(tracker)
                 yield output
         finally:
-            _SDF.capturing, _SDF.tracker = False, None
+            if getattr(_SDF, 'timer', None) is not None:
+                # The invocation is over: its checkpoint timer must not
+                # split the next one's restriction.
+                _SDF.timer.cancel()
+            _SDF.capturing, _SDF.tracker, _SDF.timer = False, None, None
 
     tracker_class.__init__ = init
+    sdf_direct_runner.Timer = _CheckpointTimer
     tracker_class.check_done = check_done
     setattr(invoke_process_element, _INSTALLED, True)
     invoker_class.invoke_process_element = invoke_process_element
     _install_sdf_watermark_hold()
+
+
+class _CheckpointTimer(threading.Timer):
+    """The timer with which the runner checkpoints a splittable DoFn's
+    invocation after a second, known to the invocation that starts it.
+
+    Beam's invoker starts one per invocation and never cancels it; the
+    invoker is shared by every invocation of the step, so a timer left
+    from a short invocation (a Kafka read that has caught up returns in
+    milliseconds) splits whichever invocation runs a second later, at a
+    random point.  Its invocation cancels it when it ends
+    (``invoke_process_element`` above)."""
+
+    def start(self):
+        _SDF.timer = self
+        super().start()
 
 
 def _install_sdf_watermark_hold():
@@ -341,6 +376,103 @@ def _install_keep_late():
 
     setattr(start_bundle, _INSTALLED, True)
     evaluator.start_bundle = start_bundle
+
+
+# While the steps after a splittable read have work queued, the read's next
+# invocation waits for them, at most this long.
+READ_HOLD_SECONDS = 1.0
+_HELD_SINCE = '_realtime_pipelines_reads_held_since'
+
+
+def _install_timer_firing():
+    monitor = executor._ExecutorServiceParallelExecutor._MonitorTask  # pylint: disable=protected-access
+    if getattr(monitor._fire_timers, _INSTALLED, False):  # pylint: disable=protected-access
+        return
+
+    def extract_all_timers(self):
+        # What the stall check asks: it only looks (Beam's version marks
+        # the due timers as handed out although nothing delivers them).
+        timers, realtime, _ = _due_timers(self, record=False)
+        return timers, realtime
+
+    def fire_timers(self):
+        run = self._executor  # pylint: disable=protected-access
+        manager = run.evaluation_context._watermark_manager  # pylint: disable=protected-access
+        busy = bool(run.transform_executor_services.executors)
+        now = time.monotonic()
+        since = getattr(run, _HELD_SINCE, None)
+        hold = busy and (since is None or now - since < READ_HOLD_SECONDS)
+        fired, _, held = _due_timers(manager, record=True, hold_reads=hold)
+        setattr(run, _HELD_SINCE, (since or now) if held else None)
+        for applied_ptransform, timers in fired:
+            empty_bundle = run.evaluation_context.create_empty_committed_bundle(
+                applied_ptransform.inputs[0])
+            run.schedule_consumption(
+                applied_ptransform, empty_bundle, timers,
+                executor._CompletionCallback(  # pylint: disable=protected-access
+                    run.evaluation_context, run.all_updates,
+                    timer_firings=timers))
+        return bool(fired)
+
+    WatermarkManager.extract_all_timers = extract_all_timers
+    setattr(fire_timers, _INSTALLED, True)
+    monitor._fire_timers = fire_timers  # pylint: disable=protected-access
+
+
+def _due_timers(manager, record, hold_reads=False):
+    """Beam's ``extract_all_timers``: the due timers of each step, and
+    whether a real-time timer is set in a step not done; and whether the
+    continuations of splittable reads were held back (``hold_reads``).
+
+    Processing-time timers: Beam hands a due timer out at every look until
+    its bundle has run and cleared it.  The monitor looks once per round of
+    the runner's queue, and a step that runs one bundle at a time (a
+    grouping) may not have run it by then: the timer fired twice, and an
+    early firing gave two equal panes.  A timer handed out and not yet
+    delivered is now handed out once (``record``: the monitor's look).
+
+    Reads first, steps after them last: the runner's single worker takes
+    its queue in order and the monitor schedules a bundle's consumers only
+    at its next round, after whatever was queued meanwhile.  A splittable
+    read's next invocation (its continuation timer) queued at once made
+    every step after it wait for a whole round of reads: a record crossed
+    the job's dozen steps at one step per round, tens of seconds on a live
+    stream.  With ``hold_reads`` (work is queued) it waits instead, at most
+    READ_HOLD_SECONDS, so a poll's records reach the sinks before the next
+    poll, and the next poll gathers what came meanwhile."""
+    all_timers, realtime, held = [], False, False
+    for transform, marks in manager._transform_to_watermarks.items():  # pylint: disable=protected-access
+        read = isinstance(transform.transform, sdf_direct_runner.ProcessElements)
+        with marks._lock:  # pylint: disable=protected-access
+            known = {_timer_id(t) for t in marks._fired_timers}  # pylint: disable=protected-access
+            fired = []
+            clock = marks._clock.time()  # pylint: disable=protected-access
+            for key, state in marks._keyed_states.items():  # pylint: disable=protected-access
+                timers, had_realtime = state.get_timers(
+                    watermark=marks._input_watermark,  # pylint: disable=protected-access
+                    processing_time=clock)
+                if had_realtime and marks._output_watermark < \
+                        WatermarkManager.WATERMARK_POS_INF:  # pylint: disable=protected-access
+                    realtime = True
+                for window, (name, domain, stamp, tag) in timers:
+                    if (key, window, name, domain, stamp, tag) not in known:
+                        fired.append(TimerFiring(key, window, name, domain,
+                                                 stamp, dynamic_timer_tag=tag))
+            if not fired:
+                continue
+            if read and hold_reads:
+                held = True
+                continue
+            if record:
+                marks._fired_timers.update(fired)  # pylint: disable=protected-access
+        fired.sort(key=lambda firing: firing.timestamp)
+        all_timers.append((transform, fired))
+    return all_timers, realtime, held
+
+
+def _timer_id(firing):
+    return (firing.encoded_key, firing.window, firing.name,
+            firing.time_domain, firing.timestamp, firing.dynamic_timer_tag)
 
 
 class LocalRunnerStall(RuntimeError):

@@ -29,6 +29,7 @@ from transforms.decode import Decode, PayloadEventTime
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.logs import decoders, line_formats, template_mining
 from transforms.logs.columnar import BlockDecoder, log_partials_fn
+from transforms.logs.columnar import event_times as log_event_times
 from transforms.logs.records import LogRecord
 from transforms.logs.stats import (LogStatsFn, ServiceStats, stats_count,
                                    to_service_stats)
@@ -188,9 +189,14 @@ def build(pipeline, args, context):
     decoder = decoders.make_decoder(
         args.log_format, args.default_service, args.syslog_year,
         args.timezone, args.log_pattern, args.time_format)
-    # The source's watermark follows the event times this decoder reads.
+    json_fast = args.log_pattern is None and args.log_format in ('auto',
+                                                                 'json')
+    # The source's watermark follows the event times this decoder reads
+    # (a block's JSON lines read at once, as the fast path reads them).
     source = io.open_source(args.source, context._replace(
-        event_time=PayloadEventTime(decoder, args.max_record_bytes)))
+        event_time=PayloadEventTime(
+            decoder, args.max_record_bytes,
+            log_event_times(args.max_record_bytes) if json_fast else None)))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
     rules = [
@@ -214,8 +220,7 @@ def build(pipeline, args, context):
                    | 'DecodePartials' >> beam.ParDo(log_partials_fn(
                        BlockDecoder(decoder, 'decode.logs', args.source,
                                     args.max_record_bytes,
-                                    json_fast=args.log_pattern is None and
-                                    args.log_format in ('auto', 'json')),
+                                    json_fast=json_fast),
                        window, JOB, DEFAULT_K, window_in_key=bounded))
                    .with_outputs(deadletter.DEAD, main=deadletter.OK))
         keyed = decoded.ok if bounded else \

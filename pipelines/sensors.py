@@ -24,10 +24,11 @@ from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import Decode
+from transforms.decode import Decode, PayloadEventTime
 from transforms.sensors import calibration, decoders
 from transforms.sensors.columnar import (READINGS, BlockDecoder,
                                         SensorPartials, SensorPartialsFn)
+from transforms.sensors.columnar import event_times as reading_event_times
 from transforms.sensors.detectors import DetectIncidents, DetectorConfig
 from transforms.sensors.records import Incident, SensorStats
 from transforms.sensors.stats import (SensorStatsFn, stats_count,
@@ -180,7 +181,15 @@ def build(pipeline, args, context):
         raise ValueError('argument --calibration_refresh: must be > 0')
     live = context.streaming and io.unbounded(args.source) and \
         args.calibration is not None
-    source = io.open_source(args.source, context)
+    json_fast = args.reading_format in ('auto', 'json')
+    # The source's watermark follows the event times the decoder reads
+    # (a block's JSON lines read at once, as the fast path reads them).
+    source = io.open_source(args.source, context._replace(
+        event_time=PayloadEventTime(
+            decoders.make_decoder(args.reading_format),
+            args.max_record_bytes,
+            reading_event_times(args.max_record_bytes) if json_fast
+            else None)))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
 
@@ -200,8 +209,7 @@ def build(pipeline, args, context):
                            BlockDecoder(decoders.make_decoder(
                                args.reading_format), 'decode.sensors',
                                args.source, args.max_record_bytes,
-                               json_fast=args.reading_format in ('auto',
-                                                                 'json')),
+                               json_fast=json_fast),
                            SensorPartials(window, DEFAULT_K,
                                           readings=args.anomalies == 'on'),
                            JOB,

@@ -26,6 +26,7 @@ from transforms.market import decoders
 from transforms.market.anomalies import (Anomaly, FlagPrices, GapDetector,
                                          PriceAnomalies)
 from transforms.market.columnar import PRICES, BlockDecoder, TradePartials
+from transforms.market.columnar import event_times as trade_event_times
 from transforms.market.bars import Bar, BarsFn, bar_count, to_bar
 
 JOB = 'trades'
@@ -97,9 +98,14 @@ def build(pipeline, args, context):
     ineligible = [c.strip() for c in args.ineligible_conditions.split(',')
                   if c.strip()]
     decoder = decoders.make_decoder(args.trade_format)
-    # The source's watermark follows the event times this decoder reads.
+    json_fast = args.trade_format in ('auto', 'json')
+    # The source's watermark follows the event times this decoder reads
+    # (a block's JSON lines read at once, as the fast path reads them).
     source = io.open_source(args.source, context._replace(
-        event_time=PayloadEventTime(decoder, args.max_record_bytes)))
+        event_time=PayloadEventTime(
+            decoder, args.max_record_bytes,
+            trade_event_times(args.max_record_bytes) if json_fast
+            else None)))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
 
@@ -116,8 +122,7 @@ def build(pipeline, args, context):
                    | 'DecodePartials' >> beam.ParDo(columnar.PartialsFn(
                        BlockDecoder(decoder, 'decode.trades', ineligible,
                                     args.source, args.max_record_bytes,
-                                    json_fast=args.trade_format in (
-                                        'auto', 'json')),
+                                    json_fast=json_fast),
                        TradePartials(window, anomaly_window), JOB,
                        window_in_key=bounded)).with_outputs(
                            deadletter.DEAD, PRICES, main=deadletter.OK))

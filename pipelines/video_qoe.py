@@ -22,9 +22,10 @@ from pipelines.options import (JobOptions, fraction, non_negative_int,
 from transforms import deadletter, io, privacy, windows
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import Decode
+from transforms.decode import Decode, PayloadEventTime
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.video import decoders
+from transforms.video.cmcd_columnar import EventTimes
 from transforms.video.columnar import BlockFragmentsFn, SessionsAndRollupsFn
 from transforms.video.rollups import (Rollup, RollupFn, SessionTimeline,
                                       by_dimension, rollup_count, rollup_key,
@@ -103,7 +104,14 @@ def build(pipeline, args, context):
     if rollup_window.kind == 'session':
         raise ValueError('argument --rollup_window: fixed or sliding only')
     trigger = windows.parse_trigger(args.trigger).for_mode(context.streaming)
-    source = io.open_source(args.source, context)
+    decoder = decoders.make_decoder(args.cmcd_format)
+    json_fast = args.cmcd_format in ('auto', 'json')
+    # The source's watermark follows the event times the decoder reads
+    # (a block's canonical lines read at once, as the fast path reads them).
+    source = io.open_source(args.source, context._replace(
+        event_time=PayloadEventTime(
+            decoder, args.max_record_bytes,
+            EventTimes(args.max_record_bytes) if json_fast else None)))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
     rules = [
@@ -115,7 +123,6 @@ def build(pipeline, args, context):
              'active_sessions'),
     ]
 
-    decoder = decoders.make_decoder(args.cmcd_format)
     dead = None
     blocks = source.blocks() if (args.execution == 'columnar'
                                  and not context.streaming) else None
@@ -127,7 +134,7 @@ def build(pipeline, args, context):
                    | 'DecodeFragments' >> beam.ParDo(BlockFragmentsFn(
                        decoder, 'decode.video', JOB, args.source,
                        args.max_record_bytes,
-                       json_fast=args.cmcd_format in ('auto', 'json')))
+                       json_fast=json_fast))
                    .with_output_types(typing.Tuple[str, typing.Any])
                    .with_outputs(
                            deadletter.DEAD, main=deadletter.OK))

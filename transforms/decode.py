@@ -18,6 +18,8 @@ The format parsers themselves (JSON lines, nginx/Apache combined, syslog) live i
 """
 import typing
 
+import numpy as np
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
@@ -163,15 +165,27 @@ class Decode(beam.PTransform):
             deadletter.DEAD, main=deadletter.OK)
 
 
+# Fewer payloads than this are read one by one: a vectorised reading costs
+# about a millisecond whatever the block's size (Arrow's JSON reader), about
+# what a hundred payloads read one by one cost.
+MIN_BLOCK_LINES = 128
+
+
 class PayloadEventTime:
     """``payload -> event time in seconds`` (None for a payload the decoder
     refuses): the event time a job takes from a record, for a source whose
     watermark must follow it (a Kafka record's own timestamp may be when it
-    was published, not when it happened).  Picklable."""
+    was published, not when it happened).  ``times(payloads)`` reads many
+    at once: where the job gives ``block_times`` (``(data, starts, ends) ->
+    (seconds, read)``, e.g. ``columnar.JsonEventTimes``: the lines its
+    vectorised reading reads exactly as the decoder), the payloads as one
+    block, the lines it does not read one by one.  Picklable."""
 
-    def __init__(self, decoder, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, decoder, max_bytes: int = DEFAULT_MAX_BYTES,
+                 block_times=None):
         self._decoder = decoder
         self._max_bytes = max_bytes
+        self._block_times = block_times
 
     def __call__(self, raw) -> typing.Optional[float]:
         if raw is None or len(raw) > self._max_bytes:
@@ -184,3 +198,30 @@ class PayloadEventTime:
         if not MIN_EVENT_TIME <= event_time <= MAX_EVENT_TIME:
             return None
         return float(event_time)
+
+    def times(self, payloads) -> np.ndarray:
+        """The event time of each payload (float64 seconds; NaN where
+        ``self(payload)`` is None), equal to ``self(payload)``."""
+        out = np.full(len(payloads), np.nan)
+        rest = range(len(payloads))
+        if self._block_times is not None and \
+                len(payloads) >= MIN_BLOCK_LINES:
+            block = [i for i, raw in enumerate(payloads)
+                     if isinstance(raw, bytes) and b'\n' not in raw]
+            if block:
+                lengths = np.fromiter((len(payloads[i]) for i in block),
+                                      np.int64, len(block))
+                starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+                seconds, read = self._block_times(
+                    b'\n'.join([payloads[i] for i in block]), starts,
+                    starts + lengths)
+                block = np.asarray(block, np.int64)
+                out[block[read]] = seconds[read]
+                unread = np.ones(len(payloads), bool)
+                unread[block[read]] = False
+                rest = np.flatnonzero(unread).tolist()
+        for i in rest:
+            seconds = self(payloads[i])
+            if seconds is not None:
+                out[i] = seconds
+        return out

@@ -123,6 +123,12 @@ class BlockDecoder:
             concat=Columns.concat)
 
 
+def event_times(max_bytes=DEFAULT_MAX_BYTES) -> columnar.JsonEventTimes:
+    """The event times of a block's lines that this fast path reads (see
+    ``decode.PayloadEventTime``)."""
+    return columnar.JsonEventTimes(SCHEMA, 'ts', _accepted_rows, max_bytes)
+
+
 class KeyedPartials:
     """Columns -> (key, start, end, latest, Moments) per (key, window)."""
 

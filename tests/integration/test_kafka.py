@@ -3,6 +3,7 @@ started by the tests on a loopback port."""
 import itertools
 
 import apache_beam as beam
+import numpy as np
 import orjson
 import pyarrow.dataset as ds
 import pytest
@@ -495,3 +496,92 @@ def test_a_restart_skips_by_payload_event_time_and_splits_a_block_at_the_read_of
     replayed = result.metrics().query(MetricsFilter().with_name(
         'filtered.replayed_final'))['counters']
     assert sum(c.committed for c in replayed) == 120
+
+
+# ---------------------------------------------------------- a live stream's latency
+
+# What a loaded CI machine may add to a pane's latency beyond the goal.
+LATENCY_TOLERANCE = 3.0
+
+
+def _pane_files(directory):
+    """(window start, window end, pane timing, written at) of each file of
+    the service_stats table."""
+    import datetime
+    import pathlib
+    found = []
+    for path in pathlib.Path(directory, 'service_stats').glob('*/*.parquet'):
+        start, end = (datetime.datetime.strptime(
+            stamp, '%Y%m%dT%H%M%SZ').replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+            for stamp in path.parent.name.split('_'))
+        timing = path.name.split('-')[2]
+        found.append((start, end, timing, path.stat().st_mtime))
+    return found
+
+
+def test_a_paced_live_stream_gets_early_panes_and_prompt_on_time_panes(
+        kafka, tmp_path):
+    """Records dated now, 50 a second over 4 partitions, 6 s windows with
+    early firings every 2 s and a 1 s watermark lag: while a window is
+    open its EARLY panes are written, and its ON_TIME pane is written
+    within the watermark lag + 2 s (+ LATENCY_TOLERANCE) of the arrival of
+    the record that closes it (the first of the next window)."""
+    import threading
+    import time
+    import confluent_kafka
+    topic = fresh(kafka)
+    lag, window, seconds, rate = 1.0, 6.0, 15.0, 50
+    result, _, _ = run.start(logs, [
+        '--source', f'kafka://{kafka.brokers}/{topic}?group=paced'
+                    f'&watermark_lag=1s', '--window', 'fixed:6s',
+        '--trigger', 'early=2s', '--sink', f'parquet://{tmp_path}/live'])
+    arrived = []                  # (event time, acknowledged by the broker)
+    producer = confluent_kafka.Producer({'bootstrap.servers': kafka.brokers,
+                                         'linger.ms': 5})
+    try:
+        time.sleep(3)             # the job's reads have started
+        began = time.time()
+        for i in range(int(seconds * rate)):
+            pause = began + i / rate - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            now = time.time()
+            producer.produce(
+                topic, partition=i % 4, timestamp=int(now * 1000),
+                value=orjson.dumps({
+                    'timestamp': _rfc3339(now), 'service': f'svc{i % 5}',
+                    'level': 'INFO', 'status': 200, 'latency_ms': 5.0}),
+                on_delivery=lambda err, _m, t=now: arrived.append(
+                    (t, time.time())) if err is None else None)
+            producer.poll(0)
+        assert producer.flush(10) == 0
+        ended = time.time()
+        time.sleep(lag + 2 + LATENCY_TOLERANCE)
+        assert str(result.state).endswith('RUNNING')
+    finally:
+        result.cancel()
+    panes = _pane_files(tmp_path / 'live')
+    # Windows the stream covers whole, closed by its records (not by the
+    # clock once it has stopped).
+    first = (began // window + 1) * window
+    closed = [start for start in np.arange(first, ended, window)
+              if start + window + lag + 0.5 < ended]
+    assert closed, 'the stream covers no whole window'
+    for start in closed:
+        end = start + window
+        early = [t for s, _, timing, t in panes
+                 if s == start and timing == 'EARLY']
+        on_time = [t for s, _, timing, t in panes
+                   if s == start and timing == 'ON_TIME']
+        assert any(t < end for t in early), \
+            f'no EARLY pane of [{start}, {end}) while it was open'
+        closing = min(acked for event, acked in arrived if event >= end)
+        assert on_time, f'no ON_TIME pane of [{start}, {end})'
+        late_by = min(on_time) - closing
+        assert late_by <= lag + 2 + LATENCY_TOLERANCE, \
+            f'ON_TIME pane of [{start}, {end}) written {late_by:.1f} s ' \
+            f'after the record that closes it arrived'
+        # Printed for the record (pytest -s).
+        print(f'\n[{start}, {end}): {len(early)} EARLY panes while open, '
+              f'ON_TIME {late_by:.2f} s after the closing record')

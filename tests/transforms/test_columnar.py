@@ -122,3 +122,30 @@ def test_block_decoder_equals_the_reference_line_by_line():
     assert got == want
     assert sorted((d.raw, d.reason) for d in dead) == \
         sorted((d.raw, d.reason) for d in dead_ref)
+
+
+def test_a_deeply_nested_line_goes_to_the_reference_decoder():
+    """Arrow infers a struct as deep as a line's nesting, and filtering a
+    table thousands of levels deep overflowed the stack (the process died);
+    such a line goes to the reference decoder, most of its neighbours
+    still take the vectorised reading."""
+    nested = b'{"a":' * 3000 + b'1' + b'}' * 3000
+    listed = b'{"timestamp":"2026-01-01T00:00:03Z","service":"x","a":' + \
+        b'[' * 5000 + b']' * 5000 + b'}'
+    lines = [GOOD % (i % 60, 1, 200, b'2.5') for i in range(100)]
+    lines[10], lines[70] = nested, listed
+    data = b'\n'.join(lines)
+    starts, ends = columnar.line_bounds(data)
+    candidates = columnar.json_candidates(data, starts, ends, 1 << 20)
+    segments, refused = columnar.json_block(data, starts, ends, candidates,
+                                            SCHEMA)
+    assert 10 in refused.tolist() and 70 in refused.tolist()
+    assert len(refused) < 70          # the others read by Arrow
+    assert sum(len(s.lines) for s in segments) + len(refused) == 100
+    decoder = BlockDecoder(make_decoder('auto'), 'decode.logs')
+    columns, dead, count = decoder.decode(data)
+    records, dead_ref = decoder.reference(lines)
+    assert count == len(records) >= 98
+    assert sorted(columns.event_us.tolist()) == sorted(
+        r.event_time.micros for r in records)
+    assert [d.raw for d in dead] == [d.raw for d in dead_ref]

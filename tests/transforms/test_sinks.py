@@ -409,3 +409,38 @@ def test_file_name_and_content_do_not_depend_on_row_order(tmp_path,
     # Another row set gives another name.
     third = _direct_write(tmp_path / 'c', record_type, rows[1:])
     assert set(third) != set(first)
+
+
+class _Recorder:
+    """Standard output that records what is written and when it is flushed."""
+
+    def __init__(self):
+        self.events = []
+
+    def write(self, text):
+        self.events.append(('write', text))
+        return len(text)
+
+    def flush(self):
+        self.events.append(('flush', None))
+
+
+def test_the_console_sink_flushes_its_rows_when_a_bundle_ends(monkeypatch):
+    """A pane printed to a pipe is seen when its bundle ends, not when the
+    pipe's buffer fills."""
+    from transforms import io as transforms_io
+    import sys
+    recorder = _Recorder()
+    monkeypatch.setattr(sys, 'stdout', recorder)
+    sink = transforms_io.open_sink('console://', transforms_io.Context(JOB))
+    rows = [PaneValue(key='k', value=i, window_start=Timestamp(0),
+                      window_end=Timestamp(60), pane_timing='ON_TIME',
+                      pane_index=0) for i in range(3)]
+    with beam.Pipeline(options=PipelineOptions(
+            ['--runner=BundleBasedDirectRunner'])) as pipeline:
+        _ = (pipeline | beam.Create(rows).with_output_types(PaneValue)
+             | sink.write('values', PaneValue))
+    writes = [i for i, (kind, _) in enumerate(recorder.events)
+              if kind == 'write' and _.startswith('values\t')]
+    assert len(writes) == 3
+    assert ('flush', None) in recorder.events[writes[-1]:]

@@ -27,6 +27,11 @@ class _Print(beam.DoFn):
         self._rows.inc()
         return ()
 
+    def finish_bundle(self):
+        # A pane is seen when its bundle ends, not when a pipe's buffer
+        # fills (standard output to a pipe is block-buffered).
+        sys.stdout.flush()
+
 
 class ConsoleSink(Sink):
     def write(self, table, record_type):

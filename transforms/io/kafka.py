@@ -45,6 +45,13 @@ watermark estimator back, the reader tells its watermark through
 ``local_watermark`` (see pipelines/local_runner.py), so an unbounded read
 closes windows there too as its watermark passes them.
 
+A read polls for the records the partition holds and no more (it asks the
+broker for the partition's end when it has caught up, rather than wait in
+an empty fetch), ends once it has caught up, and unassigns the partition:
+on the local runner the steps after the read run before the next one, so
+a live stream's records reach the sinks within a poll.  A partition that
+had caught up is read again LINGER_SECONDS later at the earliest.
+
 With ``--kafka_io=xlang`` Beam's Java ``ReadFromKafka`` / ``WriteToKafka`` are
 used instead; they need a runner with a Java expansion service (Dataflow,
 Flink with Java available).
@@ -64,6 +71,7 @@ import time
 import typing
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.restriction_trackers import (OffsetRange,
                                                  OffsetRestrictionTracker)
 from apache_beam.io.iobase import RestrictionProgress
@@ -93,6 +101,12 @@ UNBOUNDED_END = sys.maxsize
 # that its output moves on and its offsets are committed.
 READ_SECONDS = 1.0
 POLL_SECONDS = 0.2
+# A partition that had caught up is read again this long after at the
+# earliest: what arrives meanwhile travels as one block.  It bounds what a
+# live stream's records wait in the broker (and adds that to their
+# latency); the shorter, the more, smaller blocks (the local runner runs
+# every step after the read once per read).
+LINGER_SECONDS = 0.25
 BATCH = 1000
 # Records per poll when a poll's records travel as one block: the fewer and
 # larger the blocks, the less the runner's cost per element weighs.
@@ -335,6 +349,8 @@ _LAST_RECORD = {}
 _WATERMARKS = {}
 _PENDING_COMMITS = {}
 _RESUME = {}
+# When a partition's last read ended caught up (monotonic clock).
+_CAUGHT_UP = {}
 _BACKLOG_LOCK = threading.Lock()
 
 
@@ -460,11 +476,19 @@ class _ReadPartitionFn(beam.DoFn):
         restriction = tracker.current_restriction()
         if restriction.start >= restriction.stop:
             return
+        key = _backlog_key(spec)
+        with _BACKLOG_LOCK:
+            caught_up_at = _CAUGHT_UP.pop(key, None)
+        if caught_up_at is not None:
+            # Caught up at the end of its last read: read again LINGER_SECONDS
+            # after it at the earliest, what came meanwhile in one block.
+            pause = caught_up_at + LINGER_SECONDS - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
         consumer = self._consumer(spec)
         consumer.assign([_topic_partition(spec, restriction.start)])
         lag = spec.lag_seconds
         started = time.monotonic()
-        key = _backlog_key(spec)
         final_only = finalizer is None and self._final_at is not None
         resume = None
         if final_only:
@@ -494,11 +518,12 @@ class _ReadPartitionFn(beam.DoFn):
         # final may be anywhere in a poll), else the record timestamp.
         exact = final_only and stamp is not None
         replaying = resume is not None and not resume.complete
+        batch = BLOCK_BATCH if self._blocks else BATCH
         try:
             while True:
-                messages = consumer.consume(
-                    BLOCK_BATCH if self._blocks else BATCH,
-                    timeout=POLL_SECONDS)
+                messages, seen_high = _poll(
+                    consumer, spec, batch, next_offset
+                    if next_offset is not None else restriction.start)
                 block = _Block() if self._blocks else None
                 claimed = True
                 times = None
@@ -510,8 +535,7 @@ class _ReadPartitionFn(beam.DoFn):
                     # published now carries today's).
                     floor = watermark.current_watermark() or MIN_TIMESTAMP
                     if exact:
-                        times = [None if m.error() is not None
-                                 else stamp(m.value()) for m in messages]
+                        times = _event_times(messages, stamp)
                 # A poll reaching back before the restart's read offset is
                 # read record by record (its already counted records are
                 # skipped, the rest still travel in one block).
@@ -555,7 +579,8 @@ class _ReadPartitionFn(beam.DoFn):
                     if final_only:
                         # None: a payload the job cannot date, a dead letter
                         # written as soon as it is decoded.
-                        event_time = times[index] if exact else seconds
+                        event_time = _dated(times[index]) if exact \
+                            else seconds
                         if replaying and offset < resume.read and (
                                 event_time is None or
                                 self._final_at(event_time) <= resume.horizon):
@@ -593,8 +618,9 @@ class _ReadPartitionFn(beam.DoFn):
                     last_record = now
                     with _BACKLOG_LOCK:
                         _LAST_RECORD[key] = (now, newest)
-                low, high = consumer.get_watermark_offsets(
+                _, high = consumer.get_watermark_offsets(
                     _topic_partition(spec), cached=True) or (0, 0)
+                high = max(high, seen_high)
                 position = next_offset if next_offset is not None \
                     else restriction.start
                 with _BACKLOG_LOCK:
@@ -622,13 +648,21 @@ class _ReadPartitionFn(beam.DoFn):
                         ahead = _most_advanced(spec)
                         if ahead is not None:
                             self._advance(watermark, float(ahead), key)
-                if now - started >= READ_SECONDS or (caught_up and
-                                                     not messages):
+                if caught_up:
+                    with _BACKLOG_LOCK:
+                        _CAUGHT_UP[key] = now
+                if now - started >= READ_SECONDS or caught_up:
                     # Checkpoint: the output moves on, offsets are committed,
-                    # and an idle partition does not keep the worker.
+                    # and a partition that has caught up does not keep the
+                    # worker (on the local runner, one thread runs the reads
+                    # and every step after them: what a read has emitted
+                    # goes on only once it returns).
                     tracker.defer_remainder()
                     return
         finally:
+            # Not fetching between reads: the next read of the partition
+            # assigns it again at its offset.
+            consumer.unassign()
             if final_only:
                 if next_offset is not None:
                     _kafka_commits.emitted(spec, spec.partition, next_offset,
@@ -712,6 +746,31 @@ class _Block:
         return _line_block(b'\n'.join(self.values), self.seconds)
 
 
+def _poll(consumer, spec, batch, position):
+    """``(records, end)``: the next records of the partition the consumer
+    is assigned, from ``position``, and the partition's end offset as the
+    broker last told it (-1: unknown).  Up to ``batch`` of what the
+    partition holds, as soon as they have arrived (never waiting for more
+    than it holds, so a trickle of records goes on at once rather than
+    after POLL_SECONDS); none, without waiting, where the broker says it
+    holds nothing more."""
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    partition = _topic_partition(spec)
+    _, high = consumer.get_watermark_offsets(partition, cached=True) or (0, 0)
+    if high is None or high <= position:
+        # Caught up as last seen: ask the broker (a round trip) rather than
+        # wait in a fetch for records that may not come.
+        try:
+            _, high = consumer.get_watermark_offsets(
+                partition, timeout=POLL_SECONDS, cached=False)
+        except confluent_kafka.KafkaException:
+            return consumer.consume(batch, timeout=POLL_SECONDS), -1
+    if high <= position:
+        return [], high
+    return consumer.consume(min(batch, high - position),
+                            timeout=POLL_SECONDS), high
+
+
 def _whole_block(messages, stop):
     """``(values joined by b'\\n', count, last offset)`` of a poll whose
     records can all travel in one block (no error, no missing value, none
@@ -739,19 +798,41 @@ def _line_block(data, seconds):
 EVENT_TIME_TRIES = 8
 
 
+def _event_times(messages, event_time) -> np.ndarray:
+    """The event time of each record of a poll (float64 seconds, NaN where
+    the job cannot date it or the record is an error): the poll's values
+    read at once where ``event_time`` can (``decode.PayloadEventTime
+    .times``), else one by one."""
+    values = [None if m.error() is not None else m.value() for m in messages]
+    many = getattr(event_time, 'times', None)
+    if many is not None:
+        return many(values)
+    return np.array([np.nan if seconds is None else seconds for seconds in
+                     (None if v is None else event_time(v) for v in values)],
+                    np.float64)
+
+
+def _dated(seconds):
+    """A float event time, None for NaN (undated)."""
+    return None if seconds != seconds else float(seconds)
+
+
 def _newest_event_time(messages, event_time, times=None):
-    """The event time of a poll's last record the job can read (one of its
-    last EVENT_TIME_TRIES), or None.  A partition is read in offset order,
-    so in a time-ordered stream this is the poll's newest event time; in a
-    disordered one it errs low, which only holds windows open longer.
-    ``times``: the records' event times where already read."""
+    """The event time of a poll's last record the job can read, or None.  A
+    partition is read in offset order, so in a time-ordered stream this is
+    the poll's newest event time; in a disordered one it errs low, which
+    only holds windows open longer.  ``times``: the records' event times
+    where already read (:func:`_event_times`); else one of the poll's last
+    EVENT_TIME_TRIES records is read."""
+    if times is not None:
+        dated = np.flatnonzero(~np.isnan(times))
+        return float(times[dated[-1]]) if dated.size else None
     tried = 0
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
         if message.error() is not None:
             continue
-        seconds = times[index] if times is not None \
-            else event_time(message.value())
+        seconds = event_time(message.value())
         if seconds is not None:
             return seconds
         tried += 1
@@ -761,8 +842,13 @@ def _newest_event_time(messages, event_time, times=None):
 
 
 def _max_time(newest, times):
-    """``newest`` and the event times in ``times`` (None: undated), the
-    greatest, or None."""
+    """``newest`` and the event times in ``times`` (None or NaN: undated),
+    the greatest, or None."""
+    if isinstance(times, np.ndarray):
+        if times.size == 0 or np.isnan(times).all():
+            return newest
+        greatest = float(np.nanmax(times))
+        return greatest if newest is None else max(newest, greatest)
     for seconds in times:
         if seconds is not None and (newest is None or seconds > newest):
             newest = seconds

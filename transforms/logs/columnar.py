@@ -176,6 +176,13 @@ class BlockDecoder:
             concat=Columns.concat)
 
 
+def event_times(max_bytes=DEFAULT_MAX_BYTES) -> columnar.JsonEventTimes:
+    """The event times of a block's lines that this fast path reads (see
+    ``decode.PayloadEventTime``): the canonical JSON lines."""
+    return columnar.JsonEventTimes(SCHEMA, 'timestamp', _accepted_rows,
+                                   max_bytes)
+
+
 def partials(columns: Columns, window: windows.WindowSpec, k: int):
     """(service, window start us, window end us, max event us, LogStats) per
     group of the columns' records (vectorised: one Arrow group-by)."""

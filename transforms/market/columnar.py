@@ -169,6 +169,13 @@ class BlockDecoder:
                        ids, _eligible(table, self.ineligible))
 
 
+def event_times(max_bytes=DEFAULT_MAX_BYTES) -> columnar.JsonEventTimes:
+    """The event times of a block's lines that this fast path reads (see
+    ``decode.PayloadEventTime``): the canonical JSON lines."""
+    return columnar.JsonEventTimes(SCHEMA, 'event_time', _accepted_rows,
+                                   max_bytes)
+
+
 def _bars(columns: Columns, window: windows.WindowSpec):
     rows, starts = windows.window_starts(window, columns.event_us)
     if rows.size == 0:

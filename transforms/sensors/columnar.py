@@ -123,6 +123,13 @@ class BlockDecoder:
             concat=Columns.concat)
 
 
+def event_times(max_bytes=DEFAULT_MAX_BYTES) -> columnar.JsonEventTimes:
+    """The event times of a block's lines that this fast path reads (see
+    ``decode.PayloadEventTime``): the canonical JSON lines."""
+    return columnar.JsonEventTimes(SCHEMA, 'event_time', _accepted_rows,
+                                   max_bytes)
+
+
 def _codes(array: pa.Array):
     """(int codes, names) of a string array (Arrow dictionary encoding)."""
     encoded = pc.dictionary_encode(array)

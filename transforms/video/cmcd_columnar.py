@@ -304,3 +304,23 @@ class BlockDecoder:
             [data[starts[i]:ends[i]] for i in others.tolist()])
         points = Points(columns, rows)
         return points, refused, len(points)
+
+
+class EventTimes:
+    """``(data, starts, ends) -> (seconds, read)``: the event time of the
+    lines of a block that :func:`decode_block` reads (float seconds, as
+    ``float(Timestamp)``), NaN and ``read`` False for the others (see
+    ``decode.PayloadEventTime``)."""
+
+    def __init__(self, max_bytes=1 << 20):
+        self._max_bytes = max_bytes
+
+    def __call__(self, data: bytes, starts, ends):
+        seconds = np.full(len(starts), np.nan)
+        read = np.zeros(len(starts), bool)
+        if len(starts):
+            columns, _ = decode_block(data, starts, ends, self._max_bytes)
+            if columns is not None:
+                seconds[columns.lines] = columns.ts * 1000 / 1e6
+                read[columns.lines] = True
+        return seconds, read
