@@ -77,6 +77,23 @@ def logs_input(n: int, seed: int = 7, varied: bool = False) -> pathlib.Path:
     return path
 
 
+def write_lines(path: pathlib.Path, payloads, chunk: int = 100_000):
+    """Writes ``payloads`` (an iterable of bytes) as lines to ``path``, a
+    chunk at a time (never the whole stream in memory), atomically."""
+    tmp = path.with_suffix('.tmp')
+    with open(tmp, 'wb') as f:
+        batch = []
+        for payload in payloads:
+            batch.append(payload)
+            if len(batch) == chunk:
+                f.write(b'\n'.join(batch) + b'\n')
+                batch = []
+        if batch:
+            f.write(b'\n'.join(batch) + b'\n')
+    os.replace(tmp, path)
+    return path
+
+
 def measured(function, *args):
     """Run ``function(*args)`` here, returning its result plus wall and CPU
     seconds and this process's peak resident memory (MiB)."""

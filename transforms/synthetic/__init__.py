@@ -85,7 +85,10 @@ def stream_ticks(records, tick_seconds, disorder, start):
         except StopIteration:
             state['done'] = True
             return
-        heapq.heappush(heap, (arrival, event, state['seq'], payload))
+        # A copy of its own size: orjson's bytes keep their 4 KiB buffer,
+        # which a consumer holding many payloads would hold too.
+        heapq.heappush(heap, (arrival, event, state['seq'],
+                              bytes(memoryview(payload))))
         state['seq'] += 1
         state['later'] = later
 
