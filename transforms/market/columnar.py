@@ -206,8 +206,8 @@ def _bars(columns: Columns, window: windows.WindowSpec):
     symbol = table['symbol'].to_pylist()
     start = table['start'].to_numpy()
     event = table['event'].to_numpy()
-    key_arr = table['key'].to_numpy(zero_copy_only=False)
-    key = key_arr.tolist()
+    keys = table['key'].combine_chunks()
+    key = keys.to_pylist()
     has_id = table['has_id'].to_numpy(zero_copy_only=False)
     price = table['price'].to_numpy()
     qty = table['size'].to_numpy()
@@ -235,8 +235,8 @@ def _bars(columns: Columns, window: windows.WindowSpec):
             acc.high = float(price[good].max())
             acc.low = float(price[good].min())
         with_id = np.flatnonzero(has_id[lo:hi]) + lo
-        acc.ids = dict(zip(key_arr[with_id].tolist(), zip(
-            qty[with_id].tolist(), notional[with_id].tolist())))
+        acc.set_ids(keys.take(pa.array(with_id)), qty[with_id],
+                    notional[with_id])
         out.append((symbol[lo], int(start[lo]), int(start[lo]) + size,
                     acc.last_us, acc))
     return out
