@@ -55,12 +55,14 @@ def logs_input(n: int, seed: int = 7, varied: bool = False) -> pathlib.Path:
             service = rng.integers(0, len(SERVICES), m)
             error = rng.random(m) < 0.02
             latency = np.round(rng.lognormal(3.5, 0.7, m), 3)
-            lines = []
+            # One buffer per chunk: orjson's bytes keep a 4 KiB buffer
+            # each, so a list of 100,000 of them held 400 MiB.
+            lines = bytearray()
             for i in range(m):
                 stamp = datetime.datetime.fromtimestamp(
                     t[i], tz=datetime.timezone.utc).isoformat(
                         timespec='milliseconds').replace('+00:00', 'Z')
-                lines.append(orjson.dumps({
+                lines += orjson.dumps({
                     'timestamp': stamp,
                     'service': SERVICES[service[i]],
                     'level': 'ERROR' if error[i] else 'INFO',
@@ -71,8 +73,26 @@ def logs_input(n: int, seed: int = 7, varied: bool = False) -> pathlib.Path:
                         (i * 7 + lo) % len(MESSAGE_FORMATS)].format(
                             lo + i, i % 97, 40000 + i % 1000)
                     if varied else 'GET /api/v1/items done',
-                }))
-            f.write(b'\n'.join(lines) + b'\n')
+                })
+                lines += b'\n'
+            f.write(lines)
+    os.replace(tmp, path)
+    return path
+
+
+def write_lines(path: pathlib.Path, payloads, chunk: int = 100_000):
+    """Writes ``payloads`` (an iterable of bytes) as lines to ``path``, a
+    chunk at a time (never the whole stream in memory), atomically."""
+    tmp = path.with_suffix('.tmp')
+    with open(tmp, 'wb') as f:
+        batch = []
+        for payload in payloads:
+            batch.append(payload)
+            if len(batch) == chunk:
+                f.write(b'\n'.join(batch) + b'\n')
+                batch = []
+        if batch:
+            f.write(b'\n'.join(batch) + b'\n')
     os.replace(tmp, path)
     return path
 

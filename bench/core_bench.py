@@ -47,13 +47,16 @@ def make_input(n: int, seed: int = 3):
             t = common.T0 + (lo + np.arange(m)) / 1000.0
             keys = rng.integers(0, 100, m)
             values = np.round(rng.normal(100, 15, m), 4)
-            lines = [orjson.dumps({
-                'ts': datetime.datetime.fromtimestamp(
-                    t[i], tz=datetime.timezone.utc).isoformat(
-                        timespec='milliseconds').replace('+00:00', 'Z'),
-                'key': f'k{keys[i]:03d}', 'value': float(values[i])})
-                for i in range(m)]
-            f.write(b'\n'.join(lines) + b'\n')
+            # One buffer per chunk: orjson's bytes keep a 4 KiB buffer each.
+            lines = bytearray()
+            for i in range(m):
+                lines += orjson.dumps({
+                    'ts': datetime.datetime.fromtimestamp(
+                        t[i], tz=datetime.timezone.utc).isoformat(
+                            timespec='milliseconds').replace('+00:00', 'Z'),
+                    'key': f'k{keys[i]:03d}', 'value': float(values[i])})
+                lines += b'\n'
+            f.write(lines)
     os.replace(tmp, path)
     return path
 

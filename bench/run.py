@@ -9,9 +9,15 @@ Streams; see bench/live_bench.py).
     python bench/run.py [--events N] [--memory-events M] [--live-events L]
     python bench/run.py --only live      # the live Kafka rows alone
     python bench/run.py --only latency   # the paced end-to-end latency
+    python bench/run.py --only memory-trades     # one memory row only
+
+Inputs are written a chunk at a time from streaming generators, so the
+bench's own process stays small; its peak (VmHWM) is reported with every
+child's.
 """
 import argparse
 import datetime
+import math
 import os
 import platform
 import shutil
@@ -100,6 +106,10 @@ def bench_templates(events):
     }
 
 
+# The peak-memory replays: every job's columnar path on M records.
+MEMORY = ('logs', 'core', 'trades', 'sensors', 'video_qoe')
+
+
 def memory_run(name, module, make_input, events):
     path = make_input(events)
     out = common.OUT / f'{name}-memory'
@@ -121,7 +131,7 @@ def _agreement(a):
     return text
 
 
-def table(rows, memory, element_events, live=None):
+def table(rows, memory, element_events, live=None, own_peak=None):
     lines = [
         '# Benchmark results',
         '',
@@ -147,13 +157,23 @@ def table(rows, memory, element_events, live=None):
             f'{r["beam_peak_mib"]:.0f} | {r["ref_peak_mib"]:.0f} | '
             f'{_agreement(r["agreement"])} |')
     if memory:
-        lines += ['', '| memory run | events | peak MiB | ev/s/core | wall s |',
+        lines += ['', 'Memory: each job\'s columnar replay of one file into '
+                  'Parquet (the same shape as above), peak resident memory '
+                  '(VmHWM) of its process.', '',
+                  '| memory run | events | peak MiB | ev/s/core | wall s |',
                   '|---|---|---|---|---|']
         for name, m in memory.items():
             lines.append(f'| {name} | {m["events"]:,} | {m["peak_mib"]:.0f} |'
                          f' {m["rate"]:,.0f} | {m["wall_s"]:.1f} |')
+    if own_peak is not None:
+        children = [r['beam_peak_mib'] for r in rows] + \
+            [r['ref_peak_mib'] for r in rows] + \
+            [m['peak_mib'] for m in (memory or {}).values()]
+        lines += ['', f'Peak of bench/run.py\'s own process (inputs written '
+                  f'a chunk at a time): {own_peak:.0f} MiB; of any measured '
+                  f'child: {max(children, default=0):.0f} MiB.']
     worst = min((r['ratio'] for r in rows if r.get('in_min', True)),
-                default=None)
+                default=math.nan)
     live_lines, live_worst = live_bench.table(live) if live else ([], None)
     if live_lines:
         lines += ['', 'Live Kafka: the core aggregation read from one '
@@ -162,7 +182,7 @@ def table(rows, memory, element_events, live=None):
                   'per CPU-second of that process until every window but '
                   'the last has its final result, checked against numpy.',
                   ''] + live_lines
-    if worst is not None:
+    if rows:
         lines += ['', f'min ratio to pyarrow: {worst:.2f}']
     if live_worst is not None:
         lines.append(f'min ratio to peers (live Kafka): {live_worst:.2f}')
@@ -188,13 +208,14 @@ def main(argv=None):
                              'default 1e7)')
     parser.add_argument('--only', action='append', default=None,
                         metavar='NAME',
-                        help='run only this benchmark (repeatable): core, '
-                             'logs, trades, sensors, video_qoe, live (the '
-                             'live Kafka rows against the peers) or latency '
-                             '(the paced end-to-end latency of the logs job '
-                             'on Kafka); the table is printed, '
-                             'bench/RESULTS.md is not rewritten (default: '
-                             'all)')
+                        help='run only this benchmark (repeatable): a job '
+                             '(core, logs, trades, sensors, video_qoe), '
+                             'its memory replay (memory-core, memory-trades, '
+                             '...; --memory-events records), live (the live '
+                             'Kafka rows against the peers) or latency (the '
+                             'paced end-to-end latency of the logs job on '
+                             'Kafka); the table is printed, bench/RESULTS.md '
+                             'is not rewritten (default: all)')
     parser.add_argument('--live-events', type=int, default=300_000,
                         help='records of the live Kafka comparison with the '
                              'peers (0 skips it; default 3e5)')
@@ -206,12 +227,13 @@ def main(argv=None):
         ('trades', trades_bench, trades_bench.make_input, True),
         ('sensors', sensors_bench, sensors_bench.make_input, True),
     ]
-    others = ['video_qoe', *LIVE]
+    known = [b[0] for b in benches] + ['video_qoe', *LIVE] + \
+        [f'memory-{name}' for name in MEMORY]
     if args.only:
-        unknown = set(args.only) - {b[0] for b in benches} - set(others)
+        unknown = set(args.only) - set(known)
         if unknown:
             parser.error(f'--only: unknown benchmark(s) {sorted(unknown)}; '
-                         f'known: {", ".join([b[0] for b in benches] + others)}')
+                         f'known: {", ".join(known)}')
         benches = [b for b in benches if b[0] in args.only]
     rows = []
     for name, module, make_input, element in benches:
@@ -231,26 +253,31 @@ def main(argv=None):
                               min(args.element_events, video_events) // 5,
                               'block'))
     memory = {}
-    if args.memory_events and not args.only:
-        print(f'running logs memory replay of {args.memory_events:,} ...',
+    makers = {
+        'logs': (logs_bench, common.logs_input),
+        'core': (core_bench, core_bench.make_input),
+        'trades': (trades_bench, trades_bench.make_input),
+        'sensors': (sensors_bench, sensors_bench.make_input),
+        'video_qoe': (video_bench, video_bench.make_input),
+    }
+    for name in MEMORY if args.memory_events else ():
+        if args.only and f'memory-{name}' not in args.only:
+            continue
+        print(f'running {name} memory replay of {args.memory_events:,} ...',
               flush=True)
-        memory['logs'] = memory_run('logs', logs_bench, common.logs_input,
-                                    args.memory_events)
-        print(f'running core memory replay of {args.memory_events:,} ...',
-              flush=True)
-        memory['core'] = memory_run('core', core_bench, core_bench.make_input,
-                                    args.memory_events)
+        memory[name] = memory_run(name, *makers[name], args.memory_events)
     live = None
     parts = set(LIVE) if not args.only else set(args.only) & set(LIVE)
     if args.live_events and parts:
         print(f'running live Kafka ({", ".join(sorted(parts))}), '
               f'{args.live_events:,} records ...', flush=True)
         live = live_bench.run_all(args.live_events, parts=parts)
-    text, worst = table(rows, memory, args.element_events, live)
+    text, worst = table(rows, memory, args.element_events, live,
+                        own_peak=common.peak_mib())
     if not args.only:
         RESULTS.write_text(text, encoding='utf-8')
     print(text)
-    return 0 if worst is None or worst > 0 else 1
+    return 0 if not rows or worst > 0 else 1
 
 
 if __name__ == '__main__':

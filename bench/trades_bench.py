@@ -35,19 +35,8 @@ def make_input(n: int, seed: int = 5):
     common.OUT.mkdir(parents=True, exist_ok=True)
     params = {k: v[1] for k, v in synthetic.PARAMS.items()}
     params.update(events=n, seed=seed, rate=200.0, malformed=0.0, late=0.0)
-    stream = synthetic.generate(params)
-    tmp = path.with_suffix('.tmp')
-    with open(tmp, 'wb') as f:
-        batch = []
-        for payload in stream.payloads():
-            batch.append(payload)
-            if len(batch) == 100_000:
-                f.write(b'\n'.join(batch) + b'\n')
-                batch = []
-        if batch:
-            f.write(b'\n'.join(batch) + b'\n')
-    os.replace(tmp, path)
-    return path
+    # The generator streams: a chunk of lines in memory at a time.
+    return common.write_lines(path, synthetic.generate(params).payloads())
 
 
 def beam_run(path, out, execution='columnar'):

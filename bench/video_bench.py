@@ -42,12 +42,8 @@ def make_input(n: int, seed: int = 5):
     params = {k: v[1] for k, v in synthetic.PARAMS.items()}
     params.update(sessions=max(1, n // 13), seed=seed, json=1.0, requests=0.0,
                   malformed=0.0, late=0.0, span=max(10.0, n / 13 / 40))
-    stream = synthetic.generate(params)
-    tmp = path.with_suffix('.tmp')
-    with open(tmp, 'wb') as f:
-        f.write(b'\n'.join(stream.payloads()) + b'\n')
-    os.replace(tmp, path)
-    return path
+    # The generator streams: a chunk of lines in memory at a time.
+    return common.write_lines(path, synthetic.generate(params).payloads())
 
 
 def beam_run(path, out, execution='columnar'):

@@ -106,12 +106,43 @@ class Moments:
 
 
 class Quantiles:
-    """A KLL quantile sketch (doubles) that pickles through its own serialisation."""
-    __slots__ = ('sketch',)
+    """A KLL quantile sketch (doubles) that pickles through its own
+    serialisation.
+
+    Between uses the sketch is kept serialised (a few hundred bytes for a
+    window's values instead of about 2 kB of live sketch): a batch run on the
+    local runner holds every (key, window) accumulator at once.  Adding
+    values one by one keeps it live until it is merged or pickled."""
+    __slots__ = ('_live', '_packed', '_k')
 
     def __init__(self, k: int = DEFAULT_K, sketch=None):
-        self.sketch = sketch if sketch is not None else \
-            datasketches.kll_doubles_sketch(k)
+        self._k = k
+        self._live = sketch       # a kll_doubles_sketch, or None
+        self._packed = None       # its serialisation, or None
+
+    @property
+    def sketch(self):
+        """The live sketch (made from its serialisation if packed)."""
+        if self._live is None:
+            self._live = datasketches.kll_doubles_sketch(self._k) \
+                if self._packed is None else \
+                datasketches.kll_doubles_sketch.deserialize(self._packed)
+            self._packed = None
+        return self._live
+
+    def _pack(self) -> 'Quantiles':
+        if self._live is not None:
+            self._packed = bytes(self._live.serialize())
+            self._live = None
+        return self
+
+    def _view(self):
+        """The sketch for reading, left as it is kept."""
+        if self._live is not None:
+            return self._live
+        if self._packed is None:
+            return None
+        return datasketches.kll_doubles_sketch.deserialize(self._packed)
 
     def add(self, x: float) -> 'Quantiles':
         self.sketch.update(float(x))
@@ -121,21 +152,24 @@ class Quantiles:
         values = np.asarray(values, dtype=np.float64)
         if values.size:
             self.sketch.update(values)
-        return self
+        return self._pack()
 
     def merge(self, other: 'Quantiles') -> 'Quantiles':
-        if not other.sketch.is_empty():
-            self.sketch.merge(other.sketch)
-        return self
+        theirs = other._view()
+        if theirs is not None and not theirs.is_empty():
+            self.sketch.merge(theirs)
+        return self._pack()
 
     @property
     def count(self) -> int:
-        return self.sketch.n
+        view = self._view()
+        return 0 if view is None else view.n
 
     def quantiles(self, ranks) -> list:
-        if self.sketch.is_empty():
+        view = self._view()
+        if view is None or view.is_empty():
             return [None] * len(ranks)
-        return [float(self.sketch.get_quantile(r)) for r in ranks]
+        return [float(view.get_quantile(r)) for r in ranks]
 
     @staticmethod
     def rank_error(k: int = DEFAULT_K) -> float:
@@ -143,17 +177,24 @@ class Quantiles:
         return datasketches.kll_doubles_sketch.get_normalized_rank_error(k, False)
 
     def __getstate__(self):
-        return bytes(self.sketch.serialize())
+        if self._packed is None:
+            self.sketch.n    # an empty sketch is serialised too (its k)
+            self._pack()
+        return self._packed
 
     def __setstate__(self, state):
-        self.sketch = datasketches.kll_doubles_sketch.deserialize(state)
+        self._live = None
+        self._packed = state
+        self._k = DEFAULT_K
 
     def __reduce__(self):
         return (_quantiles_from_bytes, (self.__getstate__(),))
 
 
 def _quantiles_from_bytes(data: bytes) -> Quantiles:
-    return Quantiles(sketch=datasketches.kll_doubles_sketch.deserialize(data))
+    out = Quantiles()
+    out._packed = data        # pylint: disable=protected-access
+    return out
 
 
 class MergingCombineFn(beam.CombineFn):

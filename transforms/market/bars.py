@@ -7,12 +7,18 @@ A trade repeated with the same ``trade_id`` (a re-send) counts once: the
 accumulator keeps, per id, what the trade added, so that merging two
 accumulators that both saw it takes its volume and notional out once.
 Open/close/high/low are idempotent under repeats.  The id map is bounded by
-the trades of one symbol in one window.
+the trades of one symbol in one window; between merges it is kept as columns
+(an Arrow string array of ids, numpy arrays of what each added: about 30
+bytes an id instead of some 250 in a dict), since a batch run on the local
+runner holds every window's accumulator at once.
 """
 import math
 import typing
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.combiners import MergingCombineFn
@@ -49,7 +55,8 @@ _NONE_KEY = ''   # trades without id sort before any id at the same instant
 class BarAcc:
     """The mergeable bar accumulator."""
     __slots__ = ('count', 'duplicates', 'volume', 'notional', 'open',
-                 'close', 'high', 'low', 'first_us', 'last_us', 'ids')
+                 'close', 'high', 'low', 'first_us', 'last_us', 'ids',
+                 'id_keys', 'id_size', 'id_notional')
 
     def __init__(self):
         self.count = 0
@@ -63,6 +70,10 @@ class BarAcc:
         self.first_us = None   # over all trades
         self.last_us = None
         self.ids = {}          # trade id -> (size, notional) it added
+        # ... and more ids as columns (disjoint from ``ids``): see _compact
+        self.id_keys = None    # pa string array, or None
+        self.id_size = None    # float64, what each added
+        self.id_notional = None
 
     def _extend(self, event_us, trade_key, price, size, eligible):
         self.count += 1
@@ -81,8 +92,62 @@ class BarAcc:
             self.high = max(self.high, price)
             self.low = min(self.low, price)
 
+    def set_ids(self, keys: pa.Array, size, notional):
+        """The ids (distinct) and what each added, as columns."""
+        self.ids = {}
+        self.id_keys = keys
+        self.id_size = np.asarray(size, np.float64)
+        self.id_notional = np.asarray(notional, np.float64)
+
+    def _expand(self):
+        """Columns -> the dict (before adding trades one by one)."""
+        if self.id_keys is not None:
+            self.ids.update(zip(self.id_keys.to_pylist(), zip(
+                self.id_size.tolist(), self.id_notional.tolist())))
+            self.id_keys = self.id_size = self.id_notional = None
+
+    def _compact(self):
+        """The dict -> columns (before a merge or leaving the process)."""
+        if self.ids:
+            keys = pa.array(list(self.ids), pa.string())
+            size = np.array([v[0] for v in self.ids.values()], np.float64)
+            notional = np.array([v[1] for v in self.ids.values()],
+                                np.float64)
+            if self.id_keys is not None:
+                keys = pa.concat_arrays([self.id_keys, keys])
+                size = np.concatenate([self.id_size, size])
+                notional = np.concatenate([self.id_notional, notional])
+            self.set_ids(keys, size, notional)
+
+    def _merge_ids(self, other: 'BarAcc'):
+        """Takes out once what an id seen on both sides added."""
+        self._compact()
+        other._compact()
+        if other.id_keys is None or not len(other.id_keys):
+            return
+        if self.id_keys is None or not len(self.id_keys):
+            self.set_ids(other.id_keys, other.id_size, other.id_notional)
+            return
+        both = pc.is_in(other.id_keys, value_set=self.id_keys).to_numpy(
+            zero_copy_only=False)
+        keys, size, notional = other.id_keys, other.id_size, \
+            other.id_notional
+        if both.any():
+            seen = int(both.sum())
+            self.count -= seen
+            self.duplicates += seen
+            self.volume -= float(size[both].sum())
+            self.notional -= float(notional[both].sum())
+            keep = ~both
+            keys, size, notional = keys.filter(pa.array(keep)), \
+                size[keep], notional[keep]
+        self.set_ids(pa.concat_arrays([self.id_keys, keys]),
+                     np.concatenate([self.id_size, size]),
+                     np.concatenate([self.id_notional, notional]))
+
     def add(self, trade: Trade, ineligible: frozenset) -> 'BarAcc':
         if trade.trade_id is not None:
+            self._expand()
             if trade.trade_id in self.ids:
                 self.duplicates += 1             # a repeat: counted once
                 return self
@@ -93,14 +158,7 @@ class BarAcc:
         return self
 
     def merge(self, other: 'BarAcc') -> 'BarAcc':
-        for trade_id, (size, notional) in other.ids.items():
-            if trade_id in self.ids:             # seen on both sides: once
-                self.count -= 1
-                self.duplicates += 1
-                self.volume -= size
-                self.notional -= notional
-            else:
-                self.ids[trade_id] = (size, notional)
+        self._merge_ids(other)                   # seen on both sides: once
         self.count += other.count
         self.duplicates += other.duplicates
         self.volume += other.volume
@@ -124,6 +182,7 @@ class BarAcc:
         return self
 
     def __getstate__(self):
+        self._compact()
         return tuple(getattr(self, f) for f in self.__slots__)
 
     def __setstate__(self, state):

@@ -1,5 +1,5 @@
 """The trades job's columnar fast path: blocks of lines -> partial bars per
-(symbol, window) and price samples per (symbol, anomaly window).
+(symbol, window) and price summaries per (symbol, anomaly window).
 
 A JSON line is accepted by the vectorised reader only in the canonical shape
 (``event_time`` RFC 3339 text with zone; ``symbol`` already upper case;
@@ -7,9 +7,9 @@ A JSON line is accepted by the vectorised reader only in the canonical shape
 without surrounding blanks, or absent; ``conditions`` a list of distinct plain
 codes, or absent); every other line goes to the reference decoder.  Repeats
 of a trade_id within a block are dropped here; across blocks the bar
-accumulators' id maps drop them when partials merge (transforms.market.bars),
-and the price judgement drops them when it reads its window
-(transforms.market.anomalies.sample_outliers).
+accumulators' id maps drop them when partials merge (transforms.market.bars).
+Price summaries (transforms.market.anomalies.PriceSummary) count every
+record, as the element path's do, and report a flagged trade once.
 """
 import numpy as np
 import pyarrow as pa
@@ -17,11 +17,11 @@ import pyarrow.compute as pc
 
 from transforms import columnar, deadletter, windows
 from transforms.decode import DEFAULT_MAX_BYTES, Filtered, decode_payload
-from transforms.market.anomalies import PriceSample
+from transforms.market.anomalies import PriceSummary
 from transforms.market.bars import BarAcc
 from transforms.market.records import condition_codes
 
-PRICES = 'prices'     # the output tag of the price samples
+PRICES = 'prices'     # the output tag of the price summaries
 SCHEMA = pa.schema([
     ('event_time', pa.string()), ('symbol', pa.string()),
     ('price', pa.float64()), ('size', pa.float64()),
@@ -213,8 +213,8 @@ def _bars(columns: Columns, window: windows.WindowSpec):
     symbol = table['symbol'].to_pylist()
     start = table['start'].to_numpy()
     event = table['event'].to_numpy()
-    key_arr = table['key'].to_numpy(zero_copy_only=False)
-    key = key_arr.tolist()
+    keys = table['key'].combine_chunks()
+    key = keys.to_pylist()
     has_id = table['has_id'].to_numpy(zero_copy_only=False)
     price = table['price'].to_numpy()
     qty = table['size'].to_numpy()
@@ -242,8 +242,8 @@ def _bars(columns: Columns, window: windows.WindowSpec):
             acc.high = float(price[good].max())
             acc.low = float(price[good].min())
         with_id = np.flatnonzero(has_id[lo:hi]) + lo
-        acc.ids = dict(zip(key_arr[with_id].tolist(), zip(
-            qty[with_id].tolist(), notional[with_id].tolist())))
+        acc.set_ids(keys.take(pa.array(with_id)), qty[with_id],
+                    notional[with_id])
         out.append((symbol[lo], int(start[lo]), int(start[lo]) + size,
                     acc.last_us, acc))
     return out
@@ -266,9 +266,9 @@ def _samples(columns: Columns, window: windows.WindowSpec):
     out = []
     for g in range(len(firsts)):
         members = order[bounds[g]:bounds[g + 1]]
-        members = members[np.argsort(event[members], kind='stable')]
-        sample = PriceSample(event[members], ids.take(pa.array(members)),
-                             price[members], qty[members])
+        sample = PriceSummary.of_columns(
+            event[members], ids.take(pa.array(members)), price[members],
+            qty[members])
         first = int(firsts[g])
         out.append((PRICES, names[encoded.indices[first].as_py()],
                     int(starts[first]),
@@ -278,7 +278,8 @@ def _samples(columns: Columns, window: windows.WindowSpec):
 
 
 class TradePartials:
-    """Columns -> partial bars (main output) and price samples (``prices``)."""
+    """Columns -> partial bars (main output) and price summaries
+    (``prices``)."""
 
     def __init__(self, window: windows.WindowSpec,
                  anomaly_window: windows.WindowSpec):

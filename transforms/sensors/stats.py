@@ -12,11 +12,10 @@ one (no float holds an epoch-sized time): ``slope = Sty / Stt`` equals
 ``numpy.polyfit(t, y, 1)`` on the window's points.
 """
 
-import datasketches
 import numpy as np
 
 from transforms.combiners import (DEFAULT_K, MergingCombineFn, Moments,
-                                  Quantiles)
+                                  Quantiles, _quantiles_from_bytes)
 from transforms.sensors.records import CalibratedReading, SensorStats
 
 RANKS = (0.5, 0.95)
@@ -164,8 +163,7 @@ def _sensor_acc(count, mean, m2, low, high, sketch, n, origin, mt, my, stt,
                 sty, versions, uncalibrated) -> SensorAcc:
     acc = SensorAcc.__new__(SensorAcc)
     acc.moments = Moments(count, mean, m2, low, high)
-    acc.sketch = Quantiles(sketch=datasketches.kll_doubles_sketch.deserialize(
-        sketch))
+    acc.sketch = _quantiles_from_bytes(sketch)   # kept serialised until used
     acc.trend = Trend(n, origin, mt, my, stt, sty)
     acc.versions = versions
     acc.uncalibrated = uncalibrated

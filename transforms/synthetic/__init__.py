@@ -3,8 +3,17 @@
 A domain module defines ``PARAMS`` (name -> (type, default, help)) and
 ``generate(params) -> SyntheticStream``.  The same seed always gives the same
 stream: the same payloads, in the same arrival order, with the same watermark.
+
+A stream is generated lazily, tick by tick, each time it is iterated: a
+generator yields its records in (about) event-time order with a lower bound on
+the arrival time of every record still to come, and :func:`stream_ticks`
+holds only the records that have not arrived yet (those within the largest
+delay, a few minutes of event time), whatever the number of events.
 """
 import datetime
+import heapq
+import itertools
+import math
 import typing
 
 
@@ -16,7 +25,7 @@ class SyntheticStream(typing.NamedTuple):
     the watermark (event time, seconds) the source can promise after it: every
     record with an earlier event time that arrives later is late data.
     """
-    ticks: list
+    ticks: typing.Iterable    # of (records, watermark); see Ticks
     tick_seconds: float
 
     def records(self):
@@ -32,8 +41,77 @@ class SyntheticStream(typing.NamedTuple):
         return sum(len(records) for records, _ in self.ticks)
 
 
+class Ticks:
+    """The ticks of a stream, made anew (lazily) on each iteration by
+    ``make()``; equal to another Ticks (or a list) with the same ticks.
+    No ``len``: ``list(ticks)`` would walk the stream twice to size itself."""
+    __slots__ = ('_make',)
+
+    def __init__(self, make):
+        self._make = make
+
+    def __iter__(self):
+        return iter(self._make())
+
+    def __eq__(self, other):
+        if not isinstance(other, (Ticks, list, tuple)):
+            return NotImplemented
+        sentinel = object()
+        for a, b in zip(itertools.chain(self, [sentinel]),
+                        itertools.chain(other, [sentinel])):
+            if a is sentinel or b is sentinel:
+                return a is b
+            if a != b:
+                return False
+        return True
+
+    __hash__ = None
+
+
+def stream_ticks(records, tick_seconds, disorder, start):
+    """Ticks of arrival time from ``(event_time, arrival_time, payload,
+    later)`` tuples, lazily: ``later`` is a lower bound of the arrival time of
+    every record yielded after this one.  A tick is complete once the bound
+    passes its end; only records not yet arrived are held.  The same ticks as
+    :func:`arrival_ticks` on the same records (ties in arrival time by event
+    time, then by generation order)."""
+    source = iter(records)
+    heap = []
+    state = {'seq': 0, 'later': -math.inf, 'done': False}
+
+    def pull():
+        try:
+            event, arrival, payload, later = next(source)
+        except StopIteration:
+            state['done'] = True
+            return
+        # A copy of its own size: orjson's bytes keep their 4 KiB buffer,
+        # which a consumer holding many payloads would hold too.
+        heapq.heappush(heap, (arrival, event, state['seq'],
+                              bytes(memoryview(payload))))
+        state['seq'] += 1
+        state['later'] = later
+
+    tick = 0
+    while True:
+        if not heap and not state['done']:
+            pull()
+        if not heap:
+            return
+        end = start + (tick + 1) * tick_seconds
+        while not state['done'] and state['later'] < end:
+            pull()
+        batch = []
+        while heap and heap[0][0] < end:
+            arrival, event, _, payload = heapq.heappop(heap)
+            batch.append((event, payload))
+        yield batch, end - disorder
+        tick += 1
+
+
 def arrival_ticks(records, tick_seconds, disorder, start):
-    """Group (event_time, arrival_time, payload) into ticks of arrival time.
+    """Group (event_time, arrival_time, payload) into ticks of arrival time
+    (all at once: the reference :func:`stream_ticks` is checked against).
 
     The watermark after a tick is its end minus the disorder bound, so that
     records delayed by at most ``disorder`` are never late.

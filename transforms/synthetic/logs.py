@@ -19,7 +19,8 @@ import random
 
 import orjson
 
-from transforms.synthetic import SyntheticStream, arrival_ticks, parse_start
+from transforms.synthetic import SyntheticStream, Ticks, parse_start, \
+    stream_ticks
 
 PARAMS = {
     'events': (int, 30000, 'number of records (malformed ones included)'),
@@ -117,12 +118,23 @@ def _malformed(rng, t, service):
 
 
 def generate(params: dict) -> SyntheticStream:
+    """The stream for ``params``, generated lazily each time its ticks are
+    iterated."""
+    return SyntheticStream(
+        Ticks(lambda: stream_ticks(_records(params), params['tick'],
+                                   params['disorder'],
+                                   parse_start(params['start']))),
+        params['tick'])
+
+
+def _records(params: dict):
+    """(event time, arrival, payload, later) in event-time order: ``later``
+    (the event time) bounds the arrival of every record still to come."""
     rng = random.Random(params['seed'])
     start = parse_start(params['start'])
     n, rate = params['events'], params['rate']
     services = SERVICES[:max(1, min(params['services'], len(SERVICES)))]
     disorder = params['disorder']
-    records = []
     for i in range(n):
         t = start + i / rate
         service = services[i % len(services)]
@@ -137,7 +149,4 @@ def generate(params: dict) -> SyntheticStream:
             delay = rng.uniform(20.0, 360.0)
         else:
             delay = rng.uniform(0.0, disorder)
-        records.append((t, t + delay, payload))
-    return SyntheticStream(
-        arrival_ticks(records, params['tick'], disorder, start),
-        params['tick'])
+        yield t, t + delay, payload, t

@@ -27,7 +27,8 @@ import random
 
 import orjson
 
-from transforms.synthetic import SyntheticStream, arrival_ticks, parse_start
+from transforms.synthetic import SyntheticStream, Ticks, parse_start, \
+    stream_ticks
 from transforms.synthetic.trades import Number
 
 PARAMS = {
@@ -75,7 +76,8 @@ def _malformed(rng, doc: dict) -> bytes:
 
 
 def _readings(params, rng):
-    """Endless (event seconds, doc) in event-time order, round-robin."""
+    """Endless (event seconds, doc, round start) round-robin: every reading
+    of a round (and of the rounds after it) is at or after its start."""
     n = params['sensors']
     start = parse_start(params['start'])
     interval = params['interval']
@@ -94,6 +96,7 @@ def _readings(params, rng):
         })
     k = 0
     while True:
+        floor = start + k * interval
         for i, p in enumerate(profile):
             t = start + k * interval + rng.uniform(0, interval * 0.2)
             if i == SILENT_SENSOR and SILENT_FROM <= k and \
@@ -118,7 +121,7 @@ def _readings(params, rng):
             yield t, {'event_time': _rfc3339_ms(round(t * 1000)),
                       'sensor_id': f'S{i:03d}', 'metric': p['metric'],
                       'value': round(value, 3), 'unit': p['unit'],
-                      'quality': 'good'}
+                      'quality': 'good'}, floor
         k += 1
 
 
@@ -131,12 +134,21 @@ def generate(params: dict) -> SyntheticStream:
         raise ValueError('sensors must be in 1..1000')
     if params['interval'] <= 0:
         raise ValueError('interval must be greater than zero')
+    return SyntheticStream(
+        Ticks(lambda: stream_ticks(_records(params), params['tick'],
+                                   params['disorder'],
+                                   parse_start(params['start']))),
+        params['tick'])
+
+
+def _records(params: dict):
+    """(event time, arrival, payload, later): ``later`` (the start of the
+    reading's round) bounds the arrival of every record still to come."""
     rng = random.Random(params['seed'])
-    start = parse_start(params['start'])
     disorder = params['disorder']
-    records = []
-    for t, doc in _readings(params, rng):
-        if len(records) >= params['events']:
+    count = 0
+    for t, doc, floor in _readings(params, rng):
+        if count >= params['events']:
             break
         if rng.random() < params['malformed']:
             payload = _malformed(rng, doc)
@@ -146,10 +158,9 @@ def generate(params: dict) -> SyntheticStream:
             arrival = t + rng.uniform(20.0, 360.0)
         else:
             arrival = t + rng.uniform(0.0, disorder)
-        records.append((t, arrival, payload))
-        if len(records) < params['events'] and \
+        count += 1
+        yield t, arrival, payload, floor
+        if count < params['events'] and \
                 rng.random() < params['duplicates']:
-            records.append((t, arrival + rng.uniform(0.0, 10.0), payload))
-    return SyntheticStream(
-        arrival_ticks(records, params['tick'], disorder, start),
-        params['tick'])
+            count += 1
+            yield t, arrival + rng.uniform(0.0, 10.0), payload, floor

@@ -33,7 +33,8 @@ import orjson
 
 from transforms.decode import DecodeError
 from transforms.market.decoders import normalise_symbol
-from transforms.synthetic import SyntheticStream, arrival_ticks, parse_start
+from transforms.synthetic import SyntheticStream, Ticks, parse_start, \
+    stream_ticks
 
 
 class Number:
@@ -239,8 +240,19 @@ def _malformed(rng, doc: dict) -> bytes:
 
 
 def generate(params: dict) -> SyntheticStream:
-    """The stream for ``params`` (see PARAMS; absent ones take defaults)."""
+    """The stream for ``params`` (see PARAMS; absent ones take defaults),
+    generated lazily each time its ticks are iterated."""
     params = check_params(params)
+    return SyntheticStream(
+        Ticks(lambda: stream_ticks(_records(params), params['tick'],
+                                   params['disorder'],
+                                   parse_start(params['start']))),
+        params['tick'])
+
+
+def _records(params: dict):
+    """(event time, arrival, payload, later) in event-time order: ``later``
+    (the event time) bounds the arrival of every record still to come."""
     rng = random.Random(params['seed'])
     start = parse_start(params['start'])
     start_ms = round(start * 1000)
@@ -250,10 +262,10 @@ def generate(params: dict) -> SyntheticStream:
     prices = [rng.uniform(*START_PRICES) for _ in symbols]
     numbers = [0] * len(symbols)
     disorder = params['disorder']
-    records = []
+    count = 0
     times = _trade_times(rng, symbols, params['rate'], params['seed'],
                          params['bursts'], gap)
-    while len(records) < params['events']:
+    while count < params['events']:
         offset, i = next(times)
         symbol = symbols[i]
         numbers[i] += 1
@@ -278,12 +290,10 @@ def generate(params: dict) -> SyntheticStream:
             arrival = event_time + rng.uniform(*LATE_DELAY_S)
         else:
             arrival = event_time + rng.uniform(0.0, disorder)
-        records.append((event_time, arrival, payload))
-        if (not malformed and len(records) < params['events']
+        count += 1
+        yield event_time, arrival, payload, event_time
+        if (not malformed and count < params['events']
                 and rng.random() < params['duplicates']):
-            records.append((event_time,
-                            arrival + rng.uniform(0.0, DUPLICATE_DELAY_S),
-                            payload))
-    return SyntheticStream(
-        arrival_ticks(records, params['tick'], disorder, start),
-        params['tick'])
+            count += 1
+            yield (event_time, arrival + rng.uniform(0.0, DUPLICATE_DELAY_S),
+                   payload, event_time)

@@ -25,7 +25,8 @@ import urllib.parse
 
 import orjson
 
-from transforms.synthetic import SyntheticStream, arrival_ticks, parse_start
+from transforms.synthetic import SyntheticStream, Ticks, parse_start, \
+    stream_ticks
 
 PARAMS = {
     'sessions': (int, 400, 'number of viewing sessions'),
@@ -187,16 +188,34 @@ def _malformed(rng, ts, sid):
     ))
 
 
+# A report of a session is never earlier than this before the session's
+# start (segment requests are logged up to 4 s before their report).
+EARLIEST_MS = 10_000
+
+
 def generate(params: dict) -> SyntheticStream:
+    """The stream for ``params``, generated lazily (one session at a time)
+    each time its ticks are iterated."""
+    start = int(round(parse_start(params['start']) * 1000)) / 1000
+    return SyntheticStream(
+        Ticks(lambda: stream_ticks(_records(params), params['tick'],
+                                   params['disorder'], start)),
+        params['tick'])
+
+
+def _records(params: dict):
+    """(event time, arrival, payload, later) a session at a time, sessions
+    in order of start: ``later`` bounds the arrival of every record still to
+    come (this session's and later sessions' reports)."""
     rng = random.Random(params['seed'])
     start_ms = int(round(parse_start(params['start']) * 1000))
     contents = CONTENTS[:max(1, min(params['contents'], len(CONTENTS)))]
     cdns = CDNS[:max(1, min(params['cdns'], len(CDNS)))]
     span_ms = params['span'] * 60_000
-    records = []
     for i in range(params['sessions']):
         offset_ms = int(span_ms * i / max(1, params['sessions']))
         t0 = start_ms + offset_ms + rng.randrange(0, 1000)
+        later = (start_ms + offset_ms - EARLIEST_MS) / 1000
         cid = rng.choice(contents)
         live = cid.endswith('-live')
         form = 'json' if rng.random() < params['json'] else 'report'
@@ -211,9 +230,4 @@ def generate(params: dict) -> SyntheticStream:
                 delay = rng.uniform(20.0, 360.0)
             else:
                 delay = rng.uniform(0.0, params['disorder'])
-            records.append((ts / 1000, ts / 1000 + delay, payload))
-    records.sort(key=lambda r: (r[1], r[0]))
-    return SyntheticStream(
-        arrival_ticks(records, params['tick'], params['disorder'],
-                      start_ms / 1000),
-        params['tick'])
+            yield ts / 1000, ts / 1000 + delay, payload, later
