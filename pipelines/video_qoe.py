@@ -120,27 +120,25 @@ def build(pipeline, args, context):
     blocks = source.blocks() if (args.execution == 'columnar'
                                  and not context.streaming) else None
     if blocks is not None:
-        # A bounded replay: blocks of lines -> session fragments -> sessions
-        # and rollup partials, each with its window in the key.
+        # A bounded replay: blocks of lines -> columnar fragments per shard
+        # of session ids -> sessions (rows) and rollup partials (with their
+        # window in the key).
         decoded = (pipeline
                    | 'Read' >> blocks
                    | 'DecodeFragments' >> beam.ParDo(BlockFragmentsFn(
                        decoder, 'decode.video', JOB, args.source,
                        args.max_record_bytes,
                        json_fast=args.cmcd_format in ('auto', 'json')))
-                   .with_output_types(typing.Tuple[str, typing.Any])
+                   .with_output_types(typing.Tuple[int, typing.Any])
                    .with_outputs(
                            deadletter.DEAD, main=deadletter.OK))
         split = (decoded.ok
-                 | 'GroupSession' >> beam.GroupByKey()
-                 | 'SplitSessions' >> beam.ParDo(SessionsAndRollupsFn(
-                     window.size, rollup_window))
-                   .with_output_types(typing.Tuple[typing.Any, typing.Any])
-                   .with_outputs(
-                         SessionsAndRollupsFn.ROLLUPS, main='sessions'))
-        sessions = split.sessions | 'Sessions' >> AggregatePerKey(
-            SessionFn(), to_session, session_count, False, JOB,
-            window_in_key=True).with_output_types(Session)
+                 | 'GroupShard' >> beam.GroupByKey()
+                 | 'SessionsAndRollups' >> beam.ParDo(SessionsAndRollupsFn(
+                     window.size, rollup_window, JOB))
+                 .with_outputs(SessionsAndRollupsFn.ROLLUPS, main='sessions'))
+        sessions = split.sessions
+        sessions.element_type = Session
         rollups = split[SessionsAndRollupsFn.ROLLUPS] | 'Rollups' >> \
             AggregatePerKey(RollupFn(), to_rollup, rollup_count, False, JOB,
                             window_in_key=True).with_output_types(Rollup)

@@ -79,31 +79,31 @@ LINE = rf'\A\{{{_MEMBER}(?:,{_MEMBER})*\}}\n?\z'
 
 class Columns(typing.NamedTuple):
     """The accepted lines, as columns (``lines``: their indices in the
-    block)."""
+    block; strings as Arrow arrays, '' where absent)."""
     lines: np.ndarray
     ts: np.ndarray             # int64 ms
     sn: np.ndarray             # int64, -1 if absent
     br: np.ndarray             # int64 video bitrate, -1 if absent
     msd: np.ndarray            # int64, -1 if absent
     err: np.ndarray            # bool: carries ec
-    sid: list
-    sta: list                  # '' if absent
-    cid: list
-    cdn: list
-    st: list
-    sf: list
+    sid: pa.Array
+    sta: pa.Array              # '' if absent
+    cid: pa.Array
+    cdn: pa.Array
+    st: pa.Array
+    sf: pa.Array
 
     def take(self, rows) -> 'Columns':
-        rows_list = rows.tolist()
+        index = pa.array(rows)
         return Columns(*(c[rows] if isinstance(c, np.ndarray)
-                         else [c[i] for i in rows_list] for c in self))
+                         else c.take(index) for c in self))
 
     @classmethod
     def concat(cls, parts) -> 'Columns':
         if len(parts) == 1:
             return parts[0]
         return cls(*(np.concatenate(cs) if isinstance(cs[0], np.ndarray)
-                     else [x for c in cs for x in c]
+                     else pa.concat_arrays(cs)
                      for cs in zip(*parts)))
 
 
@@ -221,8 +221,8 @@ def _columns(lines, keys, text) -> Columns:
 
     def texts(key):
         if key not in position:
-            return [''] * size
-        return pc.utf8_slice_codeunits(value(key), 1, -1).to_pylist()
+            return pa.repeat(pa.scalar('', pa.string()), size)
+        return pc.utf8_slice_codeunits(value(key), 1, -1).cast(pa.string())
 
     ts, bl = ints('ts'), ints('bl')
     good = (ts * 1000 >= MIN_EVENT_TIME.micros) \
@@ -235,33 +235,51 @@ def _columns(lines, keys, text) -> Columns:
     return columns if good.all() else columns.take(np.flatnonzero(good))
 
 
+# The columns of a block's decoded reports: the session id and the fields
+# of :func:`~transforms.video.sessions.point_of`, in its order.
+POINT_SCHEMA = pa.schema([
+    ('sid', pa.string()), ('ts', pa.int64()), ('sn', pa.int64()),
+    ('sta', pa.string()), ('br', pa.int64()), ('msd', pa.int64()),
+    ('err', pa.bool_()), ('cid', pa.string()), ('cdn', pa.string()),
+    ('st', pa.string()), ('sf', pa.string())])
+
+
 class Points:
-    """Decoded reports of a block as columns: the session id and the fields
-    of :func:`~transforms.video.sessions.point_of`, one row per report."""
-    __slots__ = ('sid', 'ts', 'sn', 'sta', 'br', 'msd', 'err', 'cid', 'cdn',
-                 'st', 'sf')
+    """Decoded reports of a block as Arrow columns (:data:`POINT_SCHEMA`):
+    the session id and the fields of
+    :func:`~transforms.video.sessions.point_of`, one row per report."""
+    __slots__ = tuple(POINT_SCHEMA.names)
 
     def __init__(self, columns: typing.Optional[Columns] = None, rows=()):
         """The rows of ``columns`` (vectorised), then ``rows`` ((sid,
         point) pairs)."""
         rows = list(rows)
-        extra = list(zip(*(p for _, p in rows))) or [()] * 10
-        self.sid = (columns.sid if columns is not None else []) + \
-            [sid for sid, _ in rows]
-        for name, more in zip(self.__slots__[1:], extra):
-            base = getattr(columns, name) if columns is not None else []
-            if isinstance(base, np.ndarray):
-                base = base.tolist()
-            setattr(self, name, base + list(more))
+        extra = [[sid for sid, _ in rows]] + (
+            list(zip(*(p for _, p in rows))) if rows else [()] * 10)
+        for field, more in zip(POINT_SCHEMA, extra):
+            arrays = []
+            if columns is not None:
+                base = getattr(columns, field.name)
+                arrays.append(pa.array(base, field.type)
+                              if isinstance(base, np.ndarray) else base)
+            if more:
+                arrays.append(pa.array(list(more), field.type))
+            setattr(self, field.name,
+                    arrays[0] if len(arrays) == 1 else
+                    pa.concat_arrays(arrays) if arrays else
+                    pa.array([], field.type))
 
     def __len__(self):
         return len(self.sid)
 
+    def table(self) -> pa.Table:
+        return pa.Table.from_arrays([getattr(self, n) for n in self.__slots__],
+                                    schema=POINT_SCHEMA)
+
     def rows(self):
         """(sid, point) per report."""
-        return zip(self.sid, zip(self.ts, self.sn, self.sta, self.br,
-                                 self.msd, self.err, self.cid, self.cdn,
-                                 self.st, self.sf))
+        lists = [getattr(self, n).to_pylist() for n in self.__slots__]
+        return zip(lists[0], zip(*lists[1:]))
 
 
 class BlockDecoder:

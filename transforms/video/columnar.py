@@ -19,11 +19,15 @@ Both travel with their window in the key to ``AggregatePerKey(...,
 window_in_key=True)`` (one ON_TIME pane per window, as a bounded run has).
 A stream (or a source without blocks) runs the element path.
 """
-import collections
+import zlib
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import deadletter, windows
@@ -31,22 +35,42 @@ from transforms.columnar import LineBlock
 from transforms.decode import DecodeCounters, Filtered
 from transforms.video import cmcd_columnar
 from transforms.video.rollups import UNKNOWN, RollupAcc
-from transforms.video.sessions import (CDN, CID, ERR, MSD, ST,
-                                       STATE, TS, SessionPoints)
+from transforms.video.sessions import Session
+
+# Session ids are spread over this many shards: what crosses the shuffle is
+# one columnar fragment per (block, shard), not one element per session id.
+SHARDS = 16
+# The point columns in the order of a point tuple (sid first): sorting rows
+# by them is sorting (sid, point) tuples.
+SORT_KEYS = [(name, 'ascending') for name in cmcd_columnar.POINT_SCHEMA.names]
+
+
+def shards_of(sid: pa.Array, shards: int) -> np.ndarray:
+    """The shard of each session id (CRC-32 of its UTF-8 bytes, so the same
+    on every worker and run)."""
+    encoded = pc.dictionary_encode(sid)
+    codes = np.fromiter(
+        (zlib.crc32(s.encode()) % shards
+         for s in encoded.dictionary.to_pylist()), np.int64,
+        len(encoded.dictionary))
+    return codes[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 class BlockFragmentsFn(beam.DoFn):
-    """LineBlock s (or single payloads) -> (session id, SessionPoints) per
-    session id and block; dead letters to ``dead``."""
+    """LineBlock s (or single payloads) -> (shard, fragment): the block's
+    decoded reports of the session ids of a shard as one Arrow table
+    (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`); dead letters to
+    ``dead``."""
 
     def __init__(self, decoder, stage, job, source='', max_bytes=1 << 20,
-                 json_fast=False):
+                 json_fast=False, shards=SHARDS):
         # Canonical CMCD JSON lines are read a block at a time, the rest by
         # the reference decoder, one by one (json_fast: the format allows
         # JSON lines).
         self._blocks = cmcd_columnar.BlockDecoder(
             decoder, stage, source, max_bytes, json_fast)
         self._counters = DecodeCounters(job)
+        self._shards = shards
 
     def process(self, element):
         if isinstance(element, LineBlock):
@@ -60,168 +84,305 @@ class BlockFragmentsFn(beam.DoFn):
                 self._counters.dead()
                 yield beam.pvalue.TaggedOutput(deadletter.DEAD, result)
         self._counters.decoded(count)
-        by_sid = collections.defaultdict(list)
-        for sid, point in points.rows():
-            by_sid[sid].append(point)
-        for sid, session_points in by_sid.items():
-            yield sid, SessionPoints.of(session_points)
+        if not len(points):
+            return
+        table = points.table()
+        shard = shards_of(points.sid, self._shards)
+        order = np.argsort(shard, kind='stable')
+        shard = shard[order]
+        bounds = np.flatnonzero(np.diff(shard)) + 1
+        # (take, not slice: a pickled slice carries its whole buffers.)
+        for lo, hi in zip(np.append(0, bounds).tolist(),
+                          np.append(bounds, shard.size).tolist()):
+            yield int(shard[lo]), table.take(pa.array(order[lo:hi]))
 
 
-def _sessions(points, gap_ms):
-    """Sorted points -> lists of points, split where the gap separates."""
-    if not points:
-        return []
-    # (A few points per session id: a plain loop beats numpy's overhead.)
-    out, first, last = [], 0, points[0][TS]
-    for i, p in enumerate(points):
-        if p[TS] - last >= gap_ms:
-            out.append(points[first:i])
-            first = i
-        last = p[TS]
-    out.append(points[first:])
+def _np(array) -> np.ndarray:
+    return array.to_numpy(zero_copy_only=False)
+
+
+def _first_of_each(session, rows):
+    """Of ``rows`` (ascending, ``session`` ascending along them), the first
+    of each session."""
+    if rows.size == 0:
+        return rows
+    keep = np.ones(rows.size, bool)
+    keep[1:] = session[rows[1:]] != session[rows[:-1]]
+    return rows[keep]
+
+
+def _sums(index, values, m) -> np.ndarray:
+    """Exact int64 sums of ``values`` per ``index`` in range(m)."""
+    out = np.zeros(m, np.int64)
+    np.add.at(out, index, values)
     return out
 
 
-class SessionsAndRollupsFn(beam.DoFn):
-    """(session id, fragments) -> sessions ``((sid, start us, end us),
-    SessionPoints)`` (main output) and rollup partials ``((dimension key,
-    start us, end us), RollupAcc)`` (tag ``rollups``), in the global window.
+class SessionColumns:
+    """Sorted points (a table sorted by :data:`SORT_KEYS`: a session id's
+    reports together, in point order) -> sessions and their metrics as
+    columns, computed exactly as :func:`~transforms.video.sessions.metrics`
+    walks each session's points (docs/video_qoe.md defines them)."""
 
-    The merged points of the session ids of a bundle are buffered and walked
-    together (:func:`rollup_partials`, numpy), so the rollup partials leave
-    pre-aggregated per (dimension key, rollup window) over the bundle."""
+    def __init__(self, table: pa.Table, gap_ms: int):
+        n = self.n = table.num_rows
+        self.gap_ms = gap_ms
+        sid = table['sid'].combine_chunks()
+        self.ts = ts = _np(table['ts'])
+        sta = table['sta'].combine_chunks()
+        self.br = br = _np(table['br'])
+        self.msd = msd = _np(table['msd'])
+        self.err = _np(table['err']).astype(bool)
+        self.text = {name: table[name].combine_chunks()
+                     for name in ('cid', 'cdn', 'st', 'sf')}
+        # Session ids and sessions (a new id, or the gap since the last).
+        new_sid = np.ones(n, bool)
+        if n > 1:
+            new_sid[1:] = _np(pc.not_equal(sid.slice(1), sid.slice(0, n - 1)))
+        self.sid_code = np.cumsum(new_sid) - 1
+        self.sids = sid.filter(pa.array(new_sid)).to_pylist()
+        new = new_sid.copy()
+        new[1:] |= np.diff(ts) >= gap_ms
+        self.session = session = np.cumsum(new) - 1
+        m = self.m = int(session[-1]) + 1 if n else 0
+        self.firsts = firsts = np.flatnonzero(new)
+        self.lasts = np.append(firsts[1:] - 1, n - 1) if n else firsts
+        self.state = {code: _np(pc.equal(sta, code)).astype(bool)
+                      for code in ('p', 'r', 'f')}
+        is_p, is_r, is_f = (self.state[c] for c in 'prf')
+        self.played = np.bincount(session, is_p, m) > 0
+        self.failed = np.bincount(session, is_f, m) > 0
+        # The timeline: state reports, each until the next of its session.
+        self.state_rows = rows = np.flatnonzero(
+            _np(pc.not_equal(sta, '')).astype(bool))
+        prev, cur = rows[:-1], rows[1:]
+        same = session[prev] == session[cur]
+        self.prev, self.cur = prev[same], cur[same]
+        self.duration = ts[self.cur] - ts[self.prev]
+        # The video br in force at each row: the last reported at or before
+        # it in its session (-1: none yet).
+        last = np.where(br >= 0, np.arange(n), -1)
+        np.maximum.accumulate(last, out=last)
+        self.in_force = np.where(
+            (last >= 0) & (session[np.maximum(last, 0)] == session),
+            br[np.maximum(last, 0)], -1)
+        self.first_msd = _first_of_each(session, np.flatnonzero(msd >= 0))
+
+    def metrics(self) -> dict:
+        """Per session: the columns of the ``sessions`` table (lists)."""
+        m, session, prev = self.m, self.session, self.prev
+        is_r = self.state['r']
+        rows = self.state_rows
+        s_prev_r = np.zeros(rows.size, bool)
+        if rows.size > 1:
+            s_prev_r[1:] = (session[rows[1:]] == session[rows[:-1]]) \
+                & is_r[rows[:-1]]
+        entries = is_r[rows] & ~s_prev_r
+        rebuffer_count = np.bincount(session[rows], entries, m)
+        d_session = session[prev]
+        was_r, was_p = is_r[prev], self.state['p'][prev]
+        rebuffer = _sums(d_session, np.where(was_r, self.duration, 0), m)
+        playing = _sums(d_session, np.where(was_p, self.duration, 0), m)
+        br = self.in_force[prev]
+        weighs = was_p & (br >= 0)
+        weighted = _sums(d_session, np.where(weighs, br * self.duration, 0),
+                         m)
+        weighted_ms = _sums(d_session, np.where(weighs, self.duration, 0), m)
+        b_rows = np.flatnonzero(self.br >= 0)
+        change = np.zeros(b_rows.size, bool)
+        if b_rows.size > 1:
+            change[1:] = (session[b_rows[1:]] == session[b_rows[:-1]]) \
+                & (self.br[b_rows[1:]] != self.br[b_rows[:-1]])
+        switches = np.bincount(session[b_rows], change, m)
+        start = np.full(m, -1, np.int64)
+        start[session[self.first_msd]] = self.msd[self.first_msd]
+        total = rebuffer + playing
+        with np.errstate(invalid='ignore', divide='ignore'):
+            ratio = rebuffer / total
+            avg = weighted / weighted_ms
+        firsts, lasts = self.firsts, self.lasts
+        out = {
+            'session_id': [self.sids[i] for i in
+                           self.sid_code[firsts].tolist()],
+            'session_start': self.ts[firsts], 'session_end': self.ts[lasts],
+            'report_count': np.diff(np.append(firsts, self.n)),
+            'video_start_time_ms': _optional(start, start >= 0),
+            'rebuffer_count': rebuffer_count.astype(np.int64),
+            'rebuffer_ms': rebuffer, 'playing_ms': playing,
+            'rebuffering_ratio': _optional(ratio, total > 0),
+            'error_count': np.bincount(session, self.err, m).astype(np.int64),
+            'failed': self.failed,
+            'exit_before_video_start': ~self.played & ~self.failed,
+            'bitrate_switches': switches.astype(np.int64),
+            'avg_bitrate_kbps': _optional(avg, weighted_ms > 0),
+        }
+        for field, name in (('content_id', 'cid'), ('cdn', 'cdn'),
+                            ('stream_type', 'st'),
+                            ('streaming_format', 'sf')):
+            text = self.text[name]
+            rows = _first_of_each(session, np.flatnonzero(
+                _np(pc.not_equal(text, '')).astype(bool)))
+            values = [None] * m
+            for i, value in zip(session[rows].tolist(),
+                                text.take(pa.array(rows)).to_pylist()):
+                values[i] = value
+            out[field] = values
+        return {k: v.tolist() if isinstance(v, np.ndarray) else v
+                for k, v in out.items()}
+
+    def rows(self):
+        """The ``sessions`` rows (one ON_TIME pane per session window)."""
+        columns = self.metrics()
+        gap_us = self.gap_ms * 1000
+        names = [f for f in Session._fields if f in columns]
+        for values in zip(*(columns[f] for f in names)):
+            row = dict(zip(names, values))
+            start = Timestamp(micros=row['session_start'] * 1000)
+            end = row['session_end'] * 1000
+            row['session_start'] = start
+            row['session_end'] = Timestamp(micros=end)
+            yield Session(window_start=start,
+                          window_end=Timestamp(micros=end + gap_us),
+                          pane_timing='ON_TIME', pane_index=0, **row)
+
+
+def _optional(values, present) -> list:
+    return [v if p else None for v, p in zip(values.tolist(),
+                                              present.tolist())]
+
+
+class SessionsAndRollupsFn(beam.DoFn):
+    """(shard, fragments) -> ``sessions`` rows (main output, one ON_TIME
+    pane per session window, accounted as ``AggregatePerKey`` accounts a
+    bounded window) and rollup partials ``((dimension key, start us, end
+    us), RollupAcc)`` (tag ``rollups``), in the global window.
+
+    A shard's fragments hold every report of its session ids: sorted, they
+    are split into sessions where the gap separates them and both tables
+    are computed on columns.  Shards are buffered (up to ``max_buffer``
+    points) and computed together; the rollup partials of a bundle are kept
+    per (dimension key, rollup window) and leave when the bundle ends."""
     ROLLUPS = 'rollups'
 
-    def __init__(self, gap_seconds, rollup_window, max_buffer=200_000):
+    def __init__(self, gap_seconds, rollup_window, job, max_buffer=1_000_000):
         self._gap_ms = int(round(gap_seconds * 1000))
         self._rollup_window = rollup_window
         self._max_buffer = max_buffer
+        self._job = job
+
+    def setup(self):
+        self._assigned = Metrics.counter(self._job, 'assigned')
+        self._aggregated = Metrics.counter(self._job, 'aggregated')
+        self._on_time = Metrics.counter(self._job, 'panes.ON_TIME')
 
     def start_bundle(self):
-        self._buffer, self._buffered, self._timestamp = [], 0, None
+        self._buffer, self._buffered, self._accs = [], 0, {}
 
-    def process(self, kv, timestamp=beam.DoFn.TimestampParam):
-        sid, fragments = kv
-        merged = SessionPoints()
-        for fragment in fragments:
-            merged.merge(fragment)
-        gap_us = self._gap_ms * 1000
-        for session in _sessions(merged.points, self._gap_ms):
-            start = session[0][TS] * 1000
-            end = session[-1][TS] * 1000 + gap_us
-            yield (sid, start, end), SessionPoints(session)
-        self._buffer.append((sid, merged.points))
-        self._buffered += len(merged.points)
-        self._timestamp = timestamp
+    def process(self, kv):
+        _, fragments = kv
+        table = pa.concat_tables(list(fragments))
+        self._buffer.append(table)
+        self._buffered += table.num_rows
         if self._buffered >= self._max_buffer:
-            for item in self._flush():
-                yield beam.pvalue.TaggedOutput(self.ROLLUPS, item)
+            yield from self._flush()
 
     def finish_bundle(self):
-        timestamp = self._timestamp
-        for item in self._flush():
+        for row in self._flush():
+            yield WindowedValue(row, _MAX_TIMESTAMP, _GLOBAL)
+        for item in self._accs.items():
             yield beam.pvalue.TaggedOutput(self.ROLLUPS, WindowedValue(
-                item, timestamp, _GLOBAL))
+                item, _MAX_TIMESTAMP, _GLOBAL))
+        self._accs = {}
 
     def _flush(self):
         buffered, self._buffer, self._buffered = self._buffer, [], 0
-        return rollup_partials(buffered, self._gap_ms,
-                               self._rollup_window).items()
+        if not buffered:
+            return
+        table = pa.concat_tables(buffered)
+        table = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
+        columns = SessionColumns(table, self._gap_ms)
+        add_rollup_partials(columns, self._rollup_window, self._accs)
+        self._assigned.inc(columns.n)
+        self._aggregated.inc(columns.n)
+        self._on_time.inc(columns.m)
+        yield from columns.rows()
 
 
 _GLOBAL = (GlobalWindow(),)
+_MAX_TIMESTAMP = GlobalWindow().max_timestamp()
 _DIM_NAMES = ('content', 'cdn', 'stream_type')
 
 
-def _first_per(session, rows):
-    """Of ``rows`` (sorted), the first of each session."""
-    if rows.size == 0:
-        return rows
-    _, first = np.unique(session[rows], return_index=True)
-    return rows[first]
+def _segments(keys):
+    """Sorted int keys -> (distinct keys, bounds: segment i is
+    bounds[i]:bounds[i + 1])."""
+    if keys.size == 0:
+        return keys, np.zeros(1, np.int64)
+    starts = np.flatnonzero(np.append(True, keys[1:] != keys[:-1]))
+    return keys[starts], np.append(starts, keys.size)
 
 
-def rollup_partials(groups, gap_ms, rollup_window) -> dict:
-    """[(session id, its sorted points)] -> {(dimension key, window start
-    us, window end us): RollupAcc}: the contributions of
+def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
+    """Adds to ``accs`` ({(dimension key, window start us, window end us):
+    RollupAcc}) the contributions of
     :func:`~transforms.video.rollups.walk_report` and
-    :func:`~transforms.video.rollups.close_session` over each session id's
-    points (split where the gap separates them), computed on columns."""
-    sizes = [len(points) for _, points in groups]
-    n = sum(sizes)
+    :func:`~transforms.video.rollups.close_session` over the sessions of
+    ``c``, computed on columns."""
+    n, m = c.n, c.m
     if n == 0:
-        return {}
-    sids = [sid for sid, _ in groups]
-    columns = list(zip(*(p for _, points in groups for p in points)))
-    code = np.repeat(np.arange(len(groups)), sizes)
-    ts = np.asarray(columns[TS], np.int64)
-    state = np.asarray(columns[STATE], dtype=object)
-    msd = np.asarray(columns[MSD], np.int64)
-    err = np.asarray(columns[ERR], bool)
+        return accs
+    gap_ms, session, ts = c.gap_ms, c.session, c.ts
     # Dimension values (a missing one is 'unknown'), as codes into names.
     dim_codes, dim_names = [], []
-    for field in (CID, CDN, ST):
-        names, inverse = np.unique(
-            np.asarray([v or UNKNOWN for v in columns[field]], dtype=object),
-            return_inverse=True)
-        dim_codes.append(inverse.reshape(-1))
-        dim_names.append(names.tolist())
-    # Sessions: a new session id, or the gap since the previous report.
-    new = np.ones(n, bool)
-    new[1:] = (code[1:] != code[:-1]) | (np.diff(ts) >= gap_ms)
-    session = np.cumsum(new) - 1
-    m = int(session[-1]) + 1
-    is_p, is_f = state == 'p', state == 'f'
+    for name in ('cid', 'cdn', 'st'):
+        text = c.text[name]
+        encoded = pc.dictionary_encode(pc.if_else(
+            pc.equal(text, ''), UNKNOWN, text))
+        dim_codes.append(_np(encoded.indices).astype(np.int64))
+        dim_names.append(encoded.dictionary.to_pylist())
+    is_p, is_f = c.state['p'], c.state['f']
     play = np.zeros(n, np.int64)
-    play[_first_per(session, np.flatnonzero(is_p))] = 1
+    play[_first_of_each(session, np.flatnonzero(is_p))] = 1
     failure = np.zeros(n, np.int64)
-    failure[_first_per(session, np.flatnonzero(is_f))] = 1
+    failure[_first_of_each(session, np.flatnonzero(is_f))] = 1
     start = np.full(n, -1, np.int64)
-    first_msd = _first_per(session, np.flatnonzero(msd >= 0))
-    start[first_msd] = msd[first_msd]
+    start[c.first_msd] = c.msd[c.first_msd]
     # Durations: each state report until the next of its session, if it
     # was r or p, at the time and dimensions of the state's report.
-    rows = np.flatnonzero(state != '')
-    prev, cur = rows[:-1], rows[1:]
-    keep = (session[prev] == session[cur]) & (
-        (state[prev] == 'r') | (state[prev] == 'p'))
-    prev, cur = prev[keep], cur[keep]
-    duration = ts[cur] - ts[prev]
+    prev = c.prev
+    was_r, was_p = c.state['r'][prev], is_p[prev]
+    keep = was_r | was_p
+    prev, duration, was_r = prev[keep], c.duration[keep], was_r[keep]
     # Exits: sessions that neither played nor failed, at last report + gap.
-    played = np.bincount(session, is_p, m) > 0
-    failed = np.bincount(session, is_f, m) > 0
-    firsts = np.flatnonzero(new)
-    lasts = np.append(firsts[1:] - 1, n - 1)
-    exited = np.flatnonzero(~played & ~failed)
-    k = prev.size
+    exited = np.flatnonzero(~c.played & ~c.failed)
+    k, e = prev.size, exited.size
     # All contributions: reports, durations, exits.
-    src = np.concatenate((np.arange(n), prev, firsts[exited]))
-    time_ms = np.concatenate((ts, ts[prev], ts[lasts[exited]] + gap_ms))
-    kind = np.concatenate((np.zeros(n, np.int8), np.ones(k, np.int8),
-                           np.full(exited.size, 2, np.int8)))
-    is_report = kind == 0
-    zeros_k, zeros_e = np.zeros(k, np.int64), np.zeros(exited.size, np.int64)
+    src = np.concatenate((np.arange(n), prev, c.firsts[exited]))
+    time_ms = np.concatenate((ts, ts[prev], ts[c.lasts[exited]] + gap_ms))
+    zeros_k, zeros_e = np.zeros(k, np.int64), np.zeros(e, np.int64)
     values = {
-        'count': is_report.astype(np.int64),
+        'count': np.concatenate((np.ones(n, np.int64), zeros_k, zeros_e)),
         'plays': np.concatenate((play, zeros_k, zeros_e)),
-        'errors': np.concatenate((err.astype(np.int64), zeros_k, zeros_e)),
+        'errors': np.concatenate((c.err.astype(np.int64), zeros_k, zeros_e)),
         'failures': np.concatenate((failure, zeros_k, zeros_e)),
         'rebuffer_ms': np.concatenate((
-            np.zeros(n, np.int64), np.where(state[prev] == 'r', duration, 0),
-            zeros_e)),
+            np.zeros(n, np.int64), np.where(was_r, duration, 0), zeros_e)),
         'playing_ms': np.concatenate((
-            np.zeros(n, np.int64), np.where(state[prev] == 'p', duration, 0),
-            zeros_e)),
-        'exits': (kind == 2).astype(np.int64),
+            np.zeros(n, np.int64), np.where(was_r, 0, duration), zeros_e)),
+        'exits': np.concatenate((np.zeros(n + k, np.int64),
+                                 np.ones(e, np.int64))),
     }
     starts_ms = np.concatenate((start, zeros_k - 1, zeros_e - 1))
-    who = code[src]
+    who = c.sid_code[src]
     win_rows, win_starts = windows.window_starts(rollup_window,
                                                  time_ms * 1000)
     size = int(round(rollup_window.size * 1e6))
     w_codes, w_inverse = np.unique(win_starts, return_inverse=True)
     w_inverse = w_inverse.reshape(-1)
-    accs = {}
+    w_count = w_codes.size
+    w_list = w_codes.tolist()
+    reporting = win_rows < n
+    n_sids = len(c.sids)
     for d in range(4):
         if d == 0:
             value_code = np.zeros(win_rows.size, np.int64)
@@ -229,30 +390,46 @@ def rollup_partials(groups, gap_ms, rollup_window) -> dict:
         else:
             value_code = dim_codes[d - 1][src][win_rows]
             names, prefix = dim_names[d - 1], _DIM_NAMES[d - 1]
-        key = value_code * w_codes.size + w_inverse
+        key = value_code * w_count + w_inverse
         groups_k, group = np.unique(key, return_inverse=True)
         group = group.reshape(-1)
         g = groups_k.size
-        sums = {name: np.bincount(group, v[win_rows], g).astype(np.int64)
-                for name, v in values.items()}
-        order = np.argsort(group, kind='stable')
-        bounds = np.searchsorted(group[order], np.arange(g + 1))
-        reporting = is_report[win_rows][order]
-        has_start = starts_ms[win_rows][order] >= 0
+        sums = {name: np.bincount(group, v[win_rows], g).astype(
+            np.int64).tolist() for name, v in values.items()}
+        # Distinct session ids reporting per group.
+        pairs = np.unique(group[reporting] * n_sids + who[win_rows[reporting]])
+        pair_group, pair_bounds = _segments(pairs // n_sids)
+        pair_sids = [c.sids[i] for i in (pairs % n_sids).tolist()]
+        sid_at = dict(zip(pair_group.tolist(),
+                          zip(pair_bounds[:-1].tolist(),
+                              pair_bounds[1:].tolist())))
+        # Start-up times per group.
+        has_start = np.flatnonzero(starts_ms[win_rows] >= 0)
+        order = has_start[np.argsort(group[has_start], kind='stable')]
+        start_group, start_bounds = _segments(group[order])
+        start_values = starts_ms[win_rows[order]]
+        start_at = dict(zip(start_group.tolist(),
+                            zip(start_bounds[:-1].tolist(),
+                                start_bounds[1:].tolist())))
         for i, key_i in enumerate(groups_k.tolist()):
-            value, window = divmod(key_i, w_codes.size)
-            window_start = int(w_codes[window])
+            value, window = divmod(key_i, w_count)
+            window_start = w_list[window]
             dim_key = 'all' if prefix is None else f'{prefix}={names[value]}'
-            acc = RollupAcc()
-            members = order[bounds[i]:bounds[i + 1]]
-            here = members[reporting[bounds[i]:bounds[i + 1]]]
-            if here.size:
-                acc.add_sessions(sids[j] for j in np.unique(
-                    who[win_rows[here]]).tolist())
-            started = members[has_start[bounds[i]:bounds[i + 1]]]
-            if started.size:
-                acc.starts.add_array(starts_ms[win_rows[started]])
-            for name in values:
-                setattr(acc, name, int(sums[name][i]))
-            accs[(dim_key, window_start, window_start + size)] = acc
+            full = (dim_key, window_start, window_start + size)
+            acc = accs.get(full)
+            if acc is None:
+                acc = accs[full] = RollupAcc()
+            span = sid_at.get(i)
+            if span is not None:
+                acc.add_sessions(pair_sids[span[0]:span[1]])
+            span = start_at.get(i)
+            if span is not None:
+                acc.starts.add_array(start_values[span[0]:span[1]])
+            acc.count += sums['count'][i]
+            acc.plays += sums['plays'][i]
+            acc.errors += sums['errors'][i]
+            acc.failures += sums['failures'][i]
+            acc.rebuffer_ms += sums['rebuffer_ms'][i]
+            acc.playing_ms += sums['playing_ms'][i]
+            acc.exits += sums['exits'][i]
     return accs
