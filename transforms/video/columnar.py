@@ -322,6 +322,21 @@ def _segments(keys):
     return keys[starts], np.append(starts, keys.size)
 
 
+def _codes(keys, limit):
+    """int64 keys -> (distinct keys ascending, the index of each key among
+    them), by counting where the keys span at most ``limit`` values (else
+    by sorting, as ``np.unique``)."""
+    if keys.size == 0:
+        return keys, keys
+    low, high = int(keys.min()), int(keys.max())
+    if high - low >= limit:
+        distinct, inverse = np.unique(keys, return_inverse=True)
+        return distinct, inverse.reshape(-1)
+    present = np.bincount(keys - low, minlength=high - low + 1) > 0
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present) + low, rank[keys - low]
+
+
 def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
     """Adds to ``accs`` ({(dimension key, window start us, window end us):
     RollupAcc}) the contributions of
@@ -377,12 +392,19 @@ def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
     win_rows, win_starts = windows.window_starts(rollup_window,
                                                  time_ms * 1000)
     size = int(round(rollup_window.size * 1e6))
-    w_codes, w_inverse = np.unique(win_starts, return_inverse=True)
-    w_inverse = w_inverse.reshape(-1)
+    limit = 4 * win_rows.size + 1024
+    step = size if rollup_window.kind == 'fixed' else \
+        int(round(rollup_window.period * 1e6))
+    w_codes, w_inverse = _codes(win_starts // step, limit)
     w_count = w_codes.size
-    w_list = w_codes.tolist()
+    w_list = (w_codes * step).tolist()
+    # The session ids reporting in each window: a (session id, window) pair
+    # repeated in the rows before is left out (a distinct-count sketch
+    # counts a session id once however often it is added).
     reporting = win_rows < n
-    n_sids = len(c.sids)
+    who_w = who[win_rows]
+    fresh = np.ones(win_rows.size, bool)
+    fresh[1:] = (who_w[1:] != who_w[:-1]) | (w_inverse[1:] != w_inverse[:-1])
     for d in range(4):
         if d == 0:
             value_code = np.zeros(win_rows.size, np.int64)
@@ -391,15 +413,17 @@ def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
             value_code = dim_codes[d - 1][src][win_rows]
             names, prefix = dim_names[d - 1], _DIM_NAMES[d - 1]
         key = value_code * w_count + w_inverse
-        groups_k, group = np.unique(key, return_inverse=True)
-        group = group.reshape(-1)
+        groups_k, group = _codes(key, limit)
         g = groups_k.size
         sums = {name: np.bincount(group, v[win_rows], g).astype(
             np.int64).tolist() for name, v in values.items()}
-        # Distinct session ids reporting per group.
-        pairs = np.unique(group[reporting] * n_sids + who[win_rows[reporting]])
-        pair_group, pair_bounds = _segments(pairs // n_sids)
-        pair_sids = [c.sids[i] for i in (pairs % n_sids).tolist()]
+        # Session ids reporting per group.
+        new_value = fresh.copy()
+        new_value[1:] |= value_code[1:] != value_code[:-1]
+        rows = np.flatnonzero(reporting & new_value)
+        rows = rows[np.argsort(group[rows], kind='stable')]
+        pair_group, pair_bounds = _segments(group[rows])
+        pair_sids = [c.sids[i] for i in who_w[rows].tolist()]
         sid_at = dict(zip(pair_group.tolist(),
                           zip(pair_bounds[:-1].tolist(),
                               pair_bounds[1:].tolist())))
