@@ -137,8 +137,9 @@ def build(pipeline, args, context):
                  | 'SessionsAndRollups' >> beam.ParDo(SessionsAndRollupsFn(
                      window.size, rollup_window, JOB))
                  .with_outputs(SessionsAndRollupsFn.ROLLUPS, main='sessions'))
+        # (Arrow tables of sessions rows, written without a row object per
+        # session.)
         sessions = split.sessions
-        sessions.element_type = Session
         rollups = split[SessionsAndRollupsFn.ROLLUPS] | 'Rollups' >> \
             AggregatePerKey(RollupFn(), to_rollup, rollup_count, False, JOB,
                             window_in_key=True).with_output_types(Rollup)
@@ -181,7 +182,12 @@ def build(pipeline, args, context):
     alerts = rollups | 'Alerts' >> ThresholdAlerts(
         rollup_key, rules, JOB).with_output_types(Alert)
 
-    sessions | 'WriteSessions' >> sink.write('sessions', TABLES['sessions'])
+    if blocks is not None:
+        sessions | 'WriteSessions' >> sink.write_tables(
+            'sessions', TABLES['sessions'])
+    else:
+        sessions | 'WriteSessions' >> sink.write('sessions',
+                                                 TABLES['sessions'])
     rollups | 'WriteRollups' >> sink.write('qoe_rollups',
                                            TABLES['qoe_rollups'])
     alerts | 'WriteAlerts' >> sink.write('alerts', TABLES['alerts'])

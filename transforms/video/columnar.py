@@ -35,6 +35,7 @@ from transforms.columnar import LineBlock
 from transforms.decode import DecodeCounters, Filtered
 from transforms.video import cmcd_columnar
 from transforms.video.rollups import UNKNOWN, RollupAcc
+from transforms.schemas import arrow_schema
 from transforms.video.sessions import Session
 
 # Session ids are spread over this many shards: what crosses the shuffle is
@@ -127,7 +128,7 @@ class SessionColumns:
     def __init__(self, table: pa.Table, gap_ms: int):
         n = self.n = table.num_rows
         self.gap_ms = gap_ms
-        sid = table['sid'].combine_chunks()
+        self.sid = sid = table['sid'].combine_chunks()
         self.ts = ts = _np(table['ts'])
         sta = table['sta'].combine_chunks()
         self.br = br = _np(table['br'])
@@ -168,9 +169,10 @@ class SessionColumns:
             br[np.maximum(last, 0)], -1)
         self.first_msd = _first_of_each(session, np.flatnonzero(msd >= 0))
 
-    def metrics(self) -> dict:
-        """Per session: the columns of the ``sessions`` table (lists)."""
-        m, session, prev = self.m, self.session, self.prev
+    def table(self) -> pa.Table:
+        """The ``sessions`` rows as an Arrow table (one ON_TIME pane per
+        session window)."""
+        m, session = self.m, self.session
         is_r = self.state['r']
         rows = self.state_rows
         s_prev_r = np.zeros(rows.size, bool)
@@ -179,6 +181,7 @@ class SessionColumns:
                 & is_r[rows[:-1]]
         entries = is_r[rows] & ~s_prev_r
         rebuffer_count = np.bincount(session[rows], entries, m)
+        prev = self.prev
         d_session = session[prev]
         was_r, was_p = is_r[prev], self.state['p'][prev]
         rebuffer = _sums(d_session, np.where(was_r, self.duration, 0), m)
@@ -201,20 +204,24 @@ class SessionColumns:
             ratio = rebuffer / total
             avg = weighted / weighted_ms
         firsts, lasts = self.firsts, self.lasts
-        out = {
-            'session_id': [self.sids[i] for i in
-                           self.sid_code[firsts].tolist()],
-            'session_start': self.ts[firsts], 'session_end': self.ts[lasts],
+        first_ms, last_ms = self.ts[firsts], self.ts[lasts]
+        columns = {
+            'session_id': self.sid.take(pa.array(firsts)),
+            'session_start': first_ms * 1000, 'session_end': last_ms * 1000,
             'report_count': np.diff(np.append(firsts, self.n)),
-            'video_start_time_ms': _optional(start, start >= 0),
+            'video_start_time_ms': pa.array(start, mask=start < 0),
             'rebuffer_count': rebuffer_count.astype(np.int64),
             'rebuffer_ms': rebuffer, 'playing_ms': playing,
-            'rebuffering_ratio': _optional(ratio, total > 0),
+            'rebuffering_ratio': pa.array(ratio, mask=total <= 0),
             'error_count': np.bincount(session, self.err, m).astype(np.int64),
             'failed': self.failed,
             'exit_before_video_start': ~self.played & ~self.failed,
             'bitrate_switches': switches.astype(np.int64),
-            'avg_bitrate_kbps': _optional(avg, weighted_ms > 0),
+            'avg_bitrate_kbps': pa.array(avg, mask=weighted_ms <= 0),
+            'window_start': first_ms * 1000,
+            'window_end': (last_ms + self.gap_ms) * 1000,
+            'pane_timing': pa.repeat(pa.scalar('ON_TIME', pa.string()), m),
+            'pane_index': np.zeros(m, np.int64),
         }
         for field, name in (('content_id', 'cid'), ('cdn', 'cdn'),
                             ('stream_type', 'st'),
@@ -222,33 +229,15 @@ class SessionColumns:
             text = self.text[name]
             rows = _first_of_each(session, np.flatnonzero(
                 _np(pc.not_equal(text, '')).astype(bool)))
-            values = [None] * m
-            for i, value in zip(session[rows].tolist(),
-                                text.take(pa.array(rows)).to_pylist()):
-                values[i] = value
-            out[field] = values
-        return {k: v.tolist() if isinstance(v, np.ndarray) else v
-                for k, v in out.items()}
-
-    def rows(self):
-        """The ``sessions`` rows (one ON_TIME pane per session window)."""
-        columns = self.metrics()
-        gap_us = self.gap_ms * 1000
-        names = [f for f in Session._fields if f in columns]
-        for values in zip(*(columns[f] for f in names)):
-            row = dict(zip(names, values))
-            start = Timestamp(micros=row['session_start'] * 1000)
-            end = row['session_end'] * 1000
-            row['session_start'] = start
-            row['session_end'] = Timestamp(micros=end)
-            yield Session(window_start=start,
-                          window_end=Timestamp(micros=end + gap_us),
-                          pane_timing='ON_TIME', pane_index=0, **row)
-
-
-def _optional(values, present) -> list:
-    return [v if p else None for v, p in zip(values.tolist(),
-                                              present.tolist())]
+            index = np.full(m, -1, np.int64)
+            index[session[rows]] = rows
+            columns[field] = text.take(pa.array(index, mask=index < 0))
+        schema = arrow_schema(Session)
+        return pa.Table.from_arrays(
+            [pa.array(columns[f.name], f.type)
+             if isinstance(columns[f.name], np.ndarray)
+             else columns[f.name].cast(f.type) for f in schema],
+            schema=schema)
 
 
 class SessionsAndRollupsFn(beam.DoFn):
@@ -287,8 +276,8 @@ class SessionsAndRollupsFn(beam.DoFn):
             yield from self._flush()
 
     def finish_bundle(self):
-        for row in self._flush():
-            yield WindowedValue(row, _MAX_TIMESTAMP, _GLOBAL)
+        for table in self._flush():
+            yield WindowedValue(table, _MAX_TIMESTAMP, _GLOBAL)
         for item in self._accs.items():
             yield beam.pvalue.TaggedOutput(self.ROLLUPS, WindowedValue(
                 item, _MAX_TIMESTAMP, _GLOBAL))
@@ -305,7 +294,7 @@ class SessionsAndRollupsFn(beam.DoFn):
         self._assigned.inc(columns.n)
         self._aggregated.inc(columns.n)
         self._on_time.inc(columns.m)
-        yield from columns.rows()
+        yield columns.table()
 
 
 _GLOBAL = (GlobalWindow(),)
