@@ -27,7 +27,7 @@ from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.video import decoders
 from transforms.video.columnar import BlockFragmentsFn, SessionsAndRollupsFn
 from transforms.video.rollups import (Rollup, RollupFn, SessionTimeline,
-                                      by_dimension, rollup_count, rollup_key,
+                                      alert_input, by_dimension, rollup_count, rollup_key,
                                       to_rollup)
 from transforms.video.sessions import (Session, SessionFn, session_count,
                                        to_session)
@@ -179,7 +179,8 @@ def build(pipeline, args, context):
         if late:
             dead = ((decoded.dead, *late)
                     | 'DeadAndLate' >> beam.Flatten())
-    alerts = rollups | 'Alerts' >> ThresholdAlerts(
+    alerts = rollups | 'AlertInputs' >> beam.Map(alert_input) | \
+        'Alerts' >> ThresholdAlerts(
         rollup_key, rules, JOB).with_output_types(Alert)
 
     if blocks is not None:
