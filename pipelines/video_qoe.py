@@ -181,7 +181,8 @@ def build(pipeline, args, context):
                     | 'DeadAndLate' >> beam.Flatten())
     alerts = rollups | 'AlertInputs' >> beam.Map(alert_input) | \
         'Alerts' >> ThresholdAlerts(
-        rollup_key, rules, JOB).with_output_types(Alert)
+        rollup_key, rules, JOB,
+        bounded=blocks is not None).with_output_types(Alert)
 
     if blocks is not None:
         sessions | 'WriteSessions' >> sink.write_tables(
