@@ -302,15 +302,6 @@ _MAX_TIMESTAMP = GlobalWindow().max_timestamp()
 _DIM_NAMES = ('content', 'cdn', 'stream_type')
 
 
-def _segments(keys):
-    """Sorted int keys -> (distinct keys, bounds: segment i is
-    bounds[i]:bounds[i + 1])."""
-    if keys.size == 0:
-        return keys, np.zeros(1, np.int64)
-    starts = np.flatnonzero(np.append(True, keys[1:] != keys[:-1]))
-    return keys[starts], np.append(starts, keys.size)
-
-
 def _codes(keys, limit):
     """int64 keys -> (distinct keys ascending, the index of each key among
     them), by counting where the keys span at most ``limit`` values (else
@@ -394,6 +385,13 @@ def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
     who_w = who[win_rows]
     fresh = np.ones(win_rows.size, bool)
     fresh[1:] = (who_w[1:] != who_w[:-1]) | (w_inverse[1:] != w_inverse[:-1])
+    # Each value where it is not 0 (the rows, their values), in window rows.
+    sparse = {}
+    for name, v in values.items():
+        v = v[win_rows]
+        rows = np.flatnonzero(v)
+        sparse[name] = (rows, None if name in (
+            'count', 'plays', 'errors', 'failures', 'exits') else v[rows])
     for d in range(4):
         if d == 0:
             value_code = np.zeros(win_rows.size, np.int64)
@@ -404,40 +402,36 @@ def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
         key = value_code * w_count + w_inverse
         groups_k, group = _codes(key, limit)
         g = groups_k.size
-        sums = {name: np.bincount(group, v[win_rows], g).astype(
-            np.int64).tolist() for name, v in values.items()}
+        sums = {name: np.bincount(group[rows], weights, g).astype(
+            np.int64).tolist() for name, (rows, weights) in sparse.items()}
         # Session ids reporting per group.
         new_value = fresh.copy()
         new_value[1:] |= value_code[1:] != value_code[:-1]
         rows = np.flatnonzero(reporting & new_value)
         rows = rows[np.argsort(group[rows], kind='stable')]
-        pair_group, pair_bounds = _segments(group[rows])
+        every = np.arange(g + 1)
+        sid_bounds = np.searchsorted(group[rows], every).tolist()
         pair_sids = [c.sids[i] for i in who_w[rows].tolist()]
-        sid_at = dict(zip(pair_group.tolist(),
-                          zip(pair_bounds[:-1].tolist(),
-                              pair_bounds[1:].tolist())))
         # Start-up times per group.
         has_start = np.flatnonzero(starts_ms[win_rows] >= 0)
         order = has_start[np.argsort(group[has_start], kind='stable')]
-        start_group, start_bounds = _segments(group[order])
+        start_bounds = np.searchsorted(group[order], every).tolist()
         start_values = starts_ms[win_rows[order]]
-        start_at = dict(zip(start_group.tolist(),
-                            zip(start_bounds[:-1].tolist(),
-                                start_bounds[1:].tolist())))
-        for i, key_i in enumerate(groups_k.tolist()):
-            value, window = divmod(key_i, w_count)
+        value_of, window_of = np.divmod(groups_k, w_count)
+        for i, (value, window) in enumerate(zip(value_of.tolist(),
+                                                window_of.tolist())):
             window_start = w_list[window]
             dim_key = 'all' if prefix is None else f'{prefix}={names[value]}'
             full = (dim_key, window_start, window_start + size)
             acc = accs.get(full)
             if acc is None:
                 acc = accs[full] = RollupAcc()
-            span = sid_at.get(i)
-            if span is not None:
-                acc.add_sessions(pair_sids[span[0]:span[1]])
-            span = start_at.get(i)
-            if span is not None:
-                acc.starts.add_array(start_values[span[0]:span[1]])
+            lo, hi = sid_bounds[i], sid_bounds[i + 1]
+            if hi > lo:
+                acc.add_sessions(pair_sids[lo:hi])
+            lo, hi = start_bounds[i], start_bounds[i + 1]
+            if hi > lo:
+                acc.starts.add_array(start_values[lo:hi])
             acc.count += sums['count'][i]
             acc.plays += sums['plays'][i]
             acc.errors += sums['errors'][i]
