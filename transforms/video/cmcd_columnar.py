@@ -34,6 +34,7 @@ integers and strings, every CMCD check passes, and the report's fields are
 the values as written; so the accepted lines become the same session points
 (:func:`transforms.video.sessions.point_of`) as their reports would.
 """
+import collections
 import re
 import typing
 
@@ -151,9 +152,14 @@ def _ints(values) -> np.ndarray:
 
 
 
-def decode_block(data: bytes, starts, ends, max_bytes: int):
+def decode_block(data: bytes, starts, ends, max_bytes: int, shapes=None):
     """The canonical lines of a block -> (:class:`Columns` or None, indices
-    of the other lines, for the reference decoder)."""
+    of the other lines, for the reference decoder).
+
+    ``shapes`` (a ``collections.Counter`` of key orders, optional): the
+    shapes of earlier blocks, tried first, the most frequent first (each
+    pass matches the lines no earlier shape took, so the fewer lines the
+    later passes see, the better); updated with this block's."""
     n = len(starts)
     starts, ends = np.asarray(starts), np.asarray(ends)
     lines = lines_array(data, starts, ends)
@@ -166,24 +172,38 @@ def decode_block(data: bytes, starts, ends, max_bytes: int):
     lines = pc.cast(lines.take(pa.array(index)), pa.large_string())
     remaining = np.arange(len(index))
     parts = []
+    known = [k for k, _ in shapes.most_common(MAX_SHAPES // 2)] \
+        if shapes else []
+    tried = set()
     for _ in range(MAX_SHAPES):
         if remaining.size == 0:
             break
-        # The shape of the first line left: its keys in order.
-        keys = _KEY_OF.findall(lines[int(remaining[0])].as_py())
-        if len(set(keys)) != len(keys) or 'sid' not in keys \
-                or 'ts' not in keys:
-            remaining = remaining[1:]    # a key twice, or no session
-            continue
+        if known:
+            keys = known.pop(0)
+        else:
+            # The shape of the first line left: its keys in order.
+            keys = tuple(_KEY_OF.findall(lines[int(remaining[0])].as_py()))
+            if keys in tried or len(set(keys)) != len(keys) \
+                    or 'sid' not in keys or 'ts' not in keys:
+                # (tried: a value of the wrong type; else a key twice, or
+                # no session)
+                remaining = remaining[1:]
+                continue
+        tried.add(keys)
         subset = lines.take(pa.array(remaining))
         matched = _np(pc.match_substring_regex(subset, shape_pattern(keys)))
-        if not matched[0]:               # a value of the wrong type
-            remaining = remaining[1:]
+        if not matched.any():
             continue
         rows = remaining[matched]
         remaining = remaining[~matched]
-        parts.append(_columns(index[rows], keys,
+        if shapes is not None:
+            shapes[keys] += rows.size
+        parts.append(_columns(index[rows], list(keys),
                               subset.filter(pa.array(matched))))
+    if shapes is not None and len(shapes) > 4 * MAX_SHAPES:
+        kept = shapes.most_common(MAX_SHAPES)
+        shapes.clear()
+        shapes.update(dict(kept))
     parts = [p for p in parts if p.lines.size]
     if not parts:
         return None, np.arange(n, dtype=np.int64)
@@ -296,6 +316,8 @@ class BlockDecoder:
         self.source = source
         self.max_bytes = max_bytes
         self.json_fast = json_fast
+        # The shapes (key orders) of the blocks read so far, by count.
+        self._shapes = collections.Counter()
 
     def _each(self, payloads):
         rows, refused = [], []
@@ -317,7 +339,7 @@ class BlockDecoder:
         columns, others = None, np.arange(len(starts))
         if self.json_fast and len(starts):
             columns, others = decode_block(data, starts, ends,
-                                           self.max_bytes)
+                                           self.max_bytes, self._shapes)
         rows, refused = self._each(
             [data[starts[i]:ends[i]] for i in others.tolist()])
         points = Points(columns, rows)
