@@ -83,6 +83,15 @@ class VideoQoeOptions(JobOptions):
 
 OPTIONS = VideoQoeOptions
 
+
+class AlertFiles(Alert):
+    """The ``alerts`` rows, filed by the hour their window starts in (one
+    file per hour and pane, as sessions and rollups are): a dimension whose
+    rebuffering ratio flaps around its threshold raises and recovers in
+    hundreds of 60 s windows, and a file per window costs a file each."""
+    __slots__ = ()
+    FILE_PERIOD_SECONDS = 3600
+
 TABLES = {
     'sessions': Session,
     'qoe_rollups': Rollup,
@@ -192,7 +201,7 @@ def build(pipeline, args, context):
                                                  TABLES['sessions'])
     rollups | 'WriteRollups' >> sink.write('qoe_rollups',
                                            TABLES['qoe_rollups'])
-    alerts | 'WriteAlerts' >> sink.write('alerts', TABLES['alerts'])
+    alerts | 'WriteAlerts' >> sink.write('alerts', AlertFiles)
     if args.alerts:
         alerts | 'PublishAlerts' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(
