@@ -25,7 +25,8 @@ from transforms.deadletter import DeadLetter
 from transforms.decode import Decode
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.video import decoders
-from transforms.video.columnar import BlockFragmentsFn, SessionsAndRollupsFn
+from transforms.video.columnar import (BlockFragmentsFn, RollupRowsFn,
+                                       SessionsAndRollupsFn)
 from transforms.video.rollups import (Rollup, RollupFn, SessionTimeline,
                                       alert_input, by_dimension, rollup_count, rollup_key,
                                       to_rollup)
@@ -149,9 +150,14 @@ def build(pipeline, args, context):
         # (Arrow tables of sessions rows, written without a row object per
         # session.)
         sessions = split.sessions
-        rollups = split[SessionsAndRollupsFn.ROLLUPS] | 'Rollups' >> \
-            AggregatePerKey(RollupFn(), to_rollup, rollup_count, False, JOB,
-                            window_in_key=True).with_output_types(Rollup)
+        # Rollup partials travel per hour of windows and leave as Arrow
+        # tables of rows (and what the alerts judge of each row).
+        rolled = (split[SessionsAndRollupsFn.ROLLUPS]
+                  | 'GroupHour' >> beam.GroupByKey()
+                  | 'Rollups' >> beam.ParDo(RollupRowsFn(JOB)).with_outputs(
+                      RollupRowsFn.ALERTS, main='rows'))
+        rollups = rolled.rows
+        alert_inputs = rolled[RollupRowsFn.ALERTS]
     else:
         decoded = (pipeline
                    | 'Read' >> source
@@ -188,8 +194,9 @@ def build(pipeline, args, context):
         if late:
             dead = ((decoded.dead, *late)
                     | 'DeadAndLate' >> beam.Flatten())
-    alerts = rollups | 'AlertInputs' >> beam.Map(alert_input) | \
-        'Alerts' >> ThresholdAlerts(
+    if blocks is None:
+        alert_inputs = rollups | 'AlertInputs' >> beam.Map(alert_input)
+    alerts = alert_inputs | 'Alerts' >> ThresholdAlerts(
         rollup_key, rules, JOB,
         bounded=blocks is not None).with_output_types(Alert)
 
@@ -199,8 +206,12 @@ def build(pipeline, args, context):
     else:
         sessions | 'WriteSessions' >> sink.write('sessions',
                                                  TABLES['sessions'])
-    rollups | 'WriteRollups' >> sink.write('qoe_rollups',
-                                           TABLES['qoe_rollups'])
+    if blocks is not None:
+        rollups | 'WriteRollups' >> sink.write_tables(
+            'qoe_rollups', TABLES['qoe_rollups'])
+    else:
+        rollups | 'WriteRollups' >> sink.write('qoe_rollups',
+                                               TABLES['qoe_rollups'])
     alerts | 'WriteAlerts' >> sink.write('alerts', AlertFiles)
     if args.alerts:
         alerts | 'PublishAlerts' >> io.open_sink(

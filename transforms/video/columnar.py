@@ -19,6 +19,7 @@ Both travel with their window in the key to ``AggregatePerKey(...,
 window_in_key=True)`` (one ON_TIME pane per window, as a bounded run has).
 A stream (or a source without blocks) runs the element path.
 """
+import collections
 import zlib
 
 import apache_beam as beam
@@ -34,7 +35,8 @@ from transforms import deadletter, windows
 from transforms.columnar import LineBlock
 from transforms.decode import DecodeCounters, Filtered
 from transforms.video import cmcd_columnar
-from transforms.video.rollups import UNKNOWN, RollupAcc
+from transforms.video.rollups import (UNKNOWN, AlertInput, Rollup, RollupAcc,
+                                      rollup_values)
 from transforms.schemas import arrow_schema
 from transforms.video.sessions import Session
 
@@ -278,7 +280,11 @@ class SessionsAndRollupsFn(beam.DoFn):
     def finish_bundle(self):
         for table in self._flush():
             yield WindowedValue(table, _MAX_TIMESTAMP, _GLOBAL)
-        for item in self._accs.items():
+        # The bundle's rollup partials, one element per hour of windows.
+        by_hour = collections.defaultdict(list)
+        for key, acc in self._accs.items():
+            by_hour[key[1] - key[1] % _HOUR_US].append((key, acc))
+        for item in by_hour.items():
             yield beam.pvalue.TaggedOutput(self.ROLLUPS, WindowedValue(
                 item, _MAX_TIMESTAMP, _GLOBAL))
         self._accs = {}
@@ -298,6 +304,64 @@ class SessionsAndRollupsFn(beam.DoFn):
 
 
 _GLOBAL = (GlobalWindow(),)
+_HOUR_US = 3600 * 10**6
+
+
+class RollupRowsFn(beam.DoFn):
+    """(hour, [[((dimension key, start us, end us), RollupAcc)]]) -> the
+    ``qoe_rollups`` rows of the windows starting in that hour as one Arrow
+    table (main output) and what the alerts judge of each row
+    (:class:`~transforms.video.rollups.AlertInput`, tag ``alerts``).
+
+    The partials of a (key, window) from every bundle meet here and merge
+    (RollupAcc.merge, as RollupFn merges them); a bounded window has one
+    pane, ON_TIME.  Accounted as ``AggregatePerKey`` accounts a bounded
+    window: ``assigned`` the reports of each partial, ``aggregated`` those
+    of each row, a ``panes.ON_TIME`` per row."""
+    ALERTS = 'alerts'
+
+    def __init__(self, job):
+        self._job = job
+
+    def setup(self):
+        self._assigned = Metrics.counter(self._job, 'assigned')
+        self._aggregated = Metrics.counter(self._job, 'aggregated')
+        self._on_time = Metrics.counter(self._job, 'panes.ON_TIME')
+
+    def process(self, kv):
+        _, parts = kv
+        merged = {}
+        assigned = 0
+        for items in parts:
+            for key, acc in items:
+                assigned += acc.count
+                have = merged.get(key)
+                merged[key] = acc if have is None else have.merge(acc)
+        self._assigned.inc(assigned)
+        columns = collections.defaultdict(list)
+        for (key, start, end), acc in sorted(merged.items()):
+            values = rollup_values(key, acc)
+            for name, value in values.items():
+                columns[name].append(value)
+            columns['window_start'].append(start)
+            columns['window_end'].append(end)
+            window = (Timestamp(micros=start), Timestamp(micros=end))
+            yield beam.pvalue.TaggedOutput(self.ALERTS, AlertInput(
+                values['dimension'], values['value'], *window, 'ON_TIME', 0,
+                values['active_sessions'],
+                values['video_start_time_p95_ms'],
+                values['rebuffering_ratio']))
+        m = len(merged)
+        self._aggregated.inc(sum(columns['count']))
+        self._on_time.inc(m)
+        columns['pane_timing'] = ['ON_TIME'] * m
+        columns['pane_index'] = [0] * m
+        schema = arrow_schema(Rollup)
+        yield pa.Table.from_arrays(
+            [pa.array(columns[f.name], pa.int64()).cast(f.type)
+             if pa.types.is_timestamp(f.type)
+             else pa.array(columns[f.name], f.type) for f in schema],
+            schema=schema)
 _MAX_TIMESTAMP = GlobalWindow().max_timestamp()
 _DIM_NAMES = ('content', 'cdn', 'stream_type')
 

@@ -389,11 +389,12 @@ def rollup_key(row: Rollup) -> str:
         f'{row.dimension}={row.value}'
 
 
-def to_rollup(key: str, acc: RollupAcc, pane: dict) -> Rollup:
+def rollup_values(key: str, acc: RollupAcc) -> dict:
+    """The fields of a ``qoe_rollups`` row but its window and pane."""
     dimension, _, value = key.partition('=')
     p50, p95 = acc.starts.quantiles((0.5, 0.95))
     total = acc.rebuffer_ms + acc.playing_ms
-    return Rollup(
+    return dict(
         dimension=dimension, value=value or 'all', count=acc.count,
         active_sessions=int(round(acc.sessions.get_result().get_estimate())),
         plays=acc.plays, video_start_time_p50_ms=p50,
@@ -401,4 +402,8 @@ def to_rollup(key: str, acc: RollupAcc, pane: dict) -> Rollup:
         playing_ms=acc.playing_ms,
         rebuffering_ratio=acc.rebuffer_ms / total if total else None,
         errors=acc.errors, failures=acc.failures,
-        exits_before_video_start=acc.exits, **pane)
+        exits_before_video_start=acc.exits)
+
+
+def to_rollup(key: str, acc: RollupAcc, pane: dict) -> Rollup:
+    return Rollup(**rollup_values(key, acc), **pane)
