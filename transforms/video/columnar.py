@@ -475,7 +475,7 @@ def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
         rows = rows[np.argsort(group[rows], kind='stable')]
         every = np.arange(g + 1)
         sid_bounds = np.searchsorted(group[rows], every).tolist()
-        pair_sids = [c.sids[i] for i in who_w[rows].tolist()]
+        pair_sids = list(map(c.sids.__getitem__, who_w[rows].tolist()))
         # Start-up times per group.
         has_start = np.flatnonzero(starts_ms[win_rows] >= 0)
         order = has_start[np.argsort(group[has_start], kind='stable')]
