@@ -28,7 +28,7 @@ from transforms.video import decoders
 from transforms.video.columnar import (BlockFragmentsFn, RollupRowsFn,
                                        SessionsAndRollupsFn)
 from transforms.video.rollups import (Rollup, RollupFn, SessionTimeline,
-                                      alert_input, by_dimension, rollup_count, rollup_key,
+                                      by_dimension, rollup_count, rollup_key,
                                       to_rollup)
 from transforms.video.sessions import (Session, SessionFn, session_count,
                                        to_session)
@@ -195,7 +195,7 @@ def build(pipeline, args, context):
             dead = ((decoded.dead, *late)
                     | 'DeadAndLate' >> beam.Flatten())
     if blocks is None:
-        alert_inputs = rollups | 'AlertInputs' >> beam.Map(alert_input)
+        alert_inputs = rollups
     alerts = alert_inputs | 'Alerts' >> ThresholdAlerts(
         rollup_key, rules, JOB,
         bounded=blocks is not None).with_output_types(Alert)

@@ -363,10 +363,8 @@ beam.coders.registry.register_coder(Rollup, beam.coders.RowCoder)
 
 class AlertInput(typing.NamedTuple):
     """What the alerts read of a ``qoe_rollups`` row: its key, window and
-    pane, and the fields the rules judge.  The alert detector holds its
-    rows in state until their window's end, and Beam's state cache
-    measures what it holds object by object: half the fields, half the
-    cost."""
+    pane, and the fields the rules judge (the block path sends these to
+    the alerts, not the rows it writes as Arrow tables)."""
     dimension: str
     value: str
     window_start: Timestamp
@@ -376,13 +374,6 @@ class AlertInput(typing.NamedTuple):
     active_sessions: int
     video_start_time_p95_ms: typing.Optional[float]
     rebuffering_ratio: typing.Optional[float]
-
-
-def alert_input(row: Rollup) -> AlertInput:
-    return AlertInput(row.dimension, row.value, row.window_start,
-                      row.window_end, row.pane_timing, row.pane_index,
-                      row.active_sessions, row.video_start_time_p95_ms,
-                      row.rebuffering_ratio)
 
 
 def rollup_key(row: Rollup) -> str:
