@@ -37,7 +37,7 @@ from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import windows
+from transforms import schemas, windows
 from transforms.io import UriError
 
 
@@ -223,7 +223,8 @@ class WriteWindowedTablesFn(WriteWindowedFilesFn):
     def start_bundle(self):
         self._tables = collections.defaultdict(list)
 
-    def process(self, table, window=beam.DoFn.WindowParam):  # pylint: disable=arguments-differ
+    # pylint: disable-next=arguments-differ
+    def process(self, table, window=beam.DoFn.WindowParam):
         if table.num_rows:
             self._tables[window].append(table)
 
@@ -273,7 +274,6 @@ class WriteWindowedTablesFn(WriteWindowedFilesFn):
                     else keys[f].to_pylist() for f in fields]
         rows = list(zip(*identity))
         if any(map(operator.eq, rows, rows[1:])):
-            from transforms import schemas  # pylint: disable=import-outside-toplevel
             return self._write(key, schemas.from_arrow(table,
                                                        self._record_type))
         # The digest of WriteWindowedFilesFn (_identity_digest) for the
