@@ -1,23 +1,27 @@
 """The block path of the video QoE job (bounded replays).
 
-Python Beam pays its per-element cost at every step; here a block of lines
-(:class:`~transforms.columnar.LineBlock`) is decoded at once and becomes
-*session fragments*: per session id, the block's reports as sorted points
-(:class:`~transforms.video.sessions.SessionPoints`).  Canonical CMCD JSON
-lines are read a block at a time by :mod:`transforms.video.cmcd_columnar`,
-which accepts only lines it reads exactly as the reference decoder does; every
-other line goes through the reference decoder
+Python Beam pays its per-element cost at every step, so what crosses a
+shuffle here is a few large elements.  A block of lines
+(:class:`~transforms.columnar.LineBlock`) is decoded at once into the
+points of its reports as Arrow columns
+(:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`) and leaves as one
+*fragment* per shard of session ids (:func:`shards_of`).  Canonical CMCD
+JSON lines are read a block at a time by :mod:`transforms.video.
+cmcd_columnar`, which accepts only lines it reads exactly as the reference
+decoder does; every other line goes through the reference decoder
 (:func:`transforms.decode.decode_payload`), so each ends as the same report,
 dead letter or named filter as on the element path.
 
-Fragments are grouped by session id; the merged points (merging sorted points
-is associative) are split where the session gap separates them, which gives
-each session and its window ``[first ts, last ts + gap)`` exactly as Beam's
-session windows merge them in a bounded run, and the same points are walked
-into rollup contributions, pre-aggregated per (dimension, rollup window).
-Both travel with their window in the key to ``AggregatePerKey(...,
-window_in_key=True)`` (one ON_TIME pane per window, as a bounded run has).
-A stream (or a source without blocks) runs the element path.
+Fragments are grouped by shard, so a shard holds every report of its
+session ids: sorted in point order and split where the session gap
+separates them, they give each session and its window ``[first ts, last ts
++ gap)`` exactly as Beam's session windows merge them in a bounded run.
+The sessions' metrics (:class:`SessionColumns`) and their rollup
+contributions (:func:`add_rollup_partials`) are computed on columns; the
+sessions leave as Arrow tables of rows, the rollup partials per hour of
+windows to :class:`RollupRowsFn`, which merges them into Arrow tables of
+rows (one ON_TIME pane per window, as a bounded run has).  A stream (or a
+source without blocks) runs the element path.
 """
 import collections
 import zlib
