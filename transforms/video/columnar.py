@@ -449,23 +449,35 @@ def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
     # The session ids reporting in each window: a (session id, window) pair
     # repeated in the rows before is left out (a distinct-count sketch
     # counts a session id once however often it is added).
+    # (Fixed windows: a contribution in one window, rows in order.)
+    identity = rollup_window.kind == 'fixed'
+
+    def at_windows(v):
+        return v if identity else v[win_rows]
+
     reporting = win_rows < n
-    who_w = who[win_rows]
+    who_w = at_windows(who)
+    src_w = at_windows(src)
     fresh = np.ones(win_rows.size, bool)
     fresh[1:] = (who_w[1:] != who_w[:-1]) | (w_inverse[1:] != w_inverse[:-1])
     # Each value where it is not 0 (the rows, their values), in window rows.
     sparse = {}
     for name, v in values.items():
-        v = v[win_rows]
+        v = at_windows(v)
         rows = np.flatnonzero(v)
-        sparse[name] = (rows, None if name in (
-            'count', 'plays', 'errors', 'failures', 'exits') else v[rows])
+        weights = None if name in (
+            'count', 'plays', 'errors', 'failures', 'exits') else v[rows]
+        if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)   # (no gather)
+        sparse[name] = (rows, weights)
+    starts_w = at_windows(starts_ms)
+    has_start = np.flatnonzero(starts_w >= 0)
     for d in range(4):
         if d == 0:
             value_code = np.zeros(win_rows.size, np.int64)
             names, prefix = ['all'], None
         else:
-            value_code = dim_codes[d - 1][src][win_rows]
+            value_code = dim_codes[d - 1][src_w]
             names, prefix = dim_names[d - 1], _DIM_NAMES[d - 1]
         key = value_code * w_count + w_inverse
         groups_k, group = _codes(key, limit)
@@ -481,10 +493,9 @@ def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
         sid_bounds = np.searchsorted(group[rows], every).tolist()
         pair_sids = list(map(c.sids.__getitem__, who_w[rows].tolist()))
         # Start-up times per group.
-        has_start = np.flatnonzero(starts_ms[win_rows] >= 0)
         order = has_start[np.argsort(group[has_start], kind='stable')]
         start_bounds = np.searchsorted(group[order], every).tolist()
-        start_values = starts_ms[win_rows[order]]
+        start_values = starts_w[order]
         value_of, window_of = np.divmod(groups_k, w_count)
         for i, (value, window) in enumerate(zip(value_of.tolist(),
                                                 window_of.tolist())):
