@@ -198,7 +198,8 @@ def build(pipeline, args, context):
         alert_inputs = rollups
     alerts = alert_inputs | 'Alerts' >> ThresholdAlerts(
         rollup_key, rules, JOB,
-        bounded=blocks is not None).with_output_types(Alert)
+        bounded=blocks is not None,
+        batched=blocks is not None).with_output_types(Alert)
 
     if blocks is not None:
         sessions | 'WriteSessions' >> sink.write_tables(

@@ -13,6 +13,7 @@ not evaluated (they are speculative); of the later panes of a window only the
 first is (a LATE correction of a window already evaluated is counted as
 ``alerts.stale_panes`` and does not reopen or close an alert).
 """
+import itertools
 import typing
 
 import apache_beam as beam
@@ -143,8 +144,14 @@ class _BoundedThresholdFn(_ThresholdFn):
     (grouped), in the order of their windows, which is the order the
     timers release them in once the watermark passes them all."""
 
+    def __init__(self, rules, job, batched=False):
+        super().__init__(rules, job)
+        self._batched = batched
+
     def process(self, kv):  # pylint: disable=arguments-differ
         key, rows = kv
+        if self._batched:
+            rows = itertools.chain.from_iterable(rows)
         kept = []
         for row in rows:
             if row.pane_timing == 'EARLY':
@@ -152,6 +159,14 @@ class _BoundedThresholdFn(_ThresholdFn):
             else:
                 kept.append(row)
         yield from self._judge(key, kept, None, {})
+
+
+def _by_key(batch, key_fn):
+    """A list of rows -> (key, the rows of that key), one per key."""
+    keyed = {}
+    for row in batch:
+        keyed.setdefault(str(key_fn(row)), []).append(row)
+    return list(keyed.items())
 
 
 class ThresholdAlerts(beam.PTransform):
@@ -162,7 +177,8 @@ class ThresholdAlerts(beam.PTransform):
     ``key_fn(row)`` names what the statistics are per; ``rules`` are
     :class:`Rule` s over the row's numeric fields."""
 
-    def __init__(self, key_fn, rules, job, bounded=False, label=None):
+    def __init__(self, key_fn, rules, job, bounded=False, batched=False,
+                 label=None):
         super().__init__(label)
         self._key_fn = key_fn
         self._rules = rules
@@ -172,8 +188,24 @@ class ThresholdAlerts(beam.PTransform):
         # timers: the local runner's state cache measures every row it
         # holds, object by object).
         self._bounded = bounded
+        # batched (bounded only): each element is a list of rows, keyed
+        # and shuffled as one (key, rows) element per key in it, not one
+        # element per row (Python Beam pays per element at every step).
+        if batched and not bounded:
+            raise ValueError('ThresholdAlerts: batched needs bounded')
+        self._batched = batched
 
     def expand(self, rows):
+        if self._batched:
+            return (rows
+                    | 'KeyBatches' >> beam.FlatMap(
+                        _by_key, self._key_fn).with_output_types(
+                            typing.Tuple[str, typing.Any])
+                    | 'GlobalWindow' >> beam.WindowInto(
+                        beam_window.GlobalWindows())
+                    | 'GroupKey' >> beam.GroupByKey()
+                    | 'Detect' >> beam.ParDo(_BoundedThresholdFn(
+                        self._rules, self._job, batched=True)))
         keyed = (rows
                  | 'KeyRows' >> beam.Map(lambda row, f: (str(f(row)), row),
                                          self._key_fn).with_output_types(

@@ -138,6 +138,16 @@ def test_bounded_mode_gives_the_alerts_the_timers_give():
         out = p | beam.Create(rows) | ThresholdAlerts(
             lambda r: r.service, RULES, 'det', bounded=True)
         assert_that(alerts_of(out), equal_to(expected), label='Bounded')
+        # batched: the same rows in lists of 7 (a key's rows spread over
+        # several lists, which meet at the shuffle).
+        batches = [rows[i:i + 7] for i in range(0, len(rows), 7)]
+        out = p | 'Batches' >> beam.Create(batches) | 'Batched' >> \
+            ThresholdAlerts(lambda r: r.service, RULES, 'det', bounded=True,
+                            batched=True)
+        assert_that(out | 'BatchedAlerts' >> beam.Map(lambda a: (
+            a.key, a.metric, a.state,
+            (a.window_start.micros // 10**6 - T0) // 60)),
+            equal_to(expected), label='Batched')
     stream = TestStream().advance_watermark_to(Timestamp.of(T0))
     stream.add_elements([stamped(r) for r in rows])
     stream.advance_watermark_to(Timestamp.of(T0 + 7200))

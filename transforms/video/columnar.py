@@ -314,8 +314,8 @@ _HOUR_US = 3600 * 10**6
 class RollupRowsFn(beam.DoFn):
     """(hour, [[((dimension key, start us, end us), RollupAcc)]]) -> the
     ``qoe_rollups`` rows of the windows starting in that hour as one Arrow
-    table (main output) and what the alerts judge of each row
-    (:class:`~transforms.video.rollups.AlertInput`, tag ``alerts``).
+    table (main output) and what the alerts judge of each row, as one list
+    of :class:`~transforms.video.rollups.AlertInput` (tag ``alerts``).
 
     The partials of a (key, window) from every bundle meet here and merge
     (RollupAcc.merge, as RollupFn merges them); a bounded window has one
@@ -343,6 +343,7 @@ class RollupRowsFn(beam.DoFn):
                 merged[key] = acc if have is None else have.merge(acc)
         self._assigned.inc(assigned)
         columns = collections.defaultdict(list)
+        alerts = []
         for (key, start, end), acc in sorted(merged.items()):
             values = rollup_values(key, acc)
             for name, value in values.items():
@@ -350,11 +351,13 @@ class RollupRowsFn(beam.DoFn):
             columns['window_start'].append(start)
             columns['window_end'].append(end)
             window = (Timestamp(micros=start), Timestamp(micros=end))
-            yield beam.pvalue.TaggedOutput(self.ALERTS, AlertInput(
+            alerts.append(AlertInput(
                 values['dimension'], values['value'], *window, 'ON_TIME', 0,
                 values['active_sessions'],
                 values['video_start_time_p95_ms'],
                 values['rebuffering_ratio']))
+        # (one element of the hour's rows for the alerts, not one per row)
+        yield beam.pvalue.TaggedOutput(self.ALERTS, alerts)
         m = len(merged)
         self._aggregated.inc(sum(columns['count']))
         self._on_time.inc(m)
