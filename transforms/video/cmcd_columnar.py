@@ -26,7 +26,9 @@ A line is accepted when all of this holds (each is checked on whole columns):
   within the range :func:`~transforms.decode.decode_payload` accepts.
 
 Shapes are taken from the first line left, one pattern at a time (at most
-:data:`MAX_SHAPES` per block; a producer writes few).  The values of matched
+:data:`MAX_SHAPES` per block; a producer writes few), each run over the
+lines' bytes as read (a shape pattern is :data:`LINE` with its keys fixed,
+so no separate whole-line pass is needed).  The values of matched
 lines are then cut at ``:`` (no key or value holds one).
 
 For such a line the reference decoder's ``orjson`` gives exactly these
@@ -72,6 +74,7 @@ KEYS = INT_KEYS + ILIST_KEYS + BOOL_KEYS + tuple(TOKEN_KEYS) \
 # reference decoder.
 MAX_SHAPES = 32
 _KEY_OF = re.compile(r'[{,]"([^"]*)":')
+_KNOWN = frozenset(KEYS)
 
 _MEMBER = '"(?:' + '|'.join(sorted(KEYS)) + rf')":{_VALUE}'
 # A line as cut by LineBlock, with the b'\n' that ends it (not the last).
@@ -152,6 +155,17 @@ def _ints(values) -> np.ndarray:
 
 
 
+def _shape_of(line: bytes):
+    """A line's keys in order, if they can be a shape read here (no key
+    twice, ``sid`` and ``ts`` among them, every key in :data:`KEYS`), else
+    None."""
+    keys = tuple(_KEY_OF.findall(line.decode('utf-8', 'replace')))
+    if len(set(keys)) != len(keys) or 'sid' not in keys \
+            or 'ts' not in keys or not _KNOWN.issuperset(keys):
+        return None
+    return keys
+
+
 def decode_block(data: bytes, starts, ends, max_bytes: int, shapes=None):
     """The canonical lines of a block -> (:class:`Columns` or None, indices
     of the other lines, for the reference decoder).
@@ -163,34 +177,43 @@ def decode_block(data: bytes, starts, ends, max_bytes: int, shapes=None):
     n = len(starts)
     starts, ends = np.asarray(starts), np.asarray(ends)
     lines = lines_array(data, starts, ends)
-    ok = ((ends - starts) <= max_bytes) & _np(
-        pc.match_substring_regex(lines, LINE))
-    index = np.flatnonzero(ok)
+    # (No whole-line pass first: a line a shape pattern matches is a line
+    # LINE matches, and the shape passes read the bytes as they are; only
+    # lines that open as a JSON object are looked at.)
+    index = np.flatnonzero(((ends - starts) <= max_bytes) & _np(
+        pc.starts_with(lines, '{"')))
     if index.size == 0:
         return None, np.arange(n, dtype=np.int64)
-    # (ASCII only, as LINE requires: a string view is safe.)
-    lines = pc.cast(lines.take(pa.array(index)), pa.large_string())
+    if index.size < n:
+        lines = lines.take(pa.array(index))
     remaining = np.arange(len(index))
     parts = []
     known = [k for k, _ in shapes.most_common(MAX_SHAPES // 2)] \
         if shapes else []
     tried = set()
-    for _ in range(MAX_SHAPES):
-        if remaining.size == 0:
-            break
+    passes = 0
+    while remaining.size and passes < MAX_SHAPES:
         if known:
             keys = known.pop(0)
         else:
-            # The shape of the first line left: its keys in order.
-            keys = tuple(_KEY_OF.findall(lines[int(remaining[0])].as_py()))
-            if keys in tried or len(set(keys)) != len(keys) \
-                    or 'sid' not in keys or 'ts' not in keys:
-                # (tried: a value of the wrong type; else a key twice, or
-                # no session)
-                remaining = remaining[1:]
-                continue
+            # The shape of the first line left that has a new one: its
+            # keys in order.  (Lines passed over go to the reference: a
+            # shape tried, so a value of the wrong type; or no shape read
+            # here.  They cost no pass, so a block that mixes forms still
+            # gets its JSON lines read here.)
+            first = 0
+            while first < remaining.size:
+                keys = _shape_of(lines[int(remaining[first])].as_py())
+                if keys is not None and keys not in tried:
+                    break
+                first += 1
+            remaining = remaining[first:]
+            if not remaining.size:
+                break
+        passes += 1
         tried.add(keys)
-        subset = lines.take(pa.array(remaining))
+        subset = lines if remaining.size == len(lines) else \
+            lines.take(pa.array(remaining))
         matched = _np(pc.match_substring_regex(subset, shape_pattern(keys)))
         if not matched.any():
             continue
@@ -198,8 +221,9 @@ def decode_block(data: bytes, starts, ends, max_bytes: int, shapes=None):
         remaining = remaining[~matched]
         if shapes is not None:
             shapes[keys] += rows.size
-        parts.append(_columns(index[rows], list(keys),
-                              subset.filter(pa.array(matched))))
+        # (ASCII only, as the shape requires: a string view is safe.)
+        parts.append(_columns(index[rows], list(keys), pc.cast(
+            subset.filter(pa.array(matched)), pa.large_string())))
     if shapes is not None and len(shapes) > 4 * MAX_SHAPES:
         kept = shapes.most_common(MAX_SHAPES)
         shapes.clear()
