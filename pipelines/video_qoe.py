@@ -139,7 +139,7 @@ def build(pipeline, args, context):
                        decoder, 'decode.video', JOB, args.source,
                        args.max_record_bytes,
                        json_fast=args.cmcd_format in ('auto', 'json')))
-                   .with_output_types(typing.Tuple[int, typing.Any])
+                   .with_output_types(typing.Tuple[int, bytes])
                    .with_outputs(
                            deadletter.DEAD, main=deadletter.OK))
         split = (decoded.ok

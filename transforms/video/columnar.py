@@ -24,6 +24,7 @@ rows (one ON_TIME pane per window, as a bounded run has).  A stream (or a
 source without blocks) runs the element path.
 """
 import collections
+import pickle
 import zlib
 
 import apache_beam as beam
@@ -52,6 +53,15 @@ SHARDS = 16
 SORT_KEYS = [(name, 'ascending') for name in cmcd_columnar.POINT_SCHEMA.names]
 
 
+def dumps(value) -> bytes:
+    """``value`` pickled, for an element that crosses a shuffle as bytes.
+
+    Beam's coder of an untyped element pickles it to write it and, for
+    the few large elements a replay has, again to estimate its size; bytes
+    it copies and counts."""
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
 def shards_of(sid: pa.Array, shards: int) -> np.ndarray:
     """The shard of each session id (CRC-32 of its UTF-8 bytes, so the same
     on every worker and run)."""
@@ -66,8 +76,8 @@ def shards_of(sid: pa.Array, shards: int) -> np.ndarray:
 class BlockFragmentsFn(beam.DoFn):
     """LineBlock s (or single payloads) -> (shard, fragment): the block's
     decoded reports of the session ids of a shard as one Arrow table
-    (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`); dead letters to
-    ``dead``."""
+    (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`), pickled
+    (:func:`dumps`); dead letters to ``dead``."""
 
     def __init__(self, decoder, stage, job, source='', max_bytes=1 << 20,
                  json_fast=False, shards=SHARDS):
@@ -101,7 +111,7 @@ class BlockFragmentsFn(beam.DoFn):
         # (take, not slice: a pickled slice carries its whole buffers.)
         for lo, hi in zip(np.append(0, bounds).tolist(),
                           np.append(bounds, shard.size).tolist()):
-            yield int(shard[lo]), table.take(pa.array(order[lo:hi]))
+            yield int(shard[lo]), dumps(table.take(pa.array(order[lo:hi])))
 
 
 def _np(array) -> np.ndarray:
@@ -247,10 +257,11 @@ class SessionColumns:
 
 
 class SessionsAndRollupsFn(beam.DoFn):
-    """(shard, fragments) -> ``sessions`` rows (main output, one ON_TIME
-    pane per session window, accounted as ``AggregatePerKey`` accounts a
-    bounded window) and rollup partials ``((dimension key, start us, end
-    us), RollupAcc)`` (tag ``rollups``), in the global window.
+    """(shard, pickled fragments) -> ``sessions`` rows (main output, one
+    ON_TIME pane per session window, accounted as ``AggregatePerKey``
+    accounts a bounded window) and rollup partials (tag ``rollups``: (hour,
+    the pickled ``((dimension key, start us, end us), RollupAcc)`` pairs of
+    the windows starting in that hour)), in the global window.
 
     A shard's fragments hold every report of its session ids: sorted, they
     are split into sessions where the gap separates them and both tables
@@ -275,7 +286,7 @@ class SessionsAndRollupsFn(beam.DoFn):
 
     def process(self, kv):
         _, fragments = kv
-        table = pa.concat_tables(list(fragments))
+        table = pa.concat_tables([pickle.loads(f) for f in fragments])
         self._buffer.append(table)
         self._buffered += table.num_rows
         if self._buffered >= self._max_buffer:
@@ -288,9 +299,9 @@ class SessionsAndRollupsFn(beam.DoFn):
         by_hour = collections.defaultdict(list)
         for key, acc in self._accs.items():
             by_hour[key[1] - key[1] % _HOUR_US].append((key, acc))
-        for item in by_hour.items():
+        for hour, items in by_hour.items():
             yield beam.pvalue.TaggedOutput(self.ROLLUPS, WindowedValue(
-                item, _MAX_TIMESTAMP, _GLOBAL))
+                (hour, dumps(items)), _MAX_TIMESTAMP, _GLOBAL))
         self._accs = {}
 
     def _flush(self):
@@ -312,7 +323,8 @@ _HOUR_US = 3600 * 10**6
 
 
 class RollupRowsFn(beam.DoFn):
-    """(hour, [[((dimension key, start us, end us), RollupAcc)]]) -> the
+    """(hour, [pickled [((dimension key, start us, end us), RollupAcc)]])
+    -> the
     ``qoe_rollups`` rows of the windows starting in that hour as one Arrow
     table (main output) and what the alerts judge of each row, as one list
     of :class:`~transforms.video.rollups.AlertInput` (tag ``alerts``).
@@ -337,7 +349,7 @@ class RollupRowsFn(beam.DoFn):
         merged = {}
         assigned = 0
         for items in parts:
-            for key, acc in items:
+            for key, acc in pickle.loads(items):
                 assigned += acc.count
                 have = merged.get(key)
                 merged[key] = acc if have is None else have.merge(acc)
