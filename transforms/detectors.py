@@ -14,6 +14,7 @@ first is (a LATE correction of a window already evaluated is counted as
 ``alerts.stale_panes`` and does not reopen or close an alert).
 """
 import itertools
+import pickle
 import typing
 
 import apache_beam as beam
@@ -151,7 +152,7 @@ class _BoundedThresholdFn(_ThresholdFn):
     def process(self, kv):  # pylint: disable=arguments-differ
         key, rows = kv
         if self._batched:
-            rows = itertools.chain.from_iterable(rows)
+            rows = itertools.chain.from_iterable(map(pickle.loads, rows))
         kept = []
         for row in rows:
             if row.pane_timing == 'EARLY':
@@ -162,11 +163,15 @@ class _BoundedThresholdFn(_ThresholdFn):
 
 
 def _by_key(batch, key_fn):
-    """A list of rows -> (key, the rows of that key), one per key."""
+    """A list of rows -> (key, the rows of that key, pickled), one per key.
+
+    (Pickled once here: through the shuffle Beam's coder would pickle each
+    row of an untyped list on its own, twice with its size estimate.)"""
     keyed = {}
     for row in batch:
         keyed.setdefault(str(key_fn(row)), []).append(row)
-    return list(keyed.items())
+    return [(key, pickle.dumps(rows, pickle.HIGHEST_PROTOCOL))
+            for key, rows in keyed.items()]
 
 
 class ThresholdAlerts(beam.PTransform):
@@ -200,7 +205,7 @@ class ThresholdAlerts(beam.PTransform):
             return (rows
                     | 'KeyBatches' >> beam.FlatMap(
                         _by_key, self._key_fn).with_output_types(
-                            typing.Tuple[str, typing.Any])
+                            typing.Tuple[str, bytes])
                     | 'GlobalWindow' >> beam.WindowInto(
                         beam_window.GlobalWindows())
                     | 'GroupKey' >> beam.GroupByKey()
