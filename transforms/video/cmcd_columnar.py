@@ -242,31 +242,54 @@ def _columns(lines, keys, text) -> Columns:
     Columns; rows out of the event time range, or with a ``bl`` not a
     multiple of 100, left out.
 
-    No value or key holds ':', so cut at ':' a line is ``{"k1"``, then
-    ``v1,"k2"`` ... and ``vn}`` (and its b'\\n'): value i is piece i + 1
-    without the next key's ``,"k"``."""
+    No value or key holds ':', so each line holds exactly one ``:`` per
+    key, found in one pass over the bytes: value i runs from after colon
+    i to before the next key's ``,"k"`` (the last to before ``}``).
+    Integers are read from their digits and strings gathered from their
+    bytes with numpy, without a string kernel per key."""
     size = len(lines)
-    width = len(keys) + 1
-    pieces = pc.list_flatten(pc.split_pattern(text, ':'))
+    width = len(keys)
+    offsets = np.frombuffer(text.buffers()[1], np.int64)[
+        text.offset:text.offset + size + 1]
+    data = np.frombuffer(text.buffers()[2], np.uint8)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    colons = (np.flatnonzero(data[lo:hi] == ord(':')) + lo).reshape(
+        size, width)
+    # The closing brace of each line (before its b'\n', if any).
+    close = offsets[1:] - 1
+    close = close - (data[close] == ord('\n'))
     position = {k: i for i, k in enumerate(keys)}
 
-    def value(key):
+    def bounds(key):
         i = position[key]
-        piece = pieces.take(pa.array(np.arange(size) * width + i + 1))
-        if i + 1 < len(keys):
-            return pc.utf8_slice_codeunits(piece, 0, -(len(keys[i + 1]) + 3))
-        return pc.utf8_rtrim(piece, characters='}\n')
+        end = colons[:, i + 1] - (len(keys[i + 1]) + 3) \
+            if i + 1 < width else close
+        return colons[:, i] + 1, end
 
     def ints(key):
         if key not in position:
             return np.full(size, -1, np.int64)
-        return pc.cast(value(key), pa.int64()).to_numpy(
-            zero_copy_only=False).astype(np.int64)
+        begin, end = bounds(key)
+        length = end - begin                     # 1 to 15 digits
+        value = np.zeros(size, np.int64)
+        for d in range(int(length.max()) if size else 0):
+            has = d < length
+            digit = data[np.where(has, begin + d, 0)].astype(np.int64) - 48
+            value = np.where(has, value * 10 + digit, value)
+        return value
 
     def texts(key):
         if key not in position:
             return pa.repeat(pa.scalar('', pa.string()), size)
-        return pc.utf8_slice_codeunits(value(key), 1, -1).cast(pa.string())
+        begin, end = bounds(key)
+        begin, length = begin + 1, end - begin - 2   # without the quotes
+        out = np.zeros(size + 1, np.int64)
+        np.cumsum(length, out=out[1:])
+        gather = np.repeat(begin - out[:-1], length) + np.arange(out[-1])
+        return pa.Array.from_buffers(
+            pa.large_string(), size,
+            [None, pa.py_buffer(out), pa.py_buffer(data[gather])]
+        ).cast(pa.string())
 
     ts, bl = ints('ts'), ints('bl')
     good = (ts * 1000 >= MIN_EVENT_TIME.micros) \
