@@ -26,7 +26,8 @@ from transforms.decode import Decode, PayloadEventTime
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.video import decoders
 from transforms.video.cmcd_columnar import EventTimes
-from transforms.video.columnar import BlockFragmentsFn, SessionsAndRollupsFn
+from transforms.video.columnar import (BlockFragmentsFn, RollupRowsFn,
+                                       SessionsAndRollupsFn)
 from transforms.video.rollups import (Rollup, RollupFn, SessionTimeline,
                                       by_dimension, rollup_count, rollup_key,
                                       to_rollup)
@@ -84,6 +85,15 @@ class VideoQoeOptions(JobOptions):
 
 OPTIONS = VideoQoeOptions
 
+
+class AlertFiles(Alert):
+    """The ``alerts`` rows, filed by the hour their window starts in (one
+    file per hour and pane, as sessions and rollups are): a dimension whose
+    rebuffering ratio flaps around its threshold raises and recovers in
+    hundreds of 60 s windows, and a file per window costs a file each."""
+    __slots__ = ()
+    FILE_PERIOD_SECONDS = 3600
+
 TABLES = {
     'sessions': Session,
     'qoe_rollups': Rollup,
@@ -127,30 +137,34 @@ def build(pipeline, args, context):
     blocks = source.blocks() if (args.execution == 'columnar'
                                  and not context.streaming) else None
     if blocks is not None:
-        # A bounded replay: blocks of lines -> session fragments -> sessions
-        # and rollup partials, each with its window in the key.
+        # A bounded replay: blocks of lines -> columnar fragments per shard
+        # of session ids -> sessions (rows) and rollup partials (with their
+        # window in the key).
         decoded = (pipeline
                    | 'Read' >> blocks
                    | 'DecodeFragments' >> beam.ParDo(BlockFragmentsFn(
                        decoder, 'decode.video', JOB, args.source,
                        args.max_record_bytes,
                        json_fast=json_fast))
-                   .with_output_types(typing.Tuple[str, typing.Any])
+                   .with_output_types(typing.Tuple[int, bytes])
                    .with_outputs(
                            deadletter.DEAD, main=deadletter.OK))
         split = (decoded.ok
-                 | 'GroupSession' >> beam.GroupByKey()
-                 | 'SplitSessions' >> beam.ParDo(SessionsAndRollupsFn(
-                     window.size, rollup_window))
-                   .with_output_types(typing.Tuple[typing.Any, typing.Any])
-                   .with_outputs(
-                         SessionsAndRollupsFn.ROLLUPS, main='sessions'))
-        sessions = split.sessions | 'Sessions' >> AggregatePerKey(
-            SessionFn(), to_session, session_count, False, JOB,
-            window_in_key=True).with_output_types(Session)
-        rollups = split[SessionsAndRollupsFn.ROLLUPS] | 'Rollups' >> \
-            AggregatePerKey(RollupFn(), to_rollup, rollup_count, False, JOB,
-                            window_in_key=True).with_output_types(Rollup)
+                 | 'GroupShard' >> beam.GroupByKey()
+                 | 'SessionsAndRollups' >> beam.ParDo(SessionsAndRollupsFn(
+                     window.size, rollup_window, JOB))
+                 .with_outputs(SessionsAndRollupsFn.ROLLUPS, main='sessions'))
+        # (Arrow tables of sessions rows, written without a row object per
+        # session.)
+        sessions = split.sessions
+        # Rollup partials travel per hour of windows and leave as Arrow
+        # tables of rows (and what the alerts judge of each row).
+        rolled = (split[SessionsAndRollupsFn.ROLLUPS]
+                  | 'GroupHour' >> beam.GroupByKey()
+                  | 'Rollups' >> beam.ParDo(RollupRowsFn(JOB)).with_outputs(
+                      RollupRowsFn.ALERTS, main='rows'))
+        rollups = rolled.rows
+        alert_inputs = rolled[RollupRowsFn.ALERTS]
     else:
         decoded = (pipeline
                    | 'Read' >> source
@@ -187,13 +201,26 @@ def build(pipeline, args, context):
         if late:
             dead = ((decoded.dead, *late)
                     | 'DeadAndLate' >> beam.Flatten())
-    alerts = rollups | 'Alerts' >> ThresholdAlerts(
-        rollup_key, rules, JOB).with_output_types(Alert)
+    if blocks is None:
+        alert_inputs = rollups
+    alerts = alert_inputs | 'Alerts' >> ThresholdAlerts(
+        rollup_key, rules, JOB,
+        bounded=blocks is not None,
+        batched=blocks is not None).with_output_types(Alert)
 
-    sessions | 'WriteSessions' >> sink.write('sessions', TABLES['sessions'])
-    rollups | 'WriteRollups' >> sink.write('qoe_rollups',
-                                           TABLES['qoe_rollups'])
-    alerts | 'WriteAlerts' >> sink.write('alerts', TABLES['alerts'])
+    if blocks is not None:
+        sessions | 'WriteSessions' >> sink.write_tables(
+            'sessions', TABLES['sessions'])
+    else:
+        sessions | 'WriteSessions' >> sink.write('sessions',
+                                                 TABLES['sessions'])
+    if blocks is not None:
+        rollups | 'WriteRollups' >> sink.write_tables(
+            'qoe_rollups', TABLES['qoe_rollups'])
+    else:
+        rollups | 'WriteRollups' >> sink.write('qoe_rollups',
+                                               TABLES['qoe_rollups'])
+    alerts | 'WriteAlerts' >> sink.write('alerts', AlertFiles)
     if args.alerts:
         alerts | 'PublishAlerts' >> io.open_sink(
             args.alerts, context, counter='rows_published').write(

@@ -70,6 +70,22 @@ def to_arrow(rows, record_type) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def from_arrow(table: pa.Table, record_type) -> list:
+    """The rows of an Arrow table (of ``record_type``'s schema) as records,
+    times as Timestamps: the inverse of :func:`to_arrow`."""
+    schema = arrow_schema(record_type)
+    columns = []
+    for field in schema:
+        column = table[field.name]
+        if pa.types.is_timestamp(field.type):
+            column = [None if v is None else Timestamp(micros=v)
+                      for v in column.cast(pa.int64()).to_pylist()]
+        else:
+            column = column.to_pylist()
+        columns.append(column)
+    return [record_type(*values) for values in zip(*columns)]
+
+
 def rfc3339(value: Timestamp) -> str:
     """A timestamp as RFC 3339 UTC text, e.g. 2026-01-01T00:00:00.500000Z."""
     return (datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)

@@ -91,3 +91,68 @@ def test_a_late_pane_of_an_evaluated_window_does_not_flap():
             runner='BundleBasedDirectRunner', streaming=True)) as p:
         out = p | stream | ThresholdAlerts(lambda r: r.service, RULES, 'det')
         assert_that(alerts_of(out), equal_to([('a', 'error_rate', RAISED, 0)]))
+
+
+
+def _oracle(rows):
+    """The alerts the rules define, by a plain loop: per service, windows
+    in order, EARLY panes and rows below min_count not judged."""
+    rule = RULES[0]
+    out = []
+    for service in sorted({r.service for r in rows}):
+        breached = False
+        for r in sorted((r for r in rows if r.service == service
+                         and r.pane_timing != 'EARLY'),
+                        key=lambda r: r.window_end):
+            if r.count < rule.min_count:
+                continue
+            minute = (r.window_start.micros // 10**6 - T0) // 60
+            if not breached and r.error_rate > rule.threshold:
+                breached = True
+                out.append((service, 'error_rate', RAISED, minute))
+            elif breached and r.error_rate < rule.recover_below:
+                breached = False
+                out.append((service, 'error_rate', RECOVERED, minute))
+    return out
+
+
+def test_bounded_mode_gives_the_alerts_the_timers_give():
+    """ThresholdAlerts(bounded=True) (a batch run: a key's rows grouped and
+    judged at once, no state or timers) and the timer-driven detector, on
+    the same shuffled rows (flapping rates, rows below min_count, EARLY
+    panes), against a plain loop over the rules."""
+    rng = random.Random(11)
+    rows = []
+    for service in ('a', 'b', 'c'):
+        for minute in range(40):
+            rows.append(row(minute, rng.choice([0.0, 0.01, 0.045, 0.06, 0.3]),
+                            service=service, count=rng.choice([5, 100])))
+            if rng.random() < 0.2:
+                rows.append(row(minute, 0.9, service=service,
+                                timing='EARLY'))
+    rng.shuffle(rows)
+    expected = _oracle(rows)
+    assert {a[2] for a in expected} == {RAISED, RECOVERED}
+    with TestPipeline(options=PipelineOptions(
+            runner='BundleBasedDirectRunner')) as p:
+        out = p | beam.Create(rows) | ThresholdAlerts(
+            lambda r: r.service, RULES, 'det', bounded=True)
+        assert_that(alerts_of(out), equal_to(expected), label='Bounded')
+        # batched: the same rows in lists of 7 (a key's rows spread over
+        # several lists, which meet at the shuffle).
+        batches = [rows[i:i + 7] for i in range(0, len(rows), 7)]
+        out = p | 'Batches' >> beam.Create(batches) | 'Batched' >> \
+            ThresholdAlerts(lambda r: r.service, RULES, 'det', bounded=True,
+                            batched=True)
+        assert_that(out | 'BatchedAlerts' >> beam.Map(lambda a: (
+            a.key, a.metric, a.state,
+            (a.window_start.micros // 10**6 - T0) // 60)),
+            equal_to(expected), label='Batched')
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    stream.add_elements([stamped(r) for r in rows])
+    stream.advance_watermark_to(Timestamp.of(T0 + 7200))
+    stream.advance_watermark_to_infinity()
+    with TestPipeline(options=PipelineOptions(
+            runner='BundleBasedDirectRunner', streaming=True)) as p:
+        out = p | stream | ThresholdAlerts(lambda r: r.service, RULES, 'det')
+        assert_that(alerts_of(out), equal_to(expected), label='Timers')

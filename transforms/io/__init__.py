@@ -261,3 +261,23 @@ class Sink:
 
     def write(self, table: str, record_type) -> beam.PTransform:
         raise TypeError(f'{type(self).__name__} does not implement write()')
+
+    def write_tables(self, table: str, record_type) -> beam.PTransform:
+        """Like :meth:`write`, for a PCollection whose elements are Arrow
+        tables of ``record_type`` rows (:func:`transforms.schemas.
+        arrow_schema`), as a columnar path makes them.  By default each
+        table's rows are written as :meth:`write` writes rows; a sink that
+        can write a table without a Python object per row overrides it."""
+        return _RowsOfTables(record_type) | self.write(table, record_type)
+
+
+class _RowsOfTables(beam.PTransform):
+    def __init__(self, record_type):
+        super().__init__()
+        self._record_type = record_type
+
+    def expand(self, tables):
+        from transforms import schemas  # pylint: disable=import-outside-toplevel
+        return tables | 'RowsOfTables' >> beam.FlatMap(
+            schemas.from_arrow, self._record_type).with_output_types(
+                self._record_type)

@@ -28,13 +28,16 @@ import typing
 import uuid
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import windows
+from transforms import schemas, windows
 from transforms.io import UriError
 
 
@@ -155,7 +158,12 @@ class WriteWindowedFilesFn(beam.DoFn):
             identity = [tuple(getattr(row, f) for f in fields)
                         for row in rows] if fields else rows
             digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
-        data = self._encode(rows, self._record_type)
+        return self._put(key, digest, self._encode(rows, self._record_type),
+                         len(rows))
+
+    def _put(self, key, digest, data, count):
+        """Writes ``data`` (``count`` rows) under the name of its window and
+        pane ``key`` and ``digest``, unless a file of that name exists."""
         if key is None:
             folder, name = 'unwindowed', f'{self._table}-{digest}'
         else:
@@ -164,7 +172,7 @@ class WriteWindowedFilesFn(beam.DoFn):
             name = f'{self._table}-p{index:04d}-{timing}-{digest}'
         final = '/'.join(
             (self._directory, self._table, folder, name + self._extension))
-        self._rows.inc(len(rows))
+        self._rows.inc(count)
         if FileSystems.exists(final):
             return None      # same content already written (a retried bundle)
         parent = final.rsplit('/', 1)[0]
@@ -193,6 +201,102 @@ class WriteWindowedFiles(beam.PTransform):
 
     def expand(self, rows):
         return rows | beam.ParDo(self._fn)
+
+
+class WriteWindowedTablesFn(WriteWindowedFilesFn):
+    """The same files for rows that arrive as Arrow tables of the record
+    type (a record type with window and pane fields and identity fields):
+    rows are grouped, ordered and named on columns, and a file is encoded
+    from its table by ``encode_table(table)`` without a Python object per
+    row.  Rows whose identities are not all distinct are written as
+    :class:`WriteWindowedFilesFn` writes them."""
+
+    def __init__(self, directory, table, record_type, encode, encode_table,
+                 extension, job, rows_counter=None):
+        super().__init__(directory, table, record_type, encode, extension,
+                         job, rows_counter)
+        self._encode_table = encode_table
+        if not self._has_pane_fields or self._identity is None:
+            raise TypeError(f'{record_type.__name__}: tables are written by '
+                            'their window, pane and identity fields')
+
+    def start_bundle(self):
+        self._tables = collections.defaultdict(list)
+
+    # pylint: disable-next=arguments-differ
+    def process(self, table, window=beam.DoFn.WindowParam):
+        if table.num_rows:
+            self._tables[window].append(table)
+
+    def finish_bundle(self):
+        fields = list(self._record_type.IDENTITY_FIELDS)
+        for window, tables in self._tables.items():
+            table = pa.concat_tables(tables)
+            start = table['window_start'].cast(pa.int64()).to_numpy()
+            end = table['window_end'].cast(pa.int64()).to_numpy()
+            if self._period_us:
+                start = start - start % self._period_us
+                end = start + self._period_us
+            keys = pa.table({'_start': start, '_end': end,
+                             '_timing': table['pane_timing'],
+                             '_index': table['pane_index']})
+            sort = [(k, 'ascending') for k in keys.column_names] + \
+                [(f, 'ascending') for f in fields]
+            for name in fields:
+                keys = keys.append_column(name, table[name])
+            order = pc.sort_indices(keys, sort_keys=sort)
+            table, keys = table.take(order), keys.take(order)
+            columns = [keys[k].to_numpy() for k in ('_start', '_end',
+                                                    '_index')]
+            timing = keys['_timing'].to_pylist()
+            n = table.num_rows
+            cut = np.zeros(n, bool)
+            cut[0] = True
+            for column in columns:
+                cut[1:] |= column[1:] != column[:-1]
+            cut[1:] |= np.asarray(timing[1:], object) != \
+                np.asarray(timing[:-1], object)
+            bounds = np.append(np.flatnonzero(cut), n).tolist()
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                key = (Timestamp(micros=int(columns[0][lo])),
+                       Timestamp(micros=int(columns[1][lo])), timing[lo],
+                       int(columns[2][lo]))
+                path = self._write_table(key, table.slice(lo, hi - lo),
+                                         keys.slice(lo, hi - lo), fields)
+                if path is not None:
+                    yield WindowedValue(path, window.max_timestamp(),
+                                        (window,))
+        self._tables = None
+
+    def _write_table(self, key, table, keys, fields):
+        identity = [keys[f].cast(pa.int64()).to_pylist()
+                    if pa.types.is_timestamp(keys[f].type)
+                    else keys[f].to_pylist() for f in fields]
+        rows = list(zip(*identity))
+        if any(map(operator.eq, rows, rows[1:])):
+            return self._write(key, schemas.from_arrow(table,
+                                                       self._record_type))
+        # The digest of WriteWindowedFilesFn (_identity_digest) for the
+        # same rows: the identity columns, times as epoch microseconds.
+        digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
+        return self._put(key, digest, self._encode_table(table),
+                         table.num_rows)
+
+
+class WriteWindowedTables(beam.PTransform):
+    """``PCollection[pa.Table]`` (of ``record_type`` rows) ->
+    ``PCollection[str]`` paths: the files WriteWindowedFiles writes for
+    the same rows."""
+
+    def __init__(self, directory, table, record_type, encode, encode_table,
+                 extension, job, rows_counter=None):
+        super().__init__()
+        self._fn = WriteWindowedTablesFn(
+            directory, table, record_type, encode, encode_table, extension,
+            job, rows_counter)
+
+    def expand(self, tables):
+        return tables | beam.ParDo(self._fn)
 
 
 def buffer_bytes(write) -> bytes:

@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 
 from transforms import schemas
 from transforms.io import Sink, UriError
-from transforms.io._windowed_files import (WriteWindowedFiles, buffer_bytes,
+from transforms.io._windowed_files import (WriteWindowedFiles,
+                                            WriteWindowedTables, buffer_bytes,
                                             check_writable)
 
 DESCRIPTION = 'Parquet files under DIR/TABLE/, one set per window and pane'
@@ -40,12 +41,31 @@ class _Encoder:
         return encode_parquet(rows, record_type, self.compression)
 
 
+class _TableEncoder:
+    def __init__(self, compression):
+        self.compression = compression
+
+    def __call__(self, table):
+        return buffer_bytes(lambda buf: pq.write_table(
+            table, buf, compression=self.compression))
+
+
 class ParquetSink(Sink):
     def write(self, table, record_type):
         return WriteWindowedFiles(
             self.uri.location, table, record_type,
             _Encoder(self.uri.param('compression', 'zstd')), '.parquet',
             self.context.job, self.rows_counter(table))
+
+    def write_tables(self, table, record_type):
+        if not (hasattr(record_type, 'IDENTITY_FIELDS')
+                and 'window_start' in record_type._fields):
+            return super().write_tables(table, record_type)
+        compression = self.uri.param('compression', 'zstd')
+        return WriteWindowedTables(
+            self.uri.location, table, record_type, _Encoder(compression),
+            _TableEncoder(compression), '.parquet', self.context.job,
+            self.rows_counter(table))
 
 
 def open_sink(uri, context):

@@ -26,7 +26,9 @@ A line is accepted when all of this holds (each is checked on whole columns):
   within the range :func:`~transforms.decode.decode_payload` accepts.
 
 Shapes are taken from the first line left, one pattern at a time (at most
-:data:`MAX_SHAPES` per block; a producer writes few).  The values of matched
+:data:`MAX_SHAPES` per block; a producer writes few), each run over the
+lines' bytes as read (a shape pattern is :data:`LINE` with its keys fixed,
+so no separate whole-line pass is needed).  The values of matched
 lines are then cut at ``:`` (no key or value holds one).
 
 For such a line the reference decoder's ``orjson`` gives exactly these
@@ -34,6 +36,7 @@ integers and strings, every CMCD check passes, and the report's fields are
 the values as written; so the accepted lines become the same session points
 (:func:`transforms.video.sessions.point_of`) as their reports would.
 """
+import collections
 import re
 import typing
 
@@ -71,6 +74,7 @@ KEYS = INT_KEYS + ILIST_KEYS + BOOL_KEYS + tuple(TOKEN_KEYS) \
 # reference decoder.
 MAX_SHAPES = 32
 _KEY_OF = re.compile(r'[{,]"([^"]*)":')
+_KNOWN = frozenset(KEYS)
 
 _MEMBER = '"(?:' + '|'.join(sorted(KEYS)) + rf')":{_VALUE}'
 # A line as cut by LineBlock, with the b'\n' that ends it (not the last).
@@ -79,31 +83,31 @@ LINE = rf'\A\{{{_MEMBER}(?:,{_MEMBER})*\}}\n?\z'
 
 class Columns(typing.NamedTuple):
     """The accepted lines, as columns (``lines``: their indices in the
-    block)."""
+    block; strings as Arrow arrays, '' where absent)."""
     lines: np.ndarray
     ts: np.ndarray             # int64 ms
     sn: np.ndarray             # int64, -1 if absent
     br: np.ndarray             # int64 video bitrate, -1 if absent
     msd: np.ndarray            # int64, -1 if absent
     err: np.ndarray            # bool: carries ec
-    sid: list
-    sta: list                  # '' if absent
-    cid: list
-    cdn: list
-    st: list
-    sf: list
+    sid: pa.Array
+    sta: pa.Array              # '' if absent
+    cid: pa.Array
+    cdn: pa.Array
+    st: pa.Array
+    sf: pa.Array
 
     def take(self, rows) -> 'Columns':
-        rows_list = rows.tolist()
+        index = pa.array(rows)
         return Columns(*(c[rows] if isinstance(c, np.ndarray)
-                         else [c[i] for i in rows_list] for c in self))
+                         else c.take(index) for c in self))
 
     @classmethod
     def concat(cls, parts) -> 'Columns':
         if len(parts) == 1:
             return parts[0]
         return cls(*(np.concatenate(cs) if isinstance(cs[0], np.ndarray)
-                     else [x for c in cs for x in c]
+                     else pa.concat_arrays(cs)
                      for cs in zip(*parts)))
 
 
@@ -151,39 +155,79 @@ def _ints(values) -> np.ndarray:
 
 
 
-def decode_block(data: bytes, starts, ends, max_bytes: int):
+def _shape_of(line: bytes):
+    """A line's keys in order, if they can be a shape read here (no key
+    twice, ``sid`` and ``ts`` among them, every key in :data:`KEYS`), else
+    None."""
+    keys = tuple(_KEY_OF.findall(line.decode('utf-8', 'replace')))
+    if len(set(keys)) != len(keys) or 'sid' not in keys \
+            or 'ts' not in keys or not _KNOWN.issuperset(keys):
+        return None
+    return keys
+
+
+def decode_block(data: bytes, starts, ends, max_bytes: int, shapes=None):
     """The canonical lines of a block -> (:class:`Columns` or None, indices
-    of the other lines, for the reference decoder)."""
+    of the other lines, for the reference decoder).
+
+    ``shapes`` (a ``collections.Counter`` of key orders, optional): the
+    shapes of earlier blocks, tried first, the most frequent first (each
+    pass matches the lines no earlier shape took, so the fewer lines the
+    later passes see, the better); updated with this block's."""
     n = len(starts)
     starts, ends = np.asarray(starts), np.asarray(ends)
     lines = lines_array(data, starts, ends)
-    ok = ((ends - starts) <= max_bytes) & _np(
-        pc.match_substring_regex(lines, LINE))
-    index = np.flatnonzero(ok)
+    # (No whole-line pass first: a line a shape pattern matches is a line
+    # LINE matches, and the shape passes read the bytes as they are; only
+    # lines that open as a JSON object are looked at.)
+    index = np.flatnonzero(((ends - starts) <= max_bytes) & _np(
+        pc.starts_with(lines, '{"')))
     if index.size == 0:
         return None, np.arange(n, dtype=np.int64)
-    # (ASCII only, as LINE requires: a string view is safe.)
-    lines = pc.cast(lines.take(pa.array(index)), pa.large_string())
+    if index.size < n:
+        lines = lines.take(pa.array(index))
     remaining = np.arange(len(index))
     parts = []
-    for _ in range(MAX_SHAPES):
-        if remaining.size == 0:
-            break
-        # The shape of the first line left: its keys in order.
-        keys = _KEY_OF.findall(lines[int(remaining[0])].as_py())
-        if len(set(keys)) != len(keys) or 'sid' not in keys \
-                or 'ts' not in keys:
-            remaining = remaining[1:]    # a key twice, or no session
-            continue
-        subset = lines.take(pa.array(remaining))
+    known = [k for k, _ in shapes.most_common(MAX_SHAPES // 2)] \
+        if shapes else []
+    tried = set()
+    passes = 0
+    while remaining.size and passes < MAX_SHAPES:
+        if known:
+            keys = known.pop(0)
+        else:
+            # The shape of the first line left that has a new one: its
+            # keys in order.  (Lines passed over go to the reference: a
+            # shape tried, so a value of the wrong type; or no shape read
+            # here.  They cost no pass, so a block that mixes forms still
+            # gets its JSON lines read here.)
+            first = 0
+            while first < remaining.size:
+                keys = _shape_of(lines[int(remaining[first])].as_py())
+                if keys is not None and keys not in tried:
+                    break
+                first += 1
+            remaining = remaining[first:]
+            if not remaining.size:
+                break
+        passes += 1
+        tried.add(keys)
+        subset = lines if remaining.size == len(lines) else \
+            lines.take(pa.array(remaining))
         matched = _np(pc.match_substring_regex(subset, shape_pattern(keys)))
-        if not matched[0]:               # a value of the wrong type
-            remaining = remaining[1:]
+        if not matched.any():
             continue
         rows = remaining[matched]
         remaining = remaining[~matched]
-        parts.append(_columns(index[rows], keys,
-                              subset.filter(pa.array(matched))))
+        if shapes is not None:
+            shapes[keys] += rows.size
+        # (ASCII only, as the shape requires: a string view is safe.)
+        parts.append(_columns(index[rows], list(keys), pc.cast(
+            subset.filter(pa.array(matched)), pa.large_string())))
+    if shapes is not None and len(shapes) > 4 * MAX_SHAPES:
+        kept = shapes.most_common(MAX_SHAPES)
+        shapes.clear()
+        shapes.update(dict(kept))
     parts = [p for p in parts if p.lines.size]
     if not parts:
         return None, np.arange(n, dtype=np.int64)
@@ -198,31 +242,54 @@ def _columns(lines, keys, text) -> Columns:
     Columns; rows out of the event time range, or with a ``bl`` not a
     multiple of 100, left out.
 
-    No value or key holds ':', so cut at ':' a line is ``{"k1"``, then
-    ``v1,"k2"`` ... and ``vn}`` (and its b'\\n'): value i is piece i + 1
-    without the next key's ``,"k"``."""
+    No value or key holds ':', so each line holds exactly one ``:`` per
+    key, found in one pass over the bytes: value i runs from after colon
+    i to before the next key's ``,"k"`` (the last to before ``}``).
+    Integers are read from their digits and strings gathered from their
+    bytes with numpy, without a string kernel per key."""
     size = len(lines)
-    width = len(keys) + 1
-    pieces = pc.list_flatten(pc.split_pattern(text, ':'))
+    width = len(keys)
+    offsets = np.frombuffer(text.buffers()[1], np.int64)[
+        text.offset:text.offset + size + 1]
+    data = np.frombuffer(text.buffers()[2], np.uint8)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    colons = (np.flatnonzero(data[lo:hi] == ord(':')) + lo).reshape(
+        size, width)
+    # The closing brace of each line (before its b'\n', if any).
+    close = offsets[1:] - 1
+    close = close - (data[close] == ord('\n'))
     position = {k: i for i, k in enumerate(keys)}
 
-    def value(key):
+    def bounds(key):
         i = position[key]
-        piece = pieces.take(pa.array(np.arange(size) * width + i + 1))
-        if i + 1 < len(keys):
-            return pc.utf8_slice_codeunits(piece, 0, -(len(keys[i + 1]) + 3))
-        return pc.utf8_rtrim(piece, characters='}\n')
+        end = colons[:, i + 1] - (len(keys[i + 1]) + 3) \
+            if i + 1 < width else close
+        return colons[:, i] + 1, end
 
     def ints(key):
         if key not in position:
             return np.full(size, -1, np.int64)
-        return pc.cast(value(key), pa.int64()).to_numpy(
-            zero_copy_only=False).astype(np.int64)
+        begin, end = bounds(key)
+        length = end - begin                     # 1 to 15 digits
+        value = np.zeros(size, np.int64)
+        for d in range(int(length.max()) if size else 0):
+            has = d < length
+            digit = data[np.where(has, begin + d, 0)].astype(np.int64) - 48
+            value = np.where(has, value * 10 + digit, value)
+        return value
 
     def texts(key):
         if key not in position:
-            return [''] * size
-        return pc.utf8_slice_codeunits(value(key), 1, -1).to_pylist()
+            return pa.repeat(pa.scalar('', pa.string()), size)
+        begin, end = bounds(key)
+        begin, length = begin + 1, end - begin - 2   # without the quotes
+        out = np.zeros(size + 1, np.int64)
+        np.cumsum(length, out=out[1:])
+        gather = np.repeat(begin - out[:-1], length) + np.arange(out[-1])
+        return pa.Array.from_buffers(
+            pa.large_string(), size,
+            [None, pa.py_buffer(out), pa.py_buffer(data[gather])]
+        ).cast(pa.string())
 
     ts, bl = ints('ts'), ints('bl')
     good = (ts * 1000 >= MIN_EVENT_TIME.micros) \
@@ -235,33 +302,51 @@ def _columns(lines, keys, text) -> Columns:
     return columns if good.all() else columns.take(np.flatnonzero(good))
 
 
+# The columns of a block's decoded reports: the session id and the fields
+# of :func:`~transforms.video.sessions.point_of`, in its order.
+POINT_SCHEMA = pa.schema([
+    ('sid', pa.string()), ('ts', pa.int64()), ('sn', pa.int64()),
+    ('sta', pa.string()), ('br', pa.int64()), ('msd', pa.int64()),
+    ('err', pa.bool_()), ('cid', pa.string()), ('cdn', pa.string()),
+    ('st', pa.string()), ('sf', pa.string())])
+
+
 class Points:
-    """Decoded reports of a block as columns: the session id and the fields
-    of :func:`~transforms.video.sessions.point_of`, one row per report."""
-    __slots__ = ('sid', 'ts', 'sn', 'sta', 'br', 'msd', 'err', 'cid', 'cdn',
-                 'st', 'sf')
+    """Decoded reports of a block as Arrow columns (:data:`POINT_SCHEMA`):
+    the session id and the fields of
+    :func:`~transforms.video.sessions.point_of`, one row per report."""
+    __slots__ = tuple(POINT_SCHEMA.names)
 
     def __init__(self, columns: typing.Optional[Columns] = None, rows=()):
         """The rows of ``columns`` (vectorised), then ``rows`` ((sid,
         point) pairs)."""
         rows = list(rows)
-        extra = list(zip(*(p for _, p in rows))) or [()] * 10
-        self.sid = (columns.sid if columns is not None else []) + \
-            [sid for sid, _ in rows]
-        for name, more in zip(self.__slots__[1:], extra):
-            base = getattr(columns, name) if columns is not None else []
-            if isinstance(base, np.ndarray):
-                base = base.tolist()
-            setattr(self, name, base + list(more))
+        extra = [[sid for sid, _ in rows]] + (
+            list(zip(*(p for _, p in rows))) if rows else [()] * 10)
+        for field, more in zip(POINT_SCHEMA, extra):
+            arrays = []
+            if columns is not None:
+                base = getattr(columns, field.name)
+                arrays.append(pa.array(base, field.type)
+                              if isinstance(base, np.ndarray) else base)
+            if more:
+                arrays.append(pa.array(list(more), field.type))
+            setattr(self, field.name,
+                    arrays[0] if len(arrays) == 1 else
+                    pa.concat_arrays(arrays) if arrays else
+                    pa.array([], field.type))
 
     def __len__(self):
         return len(self.sid)
 
+    def table(self) -> pa.Table:
+        return pa.Table.from_arrays([getattr(self, n) for n in self.__slots__],
+                                    schema=POINT_SCHEMA)
+
     def rows(self):
         """(sid, point) per report."""
-        return zip(self.sid, zip(self.ts, self.sn, self.sta, self.br,
-                                 self.msd, self.err, self.cid, self.cdn,
-                                 self.st, self.sf))
+        lists = [getattr(self, n).to_pylist() for n in self.__slots__]
+        return zip(lists[0], zip(*lists[1:]))
 
 
 class BlockDecoder:
@@ -278,6 +363,8 @@ class BlockDecoder:
         self.source = source
         self.max_bytes = max_bytes
         self.json_fast = json_fast
+        # The shapes (key orders) of the blocks read so far, by count.
+        self._shapes = collections.Counter()
 
     def _each(self, payloads):
         rows, refused = [], []
@@ -299,7 +386,7 @@ class BlockDecoder:
         columns, others = None, np.arange(len(starts))
         if self.json_fast and len(starts):
             columns, others = decode_block(data, starts, ends,
-                                           self.max_bytes)
+                                           self.max_bytes, self._shapes)
         rows, refused = self._each(
             [data[starts[i]:ends[i]] for i in others.tolist()])
         points = Points(columns, rows)

@@ -1,52 +1,93 @@
 """The block path of the video QoE job (bounded replays).
 
-Python Beam pays its per-element cost at every step; here a block of lines
-(:class:`~transforms.columnar.LineBlock`) is decoded at once and becomes
-*session fragments*: per session id, the block's reports as sorted points
-(:class:`~transforms.video.sessions.SessionPoints`).  Canonical CMCD JSON
-lines are read a block at a time by :mod:`transforms.video.cmcd_columnar`,
-which accepts only lines it reads exactly as the reference decoder does; every
-other line goes through the reference decoder
+Python Beam pays its per-element cost at every step, so what crosses a
+shuffle here is a few large elements.  A block of lines
+(:class:`~transforms.columnar.LineBlock`) is decoded at once into the
+points of its reports as Arrow columns
+(:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`) and leaves as one
+*fragment* per shard of session ids (:func:`shards_of`).  Canonical CMCD
+JSON lines are read a block at a time by :mod:`transforms.video.
+cmcd_columnar`, which accepts only lines it reads exactly as the reference
+decoder does; every other line goes through the reference decoder
 (:func:`transforms.decode.decode_payload`), so each ends as the same report,
 dead letter or named filter as on the element path.
 
-Fragments are grouped by session id; the merged points (merging sorted points
-is associative) are split where the session gap separates them, which gives
-each session and its window ``[first ts, last ts + gap)`` exactly as Beam's
-session windows merge them in a bounded run, and the same points are walked
-into rollup contributions, pre-aggregated per (dimension, rollup window).
-Both travel with their window in the key to ``AggregatePerKey(...,
-window_in_key=True)`` (one ON_TIME pane per window, as a bounded run has).
-A stream (or a source without blocks) runs the element path.
+Fragments are grouped by shard, so a shard holds every report of its
+session ids: sorted in point order and split where the session gap
+separates them, they give each session and its window ``[first ts, last ts
++ gap)`` exactly as Beam's session windows merge them in a bounded run.
+The sessions' metrics (:class:`SessionColumns`) and their rollup
+contributions (:func:`add_rollup_partials`) are computed on columns; the
+sessions leave as Arrow tables of rows, the rollup partials per hour of
+windows to :class:`RollupRowsFn`, which merges them into Arrow tables of
+rows (one ON_TIME pane per window, as a bounded run has).  A stream (or a
+source without blocks) runs the element path.
 """
 import collections
+import pickle
+import zlib
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import deadletter, windows
 from transforms.columnar import LineBlock
 from transforms.decode import DecodeCounters, Filtered
 from transforms.video import cmcd_columnar
-from transforms.video.rollups import UNKNOWN, RollupAcc
-from transforms.video.sessions import (CDN, CID, ERR, MSD, ST,
-                                       STATE, TS, SessionPoints)
+from transforms.video.rollups import (UNKNOWN, AlertInput, Rollup, RollupAcc,
+                                      rollup_values)
+from transforms.schemas import arrow_schema
+from transforms.video.sessions import Session
+
+# Session ids are spread over this many shards: what crosses the shuffle is
+# one columnar fragment per (block, shard), not one element per session id.
+SHARDS = 16
+# The point columns in the order of a point tuple (sid first): sorting rows
+# by them is sorting (sid, point) tuples.
+SORT_KEYS = [(name, 'ascending') for name in cmcd_columnar.POINT_SCHEMA.names]
+
+
+def dumps(value) -> bytes:
+    """``value`` pickled, for an element that crosses a shuffle as bytes.
+
+    Beam's coder of an untyped element pickles it to write it and, for
+    the few large elements a replay has, again to estimate its size; bytes
+    it copies and counts."""
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def shards_of(sid: pa.Array, shards: int) -> np.ndarray:
+    """The shard of each session id (CRC-32 of its UTF-8 bytes, so the same
+    on every worker and run)."""
+    encoded = pc.dictionary_encode(sid)
+    codes = np.fromiter(
+        (zlib.crc32(s.encode()) % shards
+         for s in encoded.dictionary.to_pylist()), np.int64,
+        len(encoded.dictionary))
+    return codes[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 class BlockFragmentsFn(beam.DoFn):
-    """LineBlock s (or single payloads) -> (session id, SessionPoints) per
-    session id and block; dead letters to ``dead``."""
+    """LineBlock s (or single payloads) -> (shard, fragment): the block's
+    decoded reports of the session ids of a shard as one Arrow table
+    (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`), pickled
+    (:func:`dumps`); dead letters to ``dead``."""
 
     def __init__(self, decoder, stage, job, source='', max_bytes=1 << 20,
-                 json_fast=False):
+                 json_fast=False, shards=SHARDS):
         # Canonical CMCD JSON lines are read a block at a time, the rest by
         # the reference decoder, one by one (json_fast: the format allows
         # JSON lines).
         self._blocks = cmcd_columnar.BlockDecoder(
             decoder, stage, source, max_bytes, json_fast)
         self._counters = DecodeCounters(job)
+        self._shards = shards
 
     def process(self, element):
         if isinstance(element, LineBlock):
@@ -60,199 +101,436 @@ class BlockFragmentsFn(beam.DoFn):
                 self._counters.dead()
                 yield beam.pvalue.TaggedOutput(deadletter.DEAD, result)
         self._counters.decoded(count)
-        by_sid = collections.defaultdict(list)
-        for sid, point in points.rows():
-            by_sid[sid].append(point)
-        for sid, session_points in by_sid.items():
-            yield sid, SessionPoints.of(session_points)
+        if not len(points):
+            return
+        table = points.table()
+        shard = shards_of(points.sid, self._shards)
+        order = np.argsort(shard, kind='stable')
+        shard = shard[order]
+        bounds = np.flatnonzero(np.diff(shard)) + 1
+        # (take, not slice: a pickled slice carries its whole buffers.)
+        for lo, hi in zip(np.append(0, bounds).tolist(),
+                          np.append(bounds, shard.size).tolist()):
+            yield int(shard[lo]), dumps(table.take(pa.array(order[lo:hi])))
 
 
-def _sessions(points, gap_ms):
-    """Sorted points -> lists of points, split where the gap separates."""
-    if not points:
-        return []
-    # (A few points per session id: a plain loop beats numpy's overhead.)
-    out, first, last = [], 0, points[0][TS]
-    for i, p in enumerate(points):
-        if p[TS] - last >= gap_ms:
-            out.append(points[first:i])
-            first = i
-        last = p[TS]
-    out.append(points[first:])
+def _np(array) -> np.ndarray:
+    return array.to_numpy(zero_copy_only=False)
+
+
+def _first_of_each(session, rows):
+    """Of ``rows`` (ascending, ``session`` ascending along them), the first
+    of each session."""
+    if rows.size == 0:
+        return rows
+    keep = np.ones(rows.size, bool)
+    keep[1:] = session[rows[1:]] != session[rows[:-1]]
+    return rows[keep]
+
+
+def _sums(index, values, m) -> np.ndarray:
+    """Exact int64 sums of ``values`` per ``index`` in range(m)."""
+    out = np.zeros(m, np.int64)
+    np.add.at(out, index, values)
     return out
 
 
-class SessionsAndRollupsFn(beam.DoFn):
-    """(session id, fragments) -> sessions ``((sid, start us, end us),
-    SessionPoints)`` (main output) and rollup partials ``((dimension key,
-    start us, end us), RollupAcc)`` (tag ``rollups``), in the global window.
+class SessionColumns:
+    """Sorted points (a table sorted by :data:`SORT_KEYS`: a session id's
+    reports together, in point order) -> sessions and their metrics as
+    columns, computed exactly as :func:`~transforms.video.sessions.metrics`
+    walks each session's points (docs/video_qoe.md defines them)."""
 
-    The merged points of the session ids of a bundle are buffered and walked
-    together (:func:`rollup_partials`, numpy), so the rollup partials leave
-    pre-aggregated per (dimension key, rollup window) over the bundle."""
+    def __init__(self, table: pa.Table, gap_ms: int):
+        n = self.n = table.num_rows
+        self.gap_ms = gap_ms
+        self.sid = sid = table['sid'].combine_chunks()
+        self.ts = ts = _np(table['ts'])
+        sta = table['sta'].combine_chunks()
+        self.br = br = _np(table['br'])
+        self.msd = msd = _np(table['msd'])
+        self.err = _np(table['err']).astype(bool)
+        self.text = {name: table[name].combine_chunks()
+                     for name in ('cid', 'cdn', 'st', 'sf')}
+        # Session ids and sessions (a new id, or the gap since the last).
+        new_sid = np.ones(n, bool)
+        if n > 1:
+            new_sid[1:] = _np(pc.not_equal(sid.slice(1), sid.slice(0, n - 1)))
+        self.sid_code = np.cumsum(new_sid) - 1
+        self.sids = sid.filter(pa.array(new_sid)).to_pylist()
+        new = new_sid.copy()
+        new[1:] |= np.diff(ts) >= gap_ms
+        self.session = session = np.cumsum(new) - 1
+        m = self.m = int(session[-1]) + 1 if n else 0
+        self.firsts = firsts = np.flatnonzero(new)
+        self.lasts = np.append(firsts[1:] - 1, n - 1) if n else firsts
+        self.state = {code: _np(pc.equal(sta, code)).astype(bool)
+                      for code in ('p', 'r', 'f')}
+        is_p, is_r, is_f = (self.state[c] for c in 'prf')
+        self.played = np.bincount(session, is_p, m) > 0
+        self.failed = np.bincount(session, is_f, m) > 0
+        # The timeline: state reports, each until the next of its session.
+        self.state_rows = rows = np.flatnonzero(
+            _np(pc.not_equal(sta, '')).astype(bool))
+        prev, cur = rows[:-1], rows[1:]
+        same = session[prev] == session[cur]
+        self.prev, self.cur = prev[same], cur[same]
+        self.duration = ts[self.cur] - ts[self.prev]
+        # The video br in force at each row: the last reported at or before
+        # it in its session (-1: none yet).
+        last = np.where(br >= 0, np.arange(n), -1)
+        np.maximum.accumulate(last, out=last)
+        self.in_force = np.where(
+            (last >= 0) & (session[np.maximum(last, 0)] == session),
+            br[np.maximum(last, 0)], -1)
+        self.first_msd = _first_of_each(session, np.flatnonzero(msd >= 0))
+
+    def table(self) -> pa.Table:
+        """The ``sessions`` rows as an Arrow table (one ON_TIME pane per
+        session window)."""
+        m, session = self.m, self.session
+        is_r = self.state['r']
+        rows = self.state_rows
+        s_prev_r = np.zeros(rows.size, bool)
+        if rows.size > 1:
+            s_prev_r[1:] = (session[rows[1:]] == session[rows[:-1]]) \
+                & is_r[rows[:-1]]
+        entries = is_r[rows] & ~s_prev_r
+        rebuffer_count = np.bincount(session[rows], entries, m)
+        prev = self.prev
+        d_session = session[prev]
+        was_r, was_p = is_r[prev], self.state['p'][prev]
+        rebuffer = _sums(d_session, np.where(was_r, self.duration, 0), m)
+        playing = _sums(d_session, np.where(was_p, self.duration, 0), m)
+        br = self.in_force[prev]
+        weighs = was_p & (br >= 0)
+        weighted = _sums(d_session, np.where(weighs, br * self.duration, 0),
+                         m)
+        weighted_ms = _sums(d_session, np.where(weighs, self.duration, 0), m)
+        b_rows = np.flatnonzero(self.br >= 0)
+        change = np.zeros(b_rows.size, bool)
+        if b_rows.size > 1:
+            change[1:] = (session[b_rows[1:]] == session[b_rows[:-1]]) \
+                & (self.br[b_rows[1:]] != self.br[b_rows[:-1]])
+        switches = np.bincount(session[b_rows], change, m)
+        start = np.full(m, -1, np.int64)
+        start[session[self.first_msd]] = self.msd[self.first_msd]
+        total = rebuffer + playing
+        with np.errstate(invalid='ignore', divide='ignore'):
+            ratio = rebuffer / total
+            avg = weighted / weighted_ms
+        firsts, lasts = self.firsts, self.lasts
+        first_ms, last_ms = self.ts[firsts], self.ts[lasts]
+        columns = {
+            'session_id': self.sid.take(pa.array(firsts)),
+            'session_start': first_ms * 1000, 'session_end': last_ms * 1000,
+            'report_count': np.diff(np.append(firsts, self.n)),
+            'video_start_time_ms': pa.array(start, mask=start < 0),
+            'rebuffer_count': rebuffer_count.astype(np.int64),
+            'rebuffer_ms': rebuffer, 'playing_ms': playing,
+            'rebuffering_ratio': pa.array(ratio, mask=total <= 0),
+            'error_count': np.bincount(session, self.err, m).astype(np.int64),
+            'failed': self.failed,
+            'exit_before_video_start': ~self.played & ~self.failed,
+            'bitrate_switches': switches.astype(np.int64),
+            'avg_bitrate_kbps': pa.array(avg, mask=weighted_ms <= 0),
+            'window_start': first_ms * 1000,
+            'window_end': (last_ms + self.gap_ms) * 1000,
+            'pane_timing': pa.repeat(pa.scalar('ON_TIME', pa.string()), m),
+            'pane_index': np.zeros(m, np.int64),
+        }
+        for field, name in (('content_id', 'cid'), ('cdn', 'cdn'),
+                            ('stream_type', 'st'),
+                            ('streaming_format', 'sf')):
+            text = self.text[name]
+            rows = _first_of_each(session, np.flatnonzero(
+                _np(pc.not_equal(text, '')).astype(bool)))
+            index = np.full(m, -1, np.int64)
+            index[session[rows]] = rows
+            columns[field] = text.take(pa.array(index, mask=index < 0))
+        schema = arrow_schema(Session)
+        return pa.Table.from_arrays(
+            [pa.array(columns[f.name], f.type)
+             if isinstance(columns[f.name], np.ndarray)
+             else columns[f.name].cast(f.type) for f in schema],
+            schema=schema)
+
+
+class SessionsAndRollupsFn(beam.DoFn):
+    """(shard, pickled fragments) -> ``sessions`` rows (main output, one
+    ON_TIME pane per session window, accounted as ``AggregatePerKey``
+    accounts a bounded window) and rollup partials (tag ``rollups``: (hour,
+    the pickled ``((dimension key, start us, end us), RollupAcc)`` pairs of
+    the windows starting in that hour)), in the global window.
+
+    A shard's fragments hold every report of its session ids: sorted, they
+    are split into sessions where the gap separates them and both tables
+    are computed on columns.  Shards are buffered (up to ``max_buffer``
+    points) and computed together; the rollup partials of a bundle are kept
+    per (dimension key, rollup window) and leave when the bundle ends."""
     ROLLUPS = 'rollups'
 
-    def __init__(self, gap_seconds, rollup_window, max_buffer=200_000):
+    def __init__(self, gap_seconds, rollup_window, job, max_buffer=1_000_000):
         self._gap_ms = int(round(gap_seconds * 1000))
         self._rollup_window = rollup_window
         self._max_buffer = max_buffer
+        self._job = job
+
+    def setup(self):
+        self._assigned = Metrics.counter(self._job, 'assigned')
+        self._aggregated = Metrics.counter(self._job, 'aggregated')
+        self._on_time = Metrics.counter(self._job, 'panes.ON_TIME')
 
     def start_bundle(self):
-        self._buffer, self._buffered, self._timestamp = [], 0, None
+        self._buffer, self._buffered, self._accs = [], 0, {}
 
-    def process(self, kv, timestamp=beam.DoFn.TimestampParam):
-        sid, fragments = kv
-        merged = SessionPoints()
-        for fragment in fragments:
-            merged.merge(fragment)
-        gap_us = self._gap_ms * 1000
-        for session in _sessions(merged.points, self._gap_ms):
-            start = session[0][TS] * 1000
-            end = session[-1][TS] * 1000 + gap_us
-            yield (sid, start, end), SessionPoints(session)
-        self._buffer.append((sid, merged.points))
-        self._buffered += len(merged.points)
-        self._timestamp = timestamp
+    def process(self, kv):
+        _, fragments = kv
+        table = pa.concat_tables([pickle.loads(f) for f in fragments])
+        self._buffer.append(table)
+        self._buffered += table.num_rows
         if self._buffered >= self._max_buffer:
-            for item in self._flush():
-                yield beam.pvalue.TaggedOutput(self.ROLLUPS, item)
+            yield from self._flush()
 
     def finish_bundle(self):
-        timestamp = self._timestamp
-        for item in self._flush():
+        for table in self._flush():
+            yield WindowedValue(table, _MAX_TIMESTAMP, _GLOBAL)
+        # The bundle's rollup partials, one element per hour of windows.
+        by_hour = collections.defaultdict(list)
+        for key, acc in self._accs.items():
+            by_hour[key[1] - key[1] % _HOUR_US].append((key, acc))
+        for hour, items in by_hour.items():
             yield beam.pvalue.TaggedOutput(self.ROLLUPS, WindowedValue(
-                item, timestamp, _GLOBAL))
+                (hour, dumps(items)), _MAX_TIMESTAMP, _GLOBAL))
+        self._accs = {}
 
     def _flush(self):
         buffered, self._buffer, self._buffered = self._buffer, [], 0
-        return rollup_partials(buffered, self._gap_ms,
-                               self._rollup_window).items()
+        if not buffered:
+            return
+        table = pa.concat_tables(buffered)
+        table = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
+        columns = SessionColumns(table, self._gap_ms)
+        add_rollup_partials(columns, self._rollup_window, self._accs)
+        self._assigned.inc(columns.n)
+        self._aggregated.inc(columns.n)
+        self._on_time.inc(columns.m)
+        yield columns.table()
 
 
 _GLOBAL = (GlobalWindow(),)
+_HOUR_US = 3600 * 10**6
+
+
+class RollupRowsFn(beam.DoFn):
+    """(hour, [pickled [((dimension key, start us, end us), RollupAcc)]])
+    -> the
+    ``qoe_rollups`` rows of the windows starting in that hour as one Arrow
+    table (main output) and what the alerts judge of each row, as one list
+    of :class:`~transforms.video.rollups.AlertInput` (tag ``alerts``).
+
+    The partials of a (key, window) from every bundle meet here and merge
+    (RollupAcc.merge, as RollupFn merges them); a bounded window has one
+    pane, ON_TIME.  Accounted as ``AggregatePerKey`` accounts a bounded
+    window: ``assigned`` the reports of each partial, ``aggregated`` those
+    of each row, a ``panes.ON_TIME`` per row."""
+    ALERTS = 'alerts'
+
+    def __init__(self, job):
+        self._job = job
+
+    def setup(self):
+        self._assigned = Metrics.counter(self._job, 'assigned')
+        self._aggregated = Metrics.counter(self._job, 'aggregated')
+        self._on_time = Metrics.counter(self._job, 'panes.ON_TIME')
+
+    def process(self, kv):
+        _, parts = kv
+        merged = {}
+        assigned = 0
+        for items in parts:
+            for key, acc in pickle.loads(items):
+                assigned += acc.count
+                have = merged.get(key)
+                merged[key] = acc if have is None else have.merge(acc)
+        self._assigned.inc(assigned)
+        columns = collections.defaultdict(list)
+        alerts = []
+        for (key, start, end), acc in sorted(merged.items()):
+            values = rollup_values(key, acc)
+            for name, value in values.items():
+                columns[name].append(value)
+            columns['window_start'].append(start)
+            columns['window_end'].append(end)
+            window = (Timestamp(micros=start), Timestamp(micros=end))
+            alerts.append(AlertInput(
+                values['dimension'], values['value'], *window, 'ON_TIME', 0,
+                values['active_sessions'],
+                values['video_start_time_p95_ms'],
+                values['rebuffering_ratio']))
+        # (one element of the hour's rows for the alerts, not one per row)
+        yield beam.pvalue.TaggedOutput(self.ALERTS, alerts)
+        m = len(merged)
+        self._aggregated.inc(sum(columns['count']))
+        self._on_time.inc(m)
+        columns['pane_timing'] = ['ON_TIME'] * m
+        columns['pane_index'] = [0] * m
+        schema = arrow_schema(Rollup)
+        yield pa.Table.from_arrays(
+            [pa.array(columns[f.name], pa.int64()).cast(f.type)
+             if pa.types.is_timestamp(f.type)
+             else pa.array(columns[f.name], f.type) for f in schema],
+            schema=schema)
+_MAX_TIMESTAMP = GlobalWindow().max_timestamp()
 _DIM_NAMES = ('content', 'cdn', 'stream_type')
 
 
-def _first_per(session, rows):
-    """Of ``rows`` (sorted), the first of each session."""
-    if rows.size == 0:
-        return rows
-    _, first = np.unique(session[rows], return_index=True)
-    return rows[first]
+def _codes(keys, limit):
+    """int64 keys -> (distinct keys ascending, the index of each key among
+    them), by counting where the keys span at most ``limit`` values (else
+    by sorting, as ``np.unique``)."""
+    if keys.size == 0:
+        return keys, keys
+    low, high = int(keys.min()), int(keys.max())
+    if high - low >= limit:
+        distinct, inverse = np.unique(keys, return_inverse=True)
+        return distinct, inverse.reshape(-1)
+    present = np.bincount(keys - low, minlength=high - low + 1) > 0
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present) + low, rank[keys - low]
 
 
-def rollup_partials(groups, gap_ms, rollup_window) -> dict:
-    """[(session id, its sorted points)] -> {(dimension key, window start
-    us, window end us): RollupAcc}: the contributions of
+def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
+    """Adds to ``accs`` ({(dimension key, window start us, window end us):
+    RollupAcc}) the contributions of
     :func:`~transforms.video.rollups.walk_report` and
-    :func:`~transforms.video.rollups.close_session` over each session id's
-    points (split where the gap separates them), computed on columns."""
-    sizes = [len(points) for _, points in groups]
-    n = sum(sizes)
+    :func:`~transforms.video.rollups.close_session` over the sessions of
+    ``c``, computed on columns."""
+    n, m = c.n, c.m
     if n == 0:
-        return {}
-    sids = [sid for sid, _ in groups]
-    columns = list(zip(*(p for _, points in groups for p in points)))
-    code = np.repeat(np.arange(len(groups)), sizes)
-    ts = np.asarray(columns[TS], np.int64)
-    state = np.asarray(columns[STATE], dtype=object)
-    msd = np.asarray(columns[MSD], np.int64)
-    err = np.asarray(columns[ERR], bool)
+        return accs
+    gap_ms, session, ts = c.gap_ms, c.session, c.ts
     # Dimension values (a missing one is 'unknown'), as codes into names.
     dim_codes, dim_names = [], []
-    for field in (CID, CDN, ST):
-        names, inverse = np.unique(
-            np.asarray([v or UNKNOWN for v in columns[field]], dtype=object),
-            return_inverse=True)
-        dim_codes.append(inverse.reshape(-1))
-        dim_names.append(names.tolist())
-    # Sessions: a new session id, or the gap since the previous report.
-    new = np.ones(n, bool)
-    new[1:] = (code[1:] != code[:-1]) | (np.diff(ts) >= gap_ms)
-    session = np.cumsum(new) - 1
-    m = int(session[-1]) + 1
-    is_p, is_f = state == 'p', state == 'f'
+    for name in ('cid', 'cdn', 'st'):
+        text = c.text[name]
+        encoded = pc.dictionary_encode(pc.if_else(
+            pc.equal(text, ''), UNKNOWN, text))
+        dim_codes.append(_np(encoded.indices).astype(np.int64))
+        dim_names.append(encoded.dictionary.to_pylist())
+    is_p, is_f = c.state['p'], c.state['f']
     play = np.zeros(n, np.int64)
-    play[_first_per(session, np.flatnonzero(is_p))] = 1
+    play[_first_of_each(session, np.flatnonzero(is_p))] = 1
     failure = np.zeros(n, np.int64)
-    failure[_first_per(session, np.flatnonzero(is_f))] = 1
+    failure[_first_of_each(session, np.flatnonzero(is_f))] = 1
     start = np.full(n, -1, np.int64)
-    first_msd = _first_per(session, np.flatnonzero(msd >= 0))
-    start[first_msd] = msd[first_msd]
+    start[c.first_msd] = c.msd[c.first_msd]
     # Durations: each state report until the next of its session, if it
     # was r or p, at the time and dimensions of the state's report.
-    rows = np.flatnonzero(state != '')
-    prev, cur = rows[:-1], rows[1:]
-    keep = (session[prev] == session[cur]) & (
-        (state[prev] == 'r') | (state[prev] == 'p'))
-    prev, cur = prev[keep], cur[keep]
-    duration = ts[cur] - ts[prev]
+    prev = c.prev
+    was_r, was_p = c.state['r'][prev], is_p[prev]
+    keep = was_r | was_p
+    prev, duration, was_r = prev[keep], c.duration[keep], was_r[keep]
     # Exits: sessions that neither played nor failed, at last report + gap.
-    played = np.bincount(session, is_p, m) > 0
-    failed = np.bincount(session, is_f, m) > 0
-    firsts = np.flatnonzero(new)
-    lasts = np.append(firsts[1:] - 1, n - 1)
-    exited = np.flatnonzero(~played & ~failed)
-    k = prev.size
+    exited = np.flatnonzero(~c.played & ~c.failed)
+    k, e = prev.size, exited.size
     # All contributions: reports, durations, exits.
-    src = np.concatenate((np.arange(n), prev, firsts[exited]))
-    time_ms = np.concatenate((ts, ts[prev], ts[lasts[exited]] + gap_ms))
-    kind = np.concatenate((np.zeros(n, np.int8), np.ones(k, np.int8),
-                           np.full(exited.size, 2, np.int8)))
-    is_report = kind == 0
-    zeros_k, zeros_e = np.zeros(k, np.int64), np.zeros(exited.size, np.int64)
+    src = np.concatenate((np.arange(n), prev, c.firsts[exited]))
+    time_ms = np.concatenate((ts, ts[prev], ts[c.lasts[exited]] + gap_ms))
+    zeros_k, zeros_e = np.zeros(k, np.int64), np.zeros(e, np.int64)
     values = {
-        'count': is_report.astype(np.int64),
+        'count': np.concatenate((np.ones(n, np.int64), zeros_k, zeros_e)),
         'plays': np.concatenate((play, zeros_k, zeros_e)),
-        'errors': np.concatenate((err.astype(np.int64), zeros_k, zeros_e)),
+        'errors': np.concatenate((c.err.astype(np.int64), zeros_k, zeros_e)),
         'failures': np.concatenate((failure, zeros_k, zeros_e)),
         'rebuffer_ms': np.concatenate((
-            np.zeros(n, np.int64), np.where(state[prev] == 'r', duration, 0),
-            zeros_e)),
+            np.zeros(n, np.int64), np.where(was_r, duration, 0), zeros_e)),
         'playing_ms': np.concatenate((
-            np.zeros(n, np.int64), np.where(state[prev] == 'p', duration, 0),
-            zeros_e)),
-        'exits': (kind == 2).astype(np.int64),
+            np.zeros(n, np.int64), np.where(was_r, 0, duration), zeros_e)),
+        'exits': np.concatenate((np.zeros(n + k, np.int64),
+                                 np.ones(e, np.int64))),
     }
     starts_ms = np.concatenate((start, zeros_k - 1, zeros_e - 1))
-    who = code[src]
+    who = c.sid_code[src]
     win_rows, win_starts = windows.window_starts(rollup_window,
                                                  time_ms * 1000)
     size = int(round(rollup_window.size * 1e6))
-    w_codes, w_inverse = np.unique(win_starts, return_inverse=True)
-    w_inverse = w_inverse.reshape(-1)
-    accs = {}
+    limit = 4 * win_rows.size + 1024
+    step = size if rollup_window.kind == 'fixed' else \
+        int(round(rollup_window.period * 1e6))
+    w_codes, w_inverse = _codes(win_starts // step, limit)
+    w_count = w_codes.size
+    w_list = (w_codes * step).tolist()
+    # The session ids reporting in each window: a (session id, window) pair
+    # repeated in the rows before is left out (a distinct-count sketch
+    # counts a session id once however often it is added).
+    # (Fixed windows: a contribution in one window, rows in order.)
+    identity = rollup_window.kind == 'fixed'
+
+    def at_windows(v):
+        return v if identity else v[win_rows]
+
+    reporting = win_rows < n
+    who_w = at_windows(who)
+    src_w = at_windows(src)
+    fresh = np.ones(win_rows.size, bool)
+    fresh[1:] = (who_w[1:] != who_w[:-1]) | (w_inverse[1:] != w_inverse[:-1])
+    # Each value where it is not 0 (the rows, their values), in window rows.
+    sparse = {}
+    for name, v in values.items():
+        v = at_windows(v)
+        rows = np.flatnonzero(v)
+        weights = None if name in (
+            'count', 'plays', 'errors', 'failures', 'exits') else v[rows]
+        if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)   # (no gather)
+        sparse[name] = (rows, weights)
+    starts_w = at_windows(starts_ms)
+    has_start = np.flatnonzero(starts_w >= 0)
     for d in range(4):
         if d == 0:
             value_code = np.zeros(win_rows.size, np.int64)
             names, prefix = ['all'], None
         else:
-            value_code = dim_codes[d - 1][src][win_rows]
+            value_code = dim_codes[d - 1][src_w]
             names, prefix = dim_names[d - 1], _DIM_NAMES[d - 1]
-        key = value_code * w_codes.size + w_inverse
-        groups_k, group = np.unique(key, return_inverse=True)
-        group = group.reshape(-1)
+        key = value_code * w_count + w_inverse
+        groups_k, group = _codes(key, limit)
         g = groups_k.size
-        sums = {name: np.bincount(group, v[win_rows], g).astype(np.int64)
-                for name, v in values.items()}
-        order = np.argsort(group, kind='stable')
-        bounds = np.searchsorted(group[order], np.arange(g + 1))
-        reporting = is_report[win_rows][order]
-        has_start = starts_ms[win_rows][order] >= 0
-        for i, key_i in enumerate(groups_k.tolist()):
-            value, window = divmod(key_i, w_codes.size)
-            window_start = int(w_codes[window])
+        sums = {name: np.bincount(group[rows], weights, g).astype(
+            np.int64).tolist() for name, (rows, weights) in sparse.items()}
+        # Session ids reporting per group.
+        new_value = fresh.copy()
+        new_value[1:] |= value_code[1:] != value_code[:-1]
+        rows = np.flatnonzero(reporting & new_value)
+        rows = rows[np.argsort(group[rows], kind='stable')]
+        every = np.arange(g + 1)
+        sid_bounds = np.searchsorted(group[rows], every).tolist()
+        pair_sids = list(map(c.sids.__getitem__, who_w[rows].tolist()))
+        # Start-up times per group.
+        order = has_start[np.argsort(group[has_start], kind='stable')]
+        start_bounds = np.searchsorted(group[order], every).tolist()
+        start_values = starts_w[order]
+        value_of, window_of = np.divmod(groups_k, w_count)
+        for i, (value, window) in enumerate(zip(value_of.tolist(),
+                                                window_of.tolist())):
+            window_start = w_list[window]
             dim_key = 'all' if prefix is None else f'{prefix}={names[value]}'
-            acc = RollupAcc()
-            members = order[bounds[i]:bounds[i + 1]]
-            here = members[reporting[bounds[i]:bounds[i + 1]]]
-            if here.size:
-                acc.add_sessions(sids[j] for j in np.unique(
-                    who[win_rows[here]]).tolist())
-            started = members[has_start[bounds[i]:bounds[i + 1]]]
-            if started.size:
-                acc.starts.add_array(starts_ms[win_rows[started]])
-            for name in values:
-                setattr(acc, name, int(sums[name][i]))
-            accs[(dim_key, window_start, window_start + size)] = acc
+            full = (dim_key, window_start, window_start + size)
+            acc = accs.get(full)
+            if acc is None:
+                acc = accs[full] = RollupAcc()
+            lo, hi = sid_bounds[i], sid_bounds[i + 1]
+            if hi > lo:
+                acc.add_sessions(pair_sids[lo:hi])
+            lo, hi = start_bounds[i], start_bounds[i + 1]
+            if hi > lo:
+                acc.starts.add_array(start_values[lo:hi])
+            acc.count += sums['count'][i]
+            acc.plays += sums['plays'][i]
+            acc.errors += sums['errors'][i]
+            acc.failures += sums['failures'][i]
+            acc.rebuffer_ms += sums['rebuffer_ms'][i]
+            acc.playing_ms += sums['playing_ms'][i]
+            acc.exits += sums['exits'][i]
     return accs

@@ -24,6 +24,7 @@ walked; it is counted as ``rollups.late_reports``.
 sketch of session ids (lg_k=12, about 1.6% relative error), a KLL sketch of
 start-up times (p50, p95) and sums, all mergeable.
 """
+import collections
 import typing
 
 import apache_beam as beam
@@ -278,8 +279,8 @@ class RollupAcc:
 
     def add_sessions(self, session_ids) -> 'RollupAcc':
         sketch = datasketches.hll_sketch(HLL_LG_K)
-        for sid in session_ids:
-            sketch.update(sid)
+        # (map in C: no interpreter loop per session id)
+        collections.deque(map(sketch.update, session_ids), maxlen=0)
         self.sessions.update(sketch)
         return self
 
@@ -360,16 +361,32 @@ class Rollup(typing.NamedTuple):
 beam.coders.registry.register_coder(Rollup, beam.coders.RowCoder)
 
 
+class AlertInput(typing.NamedTuple):
+    """What the alerts read of a ``qoe_rollups`` row: its key, window and
+    pane, and the fields the rules judge (the block path sends these to
+    the alerts, not the rows it writes as Arrow tables)."""
+    dimension: str
+    value: str
+    window_start: Timestamp
+    window_end: Timestamp
+    pane_timing: str
+    pane_index: int
+    active_sessions: int
+    video_start_time_p95_ms: typing.Optional[float]
+    rebuffering_ratio: typing.Optional[float]
+
+
 def rollup_key(row: Rollup) -> str:
     return row.dimension if row.dimension == 'all' else \
         f'{row.dimension}={row.value}'
 
 
-def to_rollup(key: str, acc: RollupAcc, pane: dict) -> Rollup:
+def rollup_values(key: str, acc: RollupAcc) -> dict:
+    """The fields of a ``qoe_rollups`` row but its window and pane."""
     dimension, _, value = key.partition('=')
     p50, p95 = acc.starts.quantiles((0.5, 0.95))
     total = acc.rebuffer_ms + acc.playing_ms
-    return Rollup(
+    return dict(
         dimension=dimension, value=value or 'all', count=acc.count,
         active_sessions=int(round(acc.sessions.get_result().get_estimate())),
         plays=acc.plays, video_start_time_p50_ms=p50,
@@ -377,4 +394,8 @@ def to_rollup(key: str, acc: RollupAcc, pane: dict) -> Rollup:
         playing_ms=acc.playing_ms,
         rebuffering_ratio=acc.rebuffer_ms / total if total else None,
         errors=acc.errors, failures=acc.failures,
-        exits_before_video_start=acc.exits, **pane)
+        exits_before_video_start=acc.exits)
+
+
+def to_rollup(key: str, acc: RollupAcc, pane: dict) -> Rollup:
+    return Rollup(**rollup_values(key, acc), **pane)

@@ -1,0 +1,206 @@
+"""The block path's computations on columns against the element path's
+(the reference) and pandas: sessions (every metric, ties in time and
+sequence number, gaps, missing fields), rollup contributions (fixed and
+sliding windows), and the sessions table written from Arrow tables as the
+same files its rows give."""
+import collections
+import random
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.transforms.window import WindowFn
+from apache_beam.utils.timestamp import Timestamp
+
+from tests.transforms.test_video_sessions import (T0, assert_same,
+                                                  pandas_sessions,
+                                                  reports_of)
+from transforms import schemas, windows
+from transforms.io import Context, open_sink
+from transforms.video import cmcd_columnar
+from transforms.video.columnar import (SORT_KEYS, SessionColumns,
+                                       add_rollup_partials, shards_of)
+from transforms.video.records import VideoReport
+from transforms.video.rollups import (RollupFn, by_dimension, to_rollup,
+                                      walk_session)
+from transforms.video.sessions import (TS, Session, SessionPoints, point_of,
+                                       to_session)
+
+GAP_MS = 30 * 60 * 1000
+PANE = {'window_start': None, 'window_end': None, 'pane_timing': 'ON_TIME',
+        'pane_index': 0}
+
+
+def sorted_table(reports) -> pa.Table:
+    """Reports as the block path's point columns, in shuffled fragments
+    concatenated and sorted as after the shuffle."""
+    rows = [(r.session_id, point_of(r)) for r in reports]
+    random.Random(5).shuffle(rows)
+    table = pa.concat_tables(
+        cmcd_columnar.Points(rows=rows[i:i + 97]).table()
+        for i in range(0, len(rows), 97))
+    return table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
+
+
+def random_reports(seed, sessions=60):
+    """Viewings with ties in time (and in sn), pauses longer than the gap,
+    missing and changing fields: what the synthetic stream rarely has."""
+    rng = random.Random(seed)
+    out = []
+    for s in range(sessions):
+        sid = f's{s % 45}'            # some ids view twice, far apart
+        t = T0 + s * 7_000 + (0 if s < 45 else 3 * GAP_MS)
+        for i in range(rng.randint(1, 14)):
+            t += rng.choice([0, 0, 1_000, 20_000, GAP_MS, GAP_MS + 1])
+            out.append(VideoReport(
+                event_time=Timestamp(micros=t * 1000), ts_ms=t,
+                session_id=sid,
+                content_id=rng.choice([None, 'c1', 'c2']),
+                cdn=rng.choice([None, 'cdn-a', 'cdn-b']),
+                stream_type=rng.choice([None, 'v', 'l']),
+                streaming_format=rng.choice([None, 'd', 'h']),
+                event='ps',
+                state=rng.choice([None, 's', 'p', 'p', 'r', 'f', 'e', 'w']),
+                sn=rng.choice([None, i, 3]),
+                msd=rng.choice([None, None, 900, 1200]),
+                video_bitrate_kbps=rng.choice([None, 1600, 3200]),
+                has_error=rng.random() < 0.1, status=None, format='json'))
+    return out
+
+
+def element_sessions(reports) -> dict:
+    """(sid, window start us) -> the element path's Session row."""
+    by_sid = collections.defaultdict(list)
+    for r in reports:
+        by_sid[r.session_id].append(point_of(r))
+    out = {}
+    for sid, points in by_sid.items():
+        points = SessionPoints.of(points).points
+        cuts = [0] + [i for i in range(1, len(points))
+                      if points[i][TS] - points[i - 1][TS] >= GAP_MS] \
+            + [len(points)]
+        for a, b in zip(cuts, cuts[1:]):
+            session = points[a:b]
+            start = Timestamp(micros=session[0][TS] * 1000)
+            pane = {'window_start': start,
+                    'window_end': Timestamp(
+                        micros=(session[-1][TS] + GAP_MS) * 1000),
+                    'pane_timing': 'ON_TIME', 'pane_index': 0}
+            out[(sid, start.micros)] = to_session(
+                sid, SessionPoints(session), pane)
+    return out
+
+
+def columnar_sessions(reports) -> dict:
+    table = SessionColumns(sorted_table(reports), GAP_MS).table()
+    assert table.schema.equals(schemas.arrow_schema(Session))
+    rows = schemas.from_arrow(table, Session)
+    return {(r.session_id, r.window_start.micros): r for r in rows}
+
+
+def test_every_columnar_session_metric_equals_pandas():
+    reports = reports_of('synthetic://video?sessions=120&seed=7&late=0.05'
+                         '&exit=0.1&fail=0.05')
+    oracle = pandas_sessions(reports)
+    ours = columnar_sessions(reports)
+    assert len(ours) == len(oracle) > 100
+    for (sid, _), row in ours.items():
+        assert_same(row._asdict(), oracle.loc[sid], sid)
+
+
+@pytest.mark.parametrize('seed', [1, 2, 3])
+def test_columnar_sessions_equal_the_element_rows(seed):
+    reports = random_reports(seed)
+    want = element_sessions(reports)
+    got = columnar_sessions(reports)
+    assert len({sid for sid, _ in want}) < len(want)     # gaps split
+    assert got.keys() == want.keys()
+    for key, row in want.items():
+        assert got[key] == row, key
+
+
+def test_shards_are_a_function_of_the_session_id():
+    sids = pa.array([f's{i}' for i in range(500)] * 2)
+    shards = shards_of(sids, 16)
+    assert (shards[:500] == shards[500:]).all()
+    assert set(shards.tolist()) == set(range(16))
+    assert (shards_of(sids.slice(500), 16) == shards[500:]).all()
+
+
+def element_rollups(reports, spec) -> dict:
+    """(dimension key, window start us) -> the element path's Rollup row:
+    each session id walked, its contributions per dimension and window,
+    combined by RollupFn."""
+    by_sid = collections.defaultdict(list)
+    for r in reports:
+        by_sid[r.session_id].append(r)
+    fn, window_fn = RollupFn(), spec.window_fn()
+    accs = {}
+    for sid, mine in by_sid.items():
+        for stamped in walk_session((sid, mine), GAP_MS):
+            for window in window_fn.assign(
+                    WindowFn.AssignContext(stamped.timestamp)):
+                for key, c in by_dimension(stamped.value):
+                    full = (key, window.start.micros)
+                    accs[full] = fn.add_input(
+                        accs.get(full) or fn.create_accumulator(), c)
+    return {k: to_rollup(k[0], acc, PANE) for k, acc in accs.items()}
+
+
+@pytest.mark.parametrize('window', ['fixed:60s', 'sliding:2m/1m'])
+@pytest.mark.parametrize('seed', [1, 4])
+def test_columnar_rollup_partials_equal_the_walk(window, seed):
+    spec = windows.parse_window(window)
+    reports = random_reports(seed)
+    want = element_rollups(reports, spec)
+    columns = SessionColumns(sorted_table(reports), GAP_MS)
+    accs = {}
+    # Two flushes into the same partials (a bundle of several shards).
+    half = columns.sids[len(columns.sids) // 2]
+    table = sorted_table(reports)
+    low = table.filter(pc.less(table['sid'], half))
+    high = table.filter(pc.greater_equal(table['sid'], half))
+    for part in (low, high):
+        add_rollup_partials(SessionColumns(part, GAP_MS), spec, accs)
+    got = {(k[0], k[1]): to_rollup(k[0], acc, PANE)
+           for k, acc in accs.items()}
+    assert got.keys() == want.keys()
+    assert sum(r.exits_before_video_start for r in want.values()) > 0
+    assert sum(r.plays for r in want.values()) > 0
+    for key, row in want.items():
+        assert got[key] == row, key
+
+
+def _written(directory):
+    out = {}
+    for path in sorted(directory.rglob('*.*')):
+        rel = path.relative_to(directory).as_posix()
+        out[rel] = path.read_bytes() if rel.endswith('.jsonl') else \
+            ds.dataset(str(path)).to_table().to_pylist()
+    return out
+
+
+@pytest.mark.parametrize('scheme', ['parquet', 'jsonl'])
+def test_tables_are_written_as_their_rows_are(tmp_path, scheme):
+    """Sink.write_tables: the files (names and rows) Sink.write writes for
+    the same rows; rows with equal identities (two panes alike) too."""
+    rows = list(element_sessions(random_reports(6)).values())
+    rows.append(rows[0])                       # an identity twice
+    table = schemas.to_arrow(rows, Session)
+    for name, write in (('rows', 'write'), ('tables', 'write_tables')):
+        elements = [table.slice(0, 40), table.slice(40)] \
+            if name == 'tables' else rows
+        p = TestPipeline(options=PipelineOptions(
+            runner='BundleBasedDirectRunner'))
+        sink = open_sink(f'{scheme}://{tmp_path / name}', Context('t'))
+        p | beam.Create(elements, reshuffle=False) | getattr(sink, write)(
+            'sessions', Session)
+        result = p.run()
+        result.wait_until_finish()
+    by_rows, by_tables = (_written(tmp_path / n) for n in ('rows', 'tables'))
+    assert len(by_rows) > 1
+    assert by_tables == by_rows
