@@ -7,6 +7,7 @@ CPU-second on a live Kafka stream over the better peer's, Bytewax or Quix
 Streams; see bench/live_bench.py).
 
     python bench/run.py [--events N] [--memory-events M] [--live-events L]
+                        [--stream-events S]
 """
 import argparse
 import datetime
@@ -24,6 +25,7 @@ from bench import trades_bench  # noqa: E402  pylint: disable=wrong-import-posit
 from bench import video_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import sensors_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import live_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import stream_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 RESULTS = common.BENCH / 'RESULTS.md'
 
@@ -106,6 +108,39 @@ def memory_run(name, module, make_input, events):
             'rate': _rate(run), 'wall_s': run['wall_s']}
 
 
+STREAM_JOBS = ('logs', 'trades', 'sensors')
+
+
+def bench_stream(job, events):
+    """``make run``'s stream (the job's streaming synthetic default, with
+    ``events`` records) in its own process; its summary checked."""
+    out = common.OUT / f'stream-{job}'
+    shutil.rmtree(out, ignore_errors=True)
+    run = common.in_subprocess('stream_bench', 'beam', job, events, out)
+    shutil.rmtree(out, ignore_errors=True)
+    return {'job': job, 'source': stream_bench.source_of(job, events),
+            'events': run['result']['events'], 'cpu_s': run['cpu_s'],
+            'rate': _rate(run), 'wall_s': run['wall_s'],
+            'peak_mib': run['peak_mib'],
+            'summary': stream_bench.check(run['result'])}
+
+
+def stream_table(rows):
+    lines = ['', '`make run`\'s stream: each job on its streaming synthetic '
+             'default with more events (`python -m pipelines JOB --streaming '
+             '--source URI`, a TestStream on the local runner, columnar path '
+             'on one block per tick); CPU seconds of the process, stream '
+             'generation included, imports not.', '',
+             '| job | source | events | CPU s | ev/s/core | wall s | peak MiB '
+             '| summary |', '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f'| {r["job"]} | `{r["source"]}` | {r["events"]:,} | '
+                     f'{r["cpu_s"]:.1f} | {r["rate"]:,.0f} | '
+                     f'{r["wall_s"]:.1f} | {r["peak_mib"]:.0f} | '
+                     f'{r["summary"]} |')
+    return lines
+
+
 def _agreement(a):
     text = f'{a["groups"]} groups agree'
     if 'templates' in a:
@@ -116,7 +151,7 @@ def _agreement(a):
     return text
 
 
-def table(rows, memory, element_events, live=None):
+def table(rows, memory, element_events, live=None, stream=None):
     lines = [
         '# Benchmark results',
         '',
@@ -132,7 +167,7 @@ def table(rows, memory, element_events, live=None):
         f'element path ratio ({element_events:,} events) | Beam peak MiB | '
         'pyarrow peak MiB | agreement |',
         '|---|---|---|---|---|---|---|---|---|---|',
-    ]
+    ] if rows else lines[:3]
     for r in rows:
         element = f'{r["element_ratio"]:.3f}' if 'element_ratio' in r else '-'
         lines.append(
@@ -147,7 +182,10 @@ def table(rows, memory, element_events, live=None):
         for name, m in memory.items():
             lines.append(f'| {name} | {m["events"]:,} | {m["peak_mib"]:.0f} |'
                          f' {m["rate"]:,.0f} | {m["wall_s"]:.1f} |')
-    worst = min(r['ratio'] for r in rows if r.get('in_min', True))
+    if stream:
+        lines += stream_table(stream)
+    worst = min((r['ratio'] for r in rows if r.get('in_min', True)),
+                default=float('inf'))
     live_lines, live_worst = live_bench.table(live) if live else ([], None)
     if live_lines:
         lines += ['', 'Live Kafka: the core aggregation read from one '
@@ -156,7 +194,8 @@ def table(rows, memory, element_events, live=None):
                   'per CPU-second of that process until every window but '
                   'the last has its final result, checked against numpy.',
                   ''] + live_lines
-    lines += ['', f'min ratio to pyarrow: {worst:.2f}']
+    if rows:
+        lines += ['', f'min ratio to pyarrow: {worst:.2f}']
     if live_worst is not None:
         lines.append(f'min ratio to peers (live Kafka): {live_worst:.2f}')
     return '\n'.join(lines + ['']), worst
@@ -187,6 +226,10 @@ def main(argv=None):
     parser.add_argument('--live-events', type=int, default=300_000,
                         help='records of the live Kafka comparison with the '
                              'peers (0 skips it; default 3e5)')
+    parser.add_argument('--stream-events', type=int, default=200_000,
+                        help='records of make run\'s stream, per job '
+                             f'({", ".join(STREAM_JOBS)}; --only stream '
+                             'runs only these; 0 skips it; default 2e5)')
     args = parser.parse_args(argv)
     # (name, module, input maker, has a separate element path to compare)
     benches = [
@@ -196,10 +239,11 @@ def main(argv=None):
         ('sensors', sensors_bench, sensors_bench.make_input, True),
     ]
     if args.only:
-        unknown = set(args.only) - {b[0] for b in benches} - {'video_qoe'}
+        extra = ['video_qoe', 'stream']
+        unknown = set(args.only) - {b[0] for b in benches} - set(extra)
         if unknown:
             parser.error(f'--only: unknown benchmark(s) {sorted(unknown)}; '
-                         f'known: {", ".join([b[0] for b in benches] + ["video_qoe"])}')
+                         f'known: {", ".join([b[0] for b in benches] + extra)}')
         benches = [b for b in benches if b[0] in args.only]
     rows = []
     for name, module, make_input, element in benches:
@@ -228,12 +272,18 @@ def main(argv=None):
               flush=True)
         memory['core'] = memory_run('core', core_bench, core_bench.make_input,
                                     args.memory_events)
+    stream = []
+    if args.stream_events and (not args.only or 'stream' in args.only):
+        for job in STREAM_JOBS:
+            print(f'running make run\'s stream, {job}, '
+                  f'{args.stream_events:,} records ...', flush=True)
+            stream.append(bench_stream(job, args.stream_events))
     live = None
     if args.live_events and not args.only:
         print(f'running live Kafka, {args.live_events:,} records, against '
               f'the peers ...', flush=True)
         live = live_bench.run_all(args.live_events)
-    text, worst = table(rows, memory, args.element_events, live)
+    text, worst = table(rows, memory, args.element_events, live, stream)
     if not args.only:
         RESULTS.write_text(text, encoding='utf-8')
     print(text)

@@ -66,10 +66,20 @@ about two thirds of the runner's CPU time on a stream of small bundles (a
 class (its methods' defaults); they are now found once per class.  Likewise
 the signatures of its methods (once per function), and the DoFn's pickled
 form: every bundle still gets a fresh DoFn unpickled from it, as before, but
-the DoFn is pickled (and compressed) once per step, not once per bundle.
+the DoFn is pickled once per step, not once per bundle.  And a grouping
+step copies each key's state for every bundle (so that a failed bundle
+leaves it untouched), its timers and the trigger driver's window ids with
+``copy.deepcopy``: they hold dicts and lists of windows, timestamps and
+numbers, which never change, so copying the dicts and lists alone is the
+same copy at a fraction of the cost (on the sensors job's stream the deep
+copies were a fifth of the run).  Beam's trigger driver also builds a new
+class each time it reads or adds to a combining state (a pane index, an
+element count); that tag is now built once per state tag.
 
 All fixes are idempotent and touch nothing else.
 """
+import collections
+import copy
 import threading
 import time
 import types
@@ -84,6 +94,7 @@ from apache_beam.runners.direct import executor
 from apache_beam.runners.direct import sdf_direct_runner
 from apache_beam.runners.direct import transform_evaluator
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
+from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import (PaneInfo, PaneInfoTiming,
                                               WindowedValue)
@@ -140,6 +151,56 @@ def _install_dofn_specs_cache():
     transform_evaluator.get_dofn_specs = get_dofn_specs
     _install_signature_cache()
     _install_pickled_dofns()
+    _install_state_copy()
+
+
+_UNCHANGING = (int, float, str, bytes, bool, type(None), Timestamp,
+               BoundedWindow)
+
+
+def _copied(value):
+    """``copy.deepcopy(value)``, sharing what never changes: windows,
+    timestamps, numbers and text; copying dicts, lists, tuples and sets."""
+    if isinstance(value, _UNCHANGING):
+        return value
+    if type(value) is dict:
+        return {k: _copied(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copied(v) for v in value]
+    if type(value) in (tuple, set, frozenset):
+        return type(value)(_copied(v) for v in value)
+    return copy.deepcopy(value)
+
+
+def _install_state_copy():
+    state_class = trigger.InMemoryUnmergedState
+    if getattr(state_class.copy, _INSTALLED, False):
+        return
+
+    def copy_state(self):
+        cloned = state_class(defensive_copy=self.defensive_copy)
+        # {window: {(name, time domain, tag): timestamp}}
+        cloned.timers = collections.defaultdict(
+            dict, ((w, _copied(t)) for w, t in self.timers.items()))
+        cloned.global_state = _copied(self.global_state)
+        for window, tags in self.state.items():
+            for tag, values in tags.items():
+                cloned.state[window][tag] = copy.copy(values)
+        return cloned
+
+    setattr(copy_state, _INSTALLED, True)
+    state_class.copy = copy_state
+
+    tag_class = trigger._CombiningValueStateTag  # pylint: disable=protected-access
+    original = tag_class.without_extraction
+
+    def without_extraction(self):
+        found = self.__dict__.get('_without_extraction')
+        if found is None:
+            found = self.__dict__['_without_extraction'] = original(self)
+        return found
+
+    tag_class.without_extraction = without_extraction
 
 
 def _install_signature_cache():
