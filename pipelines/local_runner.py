@@ -146,6 +146,7 @@ def _install_dofn_specs_cache():
         return set(states), set(timers)
 
     setattr(get_dofn_specs, _INSTALLED, True)
+    get_dofn_specs.original = original
     userstate.get_dofn_specs = get_dofn_specs
     # Imported by name where the local runner reads them.
     transform_evaluator.get_dofn_specs = get_dofn_specs
