@@ -74,7 +74,11 @@ numbers, which never change, so copying the dicts and lists alone is the
 same copy at a fraction of the cost (on the sensors job's stream the deep
 copies were a fifth of the run).  Beam's trigger driver also builds a new
 class each time it reads or adds to a combining state (a pane index, an
-element count); that tag is now built once per state tag.
+element count); that tag is now built once per state tag.  Nor does Beam's
+trigger driver ever drop a window's state once the window has expired (its
+"TODO(robertwb): allowed lateness"), so a key's state, and the copy of it
+made for every bundle, grew with every window of the stream: the grouping
+steps that keep late records (below) now drop it.
 
 All fixes are idempotent and touch nothing else.
 """
@@ -437,6 +441,47 @@ class _KeepingLateDriver:
 
     def process_elements(self, state, windowed_values, output_watermark,
                          input_watermark=trigger.MIN_TIMESTAMP):
+        yield from self._process_elements(state, windowed_values,
+                                          output_watermark, input_watermark)
+        self._forget_expired(state, input_watermark)
+
+    def process_timer(self, window_id, name, time_domain, timestamp, state,
+                      input_watermark=None):
+        yield from self._driver.process_timer(
+            window_id, name, time_domain, timestamp, state, input_watermark)
+        if input_watermark is not None:
+            self._forget_expired(state, input_watermark)
+
+    def _forget_expired(self, state, input_watermark):
+        """Drops the state of the windows that have expired (the input
+        watermark past their end plus the allowed lateness), as Beam's
+        Python trigger driver never does: nothing reads it again, for what
+        arrives for such a window is handed back as late above, before the
+        driver sees it.  Without this a key's state grows with every window
+        of the stream, and the runner copies it for every bundle.  Only for
+        windows that do not merge (a new session may merge with an expired
+        one), and only windows with no timer and no watermark hold left."""
+        if self._driver.window_fn.is_merging():
+            return
+        tag = trigger.MergeableStateAdapter.WINDOW_IDS
+        ids = state.get_global_state(tag)
+        if not ids:
+            return
+        lateness = self._driver.allowed_lateness
+        forgotten = False
+        for window in [w for w in ids if input_watermark > w.end + lateness]:
+            if any(state.timers.get(i) or
+                   state.state.get(i, {}).get('watermark')
+                   for i in ids[window]):
+                continue
+            for i in ids.pop(window):
+                state.state.pop(i, None)
+            forgotten = True
+        if forgotten:
+            state.set_global_state(tag, ids)
+
+    def _process_elements(self, state, windowed_values, output_watermark,
+                          input_watermark):
         kept, late = [], {}
         for value in windowed_values:
             open_windows = []

@@ -168,3 +168,36 @@ def test_a_state_copy_is_a_deep_copy_for_what_a_bundle_changes():
     assert (dict(state.timers), state.global_state) == expected
     assert state.get_state(1, trigger._ListStateTag('elements')) == ['a']
     assert clone.get_state(1, trigger._ListStateTag('elements')) == ['a', 'b']
+
+
+def test_an_expired_windows_state_is_dropped_and_its_records_still_kept():
+    state = trigger.InMemoryUnmergedState()
+    driver = local_runner._KeepingLateDriver(
+        _driver('late=1,lateness=1m,accumulating', _Clock(T0)))
+    next_w = window.IntervalWindow(Timestamp.of(T0 + 60),
+                                   Timestamp.of(T0 + 120))
+    list(driver.process_elements(
+        state, [_record(1), WindowedValue('n', Timestamp.of(T0 + 61),
+                                          [next_w])],
+        Timestamp.of(T0), Timestamp.of(T0)))
+    fired = _fire(driver, state, W.end, Timestamp(0), W.end)
+    assert [p.pane_info.timing for p in fired] == [PaneInfoTiming.ON_TIME]
+    ids = trigger.MergeableStateAdapter.WINDOW_IDS
+    # Within the allowed lateness the window's state stays: a late record
+    # fires a LATE pane holding both records (accumulating).
+    late = list(driver.process_elements(state, [_record(2)],
+                                        Timestamp.of(T0 + 90),
+                                        Timestamp.of(T0 + 90)))
+    assert [(p.pane_info.timing, len(p.value)) for p in late] == [
+        (PaneInfoTiming.LATE, 2)]
+    assert W in state.get_global_state(ids)
+    # Past the end plus the allowed lateness it is dropped; the next
+    # window, still open, keeps its state.
+    after = Timestamp.of(T0 + 60 + 61)
+    late = list(driver.process_elements(state, [_record(3)], after, after))
+    assert W not in state.get_global_state(ids)
+    assert next_w in state.get_global_state(ids)
+    assert len(state.state) == 1
+    # What arrives for the dropped window is still handed back as late.
+    assert [(type(p.value).__name__, p.value.values) for p in late] == [
+        ('LateRecords', ['r3'])]
