@@ -152,7 +152,7 @@ def _agreement(a):
 
 
 def table(rows, memory, element_events, live=None, stream=None):
-    lines = [
+    head = [
         '# Benchmark results',
         '',
         f'Made by `make bench` on {datetime.date.today()} '
@@ -162,12 +162,14 @@ def table(rows, memory, element_events, live=None, stream=None):
         f'replay path (file -> decode -> window -> aggregate -> Parquet) on '
         f'the in-process portable runner (FnApiRunner) with one worker; the '
         f'reference computes the same figures with plain pyarrow.',
+    ]
+    lines = head + [
         '',
         '| job | Beam path | events | Beam ev/s/core | pyarrow ev/s/core | ratio | '
         f'element path ratio ({element_events:,} events) | Beam peak MiB | '
         'pyarrow peak MiB | agreement |',
         '|---|---|---|---|---|---|---|---|---|---|',
-    ] if rows else lines[:3]
+    ] if rows else head
     for r in rows:
         element = f'{r["element_ratio"]:.3f}' if 'element_ratio' in r else '-'
         lines.append(
@@ -226,10 +228,10 @@ def main(argv=None):
     parser.add_argument('--live-events', type=int, default=300_000,
                         help='records of the live Kafka comparison with the '
                              'peers (0 skips it; default 3e5)')
-    parser.add_argument('--stream-events', type=int, default=200_000,
+    parser.add_argument('--stream-events', type=int, default=100_000,
                         help='records of make run\'s stream, per job '
                              f'({", ".join(STREAM_JOBS)}; --only stream '
-                             'runs only these; 0 skips it; default 2e5)')
+                             'runs only these; 0 skips it; default 1e5)')
     args = parser.parse_args(argv)
     # (name, module, input maker, has a separate element path to compare)
     benches = [
