@@ -78,7 +78,10 @@ element count); that tag is now built once per state tag.  Nor does Beam's
 trigger driver ever drop a window's state once the window has expired (its
 "TODO(robertwb): allowed lateness"), so a key's state, and the copy of it
 made for every bundle, grew with every window of the stream: the grouping
-steps that keep late records (below) now drop it.
+steps that keep late records (below) now drop it.  So does the state of a
+stateful DoFn in a window: the runner keeps it after the window has expired
+(Beam's model drops it then); it is now dropped, where no timer of the window
+is left, at the end of a bundle that touched the key.
 
 All fixes are idempotent and touch nothing else.
 """
@@ -98,7 +101,7 @@ from apache_beam.runners.direct import executor
 from apache_beam.runners.direct import sdf_direct_runner
 from apache_beam.runners.direct import transform_evaluator
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
-from apache_beam.transforms.window import BoundedWindow
+from apache_beam.transforms.window import BoundedWindow, IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import (PaneInfo, PaneInfoTiming,
                                               WindowedValue)
@@ -157,6 +160,38 @@ def _install_dofn_specs_cache():
     _install_signature_cache()
     _install_pickled_dofns()
     _install_state_copy()
+    _install_user_state_expiry()
+
+
+def _install_user_state_expiry():
+    evaluator = transform_evaluator._ParDoEvaluator  # pylint: disable=protected-access
+    if getattr(evaluator.finish_bundle, _INSTALLED, False):
+        return
+    original = evaluator.finish_bundle
+
+    def finish_bundle(self):
+        result = original(self)
+        if self.user_state_context is not None:
+            applied = self._applied_ptransform  # pylint: disable=protected-access
+            watermark = self._evaluation_context._watermark_manager \
+                .get_watermarks(applied).input_watermark  # pylint: disable=protected-access
+            lateness = applied.inputs[0].windowing.allowed_lateness
+            for state in self._step_context.partial_keyed_state.values():  # pylint: disable=protected-access
+                _forget_expired_windows(state, watermark, lateness)
+        return result
+
+    setattr(finish_bundle, _INSTALLED, True)
+    evaluator.finish_bundle = finish_bundle
+
+
+def _forget_expired_windows(state, watermark, lateness):
+    """Drops a key's user state in the interval windows the input watermark
+    has passed by more than the allowed lateness, where no timer is left."""
+    for window in [w for w in state.state
+                   if isinstance(w, IntervalWindow)
+                   and watermark > w.end + lateness
+                   and not state.timers.get(w)]:
+        del state.state[window]
 
 
 _UNCHANGING = (int, float, str, bytes, bool, type(None), Timestamp,

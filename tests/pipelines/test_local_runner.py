@@ -201,3 +201,22 @@ def test_an_expired_windows_state_is_dropped_and_its_records_still_kept():
     # What arrives for the dropped window is still handed back as late.
     assert [(type(p.value).__name__, p.value.values) for p in late] == [
         ('LateRecords', ['r3'])]
+
+
+def test_a_stateful_dofns_state_in_an_expired_window_is_dropped():
+    state = trigger.InMemoryUnmergedState()
+    tag = trigger._ReadModifyWriteStateTag('user/counted')
+    later = window.IntervalWindow(Timestamp.of(T0 + 60), Timestamp.of(T0 + 120))
+    timed = window.IntervalWindow(Timestamp.of(T0 - 60), Timestamp.of(T0))
+    for w in (W, later, timed, window.GlobalWindow()):
+        state.add_state(w, tag, 5)
+    state.set_timer(timed, 'user/flush', trigger.TimeDomain.WATERMARK,
+                    Timestamp.of(T0 + 10**6))
+    lateness = Duration(seconds=60)
+    # W ends at T0 + 60: expired once the watermark is past T0 + 120.
+    local_runner._forget_expired_windows(state, Timestamp.of(T0 + 120),
+                                         lateness)
+    assert W in state.state
+    local_runner._forget_expired_windows(state, Timestamp.of(T0 + 121),
+                                         lateness)
+    assert set(state.state) == {later, timed, window.GlobalWindow()}
