@@ -97,6 +97,8 @@ def describe_params(domain: str) -> str:
 
 def test_stream(stream) -> TestStream:
     """The stream as a TestStream: records, then watermark, then clock, per tick.
+    (The source plays :func:`tick_stream` instead, the same stream with one
+    element per tick; this one holds the records themselves, for tests.)
 
     Processing time starts at the epoch and advances by the tick, far below the
     event times: Beam's Python trigger driver compares processing-time firings
