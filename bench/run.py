@@ -7,6 +7,7 @@ CPU-second on a live Kafka stream over the better peer's, Bytewax or Quix
 Streams; see bench/live_bench.py).
 
     python bench/run.py [--events N] [--memory-events M] [--live-events L]
+                        [--stream-events S]
     python bench/run.py --only live      # the live Kafka rows alone
     python bench/run.py --only latency   # the paced end-to-end latency
     python bench/run.py --only memory-trades     # one memory row only
@@ -32,6 +33,7 @@ from bench import trades_bench  # noqa: E402  pylint: disable=wrong-import-posit
 from bench import video_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import sensors_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import live_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import stream_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 RESULTS = common.BENCH / 'RESULTS.md'
 # --only names of the live Kafka parts: the core aggregation against the
@@ -121,6 +123,39 @@ def memory_run(name, module, make_input, events):
             'rate': _rate(run), 'wall_s': run['wall_s']}
 
 
+STREAM_JOBS = ('logs', 'trades', 'sensors')
+
+
+def bench_stream(job, events):
+    """``make run``'s stream (the job's streaming synthetic default, with
+    ``events`` records) in its own process; its summary checked."""
+    out = common.OUT / f'stream-{job}'
+    shutil.rmtree(out, ignore_errors=True)
+    run = common.in_subprocess('stream_bench', 'beam', job, events, out)
+    shutil.rmtree(out, ignore_errors=True)
+    return {'job': job, 'source': stream_bench.source_of(job, events),
+            'events': run['result']['events'], 'cpu_s': run['cpu_s'],
+            'rate': _rate(run), 'wall_s': run['wall_s'],
+            'peak_mib': run['peak_mib'],
+            'summary': stream_bench.check(run['result'])}
+
+
+def stream_table(rows):
+    lines = ['', '`make run`\'s stream: each job on its streaming synthetic '
+             'default with more events (`python -m pipelines JOB --streaming '
+             '--source URI`, a TestStream on the local runner, columnar path '
+             'on one block per tick); CPU seconds of the process, stream '
+             'generation included, imports not.', '',
+             '| job | source | events | CPU s | ev/s/core | wall s | peak MiB '
+             '| summary |', '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f'| {r["job"]} | `{r["source"]}` | {r["events"]:,} | '
+                     f'{r["cpu_s"]:.1f} | {r["rate"]:,.0f} | '
+                     f'{r["wall_s"]:.1f} | {r["peak_mib"]:.0f} | '
+                     f'{r["summary"]} |')
+    return lines
+
+
 def _agreement(a):
     text = f'{a["groups"]} groups agree'
     if 'templates' in a:
@@ -131,8 +166,9 @@ def _agreement(a):
     return text
 
 
-def table(rows, memory, element_events, live=None, own_peak=None):
-    lines = [
+def table(rows, memory, element_events, live=None, stream=None,
+          own_peak=None):
+    head = [
         '# Benchmark results',
         '',
         f'Made by `make bench` on {datetime.date.today()} '
@@ -142,12 +178,14 @@ def table(rows, memory, element_events, live=None, own_peak=None):
         f'replay path (file -> decode -> window -> aggregate -> Parquet) on '
         f'the in-process portable runner (FnApiRunner) with one worker; the '
         f'reference computes the same figures with plain pyarrow.',
+    ]
+    lines = head + [
         '',
         '| job | Beam path | events | Beam ev/s/core | pyarrow ev/s/core | ratio | '
         f'element path ratio ({element_events:,} events) | Beam peak MiB | '
         'pyarrow peak MiB | agreement |',
         '|---|---|---|---|---|---|---|---|---|---|',
-    ] if rows else ['# Benchmark results']
+    ] if rows else head
     for r in rows:
         element = f'{r["element_ratio"]:.3f}' if 'element_ratio' in r else '-'
         lines.append(
@@ -165,6 +203,8 @@ def table(rows, memory, element_events, live=None, own_peak=None):
         for name, m in memory.items():
             lines.append(f'| {name} | {m["events"]:,} | {m["peak_mib"]:.0f} |'
                          f' {m["rate"]:,.0f} | {m["wall_s"]:.1f} |')
+    if stream:
+        lines += stream_table(stream)
     if own_peak is not None:
         children = [r['beam_peak_mib'] for r in rows] + \
             [r['ref_peak_mib'] for r in rows] + \
@@ -211,7 +251,8 @@ def main(argv=None):
                         help='run only this benchmark (repeatable): a job '
                              '(core, logs, trades, sensors, video_qoe), '
                              'its memory replay (memory-core, memory-trades, '
-                             '...; --memory-events records), live (the live '
+                             '...; --memory-events records), stream (make '
+                             'run\'s stream per job), live (the live '
                              'Kafka rows against the peers) or latency (the '
                              'paced end-to-end latency of the logs job on '
                              'Kafka); the table is printed, bench/RESULTS.md '
@@ -219,6 +260,10 @@ def main(argv=None):
     parser.add_argument('--live-events', type=int, default=300_000,
                         help='records of the live Kafka comparison with the '
                              'peers (0 skips it; default 3e5)')
+    parser.add_argument('--stream-events', type=int, default=100_000,
+                        help='records of make run\'s stream, per job '
+                             f'({", ".join(STREAM_JOBS)}; --only stream '
+                             'runs only these; 0 skips it; default 1e5)')
     args = parser.parse_args(argv)
     # (name, module, input maker, has a separate element path to compare)
     benches = [
@@ -227,7 +272,7 @@ def main(argv=None):
         ('trades', trades_bench, trades_bench.make_input, True),
         ('sensors', sensors_bench, sensors_bench.make_input, True),
     ]
-    known = [b[0] for b in benches] + ['video_qoe', *LIVE] + \
+    known = [b[0] for b in benches] + ['video_qoe', 'stream', *LIVE] + \
         [f'memory-{name}' for name in MEMORY]
     if args.only:
         unknown = set(args.only) - set(known)
@@ -266,13 +311,19 @@ def main(argv=None):
         print(f'running {name} memory replay of {args.memory_events:,} ...',
               flush=True)
         memory[name] = memory_run(name, *makers[name], args.memory_events)
+    stream = []
+    if args.stream_events and (not args.only or 'stream' in args.only):
+        for job in STREAM_JOBS:
+            print(f'running make run\'s stream, {job}, '
+                  f'{args.stream_events:,} records ...', flush=True)
+            stream.append(bench_stream(job, args.stream_events))
     live = None
     parts = set(LIVE) if not args.only else set(args.only) & set(LIVE)
     if args.live_events and parts:
         print(f'running live Kafka ({", ".join(sorted(parts))}), '
               f'{args.live_events:,} records ...', flush=True)
         live = live_bench.run_all(args.live_events, parts=parts)
-    text, worst = table(rows, memory, args.element_events, live,
+    text, worst = table(rows, memory, args.element_events, live, stream,
                         own_peak=common.peak_mib())
     if not args.only:
         RESULTS.write_text(text, encoding='utf-8')

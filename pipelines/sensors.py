@@ -199,9 +199,11 @@ def build(pipeline, args, context):
             columnar.keeps_semantics(trigger, window):
         # Blocks of lines -> calibrated columns -> partial statistics per
         # (sensor, metric, window) and one block of readings per sensor for
-        # the detector.  In a batch run the window travels in the key.
+        # the detector.  In a batch run the window travels in the key; in a
+        # stream the source's blocks (a tick's or a poll's records) or, from
+        # a source without, each bundle's payloads are decoded together.
         bounded = not context.streaming
-        blocks = source.blocks() if bounded else None
+        blocks = source.blocks() if bounded else source.stream_blocks()
         decoded = (pipeline
                    | 'Read' >> (blocks or source)
                    | 'DecodePartials' >> beam.ParDo(

@@ -90,3 +90,133 @@ def test_an_early_firing_is_early_while_the_clock_is_past_the_windows_end():
     on_time = _fire(driver, state, W.end, clock.now, W.end)
     assert [(p.pane_info.timing, p.pane_info.index) for p in on_time] == [
         (PaneInfoTiming.ON_TIME, 1)]
+
+
+# ------------------------------------------------ what a bundle costs less
+
+class _Stateful(beam.DoFn):
+    COUNT = beam.transforms.userstate.CombiningValueStateSpec(
+        'count', beam.coders.VarIntCoder(), sum)
+    TIMER = beam.transforms.userstate.TimerSpec(
+        'flush', beam.transforms.userstate.TimeDomain.WATERMARK)
+
+    def process(self, element, count=beam.DoFn.StateParam(COUNT),
+                flush=beam.DoFn.TimerParam(TIMER)):
+        yield element
+
+    @beam.transforms.userstate.on_timer(TIMER)
+    def on_flush(self):
+        yield 'flushed'
+
+
+class _Stateless(beam.DoFn):
+    def __init__(self):
+        self.seen = []
+
+    def process(self, element):
+        self.seen.append(element)
+        yield element
+
+
+def test_dofn_specs_found_once_per_class_are_beams_specs():
+    local_runner.install()
+    from apache_beam.transforms import userstate
+    cached = userstate.get_dofn_specs
+    beams = cached.original
+    assert cached is not beams
+    states, timers = cached(_Stateful())
+    assert (states, timers) == beams(_Stateful())
+    assert {s.name for s in states} == {'count'} and len(timers) == 1
+    again = cached(_Stateful())
+    assert again == (states, timers)
+    assert again[0] is not states          # callers get their own sets
+    assert cached(_Stateless()) == (set(), set())
+    assert userstate.is_stateful_dofn(_Stateful())
+    assert not userstate.is_stateful_dofn(_Stateless())
+
+
+def test_every_bundle_still_gets_a_fresh_dofn():
+    local_runner.install()
+    from apache_beam.runners.direct import transform_evaluator
+    fn = _Stateless()
+    first = transform_evaluator.pickler.roundtrip(fn)
+    first.seen.append('bundle 1')
+    second = transform_evaluator.pickler.roundtrip(fn)
+    assert first is not fn and second is not first
+    assert second.seen == [] and fn.seen == []
+
+
+def test_a_state_copy_is_a_deep_copy_for_what_a_bundle_changes():
+    import copy
+    local_runner.install()
+    state = trigger.InMemoryUnmergedState()
+    other = window.IntervalWindow(Timestamp.of(T0 + 60), Timestamp.of(T0 + 120))
+    state.set_timer(W, 'end', trigger.TimeDomain.WATERMARK, W.max_timestamp())
+    state.set_global_state(trigger.MergeableStateAdapter.WINDOW_IDS,
+                           {W: [1], other: [2]})
+    state.add_state(1, trigger._ListStateTag('elements'), 'a')
+    expected = copy.deepcopy((dict(state.timers), state.global_state))
+    clone = state.copy()
+    # What a bundle does to its copy does not reach the committed state.
+    clone.set_timer(other, 'end', trigger.TimeDomain.WATERMARK,
+                    other.max_timestamp())
+    clone.clear_timer(W, 'end', trigger.TimeDomain.WATERMARK)
+    ids = clone.get_global_state(trigger.MergeableStateAdapter.WINDOW_IDS)
+    ids[W].append(3)
+    del ids[other]
+    clone.add_state(1, trigger._ListStateTag('elements'), 'b')
+    assert (dict(state.timers), state.global_state) == expected
+    assert state.get_state(1, trigger._ListStateTag('elements')) == ['a']
+    assert clone.get_state(1, trigger._ListStateTag('elements')) == ['a', 'b']
+
+
+def test_an_expired_windows_state_is_dropped_and_its_records_still_kept():
+    state = trigger.InMemoryUnmergedState()
+    driver = local_runner._KeepingLateDriver(
+        _driver('late=1,lateness=1m,accumulating', _Clock(T0)))
+    next_w = window.IntervalWindow(Timestamp.of(T0 + 60),
+                                   Timestamp.of(T0 + 120))
+    list(driver.process_elements(
+        state, [_record(1), WindowedValue('n', Timestamp.of(T0 + 61),
+                                          [next_w])],
+        Timestamp.of(T0), Timestamp.of(T0)))
+    fired = _fire(driver, state, W.end, Timestamp(0), W.end)
+    assert [p.pane_info.timing for p in fired] == [PaneInfoTiming.ON_TIME]
+    ids = trigger.MergeableStateAdapter.WINDOW_IDS
+    # Within the allowed lateness the window's state stays: a late record
+    # fires a LATE pane holding both records (accumulating).
+    late = list(driver.process_elements(state, [_record(2)],
+                                        Timestamp.of(T0 + 90),
+                                        Timestamp.of(T0 + 90)))
+    assert [(p.pane_info.timing, len(p.value)) for p in late] == [
+        (PaneInfoTiming.LATE, 2)]
+    assert W in state.get_global_state(ids)
+    # Past the end plus the allowed lateness it is dropped; the next
+    # window, still open, keeps its state.
+    after = Timestamp.of(T0 + 60 + 61)
+    late = list(driver.process_elements(state, [_record(3)], after, after))
+    assert W not in state.get_global_state(ids)
+    assert next_w in state.get_global_state(ids)
+    assert len(state.state) == 1
+    # What arrives for the dropped window is still handed back as late.
+    assert [(type(p.value).__name__, p.value.values) for p in late] == [
+        ('LateRecords', ['r3'])]
+
+
+def test_a_stateful_dofns_state_in_an_expired_window_is_dropped():
+    state = trigger.InMemoryUnmergedState()
+    tag = trigger._ReadModifyWriteStateTag('user/counted')
+    later = window.IntervalWindow(Timestamp.of(T0 + 60), Timestamp.of(T0 + 120))
+    timed = window.IntervalWindow(Timestamp.of(T0 - 60), Timestamp.of(T0))
+    for w in (W, later, timed, window.GlobalWindow()):
+        state.add_state(w, tag, 5)
+    state.set_timer(timed, 'user/flush', trigger.TimeDomain.WATERMARK,
+                    Timestamp.of(T0 + 10**6))
+    lateness = Duration(seconds=60)
+    # W ends at T0 + 60: expired once the watermark is past T0 + 120.
+    local_runner._forget_expired_windows(state, Timestamp.of(T0 + 120),
+                                         lateness)
+    assert W in state.state
+    local_runner._forget_expired_windows(state, Timestamp.of(T0 + 121),
+                                         lateness)
+    assert set(state.state) == {later, timed, window.GlobalWindow()}

@@ -163,3 +163,44 @@ def test_hostile_file_replay(tmp_path):
     assert _same_summary(s1) == _same_summary(s2)
     assert s1['read'] == len(lines) + 1 and s1['balanced']
     assert_same_outputs(element, columnar)
+
+
+def test_make_runs_stream_in_blocks_against_the_element_path(tmp_path,
+                                                             monkeypatch):
+    # make run's stream (its services, stragglers, malformed records and
+    # trigger), shorter and at 15 records/s, so that a service's window holds
+    # fewer records than the quantile sketch keeps and both paths' p99 are
+    # exact: the columnar path reads it as one LineBlock per tick, the
+    # element path record by record, from the same TestStream.
+    from transforms.io import synthetic
+    blocks = []
+    stream_blocks = synthetic.SyntheticSource.stream_blocks
+
+    def spied(self):
+        transform = stream_blocks(self)
+        blocks.append(transform)
+        return transform
+
+    monkeypatch.setattr(synthetic.SyntheticSource, 'stream_blocks', spied)
+    argv = ['--streaming', '--source',
+            'synthetic://logs?events=4000&rate=15&seed=42&late=0.05'
+            '&malformed=0.02']
+    element, s1 = _run(tmp_path, 'element', argv)
+    assert not blocks
+    columnar, s2 = _run(tmp_path, 'columnar', argv)
+    assert len(blocks) == 1 and blocks[0] is not None
+    assert _same_summary(s1) == _same_summary(s2)
+    for s in (s1, s2):
+        assert s['balanced'] and s['read'] == 4000
+        assert s['panes_early'] and s['panes_on_time'] and s['panes_late']
+        assert s['late_kept'] and not s['dropped_late']
+        assert s['window_assignments'] == s['aggregated'] + s['late_kept']
+    assert_same_outputs(element, columnar)
+    # The late records are kept on both paths, as dead letters of stage
+    # window.late: one per record (element), one per partial (columnar).
+    late_a = _table(element, 'dead_letter')
+    late_b = _table(columnar, 'dead_letter')
+    late_a = late_a[late_a.stage == 'window.late']
+    late_b = late_b[late_b.stage == 'window.late']
+    assert len(late_a) == s1['late_kept'] == s1['late_dead_letters']
+    assert 0 < len(late_b) == s2['late_dead_letters'] <= len(late_a)

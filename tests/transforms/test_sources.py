@@ -16,8 +16,12 @@ from apache_beam.testing.test_stream import (ElementEvent, ProcessingTimeEvent,
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
 
+from apache_beam.metrics.metric import MetricsFilter
+
+from transforms.columnar import LineBlock
 from transforms.decode import Decode, DecodeError
 from transforms.io import Context, UriError, open_source
+from transforms.io import synthetic as synthetic_io
 from transforms.io.synthetic import test_stream as make_test_stream
 from transforms.logs import decoders
 from transforms.synthetic import logs as synthetic_logs
@@ -160,6 +164,73 @@ def test_test_stream_plays_elements_then_watermark_to_infinity():
     assert clock == [Duration.of(1)] * len(list(stream.ticks))
     # Processing time stays far below event time (see test_stream's doc).
     assert len(list(stream.ticks)) < T0
+
+
+def test_the_source_plays_one_element_per_tick_then_its_watermark_and_clock():
+    stream = synthetic_logs.generate(params(events=400, seed=2, late=0.05))
+    events = synthetic_io.tick_stream(stream.ticks, 1.0)._events
+    played = [tv for e in events if isinstance(e, ElementEvent)
+              for tv in e.timestamped_values]
+    ticks = [(i, records) for i, (records, _) in enumerate(stream.ticks)
+             if records]
+    # One element per tick with records: its index, stamped no later than
+    # any of its records (the runner holds the watermark behind them).
+    assert [tv.value for tv in played] == [i for i, _ in ticks]
+    assert [tv.timestamp for tv in played] == [
+        Timestamp.of(min(t for t, _ in records)) for _, records in ticks]
+    marks = [e.new_watermark for e in events if isinstance(e, WatermarkEvent)]
+    assert marks[:-1] == [Timestamp.of(w) for _, w in stream.ticks]
+    assert marks[-1] == MAX_TIMESTAMP
+    clock = [e.advance_by for e in events
+             if isinstance(e, ProcessingTimeEvent)]
+    assert clock == [Duration.of(1)] * len(list(stream.ticks))
+    # Each tick's element comes before its watermark and its clock.
+    kinds = [type(e).__name__[0] for e in events]
+    assert ''.join(kinds).startswith('EWP')
+
+
+def _play(uri, blocks, expected):
+    """Runs the streaming synthetic source (its records, or its blocks),
+    asserts it emits ``expected`` ``(value, timestamp)`` pairs and returns
+    its ``read`` counter."""
+    p = TestPipeline(options=PipelineOptions(
+        runner='BundleBasedDirectRunner', streaming=True))
+    source = open_source(uri, Context(JOB, streaming=True))
+    read = p | 'Read' >> (source.stream_blocks() if blocks else source)
+    assert_that(read | beam.Map(lambda v, t=beam.DoFn.TimestampParam: (v, t)),
+                equal_to(expected))
+    result = p.run()
+    result.wait_until_finish()
+    counted = result.metrics().query(MetricsFilter().with_namespace(JOB)
+                                     .with_name('read'))['counters']
+    return sum(c.committed or c.attempted for c in counted)
+
+
+def test_the_streaming_source_emits_every_record_at_its_event_time():
+    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1'
+    stream = synthetic_logs.generate(params(events=300, seed=3, late=0.1,
+                                            malformed=0.1))
+    read = _play(uri, False, [(p, Timestamp.of(t))
+                              for t, p in stream.records()])
+    assert read == 300
+
+
+def test_the_streaming_source_emits_a_tick_as_one_line_block():
+    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1'
+    stream = synthetic_logs.generate(params(events=300, seed=3, late=0.1,
+                                            malformed=0.1))
+    expected = []
+    for records, _ in stream.ticks:
+        lines = [(t, p) for t, p in records if b'\n' not in p]
+        if lines:
+            expected.append((LineBlock(b'\n'.join(p for _, p in lines)),
+                             Timestamp.of(min(t for t, _ in lines))))
+        expected += [(p, Timestamp.of(t)) for t, p in records
+                     if b'\n' in p]
+    assert sum(len(v.lines()) if isinstance(v, LineBlock) else 1
+               for v, _ in expected) == 300
+    assert len(expected) < len(list(stream.ticks))     # blocks, not records
+    assert _play(uri, True, expected) == 300
 
 
 def test_synthetic_batch_source_reads_every_payload():

@@ -165,14 +165,14 @@ def open_source(text: str, context: Context) -> 'Source':
     uri = check_uri(text, 'source')
     source = _module(uri.scheme).open_source(uri, context)
     source.blocks = _Marked(source.blocks, uri.text)
+    source.stream_blocks = _Marked(source.stream_blocks, uri.text)
     return source
 
 
 class _Marked:
-    """A sink's ``write`` (or a source's ``blocks``), whose PTransforms carry
-    the URI as
-    ``io_uri``, so that a failure while running names the URI (see
-    :func:`io_steps`)."""
+    """A sink's ``write`` (or a source's ``blocks``, ``stream_blocks``), whose
+    PTransforms carry the URI as ``io_uri``, so that a failure while running
+    names the URI (see :func:`io_steps`)."""
 
     def __init__(self, write, text):
         self._write = write

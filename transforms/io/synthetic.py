@@ -7,11 +7,26 @@ so that EARLY, ON_TIME and LATE panes all occur.  On the local runner this is
 Beam's ``TestStream``.  In batch mode the records are a bounded collection (all
 panes ON_TIME).
 
+The ``TestStream`` plays the ticks, not the records: one small element per
+tick that has records (its index, stamped with the tick's earliest event
+time), then the tick's watermark, then its processing time.  The step after
+it (:class:`_TickRecords`) turns a tick's index into the tick's records, one
+element each (:meth:`SyntheticSource.expand`), or one ``LineBlock`` of them
+(:meth:`SyntheticSource.stream_blocks`, the columnar path).  Either way the
+records of a tick travel in one bundle, stamped no later than their event
+times, so the runner holds the watermark behind them exactly as when the
+``TestStream`` held the records itself; but the records are not encoded into
+the pipeline (the local runner round-trips a streaming pipeline through its
+portable form, pickled and compressed), and a tick is one element, not one per
+record, in the runner's bookkeeping.
+
 Domains and their parameters: see ``python -m pipelines JOB --help``.
 """
+import collections
 import importlib
 import importlib.util
 import math
+import threading
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -19,7 +34,9 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.io import Source, UriError, counted
+from transforms.columnar import LineBlock
+
+from transforms.io import Source, UriError, counted, parse_uri
 
 DESCRIPTION = ('built-in deterministic stream, e.g. synthetic://logs?events='
                '30000&seed=7 (parameters: see the job\'s --help)')
@@ -80,6 +97,8 @@ def describe_params(domain: str) -> str:
 
 def test_stream(stream) -> TestStream:
     """The stream as a TestStream: records, then watermark, then clock, per tick.
+    (The source plays :func:`tick_stream` instead, the same stream with one
+    element per tick; this one holds the records themselves, for tests.)
 
     Processing time starts at the epoch and advances by the tick, far below the
     event times: Beam's Python trigger driver compares processing-time firings
@@ -98,16 +117,115 @@ def test_stream(stream) -> TestStream:
     return ts.advance_watermark_to_infinity()
 
 
+# The ticks of the streams played lately in this process, by URI: what the
+# TestStream's tick indices refer to (a worker that finds none generates the
+# stream again: it is deterministic).
+_PLAYED = collections.OrderedDict()
+_PLAYED_LOCK = threading.Lock()
+_PLAYED_KEPT = 2
+
+
+def _played(text: str):
+    """``(ticks as a list, seconds per tick)`` of the stream ``text`` names
+    (generated once)."""
+    with _PLAYED_LOCK:
+        played = _PLAYED.get(text)
+        if played is not None:
+            _PLAYED.move_to_end(text)
+            return played
+    stream = generate(parse_uri(text))
+    played = list(stream.ticks), stream.tick_seconds
+    with _PLAYED_LOCK:
+        _PLAYED[text] = played
+        while len(_PLAYED) > _PLAYED_KEPT:
+            _PLAYED.popitem(last=False)
+    return played
+
+
+def tick_stream(ticks, tick_seconds) -> TestStream:
+    """The ticks as a TestStream: per tick, its index (if it has records,
+    stamped with their earliest event time), then its watermark, then the
+    clock.  Processing time starts at the epoch, as in :func:`test_stream`."""
+    ts = TestStream(coder=beam.coders.VarIntCoder())
+    watermark = None
+    for index, (records, tick_watermark) in enumerate(ticks):
+        if records:
+            ts.add_elements([TimestampedValue(
+                index, min(t for t, _ in records))])
+        if watermark is None or tick_watermark > watermark:
+            ts.advance_watermark_to(Timestamp.of(tick_watermark))
+            watermark = tick_watermark
+        ts.advance_processing_time(tick_seconds)
+    return ts.advance_watermark_to_infinity()
+
+
+class _TickRecords(beam.DoFn):
+    """A tick's index -> its records, each in its event time (``blocks``
+    False), or those holding no b'\\n' as one LineBlock stamped with their
+    earliest event time and the others one by one (``blocks`` True).  Counts
+    them ``read``."""
+
+    def __init__(self, text, job, blocks):
+        self._text = text
+        self._blocks = blocks
+        self._read = Metrics.counter(job, 'read')
+
+    def setup(self):
+        self._ticks, _ = _played(self._text)
+
+    def process(self, index):
+        records = self._ticks[index][0]
+        self._read.inc(len(records))
+        if not self._blocks:
+            for t, payload in records:
+                yield TimestampedValue(payload, t)
+            return
+        lines = [(t, p) for t, p in records if b'\n' not in p]
+        if lines:
+            yield TimestampedValue(
+                LineBlock(b'\n'.join(p for _, p in lines)),
+                min(t for t, _ in lines))
+        if len(lines) < len(records):
+            for t, payload in records:
+                if b'\n' in payload:
+                    yield TimestampedValue(payload, t)
+
+
+class _Play(beam.PTransform):
+    """``PBegin -> PCollection``: the stream's records as they arrive, one
+    per element or in one LineBlock per tick (``blocks``)."""
+
+    def __init__(self, text, job, blocks):
+        super().__init__()
+        self._text = text
+        self._job = job
+        self._blocks = blocks
+
+    def expand(self, pbegin):
+        ticks, tick_seconds = _played(self._text)
+        return (pbegin
+                | 'Ticks' >> tick_stream(ticks, tick_seconds)
+                | 'Records' >> beam.ParDo(
+                    _TickRecords(self._text, self._job, self._blocks)))
+
+
 class SyntheticSource(Source):
     def expand(self, pbegin):
+        if self.context.streaming:
+            return pbegin | 'Play' >> _Play(self.uri.text, self.context.job,
+                                            blocks=False)
         stream = generate(self.uri)
         read = Metrics.counter(self.context.job, 'read')
-        if self.context.streaming:
-            records = pbegin | 'Play' >> test_stream(stream)
-        else:
-            records = pbegin | 'Create' >> beam.Create(
-                list(stream.payloads()), reshuffle=False)
+        records = pbegin | 'Create' >> beam.Create(
+            list(stream.payloads()), reshuffle=False)
         return records | 'CountRead' >> beam.Map(counted, read)
+
+    def stream_blocks(self):
+        """A tick's records as one LineBlock (those holding a newline one by
+        one), in a streaming job: the columnar fast path on the stream."""
+        if not self.context.streaming:
+            return None
+        return _Play(self.uri.text, self.context.job, blocks=True)
 
 
 def open_source(uri, context):
