@@ -22,10 +22,12 @@ from tests.transforms.test_video_sessions import (T0, assert_same,
 from transforms import schemas, windows
 from transforms.io import Context, open_sink
 from transforms.video import cmcd_columnar
-from transforms.video.columnar import (SORT_KEYS, SessionColumns,
-                                       add_rollup_partials, shards_of)
+from transforms.video.columnar import (SORT_KEYS, RollupPartials,
+                                       SessionColumns, add_rollup_partials,
+                                       shards_of)
 from transforms.video.records import VideoReport
-from transforms.video.rollups import (RollupFn, by_dimension, to_rollup,
+from transforms.video.rollups import (AlertInput, Rollup, RollupFn,
+                                      by_dimension, rollup_key, to_rollup,
                                       walk_session)
 from transforms.video.sessions import (TS, Session, SessionPoints, point_of,
                                        to_session)
@@ -158,17 +160,34 @@ def test_columnar_rollup_partials_equal_the_walk(window, seed):
     reports = random_reports(seed)
     want = element_rollups(reports, spec)
     columns = SessionColumns(sorted_table(reports), GAP_MS)
-    accs = {}
-    # Two flushes into the same partials (a bundle of several shards).
+    # Two flushes (a bundle of several shards), and one of them in two
+    # hours' parts, as partials of several bundles meet.
     half = columns.sids[len(columns.sids) // 2]
     table = sorted_table(reports)
     low = table.filter(pc.less(table['sid'], half))
     high = table.filter(pc.greater_equal(table['sid'], half))
-    for part in (low, high):
-        add_rollup_partials(SessionColumns(part, GAP_MS), spec, accs)
-    got = {(k[0], k[1]): to_rollup(k[0], acc, PANE)
-           for k, acc in accs.items()}
+    parts = [add_rollup_partials(SessionColumns(part, GAP_MS), spec)
+             for part in (low, high)]
+    parts[1:] = [part for _, part in parts[1].by_hour()]
+    assert len(parts) > 2
+    merged = RollupPartials.concat(parts)
+    rows, alerts, assigned = merged.rows()
+    got = {}
+    for row, alert in zip(schemas.from_arrow(rows, Rollup), alerts):
+        key = rollup_key(row)
+        got[(key, row.window_start.micros)] = row._replace(
+            window_start=None, window_end=None)
+        assert alert == AlertInput(
+            row.dimension, row.value, row.window_start, row.window_end,
+            'ON_TIME', 0, row.active_sessions, row.video_start_time_p95_ms,
+            row.rebuffering_ratio)
+        assert row.window_end.micros - row.window_start.micros == \
+            spec.size * 1e6
+    assert len(got) == rows.num_rows == len(alerts)
+    # Rows in the order of their keys (dimension key, window start).
+    assert list(got) == sorted(got)
     assert got.keys() == want.keys()
+    assert assigned == sum(r.count for r in want.values())
     assert sum(r.exits_before_video_start for r in want.values()) > 0
     assert sum(r.plays for r in want.values()) > 0
     for key, row in want.items():
