@@ -24,7 +24,7 @@ from transforms.io import Context, open_sink
 from transforms.video import cmcd_columnar
 from transforms.video.columnar import (SORT_KEYS, RollupPartials,
                                        SessionColumns, add_rollup_partials,
-                                       shards_of)
+                                       shards_of, sort_points)
 from transforms.video.records import VideoReport
 from transforms.video.rollups import (AlertInput, Rollup, RollupFn,
                                       by_dimension, rollup_key, to_rollup,
@@ -131,6 +131,26 @@ def test_shards_are_a_function_of_the_session_id():
     assert (shards[:500] == shards[500:]).all()
     assert set(shards.tolist()) == set(range(16))
     assert (shards_of(sids.slice(500), 16) == shards[500:]).all()
+
+
+@pytest.mark.parametrize('seed', [2, 3])
+def test_points_sort_as_by_every_key(seed):
+    """sort_points (session id and ts as one int64 key) orders the points
+    as Arrow's sort by every point column does: ties in ts and sn, ids
+    that are prefixes of others, a ts span too wide for the one key."""
+    reports = random_reports(seed)
+    rows = [(r.session_id, point_of(r)) for r in reports]
+    rows += [('s1' + sid[1:], p) for sid, p in rows[:40]]   # s1, s11, ...
+    random.Random(seed).shuffle(rows)
+    table = cmcd_columnar.Points(rows=rows).table()
+    want = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
+    assert sort_points(table).equals(want)
+    # ts over 2**62 ms apart: the full sort.
+    wide = pa.concat_tables([table, table.set_column(
+        1, 'ts', pc.add(table['ts'], 2**62))])
+    assert sort_points(wide).equals(
+        wide.take(pc.sort_indices(wide, sort_keys=SORT_KEYS)))
+    assert sort_points(table.slice(0, 0)).num_rows == 0
 
 
 def element_rollups(reports, spec) -> dict:

@@ -116,6 +116,33 @@ class BlockFragmentsFn(beam.DoFn):
             yield int(shard[lo]), dumps(table.take(pa.array(order[lo:hi])))
 
 
+def sort_points(table: pa.Table) -> pa.Table:
+    """``table`` (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`)
+    sorted by :data:`SORT_KEYS`.
+
+    The session id and ``ts`` are sorted as one int64 (the rank of the id
+    among the distinct ids, then ``ts``, when both fit in 62 bits), which
+    Arrow sorts much faster than a string key followed by another."""
+    n = table.num_rows
+    if n == 0:
+        return table
+    ts = _np(table['ts'])
+    low = int(ts.min())
+    ts_bits = (int(ts.max()) - low).bit_length()
+    encoded = pc.dictionary_encode(table['sid'].combine_chunks())
+    ids = len(encoded.dictionary)
+    if ids.bit_length() + ts_bits > 62:
+        return table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
+    rank = _np(pc.rank(encoded.dictionary, sort_keys='ascending',
+                       tiebreaker='first')).astype(np.int64)
+    key = (rank[_np(encoded.indices)] << ts_bits) | (ts - low)
+    rest = [name for name, _ in SORT_KEYS[2:]]     # (after sid and ts)
+    keyed = pa.table([pa.array(key)] + [table[name] for name in rest],
+                     names=['key'] + rest)
+    return table.take(pc.sort_indices(
+        keyed, sort_keys=[('key', 'ascending')] + SORT_KEYS[2:]))
+
+
 def _np(array) -> np.ndarray:
     return array.to_numpy(zero_copy_only=False)
 
@@ -314,8 +341,7 @@ class SessionsAndRollupsFn(beam.DoFn):
         if not buffered:
             return
         table = pa.concat_tables(buffered)
-        table = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
-        columns = SessionColumns(table, self._gap_ms)
+        columns = SessionColumns(sort_points(table), self._gap_ms)
         self._partials.append(
             add_rollup_partials(columns, self._rollup_window))
         self._assigned.inc(columns.n)
