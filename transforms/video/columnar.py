@@ -459,22 +459,38 @@ class RollupPartials(typing.NamedTuple):
                             for p, o in zip(parts, offsets)]),
             np.concatenate([p.start_ms for p in parts]))
 
-    def take(self, keep: np.ndarray) -> 'RollupPartials':
-        """The groups where ``keep`` (bool per group) is true."""
-        index = np.cumsum(keep) - 1
-        sids = keep[self.sid_group]
-        starts = keep[self.start_group]
-        return RollupPartials(
-            self.dim[keep], self.value.filter(pa.array(keep)),
-            self.start[keep], self.size, self.sums[keep],
-            index[self.sid_group[sids]], self.sid.filter(pa.array(sids)),
-            index[self.start_group[starts]], self.start_ms[starts])
-
     def by_hour(self):
         """(hour us, the partials of the windows starting in that hour)."""
         hours = self.start - self.start % _HOUR_US
-        for hour in np.unique(hours).tolist():
-            yield hour, self.take(hours == hour)
+        distinct, hour_of = np.unique(hours, return_inverse=True)
+        hour_of = hour_of.reshape(-1)
+        if distinct.size == 1:
+            yield int(distinct[0]), self
+            return
+        # Groups, pairs and start-up times ordered by hour, each hour a
+        # slice of them.
+        groups = np.argsort(hour_of, kind='stable')
+        index = np.empty_like(groups)
+        g_bounds = np.searchsorted(hour_of[groups],
+                                   np.arange(distinct.size + 1)).tolist()
+        sid_hour = hour_of[self.sid_group]
+        sids = np.argsort(sid_hour, kind='stable')
+        s_bounds = np.searchsorted(sid_hour[sids],
+                                   np.arange(distinct.size + 1)).tolist()
+        start_hour = hour_of[self.start_group]
+        starts = np.argsort(start_hour, kind='stable')
+        t_bounds = np.searchsorted(start_hour[starts],
+                                   np.arange(distinct.size + 1)).tolist()
+        for h, hour in enumerate(distinct.tolist()):
+            mine = groups[g_bounds[h]:g_bounds[h + 1]]
+            index[mine] = np.arange(mine.size)
+            s = sids[s_bounds[h]:s_bounds[h + 1]]
+            t = starts[t_bounds[h]:t_bounds[h + 1]]
+            yield hour, RollupPartials(
+                self.dim[mine], self.value.take(pa.array(mine)),
+                self.start[mine], self.size, self.sums[mine],
+                index[self.sid_group[s]], self.sid.take(pa.array(s)),
+                index[self.start_group[t]], self.start_ms[t])
 
     def rows(self):
         """The partials' groups merged -> (``qoe_rollups`` rows as an Arrow
@@ -588,11 +604,16 @@ def add_rollup_partials(c: SessionColumns, rollup_window) -> 'RollupPartials':
     # Dimension values (a missing one is 'unknown'), as codes into names.
     dim_codes, dim_names = [], []
     for name in ('cid', 'cdn', 'st'):
-        text = c.text[name]
-        encoded = pc.dictionary_encode(pc.if_else(
-            pc.equal(text, ''), UNKNOWN, text))
-        dim_codes.append(_np(encoded.indices).astype(np.int64))
-        dim_names.append(encoded.dictionary.to_pylist())
+        # (encoded as read, then '' named UNKNOWN in the few distinct
+        # values, merged with an UNKNOWN read as such)
+        encoded = pc.dictionary_encode(c.text[name])
+        names = [v or UNKNOWN for v in encoded.dictionary.to_pylist()]
+        codes = _np(encoded.indices).astype(np.int64)
+        if len(set(names)) < len(names):
+            names, remap = np.unique(names, return_inverse=True)
+            names, codes = names.tolist(), remap.reshape(-1)[codes]
+        dim_codes.append(codes)
+        dim_names.append(names)
     is_p, is_f = c.state['p'], c.state['f']
     play = np.zeros(n, np.int64)
     play[_first_of_each(session, np.flatnonzero(is_p))] = 1
