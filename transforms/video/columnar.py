@@ -42,7 +42,7 @@ from transforms import deadletter, windows
 from transforms.columnar import LineBlock
 from transforms.decode import DecodeCounters, Filtered
 from transforms.video import cmcd_columnar
-from transforms.combiners import Quantiles
+from transforms.combiners import DEFAULT_K as QUANTILES_K
 from transforms.video.rollups import HLL_LG_K, UNKNOWN, AlertInput, Rollup
 from transforms.schemas import arrow_schema
 from transforms.video.sessions import Session
@@ -542,10 +542,13 @@ class RollupPartials(typing.NamedTuple):
         p50 = np.zeros(g)
         p95 = np.zeros(g)
         has = np.diff(start_bounds) > 0
+        start_values = start_values.astype(np.float64)
         for i in np.flatnonzero(has).tolist():
-            p50[i], p95[i] = Quantiles().add_array(
-                start_values[start_bounds[i]:start_bounds[i + 1]]
-            ).quantiles((0.5, 0.95))
+            # (the sketch Quantiles keeps, without its packing)
+            sketch = datasketches.kll_doubles_sketch(QUANTILES_K)
+            sketch.update(start_values[start_bounds[i]:start_bounds[i + 1]])
+            p50[i] = sketch.get_quantile(0.5)
+            p95[i] = sketch.get_quantile(0.95)
         column = dict(zip(SUM_NAMES, sums.T))
         total = column['rebuffer_ms'] + column['playing_ms']
         with np.errstate(invalid='ignore', divide='ignore'):
