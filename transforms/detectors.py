@@ -163,10 +163,13 @@ class _BoundedThresholdFn(_ThresholdFn):
 
 
 def _by_key(batch, key_fn):
-    """A list of rows -> (key, the rows of that key, pickled), one per key.
+    """A list of rows (or the list pickled) -> (key, the rows of that key,
+    pickled), one per key.
 
     (Pickled once here: through the shuffle Beam's coder would pickle each
     row of an untyped list on its own, twice with its size estimate.)"""
+    if isinstance(batch, bytes):
+        batch = pickle.loads(batch)
     keyed = {}
     for row in batch:
         keyed.setdefault(str(key_fn(row)), []).append(row)
@@ -193,7 +196,8 @@ class ThresholdAlerts(beam.PTransform):
         # timers: the local runner's state cache measures every row it
         # holds, object by object).
         self._bounded = bounded
-        # batched (bounded only): each element is a list of rows, keyed
+        # batched (bounded only): each element is a list of rows (or the
+        # list pickled, bytes), keyed
         # and shuffled as one (key, rows) element per key in it, not one
         # element per row (Python Beam pays per element at every step).
         if batched and not bounded:

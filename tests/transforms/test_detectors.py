@@ -1,5 +1,6 @@
 """ThresholdAlerts: one alert per breach, a recovery when it ends, in event-time
 order whatever the arrival order."""
+import pickle
 import random
 
 import apache_beam as beam
@@ -140,7 +141,12 @@ def test_bounded_mode_gives_the_alerts_the_timers_give():
         assert_that(alerts_of(out), equal_to(expected), label='Bounded')
         # batched: the same rows in lists of 7 (a key's rows spread over
         # several lists, which meet at the shuffle).
-        batches = [rows[i:i + 7] for i in range(0, len(rows), 7)]
+        # Every other list pickled (bytes), as a producer that pickles its
+        # lists once sends them.
+        batches = [rows[i:i + 7] if i % 14 else
+                   pickle.dumps(rows[i:i + 7])
+                   for i in range(0, len(rows), 7)]
+        assert any(isinstance(b, bytes) for b in batches)
         out = p | 'Batches' >> beam.Create(batches) | 'Batched' >> \
             ThresholdAlerts(lambda r: r.service, RULES, 'det', bounded=True,
                             batched=True)

@@ -22,10 +22,12 @@ from tests.transforms.test_video_sessions import (T0, assert_same,
 from transforms import schemas, windows
 from transforms.io import Context, open_sink
 from transforms.video import cmcd_columnar
-from transforms.video.columnar import (SORT_KEYS, SessionColumns,
-                                       add_rollup_partials, shards_of)
+from transforms.video.columnar import (SORT_KEYS, RollupPartials,
+                                       SessionColumns, add_rollup_partials,
+                                       shards_of, sort_points)
 from transforms.video.records import VideoReport
-from transforms.video.rollups import (RollupFn, by_dimension, to_rollup,
+from transforms.video.rollups import (AlertInput, Rollup, RollupFn,
+                                      by_dimension, rollup_key, to_rollup,
                                       walk_session)
 from transforms.video.sessions import (TS, Session, SessionPoints, point_of,
                                        to_session)
@@ -131,6 +133,26 @@ def test_shards_are_a_function_of_the_session_id():
     assert (shards_of(sids.slice(500), 16) == shards[500:]).all()
 
 
+@pytest.mark.parametrize('seed', [2, 3])
+def test_points_sort_as_by_every_key(seed):
+    """sort_points (session id and ts as one int64 key) orders the points
+    as Arrow's sort by every point column does: ties in ts and sn, ids
+    that are prefixes of others, a ts span too wide for the one key."""
+    reports = random_reports(seed)
+    rows = [(r.session_id, point_of(r)) for r in reports]
+    rows += [('s1' + sid[1:], p) for sid, p in rows[:40]]   # s1, s11, ...
+    random.Random(seed).shuffle(rows)
+    table = cmcd_columnar.Points(rows=rows).table()
+    want = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
+    assert sort_points(table).equals(want)
+    # ts over 2**62 ms apart: the full sort.
+    wide = pa.concat_tables([table, table.set_column(
+        1, 'ts', pc.add(table['ts'], 2**62))])
+    assert sort_points(wide).equals(
+        wide.take(pc.sort_indices(wide, sort_keys=SORT_KEYS)))
+    assert sort_points(table.slice(0, 0)).num_rows == 0
+
+
 def element_rollups(reports, spec) -> dict:
     """(dimension key, window start us) -> the element path's Rollup row:
     each session id walked, its contributions per dimension and window,
@@ -155,20 +177,41 @@ def element_rollups(reports, spec) -> dict:
 @pytest.mark.parametrize('seed', [1, 4])
 def test_columnar_rollup_partials_equal_the_walk(window, seed):
     spec = windows.parse_window(window)
-    reports = random_reports(seed)
+    # Some contents named 'unknown' as read, beside missing ones (both are
+    # the value 'unknown').
+    reports = [r._replace(content_id='unknown') if i % 9 == 0 else r
+               for i, r in enumerate(random_reports(seed))]
+    assert None in {r.content_id for r in reports}
     want = element_rollups(reports, spec)
     columns = SessionColumns(sorted_table(reports), GAP_MS)
-    accs = {}
-    # Two flushes into the same partials (a bundle of several shards).
+    # Two flushes (a bundle of several shards), and one of them in two
+    # hours' parts, as partials of several bundles meet.
     half = columns.sids[len(columns.sids) // 2]
     table = sorted_table(reports)
     low = table.filter(pc.less(table['sid'], half))
     high = table.filter(pc.greater_equal(table['sid'], half))
-    for part in (low, high):
-        add_rollup_partials(SessionColumns(part, GAP_MS), spec, accs)
-    got = {(k[0], k[1]): to_rollup(k[0], acc, PANE)
-           for k, acc in accs.items()}
+    parts = [add_rollup_partials(SessionColumns(part, GAP_MS), spec)
+             for part in (low, high)]
+    parts[1:] = [part for _, part in parts[1].by_hour()]
+    assert len(parts) > 2
+    merged = RollupPartials.concat(parts)
+    rows, alerts, assigned = merged.rows()
+    got = {}
+    for row, alert in zip(schemas.from_arrow(rows, Rollup), alerts):
+        key = rollup_key(row)
+        got[(key, row.window_start.micros)] = row._replace(
+            window_start=None, window_end=None)
+        assert alert == AlertInput(
+            row.dimension, row.value, row.window_start, row.window_end,
+            'ON_TIME', 0, row.active_sessions, row.video_start_time_p95_ms,
+            row.rebuffering_ratio)
+        assert row.window_end.micros - row.window_start.micros == \
+            spec.size * 1e6
+    assert len(got) == rows.num_rows == len(alerts)
+    # Rows in the order of their keys (dimension key, window start).
+    assert list(got) == sorted(got)
     assert got.keys() == want.keys()
+    assert assigned == sum(r.count for r in want.values())
     assert sum(r.exits_before_video_start for r in want.values()) > 0
     assert sum(r.plays for r in want.values()) > 0
     for key, row in want.items():

@@ -25,9 +25,11 @@ source without blocks) runs the element path.
 """
 import collections
 import pickle
+import typing
 import zlib
 
 import apache_beam as beam
+import datasketches
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,8 +42,8 @@ from transforms import deadletter, windows
 from transforms.columnar import LineBlock
 from transforms.decode import DecodeCounters, Filtered
 from transforms.video import cmcd_columnar
-from transforms.video.rollups import (UNKNOWN, AlertInput, Rollup, RollupAcc,
-                                      rollup_values)
+from transforms.combiners import DEFAULT_K as QUANTILES_K
+from transforms.video.rollups import HLL_LG_K, UNKNOWN, AlertInput, Rollup
 from transforms.schemas import arrow_schema
 from transforms.video.sessions import Session
 
@@ -114,6 +116,33 @@ class BlockFragmentsFn(beam.DoFn):
             yield int(shard[lo]), dumps(table.take(pa.array(order[lo:hi])))
 
 
+def sort_points(table: pa.Table) -> pa.Table:
+    """``table`` (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`)
+    sorted by :data:`SORT_KEYS`.
+
+    The session id and ``ts`` are sorted as one int64 (the rank of the id
+    among the distinct ids, then ``ts``, when both fit in 62 bits), which
+    Arrow sorts much faster than a string key followed by another."""
+    n = table.num_rows
+    if n == 0:
+        return table
+    ts = _np(table['ts'])
+    low = int(ts.min())
+    ts_bits = (int(ts.max()) - low).bit_length()
+    encoded = pc.dictionary_encode(table['sid'].combine_chunks())
+    ids = len(encoded.dictionary)
+    if ids.bit_length() + ts_bits > 62:
+        return table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
+    rank = _np(pc.rank(encoded.dictionary, sort_keys='ascending',
+                       tiebreaker='first')).astype(np.int64)
+    key = (rank[_np(encoded.indices)] << ts_bits) | (ts - low)
+    rest = [name for name, _ in SORT_KEYS[2:]]     # (after sid and ts)
+    keyed = pa.table([pa.array(key)] + [table[name] for name in rest],
+                     names=['key'] + rest)
+    return table.take(pc.sort_indices(
+        keyed, sort_keys=[('key', 'ascending')] + SORT_KEYS[2:]))
+
+
 def _np(array) -> np.ndarray:
     return array.to_numpy(zero_copy_only=False)
 
@@ -157,7 +186,7 @@ class SessionColumns:
         if n > 1:
             new_sid[1:] = _np(pc.not_equal(sid.slice(1), sid.slice(0, n - 1)))
         self.sid_code = np.cumsum(new_sid) - 1
-        self.sids = sid.filter(pa.array(new_sid)).to_pylist()
+        self.sid_array = sid.filter(pa.array(new_sid))
         new = new_sid.copy()
         new[1:] |= np.diff(ts) >= gap_ms
         self.session = session = np.cumsum(new) - 1
@@ -184,6 +213,11 @@ class SessionColumns:
             (last >= 0) & (session[np.maximum(last, 0)] == session),
             br[np.maximum(last, 0)], -1)
         self.first_msd = _first_of_each(session, np.flatnonzero(msd >= 0))
+
+    @property
+    def sids(self) -> list:
+        """The session ids, in order."""
+        return self.sid_array.to_pylist()
 
     def table(self) -> pa.Table:
         """The ``sessions`` rows as an Arrow table (one ON_TIME pane per
@@ -260,8 +294,8 @@ class SessionsAndRollupsFn(beam.DoFn):
     """(shard, pickled fragments) -> ``sessions`` rows (main output, one
     ON_TIME pane per session window, accounted as ``AggregatePerKey``
     accounts a bounded window) and rollup partials (tag ``rollups``: (hour,
-    the pickled ``((dimension key, start us, end us), RollupAcc)`` pairs of
-    the windows starting in that hour)), in the global window.
+    the pickled :class:`RollupPartials` of the windows starting in that
+    hour)), in the global window.
 
     A shard's fragments hold every report of its session ids: sorted, they
     are split into sessions where the gap separates them and both tables
@@ -282,7 +316,7 @@ class SessionsAndRollupsFn(beam.DoFn):
         self._on_time = Metrics.counter(self._job, 'panes.ON_TIME')
 
     def start_bundle(self):
-        self._buffer, self._buffered, self._accs = [], 0, {}
+        self._buffer, self._buffered, self._partials = [], 0, []
 
     def process(self, kv):
         _, fragments = kv
@@ -296,22 +330,20 @@ class SessionsAndRollupsFn(beam.DoFn):
         for table in self._flush():
             yield WindowedValue(table, _MAX_TIMESTAMP, _GLOBAL)
         # The bundle's rollup partials, one element per hour of windows.
-        by_hour = collections.defaultdict(list)
-        for key, acc in self._accs.items():
-            by_hour[key[1] - key[1] % _HOUR_US].append((key, acc))
-        for hour, items in by_hour.items():
+        partials = RollupPartials.concat(self._partials)
+        self._partials = []
+        for hour, part in partials.by_hour():
             yield beam.pvalue.TaggedOutput(self.ROLLUPS, WindowedValue(
-                (hour, dumps(items)), _MAX_TIMESTAMP, _GLOBAL))
-        self._accs = {}
+                (hour, dumps(part)), _MAX_TIMESTAMP, _GLOBAL))
 
     def _flush(self):
         buffered, self._buffer, self._buffered = self._buffer, [], 0
         if not buffered:
             return
         table = pa.concat_tables(buffered)
-        table = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS))
-        columns = SessionColumns(table, self._gap_ms)
-        add_rollup_partials(columns, self._rollup_window, self._accs)
+        columns = SessionColumns(sort_points(table), self._gap_ms)
+        self._partials.append(
+            add_rollup_partials(columns, self._rollup_window))
         self._assigned.inc(columns.n)
         self._aggregated.inc(columns.n)
         self._on_time.inc(columns.m)
@@ -323,15 +355,15 @@ _HOUR_US = 3600 * 10**6
 
 
 class RollupRowsFn(beam.DoFn):
-    """(hour, [pickled [((dimension key, start us, end us), RollupAcc)]])
-    -> the
-    ``qoe_rollups`` rows of the windows starting in that hour as one Arrow
-    table (main output) and what the alerts judge of each row, as one list
-    of :class:`~transforms.video.rollups.AlertInput` (tag ``alerts``).
+    """(hour, [pickled :class:`RollupPartials`]) -> the ``qoe_rollups`` rows
+    of the windows starting in that hour as one Arrow table (main output)
+    and what the alerts judge of each row, as one pickled list of
+    :class:`~transforms.video.rollups.AlertInput` (tag ``alerts``).
 
-    The partials of a (key, window) from every bundle meet here and merge
-    (RollupAcc.merge, as RollupFn merges them); a bounded window has one
-    pane, ON_TIME.  Accounted as ``AggregatePerKey`` accounts a bounded
+    The partials of a (dimension, value, window) from every bundle meet
+    here and merge on columns (:meth:`RollupPartials.rows`: sums added,
+    each sketch built once from every bundle's inputs); a bounded window
+    has one pane, ON_TIME.  Accounted as ``AggregatePerKey`` accounts a bounded
     window: ``assigned`` the reports of each partial, ``aggregated`` those
     of each row, a ``panes.ON_TIME`` per row."""
     ALERTS = 'alerts'
@@ -346,41 +378,15 @@ class RollupRowsFn(beam.DoFn):
 
     def process(self, kv):
         _, parts = kv
-        merged = {}
-        assigned = 0
-        for items in parts:
-            for key, acc in pickle.loads(items):
-                assigned += acc.count
-                have = merged.get(key)
-                merged[key] = acc if have is None else have.merge(acc)
+        partials = RollupPartials.concat([pickle.loads(p) for p in parts])
+        table, alerts, assigned = partials.rows()
         self._assigned.inc(assigned)
-        columns = collections.defaultdict(list)
-        alerts = []
-        for (key, start, end), acc in sorted(merged.items()):
-            values = rollup_values(key, acc)
-            for name, value in values.items():
-                columns[name].append(value)
-            columns['window_start'].append(start)
-            columns['window_end'].append(end)
-            window = (Timestamp(micros=start), Timestamp(micros=end))
-            alerts.append(AlertInput(
-                values['dimension'], values['value'], *window, 'ON_TIME', 0,
-                values['active_sessions'],
-                values['video_start_time_p95_ms'],
-                values['rebuffering_ratio']))
-        # (one element of the hour's rows for the alerts, not one per row)
-        yield beam.pvalue.TaggedOutput(self.ALERTS, alerts)
-        m = len(merged)
-        self._aggregated.inc(sum(columns['count']))
-        self._on_time.inc(m)
-        columns['pane_timing'] = ['ON_TIME'] * m
-        columns['pane_index'] = [0] * m
-        schema = arrow_schema(Rollup)
-        yield pa.Table.from_arrays(
-            [pa.array(columns[f.name], pa.int64()).cast(f.type)
-             if pa.types.is_timestamp(f.type)
-             else pa.array(columns[f.name], f.type) for f in schema],
-            schema=schema)
+        # (one element of the hour's rows for the alerts, not one per row,
+        # pickled once: Beam's coder of a list pickles each item apart)
+        yield beam.pvalue.TaggedOutput(self.ALERTS, dumps(alerts))
+        self._aggregated.inc(assigned)
+        self._on_time.inc(table.num_rows)
+        yield table
 _MAX_TIMESTAMP = GlobalWindow().max_timestamp()
 _DIM_NAMES = ('content', 'cdn', 'stream_type')
 
@@ -400,24 +406,217 @@ def _codes(keys, limit):
     return np.flatnonzero(present) + low, rank[keys - low]
 
 
-def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
-    """Adds to ``accs`` ({(dimension key, window start us, window end us):
-    RollupAcc}) the contributions of
-    :func:`~transforms.video.rollups.walk_report` and
-    :func:`~transforms.video.rollups.close_session` over the sessions of
-    ``c``, computed on columns."""
-    n, m = c.n, c.m
+# The sums of a rollup partial, in the order of its ``sums`` columns.
+SUM_NAMES = ('count', 'plays', 'errors', 'failures', 'rebuffer_ms',
+             'playing_ms', 'exits')
+# Dimension index -> the row's dimension (0 is 'all').
+_DIMENSIONS = ('all', 'content', 'cdn', 'stream_type')
+
+
+class RollupPartials(typing.NamedTuple):
+    """Rollup partials as columns: one entry per (dimension, value, rollup
+    window) group, its sums as a row of an int64 matrix; the sketches'
+    inputs as (group, value) pairs (session ids, start-up times), built into
+    sketches once per group, when the groups of every bundle have met
+    (:meth:`rows`).  Partials of any number of flushes and bundles
+    concatenate (:meth:`concat`); equal groups merge in :meth:`rows`."""
+    dim: np.ndarray            # int8, index into _DIMENSIONS
+    value: pa.Array            # string: 'all', or the dimension's value
+    start: np.ndarray          # int64: window start (us)
+    size: int                  # window size (us)
+    sums: np.ndarray           # int64 (groups, len(SUM_NAMES))
+    sid_group: np.ndarray      # int64: the group of each session id pair
+    sid: pa.Array              # string: its session id
+    start_group: np.ndarray    # int64: the group of each start-up time
+    start_ms: np.ndarray       # int64: the start-up time
+
+    @classmethod
+    def empty(cls) -> 'RollupPartials':
+        none = np.zeros(0, np.int64)
+        return cls(np.zeros(0, np.int8), pa.array([], pa.string()), none, 0,
+                   np.zeros((0, len(SUM_NAMES)), np.int64), none,
+                   pa.array([], pa.string()), none, none)
+
+    def __len__(self):
+        return self.dim.size
+
+    @classmethod
+    def concat(cls, parts) -> 'RollupPartials':
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        return cls(
+            np.concatenate([p.dim for p in parts]),
+            pa.concat_arrays([p.value for p in parts]),
+            np.concatenate([p.start for p in parts]), parts[0].size,
+            np.concatenate([p.sums for p in parts]),
+            np.concatenate([p.sid_group + o for p, o in zip(parts, offsets)]),
+            pa.concat_arrays([p.sid for p in parts]),
+            np.concatenate([p.start_group + o
+                            for p, o in zip(parts, offsets)]),
+            np.concatenate([p.start_ms for p in parts]))
+
+    def by_hour(self):
+        """(hour us, the partials of the windows starting in that hour)."""
+        hours = self.start - self.start % _HOUR_US
+        distinct, hour_of = np.unique(hours, return_inverse=True)
+        hour_of = hour_of.reshape(-1)
+        if distinct.size == 1:
+            yield int(distinct[0]), self
+            return
+        # Groups, pairs and start-up times ordered by hour, each hour a
+        # slice of them.
+        groups = np.argsort(hour_of, kind='stable')
+        index = np.empty_like(groups)
+        g_bounds = np.searchsorted(hour_of[groups],
+                                   np.arange(distinct.size + 1)).tolist()
+        sid_hour = hour_of[self.sid_group]
+        sids = np.argsort(sid_hour, kind='stable')
+        s_bounds = np.searchsorted(sid_hour[sids],
+                                   np.arange(distinct.size + 1)).tolist()
+        start_hour = hour_of[self.start_group]
+        starts = np.argsort(start_hour, kind='stable')
+        t_bounds = np.searchsorted(start_hour[starts],
+                                   np.arange(distinct.size + 1)).tolist()
+        for h, hour in enumerate(distinct.tolist()):
+            mine = groups[g_bounds[h]:g_bounds[h + 1]]
+            index[mine] = np.arange(mine.size)
+            s = sids[s_bounds[h]:s_bounds[h + 1]]
+            t = starts[t_bounds[h]:t_bounds[h + 1]]
+            yield hour, RollupPartials(
+                self.dim[mine], self.value.take(pa.array(mine)),
+                self.start[mine], self.size, self.sums[mine],
+                index[self.sid_group[s]], self.sid.take(pa.array(s)),
+                index[self.start_group[t]], self.start_ms[t])
+
+    def rows(self):
+        """The partials' groups merged -> (``qoe_rollups`` rows as an Arrow
+        table, sorted by dimension, value and window; their
+        :class:`~transforms.video.rollups.AlertInput` s in that order;
+        the reports of the partials): one ON_TIME pane per window, the
+        values :func:`~transforms.video.rollups.rollup_values` gives for the
+        merged :class:`~transforms.video.rollups.RollupAcc`."""
+        encoded = pc.dictionary_encode(self.value)
+        value_code = _np(encoded.indices).astype(np.int64)
+        names = encoded.dictionary
+        # Groups: (dimension, value, window), ordered as the rows are.
+        value_rank = _np(pc.rank(names, sort_keys='ascending',
+                                 tiebreaker='first')).astype(np.int64) - 1
+        dim_rank = np.argsort(np.argsort(_DIMENSIONS))[self.dim]
+        w_codes, w_inverse = np.unique(self.start, return_inverse=True)
+        w_inverse = w_inverse.reshape(-1)
+        key = (dim_rank * len(names) + value_rank[value_code]) \
+            * w_codes.size + w_inverse
+        groups, group = np.unique(key, return_inverse=True)
+        group = group.reshape(-1)
+        g = groups.size
+        first = np.zeros(g, np.int64)
+        first[group[::-1]] = np.arange(group.size)[::-1]
+        sums = np.zeros((g, len(SUM_NAMES)), np.int64)
+        np.add.at(sums, group, self.sums)
+        # Distinct sessions: one HLL sketch of each group's session ids,
+        # through a union as RollupAcc keeps them.
+        pair_group = group[self.sid_group]
+        order = np.argsort(pair_group, kind='stable')
+        sid_bounds = np.searchsorted(pair_group[order],
+                                     np.arange(g + 1)).tolist()
+        sids = self.sid.take(pa.array(order)).to_pylist()
+        active = np.zeros(g, np.int64)
+        for i in np.flatnonzero(np.diff(sid_bounds)).tolist():
+            sketch = datasketches.hll_sketch(HLL_LG_K)
+            collections.deque(
+                map(sketch.update, sids[sid_bounds[i]:sid_bounds[i + 1]]),
+                maxlen=0)
+            union = datasketches.hll_union(HLL_LG_K)
+            union.update(sketch)
+            active[i] = int(round(union.get_result().get_estimate()))
+        # Start-up times: one KLL sketch per group that has any.
+        start_group = group[self.start_group]
+        order = np.argsort(start_group, kind='stable')
+        start_bounds = np.searchsorted(start_group[order],
+                                       np.arange(g + 1)).tolist()
+        start_values = self.start_ms[order]
+        p50 = np.zeros(g)
+        p95 = np.zeros(g)
+        has = np.diff(start_bounds) > 0
+        start_values = start_values.astype(np.float64)
+        for i in np.flatnonzero(has).tolist():
+            # (the sketch Quantiles keeps, without its packing)
+            sketch = datasketches.kll_doubles_sketch(QUANTILES_K)
+            sketch.update(start_values[start_bounds[i]:start_bounds[i + 1]])
+            p50[i] = sketch.get_quantile(0.5)
+            p95[i] = sketch.get_quantile(0.95)
+        column = dict(zip(SUM_NAMES, sums.T))
+        total = column['rebuffer_ms'] + column['playing_ms']
+        with np.errstate(invalid='ignore', divide='ignore'):
+            ratio = column['rebuffer_ms'] / total
+        window_start = self.start[first]
+        dimension = pa.array(_DIMENSIONS, pa.string()).take(
+            pa.array(self.dim[first]))
+        value = self.value.take(pa.array(first))
+        columns = {
+            'dimension': dimension, 'value': value,
+            'window_start': window_start,
+            'window_end': window_start + self.size,
+            'pane_timing': pa.repeat(pa.scalar('ON_TIME', pa.string()), g),
+            'pane_index': np.zeros(g, np.int64),
+            'count': column['count'], 'active_sessions': active,
+            'plays': column['plays'],
+            'video_start_time_p50_ms': pa.array(p50, mask=~has),
+            'video_start_time_p95_ms': pa.array(p95, mask=~has),
+            'rebuffer_ms': column['rebuffer_ms'],
+            'playing_ms': column['playing_ms'],
+            'rebuffering_ratio': pa.array(ratio, mask=total <= 0),
+            'errors': column['errors'], 'failures': column['failures'],
+            'exits_before_video_start': column['exits'],
+        }
+        schema = arrow_schema(Rollup)
+        table = pa.Table.from_arrays(
+            [pa.array(columns[f.name]).cast(f.type)
+             if isinstance(columns[f.name], np.ndarray)
+             else columns[f.name].cast(f.type) for f in schema],
+            schema=schema)
+        # (a Timestamp per window, not per row)
+        w_starts, w_index = np.unique(window_start, return_inverse=True)
+        w_index = w_index.reshape(-1).tolist()
+        stamps = [Timestamp(micros=t) for t in w_starts.tolist()]
+        starts = list(map(stamps.__getitem__, w_index))
+        stamps = [Timestamp(micros=t + self.size) for t in w_starts.tolist()]
+        ends = list(map(stamps.__getitem__, w_index))
+        alerts = list(map(AlertInput._make, zip(
+            dimension.to_pylist(), value.to_pylist(), starts, ends,
+            ['ON_TIME'] * g, [0] * g, active.tolist(),
+            table['video_start_time_p95_ms'].to_pylist(),
+            table['rebuffering_ratio'].to_pylist())))
+        return table, alerts, int(self.sums[:, 0].sum())
+
+
+def add_rollup_partials(c: SessionColumns, rollup_window) -> 'RollupPartials':
+    """The rollup partials of the sessions of ``c`` as columns: the
+    contributions of :func:`~transforms.video.rollups.walk_report` and
+    :func:`~transforms.video.rollups.close_session`, summed per (dimension,
+    value, rollup window) with numpy, with the (group, session id) pairs and
+    (group, start-up time) values the sketches are built of."""
+    n = c.n
     if n == 0:
-        return accs
+        return RollupPartials.empty()
     gap_ms, session, ts = c.gap_ms, c.session, c.ts
     # Dimension values (a missing one is 'unknown'), as codes into names.
     dim_codes, dim_names = [], []
     for name in ('cid', 'cdn', 'st'):
-        text = c.text[name]
-        encoded = pc.dictionary_encode(pc.if_else(
-            pc.equal(text, ''), UNKNOWN, text))
-        dim_codes.append(_np(encoded.indices).astype(np.int64))
-        dim_names.append(encoded.dictionary.to_pylist())
+        # (encoded as read, then '' named UNKNOWN in the few distinct
+        # values, merged with an UNKNOWN read as such)
+        encoded = pc.dictionary_encode(c.text[name])
+        names = [v or UNKNOWN for v in encoded.dictionary.to_pylist()]
+        codes = _np(encoded.indices).astype(np.int64)
+        if len(set(names)) < len(names):
+            names, remap = np.unique(names, return_inverse=True)
+            names, codes = names.tolist(), remap.reshape(-1)[codes]
+        dim_codes.append(codes)
+        dim_names.append(names)
     is_p, is_f = c.state['p'], c.state['f']
     play = np.zeros(n, np.int64)
     play[_first_of_each(session, np.flatnonzero(is_p))] = 1
@@ -460,7 +659,6 @@ def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
         int(round(rollup_window.period * 1e6))
     w_codes, w_inverse = _codes(win_starts // step, limit)
     w_count = w_codes.size
-    w_list = (w_codes * step).tolist()
     # The session ids reporting in each window: a (session id, window) pair
     # repeated in the rows before is left out (a distinct-count sketch
     # counts a session id once however often it is added).
@@ -487,50 +685,30 @@ def add_rollup_partials(c: SessionColumns, rollup_window, accs) -> dict:
         sparse[name] = (rows, weights)
     starts_w = at_windows(starts_ms)
     has_start = np.flatnonzero(starts_w >= 0)
+    parts = []
     for d in range(4):
         if d == 0:
             value_code = np.zeros(win_rows.size, np.int64)
-            names, prefix = ['all'], None
+            names = pa.array(['all'], pa.string())
         else:
             value_code = dim_codes[d - 1][src_w]
-            names, prefix = dim_names[d - 1], _DIM_NAMES[d - 1]
+            names = pa.array(dim_names[d - 1], pa.string())
         key = value_code * w_count + w_inverse
         groups_k, group = _codes(key, limit)
         g = groups_k.size
-        sums = {name: np.bincount(group[rows], weights, g).astype(
-            np.int64).tolist() for name, (rows, weights) in sparse.items()}
-        # Session ids reporting per group.
+        sums = np.empty((g, len(SUM_NAMES)), np.int64)
+        for j, name in enumerate(SUM_NAMES):
+            rows, weights = sparse[name]
+            sums[:, j] = np.bincount(group[rows], weights, g)
+        # Session ids reporting per group (a (session id, group) pair once
+        # per run of rows).
         new_value = fresh.copy()
         new_value[1:] |= value_code[1:] != value_code[:-1]
         rows = np.flatnonzero(reporting & new_value)
-        rows = rows[np.argsort(group[rows], kind='stable')]
-        every = np.arange(g + 1)
-        sid_bounds = np.searchsorted(group[rows], every).tolist()
-        pair_sids = list(map(c.sids.__getitem__, who_w[rows].tolist()))
-        # Start-up times per group.
-        order = has_start[np.argsort(group[has_start], kind='stable')]
-        start_bounds = np.searchsorted(group[order], every).tolist()
-        start_values = starts_w[order]
         value_of, window_of = np.divmod(groups_k, w_count)
-        for i, (value, window) in enumerate(zip(value_of.tolist(),
-                                                window_of.tolist())):
-            window_start = w_list[window]
-            dim_key = 'all' if prefix is None else f'{prefix}={names[value]}'
-            full = (dim_key, window_start, window_start + size)
-            acc = accs.get(full)
-            if acc is None:
-                acc = accs[full] = RollupAcc()
-            lo, hi = sid_bounds[i], sid_bounds[i + 1]
-            if hi > lo:
-                acc.add_sessions(pair_sids[lo:hi])
-            lo, hi = start_bounds[i], start_bounds[i + 1]
-            if hi > lo:
-                acc.starts.add_array(start_values[lo:hi])
-            acc.count += sums['count'][i]
-            acc.plays += sums['plays'][i]
-            acc.errors += sums['errors'][i]
-            acc.failures += sums['failures'][i]
-            acc.rebuffer_ms += sums['rebuffer_ms'][i]
-            acc.playing_ms += sums['playing_ms'][i]
-            acc.exits += sums['exits'][i]
-    return accs
+        parts.append(RollupPartials(
+            np.full(g, d, np.int8), names.take(pa.array(value_of)),
+            w_codes[window_of] * step, size, sums,
+            group[rows], c.sid_array.take(pa.array(who_w[rows])),
+            group[has_start], starts_w[has_start]))
+    return RollupPartials.concat(parts)
