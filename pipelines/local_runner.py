@@ -123,7 +123,7 @@ from apache_beam.transforms import userstate
 from apache_beam.utils import counters
 
 from transforms import windows
-from transforms.io import _kafka_commits
+from transforms.io import _kafka_commits, _pubsub_acks
 
 _INSTALLED = '_realtime_pipelines_fresh_sampler'
 
@@ -138,6 +138,7 @@ def install():
     _install_fresh_sampler()
     _install_override_order()
     _install_sdf_fix()
+    _install_read_commits()
 
 
 _SDF = threading.local()
@@ -832,6 +833,33 @@ def _stuck(evaluation_context) -> str:
             held.append(f'{transform.full_label} holds its output at '
                         f'{marks.output_watermark}')
     return '; '.join(held) or 'the watermarks are incomplete'
+
+
+def _install_read_commits():
+    """A splittable read's output is handed over when the runner commits
+    its bundle: the Pub/Sub ledger learns it then (its messages may be
+    acknowledged once final).  Knowing it only when the next read started
+    was too late once reads wait for the steps after them: what a read's
+    messages produced (dead letters) could be written before an
+    acknowledgement of earlier messages while they were still held, and a
+    restart after a kill then wrote them a second time."""
+    callback = executor._CompletionCallback  # pylint: disable=protected-access
+    original = callback.handle_result
+    if getattr(original, _INSTALLED, False):
+        return
+
+    def handle_result(self, transform_executor, input_committed_bundle,
+                      transform_result):
+        committed = original(self, transform_executor,
+                             input_committed_bundle, transform_result)
+        applied = getattr(transform_executor, '_applied_ptransform', None)
+        if applied is not None and isinstance(
+                applied.transform, sdf_direct_runner.ProcessElements):
+            _pubsub_acks.read_committed()
+        return committed
+
+    setattr(handle_result, _INSTALLED, True)
+    callback.handle_result = handle_result
 
 
 def _install_fresh_sampler():

@@ -18,6 +18,7 @@ import os
 import typing
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from pipelines.options import (JobOptions, checked, fraction,
                                non_negative_int, positive_float)
@@ -249,7 +250,13 @@ def build(pipeline, args, context):
         JOB, window_in_key=bounded,
         keep_late=trigger.lateness if context.keeps_late else None)
     stats = keyed | 'ServiceStats' >> aggregate.with_output_types(ServiceStats)
-    late = [p for p in (aggregate.late, template_late) if p is not None]
+    if template_late is not None:
+        # A template hit after the allowed lateness is a late record's
+        # second copy (the record itself is a late dead letter of the
+        # service statistics, above): counted, not written twice.
+        _ = template_late | 'CountLateTemplateHits' >> beam.Map(
+            _counted_late_hit, Metrics.counter(JOB, 'late_template_hits'))
+    late = [p for p in (aggregate.late,) if p is not None]
     dead = decoded.dead if not late else (
         (decoded.dead, *late) | 'DeadAndLate' >> beam.Flatten())
     dead = dead | 'MaskDeadLetters' >> privacy.MaskFields(masker, ('raw',))
@@ -279,10 +286,15 @@ def _camel(table: str) -> str:
     return ''.join(part.title() for part in table.split('_'))
 
 
+def _counted_late_hit(dead_letter, counter):
+    counter.inc()
+    return None
+
+
 def mine_templates(records, window, trigger, args, keep_late=None):
     """Masked records -> (the templates table and template alerts by table,
-    the template hits after the allowed lateness as dead letters, stage
-    window.late, or None where nothing is kept late)."""
+    the template hits after the allowed lateness, or None where nothing is
+    kept late; the job counts them, ``late_template_hits``)."""
     job = f'{JOB}.templates'   # its own counters: the job's account is unchanged
     mined = (records
              | 'KeyForTemplates' >> beam.Map(lambda r: (r.service, r))

@@ -231,6 +231,14 @@ def track(subscription, client_factory):
     return ledger
 
 
+def read_committed():
+    """The runner committed a read's bundle: the messages that read pulled
+    are handed over (what they produce is pending downstream or written)."""
+    with _LOCK:
+        for ledger in _LEDGERS.values():
+            ledger._written()     # pylint: disable=protected-access
+
+
 def prepare():
     """The runner is about to look for final records: what reads handed
     over until now is visible to that look."""
