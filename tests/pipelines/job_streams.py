@@ -33,6 +33,9 @@ class Played(beam.PTransform):
     def blocks(self):
         return None
 
+    def stream_blocks(self):
+        return None    # one payload per element, as a Kafka record is
+
 
 def add(stream: TestStream, *timed):
     """Adds (event time seconds, payload bytes) pairs in one bundle."""
