@@ -208,6 +208,7 @@ def build(pipeline, args, context):
     ]
 
     mine = args.templates == 'on'
+    carried = False
     if args.execution == 'columnar' and not mine and \
             columnar.keeps_semantics(trigger, window):
         # Blocks of lines -> partial LogStats per (service, window).  In a
@@ -228,16 +229,27 @@ def build(pipeline, args, context):
             decoded.ok | 'Window' >> windows.ApplyKeptWindows(trigger)
     else:
         bounded = False
+        # Where late records are kept, each record travels with the payload
+        # it was read from, which its late dead letter then holds.
+        carried = context.keeps_late
         decoded = (pipeline
                    | 'Read' >> source
                    | 'Decode' >> Decode(
                        decoder, stage='decode.logs', job=JOB,
-                       source=args.source, max_bytes=args.max_record_bytes))
-        records = decoded.ok | 'MaskRecords' >> privacy.MaskFields(
-            masker, ('message',))
-        keyed = (records
-                 | 'KeyByService' >> beam.Map(lambda r: (r.service, r))
-                 | 'Window' >> windows.ApplyWindow(window, trigger))
+                       source=args.source, max_bytes=args.max_record_bytes,
+                       with_raw=carried))
+        masked = decoded.ok | 'MaskRecords' >> privacy.MaskFields(
+            masker, ('message',), paired=carried)
+        if carried:
+            records = masked | 'Records' >> beam.Map(lambda p: p[0]) \
+                if mine else None
+            keyed = masked | 'KeyByService' >> beam.Map(
+                lambda p: (p[0].service, p))
+        else:
+            records = masked
+            keyed = masked | 'KeyByService' >> beam.Map(
+                lambda r: (r.service, r))
+        keyed = keyed | 'Window' >> windows.ApplyWindow(window, trigger)
     outputs = {}
     template_late = None
     if mine:
@@ -248,7 +260,8 @@ def build(pipeline, args, context):
     aggregate = AggregatePerKey(
         LogStatsFn(), to_service_stats, stats_count, trigger.accumulates_panes,
         JOB, window_in_key=bounded,
-        keep_late=trigger.lateness if context.keeps_late else None)
+        keep_late=trigger.lateness if context.keeps_late else None,
+        carries_raw=carried)
     stats = keyed | 'ServiceStats' >> aggregate.with_output_types(ServiceStats)
     if template_late is not None:
         # A template hit after the allowed lateness is a late record's

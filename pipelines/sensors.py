@@ -195,6 +195,7 @@ def build(pipeline, args, context):
 
     tables = pipeline | 'CalibrationTable' >> calibration.CalibrationTables(
         args.calibration, refresh if live else None, JOB)
+    carried = False
     if args.execution == 'columnar' and not live and \
             columnar.keeps_semantics(trigger, window):
         # Blocks of lines -> calibrated columns -> partial statistics per
@@ -230,18 +231,28 @@ def build(pipeline, args, context):
                 config, trigger.lateness, context.streaming, JOB, keyed=True)
     else:
         bounded = False
+        # Where late readings are kept, each travels with the payload it
+        # was read from, which its late dead letter then holds.
+        carried = context.keeps_late
         decoded = (pipeline
                    | 'Read' >> source
                    | 'Decode' >> Decode(
                        decoders.make_decoder(args.reading_format),
                        stage='decode.sensors', job=JOB, source=args.source,
-                       max_bytes=args.max_record_bytes))
-        readings = decoded.ok | 'Calibrate' >> calibration.Calibrate(
-            tables, refresh if live else None, JOB)
-        keyed = (readings
-                 | 'KeyBySensor' >> beam.Map(
-                     lambda r: ((r.sensor_id, r.metric), r))
-                 | 'Window' >> windows.ApplyWindow(window, trigger))
+                       max_bytes=args.max_record_bytes, with_raw=carried))
+        calibrated = decoded.ok | 'Calibrate' >> calibration.Calibrate(
+            tables, refresh if live else None, JOB, paired=carried)
+        if carried:
+            # (the detector sees readings; with it off nothing reads them)
+            readings = calibrated if args.anomalies == 'off' else \
+                calibrated | 'Readings' >> beam.Map(lambda p: p[0])
+            keyed = calibrated | 'KeyBySensor' >> beam.Map(
+                lambda p: ((p[0].sensor_id, p[0].metric), p))
+        else:
+            readings = calibrated
+            keyed = calibrated | 'KeyBySensor' >> beam.Map(
+                lambda r: ((r.sensor_id, r.metric), r))
+        keyed = keyed | 'Window' >> windows.ApplyWindow(window, trigger)
         anomalies = readings if args.anomalies == 'off' else \
             readings | 'Incidents' >> DetectIncidents(
                 config, trigger.lateness, context.streaming, JOB)
@@ -249,7 +260,8 @@ def build(pipeline, args, context):
         SensorStatsFn(), to_sensor_stats, stats_count,
         trigger.accumulates_panes, JOB, key_type=typing.Tuple[str, str],
         window_in_key=bounded,
-        keep_late=trigger.lateness if context.keeps_late else None)
+        keep_late=trigger.lateness if context.keeps_late else None,
+        carries_raw=carried)
     stats = keyed | 'Stats' >> aggregate.with_output_types(SensorStats)
     # Readings after the allowed lateness (local runner, streaming): dead
     # letters, stage window.late, with the decoding's own.

@@ -110,6 +110,7 @@ def build(pipeline, args, context):
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
 
     bounded = False
+    carried = False
     if args.execution == 'columnar' and \
             columnar.keeps_semantics(trigger, window, anomaly_window):
         # Blocks of lines -> partial bars per (symbol, window) and price
@@ -135,20 +136,31 @@ def build(pipeline, args, context):
             args.anomaly_k, args.anomaly_min_trades, JOB,
             window_in_key=bounded)
     else:
+        # Where late trades are kept, each travels with the payload it was
+        # read from, which its late dead letter then holds.
+        carried = context.keeps_late
         decoded = (pipeline
                    | 'Read' >> source
                    | 'Decode' >> Decode(
                        decoder, stage='decode.trades', job=JOB,
-                       source=args.source, max_bytes=args.max_record_bytes))
-        keyed = (decoded.ok
-                 | 'KeyBySymbol' >> beam.Map(lambda t: (t.symbol, t))
-                 | 'Window' >> windows.ApplyWindow(window, trigger))
-        price = decoded.ok | 'PriceAnomalies' >> PriceAnomalies(
+                       source=args.source, max_bytes=args.max_record_bytes,
+                       with_raw=carried))
+        if carried:
+            trades = decoded.ok | 'Trades' >> beam.Map(lambda p: p[0])
+            keyed = decoded.ok | 'KeyBySymbol' >> beam.Map(
+                lambda p: (p[0].symbol, p))
+        else:
+            trades = decoded.ok
+            keyed = decoded.ok | 'KeyBySymbol' >> beam.Map(
+                lambda t: (t.symbol, t))
+        keyed = keyed | 'Window' >> windows.ApplyWindow(window, trigger)
+        price = trades | 'PriceAnomalies' >> PriceAnomalies(
             anomaly_window, args.anomaly_k, args.anomaly_min_trades, JOB)
     aggregate = AggregatePerKey(
         BarsFn(ineligible), to_bar, bar_count, trigger.accumulates_panes,
         JOB, window_in_key=bounded,
-        keep_late=trigger.lateness if context.keeps_late else None)
+        keep_late=trigger.lateness if context.keeps_late else None,
+        carries_raw=carried)
     bars = keyed | 'Bars' >> aggregate.with_output_types(Bar)
     dead = decoded.dead if aggregate.late is None else (
         (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())

@@ -166,22 +166,32 @@ def build(pipeline, args, context):
         rollups = rolled.rows
         alert_inputs = rolled[RollupRowsFn.ALERTS]
     else:
+        # In a stream on the local runner, reports (sessions) and
+        # contributions (rollups) after the allowed lateness become dead
+        # letters, stage window.late, instead of being dropped; a late
+        # report's letter holds the payload it was read from, which travels
+        # with it to the sessions' grouping.
+        keep_late = trigger.lateness if context.keeps_late else None
+        carried = keep_late is not None
         decoded = (pipeline
                    | 'Read' >> source
                    | 'Decode' >> Decode(
                        decoder, stage='decode.video', job=JOB,
-                       source=args.source, max_bytes=args.max_record_bytes))
-        reports = decoded.ok
-        # In a stream on the local runner, reports (sessions) and
-        # contributions (rollups) after the allowed lateness become dead
-        # letters, stage window.late, instead of being dropped.
-        keep_late = trigger.lateness if context.keeps_late else None
+                       source=args.source, max_bytes=args.max_record_bytes,
+                       with_raw=carried))
+        if carried:
+            reports = decoded.ok | 'Reports' >> beam.Map(lambda p: p[0])
+            by_session = decoded.ok | 'KeyBySession' >> beam.Map(
+                lambda p: (p[0].session_id, p))
+        else:
+            reports = decoded.ok
+            by_session = reports | 'KeyBySession' >> beam.Map(
+                lambda r: (r.session_id, r))
         session_aggregate = AggregatePerKey(
             SessionFn(), to_session, session_count,
             trigger.accumulates_panes, JOB, merging=True,
-            keep_late=keep_late)
-        sessions = (reports
-                    | 'KeyBySession' >> beam.Map(lambda r: (r.session_id, r))
+            keep_late=keep_late, carries_raw=carried)
+        sessions = (by_session
                     | 'SessionWindow' >> windows.ApplyWindow(window, trigger)
                     | 'Sessions' >> session_aggregate
                     .with_output_types(Session))

@@ -48,6 +48,14 @@ class _CountAssignments(beam.DoFn):
         yield kv
 
 
+class _CountCarried(_CountAssignments):
+    """The same where each value is a (value, raw payload) pair."""
+
+    def process(self, kv, window=beam.DoFn.WindowParam):
+        self._assigned.inc(self._count_of(kv[1][0]))
+        yield kv
+
+
 class _CountKeyed(_CountAssignments):
     """The same where the window travels in the key (bounded input, global
     window): one assignment per element, so no WindowParam, which would make
@@ -80,9 +88,12 @@ class _SplitLate(beam.DoFn):
     """(key, values) groups pass on; (key, LateRecords) become dead letters,
     one per value, counted ``late_kept`` by the records they hold."""
 
-    def __init__(self, job, count_of, lateness):
+    def __init__(self, job, count_of, lateness, carries_raw=False):
         self._count_of = count_of
         self._lateness = lateness
+        # values are (value, raw payload) pairs: groups pass on the values,
+        # a late one's dead letter holds its payload
+        self._carries_raw = carries_raw
         self._kept = Metrics.counter(job, 'late_kept')
         # dead letters made here (one per late value: a columnar partial of
         # several records is one), beside the decoders' ``dead_letters``
@@ -91,7 +102,10 @@ class _SplitLate(beam.DoFn):
     def process(self, kv, window=beam.DoFn.WindowParam):
         key, values = kv
         if not isinstance(values, windows.LateRecords):
-            yield kv
+            if self._carries_raw:
+                yield key, [value for value, _ in values]
+            else:
+                yield kv
             return
         span = (f'[{windows.to_datetime(window.start).isoformat()}, '
                 f'{windows.to_datetime(window.end).isoformat()})')
@@ -99,6 +113,10 @@ class _SplitLate(beam.DoFn):
                    f'{windows.format_duration(self._lateness)}'
                    if self._lateness else 'no allowed lateness')
         for value in values.values:
+            if self._carries_raw:
+                value, raw = value
+            else:
+                raw = _as_json(value)
             records = self._count_of(value)
             self._kept.inc(records)
             self._letters.inc()
@@ -109,7 +127,7 @@ class _SplitLate(beam.DoFn):
                 why = (f'arrived {values.seconds_late:.3f} s after it closed '
                        f'({allowed})')
             yield beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
-                _as_json(value), LATE_STAGE,
+                raw, LATE_STAGE,
                 f'{records} record(s) of {key!r} for window {span} {why}'))
 
 
@@ -234,12 +252,20 @@ class AggregatePerKey(beam.PTransform):
     ``merging``: the windows merge (sessions); accumulated panes are then
     accounted per key across the windows a pane's window absorbed, and the
     rows leave in the global window (their fields say their window).
+
+    ``carries_raw`` (with ``keep_late`` only): each value is a ``(value,
+    raw payload)`` pair (``Decode(with_raw=True)``); the combine sees the
+    values alone, and a late value's dead letter holds its payload as it
+    was read instead of the value as JSON.
     """
 
     def __init__(self, combine_fn, make_row, count_of, accumulating, job,
                  key_type=str, window_in_key=False, merging=False,
-                 keep_late=None, label=None):
+                 keep_late=None, carries_raw=False, label=None):
         super().__init__(label)
+        if carries_raw and (keep_late is None or window_in_key):
+            raise ValueError('carries_raw needs keep_late on windowed input')
+        self._carries_raw = carries_raw
         self._merging = merging
         # keep_late: the allowed lateness (seconds) of a streaming input,
         # whose later records become dead letters in ``self.late``; None
@@ -255,14 +281,16 @@ class AggregatePerKey(beam.PTransform):
         self._job = job
 
     def expand(self, kvs):
+        count = (_CountKeyed if self._window_in_key else
+                 _CountCarried if self._carries_raw else _CountAssignments)
         assigned = kvs | 'CountAssigned' >> beam.ParDo(
-            (_CountKeyed if self._window_in_key
-             else _CountAssignments)(self._job, self._count_of))
+            count(self._job, self._count_of))
         if self._keep_late is not None and not self._window_in_key:
             split = (assigned
                      | windows.KEEP_LATE_LABEL >> beam.GroupByKey()
                      | 'SplitLate' >> beam.ParDo(_SplitLate(
-                         self._job, self._count_of, self._keep_late))
+                         self._job, self._count_of, self._keep_late,
+                         self._carries_raw))
                      .with_outputs(LATE, main='groups'))
             # Dead letters travel in the global window, as the decoders'
             # do: the job flattens both into one dead-letter table.

@@ -122,11 +122,18 @@ class DecodeCounters:
 
 
 class DecodeFn(beam.DoFn):
-    """Applies one decoder; emits records to ``ok`` and dead letters to ``dead``."""
+    """Applies one decoder; emits records to ``ok`` and dead letters to ``dead``.
+
+    ``with_raw``: ``ok`` holds ``(record, payload)`` pairs, the payload as it
+    was read, for a grouping that keeps late records as dead letters with
+    their payload (:class:`transforms.aggregate.AggregatePerKey`
+    ``carries_raw``)."""
 
     def __init__(self, decoder: typing.Callable[[str], typing.Any], stage: str,
-                 job: str, source: str = '', max_bytes: int = DEFAULT_MAX_BYTES):
+                 job: str, source: str = '', max_bytes: int = DEFAULT_MAX_BYTES,
+                 with_raw: bool = False):
         self._decoder = decoder
+        self._with_raw = with_raw
         self._stage = stage
         self._source = source
         self._max_bytes = max_bytes
@@ -142,7 +149,8 @@ class DecodeFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(deadletter.DEAD, result)
         else:
             self._counters.decoded()
-            yield TimestampedValue(result, result.event_time)
+            yield TimestampedValue((result, raw) if self._with_raw else result,
+                                   result.event_time)
 
 
 class Decode(beam.PTransform):
@@ -153,12 +161,16 @@ class Decode(beam.PTransform):
 
         decoded = lines | Decode(decode_log_line, stage='decode.logs', job='logs')
         decoded.ok, decoded.dead
+
+    ``with_raw=True``: ``ok`` holds ``(record, payload)`` pairs (see
+    :class:`DecodeFn`).
     """
 
     def __init__(self, decoder, stage: str, job: str, source: str = '',
-                 max_bytes: int = DEFAULT_MAX_BYTES, label=None):
+                 max_bytes: int = DEFAULT_MAX_BYTES, with_raw: bool = False,
+                 label=None):
         super().__init__(label)
-        self._fn = DecodeFn(decoder, stage, job, source, max_bytes)
+        self._fn = DecodeFn(decoder, stage, job, source, max_bytes, with_raw)
 
     def expand(self, raw):
         return raw | beam.ParDo(self._fn).with_outputs(

@@ -156,6 +156,16 @@ class Masker:
         return text
 
 
+class _MaskFirst:
+    """Picklable ``(record, x) -> (masked record, x)``."""
+
+    def __init__(self, mask):
+        self._mask = mask
+
+    def __call__(self, pair):
+        return self._mask(pair[0]), pair[1]
+
+
 class _MaskRecordFields:
     """Picklable ``record -> record`` with the named fields masked."""
 
@@ -191,15 +201,22 @@ class MaskFields(beam.PTransform):
         records | MaskFields(masker, ('message',))
     """
 
-    def __init__(self, masker: Masker, fields: typing.Sequence[str], label=None):
+    def __init__(self, masker: Masker, fields: typing.Sequence[str],
+                 paired: bool = False, label=None):
         super().__init__(label)
         if isinstance(fields, str):
             fields = (fields,)
         if not fields:
             raise ValueError('MaskFields needs at least one field name')
         self._fn = _MaskRecordFields(masker, fields)
+        # paired: the elements are (record, payload) pairs (Decode
+        # with_raw); the record is masked, the payload passes unchanged
+        # (it is masked where it becomes a dead letter).
+        self._paired = paired
 
     def expand(self, records):
+        if self._paired:
+            return records | 'Mask' >> beam.Map(_MaskFirst(self._fn))
         mask = beam.Map(self._fn)
         if records.element_type is not None:
             # The same type out as in, so a schema coder (RowCoder) is kept.

@@ -34,7 +34,7 @@ class Played(beam.PTransform):
         return None
 
     def stream_blocks(self):
-        return None
+        return None    # one payload per element, as a Kafka record is
 
 
 def add(stream: TestStream, *timed):

@@ -1,5 +1,6 @@
 """The logs job end to end: a file replay checked against pandas computing the
 same per-window figures from the same input, and the synthetic stream."""
+import datetime
 import math
 
 import numpy as np
@@ -7,8 +8,14 @@ import orjson
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+import apache_beam as beam
+from apache_beam.testing import test_stream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils.timestamp import Timestamp
 
 from pipelines import logs, run
+from tests.pipelines.job_streams import add, run_job
+from transforms import privacy
 from transforms.combiners import Quantiles
 from transforms.logs import templates
 
@@ -276,3 +283,60 @@ def test_templates_keep_late_records_as_the_other_groupings_do(tmp_path):
     final = templates.sort_values('pane_index').groupby(
         ['template_id', 'window_start']).tail(1)
     assert final['count'].sum() + hits == summary['decoded']
+
+
+def _log_line(offset_s, service, message, fmt='json'):
+    """(event time s, one log line of ``service`` at T0 + offset_s)."""
+    at = datetime.datetime.fromtimestamp(T0 + offset_s, datetime.timezone.utc)
+    stamp = at.isoformat().replace('+00:00', 'Z')
+    if fmt == 'json':
+        return T0 + offset_s, orjson.dumps({
+            'timestamp': stamp, 'service': service, 'level': 'INFO',
+            'status': 200, 'latency_ms': 12.0, 'message': message})
+    return T0 + offset_s, (f'<134>1 {stamp} host1 {service} 42 - - '
+                           f'{message}').encode()
+
+
+@pytest.mark.parametrize('execution', ['columnar', 'element'])
+def test_a_late_record_is_a_dead_letter_with_its_payload(
+        monkeypatch, tmp_path, execution):
+    """A line after the allowed lateness (60 s windows, lateness 2m) is a
+    dead letter, stage window.late, whose payload is the bytes read (masked
+    as every dead letter is) on the element path, with its window and how
+    late it was in its reason; the columnar path's letter is the partial
+    that holds it (its count)."""
+    stream = test_stream.TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, _log_line(5, 'api', 'ok'), _log_line(10, 'web', 'ok'))
+    stream.advance_watermark_to(Timestamp.of(T0 + 60 + 120 + 30))
+    stream.advance_processing_time(1)
+    late_json = _log_line(20, 'api', 'mail from bob@example.com failed')
+    late_syslog = _log_line(30, 'web', 'job done', fmt='syslog')
+    add(stream, late_json, late_syslog)
+    stream.advance_processing_time(1)
+    stream.advance_watermark_to_infinity()
+    masker = privacy.Masker(mode='mask')
+    want_raw = {masker.mask(late_json[1].decode()).encode(), late_syslog[1]}
+    assert b'bob@example.com' not in b''.join(want_raw)
+
+    def check(outputs):
+        late = (outputs['dead_letter']
+                | 'Late' >> beam.Filter(lambda d: d.stage == 'window.late'))
+        why = late | 'Why' >> beam.Map(lambda d: (
+            d.reason.split(' for window')[0],
+            'for window [2026-01-01T00:00:00+00:00, 2026-01-01T00:01:00'
+            '+00:00) arrived 30.000 s after it closed (allowed lateness '
+            '2m)' in d.reason))
+        assert_that(why, equal_to([("1 record(s) of 'api'", True),
+                                   ("1 record(s) of 'web'", True)]),
+                    label='LateWhy')
+        if execution == 'element':
+            raws = late | 'Raw' >> beam.Map(lambda d: bytes(d.raw))
+            assert_that(raws, equal_to(sorted(want_raw)), label='LateRaw')
+
+    summary = run_job(logs, stream, monkeypatch, tmp_path, [
+        '--trigger', 'late=1,lateness=2m,accumulating',
+        '--execution', execution], check)
+    assert summary['decoded'] == 4 and summary['late_kept'] == 2
+    assert summary['dropped_late'] == 0
+    assert summary['window_assignments'] == 4 == \
+        summary['aggregated'] + summary['late_kept']

@@ -217,16 +217,24 @@ def test_a_stream_keeps_readings_after_the_allowed_lateness(
     accepted = {('S1', 'temperature'): [1.0, 2.0, 4.0, 8.0, 16.0],
                 ('S2', 'pressure'): [7.0]}
 
+    late_payloads = [reading('S2', 60, 32.0, 'pressure')[1],
+                     reading('S1', 55, 64.0)[1]]
+
     def check(outputs):
-        late = (outputs['dead_letter']
-                | 'Late' >> beam.Filter(lambda d: d.stage == 'window.late')
-                | 'Why' >> beam.Map(lambda d: (
-                    d.reason.split(' for window')[0],
-                    'arrived 30.000 s after it closed' in d.reason)))
+        letters = (outputs['dead_letter']
+                   | 'Late' >> beam.Filter(lambda d: d.stage == 'window.late'))
+        late = letters | 'Why' >> beam.Map(lambda d: (
+            d.reason.split(' for window')[0],
+            'arrived 30.000 s after it closed' in d.reason))
         assert_that(late, equal_to([
             ("1 record(s) of ('S1', 'temperature')", True),
             ("1 record(s) of ('S2', 'pressure')", True)]),
             label='LateReadings')
+        if execution == 'element':
+            # the payloads as read (the columnar path's letter is the
+            # partial that holds them)
+            raws = letters | 'Raw' >> beam.Map(lambda d: bytes(d.raw))
+            assert_that(raws, equal_to(late_payloads), label='LateRaw')
 
     summary = run_job(sensors, stream, monkeypatch, tmp_path, [
         '--trigger', f'late=1,lateness={LATENESS_S}s,accumulating',

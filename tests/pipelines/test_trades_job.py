@@ -12,8 +12,13 @@ import orjson
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+import apache_beam as beam
+from apache_beam.testing import test_stream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils.timestamp import Timestamp
 
 from pipelines import run, trades
+from tests.pipelines.job_streams import add, run_job
 from transforms.synthetic import trades as synthetic_trades
 
 EVENTS = int(os.environ.get('TRADES_ORACLE_EVENTS', '20000'))
@@ -202,3 +207,61 @@ def _as_doc(row):
             'size': float(size), 'trade_id': trade_id or None,
             'venue': venue, 'conditions': [c for c in conditions.split('|')
                                            if c]}
+
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _trade(offset_s, symbol, price, size=10.0):
+    """(event time s, one JSON trade of ``symbol`` at T0 + offset_s)."""
+    at = datetime.datetime.fromtimestamp(T0 + offset_s, datetime.timezone.utc)
+    return T0 + offset_s, orjson.dumps({
+        'event_time': at.isoformat().replace('+00:00', 'Z'),
+        'symbol': symbol, 'price': price, 'size': size,
+        'trade_id': f'{symbol}-{offset_s}', 'venue': 'XNAS',
+        'conditions': []})
+
+
+@pytest.mark.parametrize('execution', ['columnar', 'element'])
+def test_a_late_trade_is_a_dead_letter_with_its_payload(
+        monkeypatch, tmp_path, execution):
+    """A trade after the allowed lateness (60 s bars, lateness 2m) is a dead
+    letter, stage window.late, with its window and how late it was; on the
+    element path its payload is the bytes read.  The bars hold the others
+    only."""
+    stream = test_stream.TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, _trade(5, 'AAA', 10.0), _trade(10, 'BBB', 20.0))
+    stream.advance_watermark_to(Timestamp.of(T0 + 60 + 120 + 30))
+    stream.advance_processing_time(1)
+    late = [_trade(20, 'AAA', 11.0), _trade(30, 'BBB', 21.0, 5.0)]
+    add(stream, *late)
+    stream.advance_processing_time(1)
+    stream.advance_watermark_to_infinity()
+
+    def check(outputs):
+        letters = (outputs['dead_letter']
+                   | 'Late' >> beam.Filter(lambda d: d.stage == 'window.late'))
+        why = letters | 'Why' >> beam.Map(lambda d: (
+            d.reason.split(' for window')[0],
+            'for window [2026-01-01T00:00:00+00:00, 2026-01-01T00:01:00'
+            '+00:00) arrived 30.000 s after it closed (allowed lateness '
+            '2m)' in d.reason))
+        assert_that(why, equal_to([("1 record(s) of 'AAA'", True),
+                                   ("1 record(s) of 'BBB'", True)]),
+                    label='LateWhy')
+        if execution == 'element':
+            raws = letters | 'Raw' >> beam.Map(lambda d: bytes(d.raw))
+            assert_that(raws, equal_to([raw for _, raw in late]),
+                        label='LateRaw')
+        final = outputs['bars'] | 'Final' >> beam.Map(
+            lambda b: (b.symbol, b.trade_count, b.close))
+        assert_that(final, equal_to([('AAA', 1, 10.0), ('BBB', 1, 20.0)]),
+                    label='Bars')
+
+    summary = run_job(trades, stream, monkeypatch, tmp_path, [
+        '--trigger', 'late=1,lateness=2m,accumulating',
+        '--execution', execution], check)
+    assert summary['decoded'] == 4 and summary['late_kept'] == 2
+    assert summary['dropped_late'] == 0
+    assert summary['window_assignments'] == 4 == \
+        summary['aggregated'] + summary['late_kept']

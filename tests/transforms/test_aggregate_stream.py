@@ -262,3 +262,14 @@ def test_a_record_for_a_window_whose_trigger_finished_is_a_dead_letter():
                                    'no allowed lateness'])))
     assert summary['aggregated'] == 2 and summary['late_kept'] == 1
     assert summary['dropped_late'] == 0
+
+
+@pytest.mark.parametrize('keep_late, window_in_key', [(None, False),
+                                                      (300, True)])
+def test_carrying_payloads_needs_late_records_kept(keep_late, window_in_key):
+    """Payloads travel with records only to a grouping that keeps late
+    records (nothing else would read them)."""
+    with pytest.raises(ValueError, match='carries_raw needs keep_late'):
+        AggregatePerKey(LogStatsFn(), to_service_stats, stats_count, False,
+                        JOB, keep_late=keep_late, window_in_key=window_in_key,
+                        carries_raw=True)

@@ -222,11 +222,21 @@ class CalibrationTables(beam.PTransform):
 
 
 class _CalibrateFn(beam.DoFn):
-    def __init__(self, job):
+    def __init__(self, job, paired=False):
+        # paired: (reading, payload) pairs in and (calibrated, payload) out
+        self._paired = paired
         self._missing = Metrics.counter(job, 'calibration.missing')
         self._calibrated = Metrics.counter(job, 'calibration.applied')
 
     def process(self, reading, table):
+        if self._paired:
+            reading, raw = reading
+            for calibrated in self._calibrate(reading, table):
+                yield calibrated, raw
+        else:
+            yield from self._calibrate(reading, table)
+
+    def _calibrate(self, reading, table):
         table = table or EMPTY
         row = table.lookup(reading.sensor_id, reading.metric,
                            reading.event_time.micros)
@@ -249,10 +259,14 @@ class Calibrate(beam.PTransform):
 
     With ``refresh_s`` the readings are put in fixed windows of that size
     first, matching the tables' windows (a window without a table calibrates
-    nothing: its readings pass uncalibrated, counted)."""
+    nothing: its readings pass uncalibrated, counted).
 
-    def __init__(self, tables, refresh_s, job, label=None):
+    ``paired``: the elements are ``(reading, payload)`` pairs (``Decode``
+    ``with_raw``), calibrated into ``(calibrated reading, payload)``."""
+
+    def __init__(self, tables, refresh_s, job, paired=False, label=None):
         super().__init__(label)
+        self._paired = paired
         self._tables = tables
         self._refresh_s = refresh_s
         self._job = job
@@ -262,4 +276,5 @@ class Calibrate(beam.PTransform):
             readings = readings | 'RefreshWindows' >> beam.WindowInto(
                 beam_window.FixedWindows(self._refresh_s))
         side = beam.pvalue.AsSingleton(self._tables, default_value=None)
-        return readings | 'Apply' >> beam.ParDo(_CalibrateFn(self._job), side)
+        return readings | 'Apply' >> beam.ParDo(
+            _CalibrateFn(self._job, self._paired), side)
