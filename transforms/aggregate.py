@@ -68,6 +68,7 @@ class _CountKeyed(_CountAssignments):
 
 def _as_json(value) -> bytes:
     """A decoded record (or partial aggregate) as one JSON object."""
+    import base64  # pylint: disable=import-outside-toplevel
     import orjson  # pylint: disable=import-outside-toplevel
 
     def plain(x):
@@ -75,8 +76,21 @@ def _as_json(value) -> bytes:
             return windows.to_datetime(x).isoformat().replace('+00:00', 'Z')
         if hasattr(x, '_asdict'):
             return x._asdict()
-        if hasattr(x, '__dict__'):
-            return vars(x)
+        if isinstance(x, (bytes, bytearray, memoryview)):
+            # (a serialised sketch)
+            return base64.b64encode(bytes(x)).decode('ascii')
+        if hasattr(x, 'tolist'):
+            return x.tolist()
+        # An accumulator (a columnar partial): its fields by name, with
+        # its type, not an object's repr.
+        names = [name for cls in type(x).__mro__
+                 for name in getattr(cls, '__slots__', ())
+                 if not name.startswith('__')]
+        if names or hasattr(x, '__dict__'):
+            fields = {name: getattr(x, name) for name in names
+                      if hasattr(x, name)}
+            fields.update(getattr(x, '__dict__', {}))
+            return {'type': type(x).__name__, **fields}
         return repr(x)
     if hasattr(value, '_asdict'):
         value = value._asdict()

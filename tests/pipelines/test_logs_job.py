@@ -332,6 +332,13 @@ def test_a_late_record_is_a_dead_letter_with_its_payload(
         if execution == 'element':
             raws = late | 'Raw' >> beam.Map(lambda d: bytes(d.raw))
             assert_that(raws, equal_to(sorted(want_raw)), label='LateRaw')
+        else:
+            # the partial by its fields, not an object's repr
+            partials = late | 'Partial' >> beam.Map(lambda d: (
+                orjson.loads(bytes(d.raw))['type'],
+                orjson.loads(bytes(d.raw))['count']))
+            assert_that(partials, equal_to([('LogStats', 1)] * 2),
+                        label='LatePartial')
 
     summary = run_job(logs, stream, monkeypatch, tmp_path, [
         '--trigger', 'late=1,lateness=2m,accumulating',
