@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SHARED
+from transforms.decode import DecodeError
 from transforms.video import cmcd
 
 VALIDATOR = SHARED / 'cmcd' / 'cmcd-validator'
@@ -290,6 +291,34 @@ def test_bitmovin_requests_with_fractional_buffer_lengths_are_refused(name):
             assert e.kind == 'incorrect-format'
     assert ok >= 4
     assert set(refused) <= {'bl', 'mtp'} and refused['bl'] > 300
+
+
+@needs_shared
+def test_a_bare_query_argument_is_read_or_refused_for_its_real_reason():
+    """The job's auto format meets Bitmovin's request log as it is (bare
+    ``CMCD=...`` query arguments): a request with ``ts`` (CMCD v2 request
+    mode) is a report; one without is refused for want of an event time,
+    not for its form; a fractional ``bl``/``mtp`` for its type."""
+    from transforms.video import decoders
+    decode = decoders.make_decoder('auto')
+    no_time = typed = 0
+    for line in _lines('cmcd-bitmovin-url.log'):
+        if not line.startswith('CMCD='):
+            continue
+        try:
+            decode(line)
+        except cmcd.CmcdError as e:
+            assert e.kind == 'incorrect-format' and \
+                e.key.split('=')[0] in ('bl', 'mtp'), str(e)
+            typed += 1
+        except DecodeError as e:
+            assert 'without ts' in str(e) and cmcd.decode_query(line)
+            no_time += 1
+    assert no_time >= 4 and typed > 300
+    report = decode('CMCD=' + urllib.parse.quote(
+        'sid="s1",cid="c",ts=1764269150889,sta=p,v=2'))
+    assert (report.session_id, report.ts_ms, report.state, report.format) \
+        == ('s1', 1764269150889, 'p', 'request')
 
 
 # ------------------------------------------------------------- property

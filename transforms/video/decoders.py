@@ -90,7 +90,24 @@ def decode_line(text: str) -> VideoReport:
     bracket = line.find(' [')
     if bracket >= 0 and '] "' in line[bracket:]:
         return decode_access_log(line)
+    if line.startswith('CMCD=') or (
+            ' ' not in line and ('?CMCD=' in line or '&CMCD=' in line)):
+        return decode_request(line)
     return decode_report(line)
+
+
+def decode_request(text: str) -> VideoReport:
+    """A request's CMCD query argument on its own (``CMCD=...``, or a URL
+    carrying one), as players' request logs hold them: a report when it
+    carries ``ts`` (CMCD v2 request mode), else refused for want of an
+    event time (not for its form)."""
+    data = cmcd.decode_query(formats.strip_eol(text).strip()).data
+    if 'ts' not in data:
+        raise DecodeError(
+            'CMCD query argument without ts: a request alone has no event '
+            'time; give access-log lines (combined format) that carry it, '
+            'or reports or JSON with ts')
+    return _report(data, data['ts'], 'request')
 
 
 _DECODERS = {'auto': decode_line, 'report': decode_report,
