@@ -58,6 +58,26 @@ def _rows(directory, table):
         return None
 
 
+def _against_replay(sink, records, tmp_path):
+    """What the killed and restarted runs wrote to ``sink`` against a file
+    replay of the same ``records``: (final panes got, final panes expected,
+    the replay's summary, records lost, records counted twice, late dead
+    letters, decode dead letters)."""
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
+    oracle = run.run(logs, ['--source', f'file://{replay}', '--sink',
+                            f'parquet://{tmp_path}/replay', '--no-summary'])
+    got, expected = _final_panes(sink), _final_panes(tmp_path / 'replay')
+    lost = sum(expected[w][0] - got.get(w, (0,))[0] for w in expected
+               if got.get(w, (0,))[0] < expected[w][0])
+    twice = sum(got[w][0] - expected.get(w, (0,))[0] for w in got
+                if got[w][0] > expected.get(w, (0,))[0])
+    dead = _rows(sink, 'dead_letter')
+    late = 0 if dead is None else int((dead.stage == 'window.late').sum())
+    decode_dead = 0 if dead is None else len(dead) - late
+    return got, expected, oracle, lost, twice, late, decode_dead
+
+
 @pytest.fixture
 def cpu_load():
     """A CPU-bound process beside the job (stopped by its id)."""
@@ -112,18 +132,8 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
                           timeout=400, check=False)
     assert last.returncode == 0, last.stderr.decode()[-2000:]
 
-    replay = tmp_path / 'all.log'
-    replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
-    oracle = run.run(logs, ['--source', f'file://{replay}', '--sink',
-                            f'parquet://{tmp_path}/replay', '--no-summary'])
-    got, expected = _final_panes(sink), _final_panes(tmp_path / 'replay')
-    lost = sum(expected[w][0] - got.get(w, (0,))[0] for w in expected
-               if got.get(w, (0,))[0] < expected[w][0])
-    twice = sum(got[w][0] - expected.get(w, (0,))[0] for w in got
-                if got[w][0] > expected.get(w, (0,))[0])
-    dead = _rows(sink, 'dead_letter')
-    late = 0 if dead is None else int((dead.stage == 'window.late').sum())
-    decode_dead = 0 if dead is None else len(dead) - late
+    got, expected, oracle, lost, twice, late, decode_dead = _against_replay(
+        sink, records, tmp_path)
     print(f'\nkill test ({request.node.callspec.id}, seed {seed}): {kills} '
           f'kills, {len(records)} records, {len(expected)} windows; lost '
           f'{lost}, counted twice {twice}; dead letters {decode_dead} '

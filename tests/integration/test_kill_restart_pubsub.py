@@ -16,12 +16,11 @@ import time
 
 import pytest
 
-from pipelines import logs, run
 from transforms import io as transforms_io
 from transforms.io import _pubsub_acks, synthetic
 
 from tests.integration.test_kill_restart import (  # noqa: F401  pylint: disable=unused-import
-    _final_panes, _job, _rows, cpu_load)
+    _against_replay, _job, cpu_load)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -119,18 +118,8 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
                           timeout=400, check=False)
     assert last.returncode == 0, last.stderr.decode()[-2000:]
 
-    replay = tmp_path / 'all.log'
-    replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
-    oracle = run.run(logs, ['--source', f'file://{replay}', '--sink',
-                            f'parquet://{tmp_path}/replay', '--no-summary'])
-    got, expected = _final_panes(sink), _final_panes(tmp_path / 'replay')
-    lost = sum(expected[w][0] - got.get(w, (0,))[0] for w in expected
-               if got.get(w, (0,))[0] < expected[w][0])
-    twice = sum(got[w][0] - expected.get(w, (0,))[0] for w in got
-                if got[w][0] > expected.get(w, (0,))[0])
-    dead = _rows(sink, 'dead_letter')
-    late = 0 if dead is None else int((dead.stage == 'window.late').sum())
-    decode_dead = 0 if dead is None else len(dead) - late
+    got, expected, oracle, lost, twice, late, decode_dead = _against_replay(
+        sink, records, tmp_path)
     print(f'\npubsub kill test ({request.node.callspec.id}, seed {seed}): '
           f'{kills} kills ({partial} after acknowledging part of the '
           f'stream), {len(records)} records, {len(expected)} windows; '
