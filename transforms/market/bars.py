@@ -138,7 +138,9 @@ class BarAcc:
 
     def _pack(self):
         """Columns -> packed (leaving the process, or resting in a
-        shuffle)."""
+        shuffle).  Already packed: as it is."""
+        if self.id_packed is not None:
+            return
         self._compact()
         if self.id_keys is not None and len(self.id_keys):
             self.id_packed = (packed.pack_strings(self.id_keys),

@@ -53,10 +53,9 @@ def _scaled(values: np.ndarray, scale: int):
     """The integers ``values * 10**scale`` if ``int / 10**scale`` gives the
     values back bit for bit, else None."""
     factor = 10.0 ** scale
-    with np.errstate(over='ignore', invalid='ignore'):
-        whole = np.round(values * factor)
-        if not np.all(np.abs(whole) < _EXACT_INT):  # also False for NaN, inf
-            return None
+    whole = np.round(values * factor)
+    if not np.all(np.abs(whole) < _EXACT_INT):      # also False for NaN, inf
+        return None
     ints = whole.astype(np.int64)
     # The very operation unpack_floats does, compared bit for bit (-0.0 and
     # NaN stay floats).
@@ -70,15 +69,17 @@ def pack_floats(values) -> tuple:
     values = np.ascontiguousarray(values, np.float64)
     # The smallest scale that fits a few values is tried on all first.
     head = values[:32]
-    for scale in range(MAX_SCALE + 1):
-        if _scaled(head, scale) is None:
-            continue
-        for bigger in range(scale, MAX_SCALE + 1):
-            ints = _scaled(values, bigger)
-            if ints is not None:
-                ints = _smallest_int(ints)
-                return (len(values), bigger, ints.dtype.str, _compress(ints))
-        break
+    with np.errstate(over='ignore', invalid='ignore'):
+        for scale in range(MAX_SCALE + 1):
+            if _scaled(head, scale) is None:
+                continue
+            for bigger in range(scale, MAX_SCALE + 1):
+                ints = _scaled(values, bigger)
+                if ints is not None:
+                    ints = _smallest_int(ints)
+                    return (len(values), bigger, ints.dtype.str,
+                            _compress(ints))
+            break
     return (len(values), None, '<f8', _compress(values))
 
 
