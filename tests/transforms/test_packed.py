@@ -103,3 +103,25 @@ def test_an_accumulator_without_ids_packs_to_nothing():
     acc = BarsFn().add_input(BarAcc(), _trade(1, None))
     back = pickle.loads(pickle.dumps(acc))
     assert back.id_packed is None and back.count == 1
+
+
+def test_a_batch_combine_keeps_its_accumulators_packed_between_partials():
+    """pack_merged (a batch replay): each partial merged leaves the
+    accumulator packed; the next one still finds the re-sends."""
+    partial = BarsFn().add_input
+    blocks = [[_trade(1, 'a'), _trade(2, 'b')], [_trade(2, 'b'), _trade(3, 'c')],
+              [_trade(3, 'c'), _trade(1, 'a'), _trade(4, None)]]
+    parts = []
+    for block in blocks:
+        acc = BarAcc()
+        for t in block:
+            acc = partial(acc, t)
+        parts.append(acc)
+    fn = BarsFn(pack_merged=True)
+    acc = fn.create_accumulator()
+    for part in parts:
+        acc = fn.add_input(acc, part)
+        assert acc.id_packed is not None and acc.id_keys is None
+        assert not acc.ids
+    assert (acc.count, acc.duplicates) == (4, 3)
+    assert acc.volume == 4 * 300.0

@@ -232,14 +232,25 @@ class BarsFn(MergingCombineFn):
     """Trades (or partial BarAccs) -> BarAcc per symbol and window.
 
     ``ineligible``: condition codes of trades that update volume but not
-    open/high/low/close."""
+    open/high/low/close.  ``pack_merged``: an accumulator packs its ids as
+    soon as a partial is merged into it (the next merge unpacks them).  For
+    a batch replay, whose combine holds the accumulator of every window of
+    its bundle until the bundle ends, though a window's partials come from
+    a block or two; a stream's table holds few windows at a time."""
     ACCUMULATOR = BarAcc
 
-    def __init__(self, ineligible=()):
+    def __init__(self, ineligible=(), pack_merged=False):
         self._ineligible = frozenset(ineligible)
+        self._pack_merged = pack_merged
 
     def create_accumulator(self):
         return BarAcc()
+
+    def add_input(self, acc, value):
+        acc = super().add_input(acc, value)
+        if self._pack_merged and isinstance(value, BarAcc):
+            acc._pack()       # pylint: disable=protected-access
+        return acc
 
     def add_record(self, acc, trade):
         return acc.add(trade, self._ineligible)
