@@ -109,7 +109,8 @@ def test_a_batch_combine_keeps_its_accumulators_packed_between_partials():
     """pack_merged (a batch replay): each partial merged leaves the
     accumulator packed; the next one still finds the re-sends."""
     partial = BarsFn().add_input
-    blocks = [[_trade(1, 'a'), _trade(2, 'b')], [_trade(2, 'b'), _trade(3, 'c')],
+    blocks = [[_trade(1, 'a'), _trade(2, 'b')],
+              [_trade(2, 'b'), _trade(3, 'c')],
               [_trade(3, 'c'), _trade(1, 'a'), _trade(4, None)]]
     parts = []
     for block in blocks:
