@@ -157,7 +157,8 @@ def build(pipeline, args, context):
         price = trades | 'PriceAnomalies' >> PriceAnomalies(
             anomaly_window, args.anomaly_k, args.anomaly_min_trades, JOB)
     aggregate = AggregatePerKey(
-        BarsFn(ineligible), to_bar, bar_count, trigger.accumulates_panes,
+        BarsFn(ineligible, pack_merged=bounded), to_bar, bar_count,
+        trigger.accumulates_panes,
         JOB, window_in_key=bounded,
         keep_late=trigger.lateness if context.keeps_late else None,
         carries_raw=carried)

@@ -130,6 +130,28 @@ def test_a_late_trade_corrects_its_bar_and_a_later_one_is_dropped():
     assert summary['dropped_late'] == 1 and summary['late_accepted'] == 1
 
 
+@pytest.mark.parametrize('watermark_s, counted_once', [
+    (60 + 300 - 1, True),      # within the allowed lateness of its window
+    (60 + 300 + 1, False),     # beyond it: dropped as late, never counted
+])
+def test_a_resend_is_known_until_its_window_expires(watermark_s,
+                                                    counted_once):
+    """The horizon of a bar's ids is its window's end plus the allowed
+    lateness (5 min here): a re-send arriving before it counts as a
+    duplicate (a LATE pane, the same bar); after it the window's state is
+    gone and the re-send is dropped as late, not counted twice."""
+    stream = TestStream().advance_watermark_to(Timestamp.of(T0))
+    add(stream, trade(10, 100.0, trade_id='1'), trade(20, 101.0, trade_id='2'))
+    stream.advance_watermark_to(Timestamp.of(T0 + watermark_s))
+    add(stream, trade(10, 100.0, trade_id='1'))                # the re-send
+    stream.advance_watermark_to_infinity()
+    on_time = ('ON_TIME', 0, 100.0, 101.0, 200.0, 2)
+    want = [on_time, ('LATE', 1, 100.0, 101.0, 200.0, 2)] if counted_once \
+        else [on_time]
+    summary = run_bars(stream, equal_to(want))
+    assert summary['dropped_late'] == (0 if counted_once else 1)
+
+
 def test_an_out_of_order_earlier_trade_becomes_the_open():
     stream = TestStream().advance_watermark_to(Timestamp.of(T0))
     add(stream, trade(30, 100.0, trade_id='2'))

@@ -243,7 +243,7 @@ def _bars(columns: Columns, window: windows.WindowSpec):
             acc.low = float(price[good].min())
         with_id = np.flatnonzero(has_id[lo:hi]) + lo
         acc.set_ids(keys.take(pa.array(with_id)), qty[with_id],
-                    notional[with_id])
+                    price[with_id])
         out.append((symbol[lo], int(start[lo]), int(start[lo]) + size,
                     acc.last_us, acc))
     return out
