@@ -9,6 +9,7 @@ payloads).
 
 KILLS (environment, default 3) sets how many kills each case makes; the
 random moments come from a seed printed with the figures (pytest -s)."""
+import collections
 import os
 import random
 import signal
@@ -62,7 +63,8 @@ def _against_replay(sink, records, tmp_path):
     """What the killed and restarted runs wrote to ``sink`` against a file
     replay of the same ``records``: (final panes got, final panes expected,
     the replay's summary, records lost, records counted twice, late dead
-    letters, decode dead letters)."""
+    letters, decode dead letters, dead letters' payloads missing and
+    payloads written twice, each as a multiset against the replay's)."""
     replay = tmp_path / 'all.log'
     replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
     oracle = run.run(logs, ['--source', f'file://{replay}', '--sink',
@@ -75,7 +77,52 @@ def _against_replay(sink, records, tmp_path):
     dead = _rows(sink, 'dead_letter')
     late = 0 if dead is None else int((dead.stage == 'window.late').sum())
     decode_dead = 0 if dead is None else len(dead) - late
-    return got, expected, oracle, lost, twice, late, decode_dead
+    written = collections.Counter() if dead is None else collections.Counter(
+        dead[dead.stage != 'window.late'].raw)
+    replayed = _rows(tmp_path / 'replay', 'dead_letter')
+    wanted = collections.Counter() if replayed is None else \
+        collections.Counter(replayed.raw)
+    assert sum(wanted.values()) == oracle['dead_lettered']
+    return (got, expected, oracle, lost, twice, late, decode_dead,
+            wanted - written, written - wanted)
+
+
+class _Commits:
+    """The group's committed offsets (summed over the partitions), looked
+    at while a run goes on: how far commits advance before each kill."""
+
+    def __init__(self, kafka, topic, group):
+        import confluent_kafka
+        self._consumer = confluent_kafka.Consumer({
+            'bootstrap.servers': kafka.brokers, 'group.id': group,
+            'enable.auto.commit': False})
+        self._parts = [confluent_kafka.TopicPartition(topic, p)
+                       for p in range(4)]
+        self.at_kills = []        # committed when each kill came
+        self.mid_run = 0          # commits seen while a run went on
+
+    def total(self):
+        found = self._consumer.committed(self._parts, timeout=10)
+        return sum(max(0, tp.offset) for tp in found)
+
+    def watch(self, job, seconds):
+        """Waits ``seconds`` (or until ``job`` ends), noting each advance."""
+        last = self.total()
+        deadline = time.monotonic() + seconds
+        while job.poll() is None and time.monotonic() < deadline:
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            now = self.total()
+            if now != last:
+                self.mid_run += 1
+                last = now
+        return last
+
+    def close(self):
+        self._consumer.close()
+
+    def __str__(self):
+        return (f'committed at the kills {self.at_kills}, '
+                f'{self.mid_run} commit advances seen while runs went on')
 
 
 @pytest.fixture
@@ -116,6 +163,7 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     seed = random.randrange(10**6)
     moments = random.Random(seed)
     kills = 0
+    commits = _Commits(kafka, topic, 'kills')
     for _ in range(KILLS):
         job = subprocess.Popen(argv, cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL,
@@ -123,23 +171,29 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         # A run lasts about 8 s on an idle machine (start-up, a read of
         # well under a second, stop=idle:4s); a kill later than that finds
         # it ended.
-        time.sleep(moments.uniform(2.0, 8.0))
+        committed = commits.watch(job, moments.uniform(2.0, 8.0))
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
             kills += 1
+            commits.at_kills.append(committed)
         job.wait()
+    commits.close()
     last = subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
                           timeout=400, check=False)
     assert last.returncode == 0, last.stderr.decode()[-2000:]
 
-    got, expected, oracle, lost, twice, late, decode_dead = _against_replay(
-        sink, records, tmp_path)
+    (got, expected, oracle, lost, twice, late, decode_dead, dead_missing,
+     dead_twice) = _against_replay(sink, records, tmp_path)
     print(f'\nkill test ({request.node.callspec.id}, seed {seed}): {kills} '
           f'kills, {len(records)} records, {len(expected)} windows; lost '
           f'{lost}, counted twice {twice}; dead letters {decode_dead} '
-          f'(replay {oracle["dead_lettered"]}), late {late}')
+          f'(replay {oracle["dead_lettered"]}; missing '
+          f'{sum(dead_missing.values())}, twice {sum(dead_twice.values())})'
+          f', late {late}; {commits}')
     assert kills >= 1
     assert lost == 0 and twice == 0
     assert got == expected
     assert late == 0
+    # Dead letters exactly once too: the replay's, payload by payload.
+    assert not dead_missing and not dead_twice
     assert decode_dead == oracle['dead_lettered']

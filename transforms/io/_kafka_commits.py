@@ -83,10 +83,19 @@ class _Ledger:
         self.spec = spec
         self.final_at = final_at
         self.commit = commit          # [(partition, offset, metadata)] -> None
-        self.checkpoints = {}         # partition -> [(next offset, final at)]
+        # partition -> [[next offset, final at, stamped (the latest
+        # timestamp of what the read emitted), handed over (the number of
+        # the runner's commit of a read that found it; None: not yet)]]
+        self.checkpoints = {}
+        self.fresh = []               # checkpoints not yet handed over
         self.final_at_max = {}        # partition -> latest final_at so far
         self.read = {}                # partition -> next offset read
+        # partition -> the offset before which every record's output is
+        # written or in window state (nothing of it pending)
+        self.processed = {}
         self.committable = {}         # partition -> offset
+        self.handed = 0               # the runner's commits of reads so far
+        self.looked = 0               # those before the runner's last look
         self.horizon = None
         self.committed_at = 0.0
         self.dirty = False
@@ -110,13 +119,15 @@ def started(spec, partition, offset):
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         ledger.read.setdefault(partition, offset)
+        ledger.processed.setdefault(partition, offset)
         ledger.committable.setdefault(partition, offset)
 
 
-def emitted(spec, partition, next_offset, newest_seconds):
+def emitted(spec, partition, next_offset, newest_seconds, stamped=None):
     """Records up to ``next_offset`` were emitted, the newest (by the event
     time the windows use) at ``newest_seconds`` (None: nothing new since the
-    last)."""
+    last), the latest of them timestamped ``stamped`` (seconds; None:
+    unknown, the checkpoint waits until nothing at all is pending)."""
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         final = ledger.final_at_max.get(partition, float('-inf'))
@@ -125,31 +136,73 @@ def emitted(spec, partition, next_offset, newest_seconds):
                         if ledger.final_at else float('inf'))
             ledger.final_at_max[partition] = final
         ledger.read[partition] = next_offset
-        ledger.checkpoints.setdefault(partition, []).append(
-            (next_offset, final))
+        point = [next_offset, final,
+                 float('inf') if stamped is None else stamped + _AFTER, None]
+        ledger.checkpoints.setdefault(partition, []).append(point)
+        ledger.fresh.append(point)
+
+
+# "Just after" a timestamp (see transforms/io/pubsub.py).
+_AFTER = 0.01
+
+
+def read_committed():
+    """The runner committed a read's bundle: the checkpoints emitted until
+    now are handed over (what their records produced is pending downstream
+    or written); the Pub/Sub ledgers are told too."""
+    from transforms.io import _pubsub_acks  # pylint: disable=import-outside-toplevel
+    with _LOCK:
+        for ledger in _LEDGERS.values():
+            _handed(ledger)
+    _pubsub_acks.read_committed()
+
+
+def _handed(ledger):
+    ledger.handed += 1
+    for point in ledger.fresh:
+        point[3] = ledger.handed
+    ledger.fresh = []
 
 
 def release(horizon, pending=None):
     """Every window closing by ``horizon`` (event time, seconds; inf at the
-    end of a run) has emitted its final pane and all it produced is written:
-    commit, per partition, up to the first record not yet final, where
-    nothing is pending downstream of the reads (``pending``, the earliest
-    timestamp pending, is inf or None)."""
+    end of a run) has emitted its final pane and all it produced is
+    written, and no element pending downstream of the reads is stamped at
+    or before ``pending`` (None: nothing is pending): commit, per partition, up
+    to the first record not yet final (its windows are not final, or what
+    its read emitted may still be pending: a record the job cannot date is
+    a dead letter once decoded), the horizon of Pub/Sub's
+    acknowledgements (transforms/io/_pubsub_acks.py) per partition."""
     due = []
     now = time.time()
-    # A Kafka checkpoint covers records it cannot date (dead letters once
-    # decoded): it is committed only when nothing is pending downstream.
-    quiet = pending is None or pending == float('inf')
+    told, pending = pending, float('inf') if pending is None else pending
     with _LOCK:
-        for ledger in (_LEDGERS.values() if quiet else ()):
+        for ledger in _LEDGERS.values():
+            if horizon == float('inf'):
+                _handed(ledger)
+                ledger.looked = ledger.handed
             moved = False
             for partition, points in ledger.checkpoints.items():
-                done = [p for p in points if p[1] <= horizon]
-                # Checkpoints are in offset order and "final at" only grows:
-                # the final ones are a prefix.
+                # Checkpoints are in offset order: a prefix of them is
+                # processed (handed over before the runner looked, nothing
+                # they emitted pending), and of that a prefix final ("final
+                # at" only grows).
+                processed = 0
+                for point in points:
+                    if point[3] is None or point[3] > ledger.looked or \
+                            point[2] > pending:
+                        break
+                    processed += 1
+                if processed:
+                    ledger.processed[partition] = max(
+                        ledger.processed.get(partition, 0),
+                        points[processed - 1][0])
+                done = 0
+                while done < processed and points[done][1] <= horizon:
+                    done += 1
                 if done:
-                    ledger.committable[partition] = done[-1][0]
-                    del points[:len(done)]
+                    ledger.committable[partition] = points[done - 1][0]
+                    del points[:done]
                     moved = True
             ledger.dirty = ledger.dirty or moved
             if ledger.horizon is not None and horizon <= ledger.horizon \
@@ -163,17 +216,21 @@ def release(horizon, pending=None):
             ledger.dirty = False
             offsets = [(p, offset, metadata(
                 horizon if horizon != float('inf') else COMPLETE, now,
-                ledger.read.get(p, offset)))
+                max(offset, ledger.processed.get(p, offset))))
                 for p, offset in sorted(ledger.committable.items())]
             due.append((ledger.commit, offsets))
     for commit, offsets in due:
         commit(offsets)
     for listener, _, _ in list(_LISTENERS):
-        listener(horizon, horizon if pending is None else pending)
+        listener(horizon, horizon if told is None else told)
 
 
 def prepare():
-    """The runner is about to take a horizon (see ``listen``)."""
+    """The runner is about to take a horizon: what reads handed over until
+    now is visible to it (see ``listen``)."""
+    with _LOCK:
+        for ledger in _LEDGERS.values():
+            ledger.looked = ledger.handed
     for _, _, on_prepare in list(_LISTENERS):
         on_prepare()
 
@@ -196,6 +253,8 @@ def tracking() -> bool:
 
 def forget():
     """Drop every ledger (a new run in this process)."""
+    from transforms import deadletter  # pylint: disable=import-outside-toplevel
+    deadletter.forget_origins()
     with _LOCK:
         _LEDGERS.clear()
         listeners = list(_LISTENERS)
