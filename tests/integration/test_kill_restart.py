@@ -144,8 +144,11 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         kafka, tmp_path, request, streaming, loaded, published_now):
     if loaded:
         request.getfixturevalue('cpu_load')
+    # Two records a second: the stream spans hours, so that windows turn
+    # final (end + 1h lateness) while it is read and offsets are committed
+    # mid-run, before some of the kills.
     uri = transforms_io.parse_uri(
-        f'synthetic://logs?events={EVENTS}&seed=11')
+        f'synthetic://logs?events={EVENTS}&seed=11&rate=2')
     records = list(synthetic.generate(uri).records())
     topic = fresh(kafka)
     if published_now:

@@ -165,3 +165,17 @@ def test_roll_back_removes_what_was_written_after_the_commit(tmp_path):
     assert final.exists() and dead_before.exists() and late_before.exists()
     assert not open_.exists() and not written_after.exists() and \
         not dead_after.exists()
+
+
+def test_a_commit_may_stop_inside_a_read_at_its_steps(ledger):
+    # A read that takes a partition's whole backlog tells where it stood
+    # on the way: the commit moves past the records that are final.
+    spec, commits = ledger
+    _kafka_commits.started(spec, 0, 0)
+    _kafka_commits.emitted(spec, 0, 3000, T0 + 500, stamped=T0,
+                           steps=[(1000, T0 + 10), (2000, T0 + 70)])
+    _handed_over()
+    _kafka_commits.release(T0 + 90, T0 + 100)
+    _, offset, meta = commits[-1][0]
+    assert offset == 1000
+    assert _kafka_commits.Resume.parse(offset, meta).read == 3000

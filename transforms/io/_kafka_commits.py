@@ -5,20 +5,29 @@ window has not emitted its final pane is lost with the process.  So a local
 Kafka read commits an offset only once every record before it is *final*:
 its windows have all emitted their final panes (event time past the window's
 end plus the allowed lateness, ``io.Context.final_at``) and everything they
-produced is written.  The runner tells when that holds (``release``, called
-by pipelines/local_runner.py when nothing is pending anywhere downstream of
-the reads): the horizon up to which windows are final.
+produced is written, and nothing its read emitted is still pending (a
+record the job cannot date is a dead letter once decoded).  The runner
+tells when that holds (``release``, called by pipelines/local_runner.py
+between bundles): the horizon up to which windows are final, and the
+earliest timestamp pending downstream of the reads; a read's checkpoint
+counts once the runner has committed the read's output (``read_committed``)
+before it looked (``prepare``).  Per partition, in offset order: the
+horizon of Pub/Sub's acknowledgements (_pubsub_acks.py).
 
 Each commit carries, per partition, metadata a restart needs::
 
     {"h": horizon (s), "t": wall-clock time of the commit (s),
-     "r": the partition's next offset read when the horizon was taken}
+     "r": the partition's processed position when the horizon was taken:
+          every record before it has its output written or in window state}
 
 A restart of the group then (``Resume``)
 
 * starts each partition at its committed offset, its watermark at ``h``;
 * skips a record before ``r`` whose windows were all final at ``h``: it is
   already in those final panes (counted ``filtered.replayed_final``);
+* skips a record the job cannot date whose dead letter the sink holds: the
+  dead letter names it (``deadletter.register_origin``; counted
+  ``filtered.replayed_dead_letter``);
 * finds later records of final windows late, as a run that had not stopped
   would have, and keeps them as dead letters;
 
@@ -31,8 +40,8 @@ the watermark and the windows use: the payload's where the job gives the
 source one (``io.Context.event_time``: a replay published now carries
 today's record timestamps), read for every record, else the Kafka record's
 timestamp.  A record the job cannot date is a dead letter written as soon
-as it is decoded: it holds no window open, and a restart skips it when it
-was read before ``r``.  A poll's records may travel as one block; a
+as it is decoded: it holds no window open, only the commit until its dead
+letter is written.  A poll's records may travel as one block; a
 checkpoint, and so a commit, covers whole blocks, committed only once all
 their records are final, and a restart reads a poll reaching back before
 ``r`` record by record.
@@ -123,23 +132,29 @@ def started(spec, partition, offset):
         ledger.committable.setdefault(partition, offset)
 
 
-def emitted(spec, partition, next_offset, newest_seconds, stamped=None):
+def emitted(spec, partition, next_offset, newest_seconds, stamped=None,
+            steps=()):
     """Records up to ``next_offset`` were emitted, the newest (by the event
     time the windows use) at ``newest_seconds`` (None: nothing new since the
-    last), the latest of them timestamped ``stamped`` (seconds; None:
-    unknown, the checkpoint waits until nothing at all is pending)."""
+    last), the latest value the read emitted timestamped ``stamped``
+    (seconds; None: it emitted none, all were skipped).  ``steps``:
+    ``(offset, newest)`` within the read, in offset order (the records
+    before ``offset`` are no newer than ``newest``), so that a commit may
+    stop inside a read (a read may take a whole partition's backlog)."""
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         final = ledger.final_at_max.get(partition, float('-inf'))
-        if newest_seconds is not None:
-            final = max(final, ledger.final_at(newest_seconds)
-                        if ledger.final_at else float('inf'))
-            ledger.final_at_max[partition] = final
+        stamped = float('-inf') if stamped is None else stamped + _AFTER
+        points = ledger.checkpoints.setdefault(partition, [])
+        for offset, newest in list(steps) + [(next_offset, newest_seconds)]:
+            if newest is not None:
+                final = max(final, ledger.final_at(newest)
+                            if ledger.final_at else float('inf'))
+            point = [offset, final, stamped, None]
+            points.append(point)
+            ledger.fresh.append(point)
+        ledger.final_at_max[partition] = final
         ledger.read[partition] = next_offset
-        point = [next_offset, final,
-                 float('inf') if stamped is None else stamped + _AFTER, None]
-        ledger.checkpoints.setdefault(partition, []).append(point)
-        ledger.fresh.append(point)
 
 
 # "Just after" a timestamp (see transforms/io/pubsub.py).

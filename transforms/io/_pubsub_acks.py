@@ -32,6 +32,11 @@ and a restart (``recover``, called before the run by pipelines/run.py)
 * skips a message delivered again whose id is in ``ids``: its final panes
   are written, its acknowledgement may not have reached the service
   (counted ``filtered.replayed_final``, and acknowledged);
+* skips a message delivered again whose dead letter the sink holds (its
+  only output, written before the kill but maybe well before its
+  acknowledgement: the dead letter carries the message id, see
+  ``deadletter.register_origin``; counted
+  ``filtered.replayed_dead_letter``, and acknowledged);
 * starts the watermark at ``h`` (windows final then stay closed) and holds
   it there until the killed run's leases have expired (the subscription's
   ack deadline, at least ``LEASE_SECONDS``), so that its messages, which

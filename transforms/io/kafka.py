@@ -537,6 +537,7 @@ class _ReadPartitionFn(beam.DoFn):
                 self._advance(watermark, resume.horizon, key)
         newest_read = None
         stamped = None            # the latest timestamp emitted
+        steps = []                # (offset, newest event time before it)
         with _BACKLOG_LOCK:
             last_record, newest = _LAST_RECORD.setdefault(key, (started, None))
             pending = _PENDING_COMMITS.pop(key, None)
@@ -594,6 +595,7 @@ class _ReadPartitionFn(beam.DoFn):
                         next_offset = last_offset + 1
                         self._read.inc(count)
                         if exact:
+                            steps.extend(_steps(messages, times, newest_read))
                             newest_read = _max_time(newest_read, times)
                             _register_undated(messages, times,
                                               spec.partition)
@@ -641,6 +643,9 @@ class _ReadPartitionFn(beam.DoFn):
                             self._read.inc()
                             self._replayed.inc()
                             continue
+                        if offset % STEP_RECORDS == 0 and offset and \
+                                newest_read is not None:
+                            steps.append((offset, newest_read))
                         newest_read = _max_time(newest_read, (event_time,))
                         if event_time is None and exact and \
                                 b'\n' not in value:
@@ -722,7 +727,7 @@ class _ReadPartitionFn(beam.DoFn):
             if final_only:
                 if next_offset is not None:
                     _kafka_commits.emitted(spec, spec.partition, next_offset,
-                                           newest_read, stamped)
+                                           newest_read, stamped, steps)
             elif next_offset is not None:
                 if finalizer is not None:
                     finalizer.register(
@@ -866,6 +871,27 @@ def _event_times(messages, event_time) -> np.ndarray:
     return np.array([np.nan if seconds is None else seconds for seconds in
                      (None if v is None else event_time(v) for v in values)],
                     np.float64)
+
+
+# A read tells the commit ledger where it stands every this many records.
+STEP_RECORDS = 256
+
+
+def _steps(messages, times, newest):
+    """``(offset, newest event time before it)`` every STEP_RECORDS
+    offsets of a poll read at once (``newest``: before the poll)."""
+    if not len(times):
+        return []
+    ahead = np.fmax.accumulate(times)
+    if newest is not None:
+        ahead = np.fmax(ahead, newest)
+    found = []
+    for index, message in enumerate(messages):
+        offset = message.offset()
+        if index and offset % STEP_RECORDS == 0 and \
+                ahead[index - 1] == ahead[index - 1]:
+            found.append((offset, float(ahead[index - 1])))
+    return found
 
 
 def _later(stamped, seconds):
