@@ -100,6 +100,7 @@ class _Commits:
                        for p in range(4)]
         self.at_kills = []        # committed when each kill came
         self.mid_run = 0          # commits seen while a run went on
+        self.seen = []            # every committed total seen
 
     def total(self):
         found = self._consumer.committed(self._parts, timeout=10)
@@ -114,6 +115,7 @@ class _Commits:
             now = self.total()
             if now != last:
                 self.mid_run += 1
+                self.seen.append(now)
                 last = now
         return last
 
@@ -122,7 +124,8 @@ class _Commits:
 
     def __str__(self):
         return (f'committed at the kills {self.at_kills}, '
-                f'{self.mid_run} commit advances seen while runs went on')
+                f'{self.mid_run} commit advances seen while runs went on '
+                f'({self.seen})')
 
 
 @pytest.fixture
@@ -180,9 +183,15 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
             kills += 1
             commits.at_kills.append(committed)
         job.wait()
+    # The last run, watched to its end: how far it commits before it ends.
+    with open(tmp_path / 'last.err', 'wb') as err:
+        job = subprocess.Popen(argv, cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=err)
+        commits.watch(job, 400)
+        job.wait(timeout=400)
+    last = subprocess.CompletedProcess(argv, job.returncode, b'',
+                                       (tmp_path / 'last.err').read_bytes())
     commits.close()
-    last = subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
-                          timeout=400, check=False)
     assert last.returncode == 0, last.stderr.decode()[-2000:]
 
     (got, expected, oracle, lost, twice, late, decode_dead, dead_missing,
