@@ -23,10 +23,12 @@ Each commit carries, per partition, metadata a restart needs::
 A restart of the group then (``Resume``)
 
 * starts each partition at its committed offset, its watermark at ``h``;
-* skips a record before ``r`` whose windows were all final at ``h``: it is
-  already in those final panes (counted ``filtered.replayed_final``);
-* skips a record the job cannot date whose dead letter the sink holds: the
-  dead letter names it (``deadletter.register_origin``; counted
+* skips a record before ``r`` whose windows were all final at ``h``, or
+  that the job cannot date: it is already in those final panes, or in the
+  dead letters (counted ``filtered.replayed_final``);
+* skips a later record the job cannot date whose dead letter the sink
+  holds (written after the look but before the kill): the dead letter
+  names it (``deadletter.register_origin``; counted
   ``filtered.replayed_dead_letter``);
 * finds later records of final windows late, as a run that had not stopped
   would have, and keeps them as dead letters;

@@ -629,19 +629,21 @@ class _ReadPartitionFn(beam.DoFn):
                         # written as soon as it is decoded.
                         event_time = _dated(times[index]) if exact \
                             else seconds
-                        if event_time is None and offset in dead_lettered:
-                            # Read before the restart, its dead letter
-                            # (its only output) is written.
-                            self._read.inc()
-                            self._replayed_dead.inc()
-                            continue
-                        if replaying and offset < resume.read and \
-                                event_time is not None and \
-                                self._final_at(event_time) <= resume.horizon:
-                            # Read before the restart, into windows whose
-                            # final panes were written: already counted.
+                        if replaying and offset < resume.read and (
+                                event_time is None or
+                                self._final_at(event_time) <= resume.horizon):
+                            # Processed before the restart, into windows
+                            # whose final panes were written (or into the
+                            # dead letters then): already counted.
                             self._read.inc()
                             self._replayed.inc()
+                            continue
+                        if event_time is None and offset in dead_lettered:
+                            # Read before the restart, after its last
+                            # commit's look: its dead letter (its only
+                            # output) is written.
+                            self._read.inc()
+                            self._replayed_dead.inc()
                             continue
                         if offset % STEP_RECORDS == 0 and offset and \
                                 newest_read is not None:
