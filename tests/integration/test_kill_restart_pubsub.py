@@ -7,7 +7,8 @@ a loaded machine too (a CPU-bound process runs beside it), in streaming and
 in bounded mode (``stop=idle``).  See transforms/io/_pubsub_acks.py.
 
 KILLS (environment, default 3) sets how many kills each case makes; the
-random moments come from a seed printed with the figures (pytest -s)."""
+random moments come from a seed printed with the figures (pytest -s; SEED
+(environment) plays the same moments again)."""
 import os
 import random
 import signal
@@ -82,7 +83,7 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     sink = tmp_path / 'out'
     argv = _job(f'pubsub://{subscription}?stop=idle:4s', sink, streaming)
     env = {**os.environ, 'PYTHONPATH': REPO}
-    seed = random.randrange(10**6)
+    seed = int(os.environ.get('SEED') or random.randrange(10**6))
     moments = random.Random(seed)
     state = _pubsub_acks.state_path(str(sink), subscription)
     kills = partial = 0

@@ -49,6 +49,7 @@ def test_an_offset_is_committed_once_every_record_before_it_is_final(ledger):
     assert (partition, offset) == (0, 110)
     resume = _kafka_commits.Resume.parse(offset, meta)
     assert resume.horizon == T0 + 90 and resume.read == 120
+    assert resume.processed == 120
     assert not resume.complete
     time.sleep(_kafka_commits.MIN_INTERVAL)
     _kafka_commits.release(float('inf'))              # the run ended
@@ -97,13 +98,15 @@ def test_a_commit_waits_for_what_the_read_emitted_and_its_hand_over(ledger):
     _kafka_commits.release(T0 + 90, T0 + 3)
     _, offset, meta = commits[-1][0]
     assert offset == 10
-    assert _kafka_commits.Resume.parse(offset, meta).read == 10
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert (resume.read, resume.processed) == (30, 10)
     _handed_over()
     time.sleep(_kafka_commits.MIN_INTERVAL)
     _kafka_commits.release(T0 + 90, T0 + 50)         # pending, but later
     _, offset, meta = commits[-1][0]
     assert offset == 30
-    assert _kafka_commits.Resume.parse(offset, meta).read == 30
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert (resume.read, resume.processed) == (30, 30)
 
 
 def test_a_dead_letter_names_the_registered_message_it_came_from(tmp_path):
@@ -178,4 +181,5 @@ def test_a_commit_may_stop_inside_a_read_at_its_steps(ledger):
     _kafka_commits.release(T0 + 90, T0 + 100)
     _, offset, meta = commits[-1][0]
     assert offset == 1000
-    assert _kafka_commits.Resume.parse(offset, meta).read == 3000
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert (resume.read, resume.processed) == (3000, 3000)

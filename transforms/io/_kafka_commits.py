@@ -17,15 +17,17 @@ horizon of Pub/Sub's acknowledgements (_pubsub_acks.py).
 Each commit carries, per partition, metadata a restart needs::
 
     {"h": horizon (s), "t": wall-clock time of the commit (s),
-     "r": the partition's processed position when the horizon was taken:
-          every record before it has its output written or in window state}
+     "r": the partition's next offset read when the horizon was taken,
+     "p": its processed position then (where below "r"): every record
+          before it has its output written or in window state}
 
 A restart of the group then (``Resume``)
 
 * starts each partition at its committed offset, its watermark at ``h``;
-* skips a record before ``r`` whose windows were all final at ``h``, or
-  that the job cannot date: it is already in those final panes, or in the
-  dead letters (counted ``filtered.replayed_final``);
+* skips a record before ``r`` whose windows were all final at ``h``: it
+  is already in those final panes; and one before ``p`` that the job
+  cannot date: it is in the dead letters (counted
+  ``filtered.replayed_final``);
 * skips a later record the job cannot date whose dead letter the sink
   holds (written after the look but before the kill): the dead letter
   names it (``deadletter.register_origin``; counted
@@ -68,6 +70,8 @@ class Resume(typing.NamedTuple):
     horizon: float            # windows closing by then were final
     committed_at: float       # wall-clock time of that commit
     read: int                 # the next offset read when it was taken
+    # before it, every record's output is written or in window state
+    processed: int = None
 
     @property
     def complete(self) -> bool:
@@ -78,15 +82,18 @@ class Resume(typing.NamedTuple):
     def parse(offset, metadata):
         try:
             found = json.loads(metadata or '')
+            read = int(found['r'])
             return Resume(offset, float(found['h']), float(found['t']),
-                          int(found['r']))
+                          read, int(found.get('p', read)))
         except (ValueError, KeyError, TypeError):
             return None
 
 
-def metadata(horizon, committed_at, read) -> str:
-    return json.dumps({'h': horizon, 't': committed_at, 'r': read},
-                      separators=(',', ':'))
+def metadata(horizon, committed_at, read, processed=None) -> str:
+    found = {'h': horizon, 't': committed_at, 'r': read}
+    if processed is not None and processed != read:
+        found['p'] = processed
+    return json.dumps(found, separators=(',', ':'))
 
 
 class _Ledger:
@@ -233,6 +240,7 @@ def release(horizon, pending=None):
             ledger.dirty = False
             offsets = [(p, offset, metadata(
                 horizon if horizon != float('inf') else COMPLETE, now,
+                ledger.read.get(p, offset),
                 max(offset, ledger.processed.get(p, offset))))
                 for p, offset in sorted(ledger.committable.items())]
             due.append((ledger.commit, offsets))

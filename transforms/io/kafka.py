@@ -629,12 +629,14 @@ class _ReadPartitionFn(beam.DoFn):
                         # written as soon as it is decoded.
                         event_time = _dated(times[index]) if exact \
                             else seconds
-                        if replaying and offset < resume.read and (
-                                event_time is None or
-                                self._final_at(event_time) <= resume.horizon):
-                            # Processed before the restart, into windows
-                            # whose final panes were written (or into the
-                            # dead letters then): already counted.
+                        if replaying and (
+                                offset < resume.processed
+                                if event_time is None else
+                                offset < resume.read and self._final_at(
+                                    event_time) <= resume.horizon):
+                            # Read before the restart, into windows whose
+                            # final panes were written (or processed into
+                            # the dead letters then): already counted.
                             self._read.inc()
                             self._replayed.inc()
                             continue
