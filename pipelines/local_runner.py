@@ -123,7 +123,7 @@ from apache_beam.transforms import userstate
 from apache_beam.utils import counters
 
 from transforms import windows
-from transforms.io import _kafka_commits, _pubsub_acks
+from transforms.io import _kafka_commits
 
 _INSTALLED = '_realtime_pipelines_fresh_sampler'
 
@@ -837,8 +837,8 @@ def _stuck(evaluation_context) -> str:
 
 def _install_read_commits():
     """A splittable read's output is handed over when the runner commits
-    its bundle: the Pub/Sub ledger learns it then (its messages may be
-    acknowledged once final).  Knowing it only when the next read started
+    its bundle: the Kafka and Pub/Sub ledgers learn it then (its offsets
+    may be committed, its messages acknowledged, once final).  Knowing it only when the next read started
     was too late once reads wait for the steps after them: what a read's
     messages produced (dead letters) could be written before an
     acknowledgement of earlier messages while they were still held, and a
@@ -855,7 +855,7 @@ def _install_read_commits():
         applied = getattr(transform_executor, '_applied_ptransform', None)
         if applied is not None and isinstance(
                 applied.transform, sdf_direct_runner.ProcessElements):
-            _pubsub_acks.read_committed()
+            _kafka_commits.read_committed()
         return committed
 
     setattr(handle_result, _INSTALLED, True)

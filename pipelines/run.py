@@ -182,6 +182,7 @@ def _recover(args, job, final_at, out):
     after the group's last commit, or the subscription's last
     acknowledgement (it is written again), see
     transforms/io/_kafka_commits.py and transforms/io/_pubsub_acks.py."""
+    from transforms import deadletter  # pylint: disable=import-outside-toplevel
     from transforms.io import _windowed_files, kafka, pubsub  # pylint: disable=import-outside-toplevel
     source = io.parse_uri(args.source)
     if source.scheme == 'kafka':
@@ -205,6 +206,17 @@ def _recover(args, job, final_at, out):
     if removed:
         out.write(f'{args.source}: resuming the last commit; removed '
                   f'{removed} file(s) written after it (written again)\n')
+    # The dead letters still there after the roll-back name the messages
+    # (records) they came from: those are not dead-lettered again.
+    tags = set()
+    for uri in {args.dead_letter or args.sink}:
+        sink = io.parse_uri(uri)
+        if sink.scheme in ('parquet', 'jsonl') and '://' not in sink.location:
+            tags |= deadletter.origins_written(sink.location, args.source)
+    if source.scheme == 'kafka':
+        kafka.dead_lettered(source, job, tags)
+    else:
+        pubsub.dead_lettered(source, tags)
 
 
 def start(job_module, argv, out=sys.stdout):

@@ -6,6 +6,8 @@ it was read, the stage that refused it, a one-line reason and the processing
 time, so that it can be inspected and replayed.  Nothing is ever dropped
 silently.
 """
+import collections
+import threading
 import time
 import typing
 
@@ -49,9 +51,91 @@ def one_line(reason: str) -> str:
 
 
 def dead_letter(raw, stage: str, reason: str, source: str = '') -> DeadLetter:
+    raw = to_bytes(raw)
+    if _ORIGINS and source:
+        tag = _claim_origin(raw)
+        if tag is not None:
+            source = f'{source}#{tag}'
     return DeadLetter(
-        raw=to_bytes(raw),
+        raw=raw,
         stage=stage,
         reason=one_line(reason),
         error_time=Timestamp.of(time.time()),
         source=source)
+
+
+# Where a dead letter came from, for a local read that resumes after a kill
+# (transforms/io/_pubsub_acks.py, _kafka_commits.py): a read registers the
+# payloads it hands on that the job cannot date (each one a decode dead
+# letter once decoded) with a tag naming the message or record
+# ('message=ID', 'partition=P&offset=O'); the dead letter made of that
+# payload carries the tag after the source URI ('URI#message=ID'), so that
+# a restart finds in the dead-letter files which of the messages delivered
+# again were dead-lettered already.  Equal payloads take their tags in the
+# order they were registered.  Empty unless a local read registers some.
+_ORIGINS = {}                   # raw payload -> deque of tags
+_ORIGINS_LOCK = threading.Lock()
+
+
+def register_origin(raw: bytes, tag: str) -> None:
+    with _ORIGINS_LOCK:
+        _ORIGINS.setdefault(raw, collections.deque()).append(tag)
+
+
+def forget_origins(pairs=None) -> None:
+    """Drops the tags of ``(raw, tag)`` pairs (their messages were
+    acknowledged), or all of them (None: a new run)."""
+    with _ORIGINS_LOCK:
+        if pairs is None:
+            _ORIGINS.clear()
+            return
+        for raw, tag in pairs:
+            tags = _ORIGINS.get(raw)
+            if tags is None:
+                continue
+            try:
+                tags.remove(tag)
+            except ValueError:
+                continue
+            if not tags:
+                del _ORIGINS[raw]
+
+
+def _claim_origin(raw: bytes):
+    with _ORIGINS_LOCK:
+        tags = _ORIGINS.get(raw)
+        if not tags:
+            return None
+        tag = tags.popleft()
+        if not tags:
+            del _ORIGINS[raw]
+        return tag
+
+
+def origins_written(directory: str, source: str,
+                    table: str = 'dead_letter') -> set:
+    """The tags of the dead letters from ``source`` (its URI text) written
+    under ``directory``'s ``table`` (Parquet or JSON-lines files)."""
+    import json  # pylint: disable=import-outside-toplevel
+    import pathlib  # pylint: disable=import-outside-toplevel
+    prefix = f'{source}#'
+    found = set()
+    root = pathlib.Path(directory) / table
+    if not root.is_dir():
+        return found
+    for path in root.rglob('*'):
+        if not path.is_file() or '.tmp-' in path.name:
+            continue
+        if path.suffix == '.parquet':
+            import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+            sources = pq.read_table(path, columns=['source']).column(
+                'source').to_pylist()
+        elif path.suffix == '.jsonl':
+            with open(path, encoding='utf-8') as f:
+                sources = [json.loads(line).get('source')
+                           for line in f if line.strip()]
+        else:
+            continue
+        found.update(s[len(prefix):] for s in sources
+                     if s and s.startswith(prefix))
+    return found

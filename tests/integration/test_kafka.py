@@ -585,3 +585,59 @@ def test_a_paced_live_stream_gets_early_panes_and_prompt_on_time_panes(
         # Printed for the record (pytest -s).
         print(f'\n[{start}, {end}): {len(early)} EARLY panes while open, '
               f'ON_TIME {late_by:.2f} s after the closing record')
+
+
+def test_a_restart_skips_records_whose_dead_letters_were_written(
+        kafka, tmp_path):
+    """A killed run had written the dead letters of records it could not
+    date, read after its last commit's look (each dead letter naming its
+    partition and offset after the source URI): the restart finds them in
+    the sink and skips those records (counted
+    filtered.replayed_dead_letter), dead-letters the others, and every
+    undatable payload is in the dead letters once."""
+    import collections
+    import time
+    import confluent_kafka
+    from transforms import deadletter
+    from transforms.io import _kafka_commits, parquet
+    records = list(synthetic.generate(transforms_io.parse_uri(
+        'synthetic://logs?events=600&seed=3')).records())
+    bad = [b'not a log line', b'not a log line', b'{"no": "time"}', b'']
+    stream = records[:300] + [(T0 + 300, p) for p in bad] + records[300:]
+    topic = fresh(kafka, partitions=1)
+    produce(kafka, topic, stream)
+    group = 'dead-lettered'
+    consumer = confluent_kafka.Consumer({'bootstrap.servers': kafka.brokers,
+                                         'group.id': group})
+    try:
+        # The last commit: offset 0, nothing final, nothing processed;
+        # taken a minute from now (the dead letters below predate it).
+        consumer.commit(offsets=[confluent_kafka.TopicPartition(
+            topic, 0, 0, metadata=_kafka_commits.metadata(
+                T0 - 3600, time.time() + 60, 0))], asynchronous=False)
+    finally:
+        consumer.close()
+    source = f'kafka://{kafka.brokers}/{topic}?group={group}&stop=idle:2s'
+    folder = tmp_path / 'out' / 'dead_letter' / 'unwindowed'
+    folder.mkdir(parents=True)
+    written = [deadletter.dead_letter(
+        stream[offset][1], 'decode.logs', 'refused',
+        f'{source}#partition=0&offset={offset}') for offset in (300, 302)]
+    (folder / 'dead_letter-killed.parquet').write_bytes(
+        parquet.encode_parquet(written, deadletter.DeadLetter))
+    summary = run.run(logs, [
+        '--source', source, '--streaming', '--sink',
+        f'parquet://{tmp_path}/out', '--trigger',
+        'late=1,lateness=1h,accumulating', '--no-summary'])
+    assert summary['filters'] == {'replayed_dead_letter': 2}
+    assert summary['read'] == len(stream) and summary['balanced']
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(p for _, p in stream) + b'\n')
+    run.run(logs, ['--source', f'file://{replay}', '--sink',
+                   f'parquet://{tmp_path}/replay', '--no-summary'])
+
+    def dead(directory):
+        table = ds.dataset(f'{directory}/dead_letter').to_table().to_pandas()
+        return collections.Counter(table.raw)
+    assert dead(tmp_path / 'out') == dead(tmp_path / 'replay')
+    assert dead(tmp_path / 'out')[b'not a log line'] == 2

@@ -8,7 +8,9 @@ dated 2026-01-01: the windows, the watermark and the commits follow the
 payloads).
 
 KILLS (environment, default 3) sets how many kills each case makes; the
-random moments come from a seed printed with the figures (pytest -s)."""
+random moments come from a seed printed with the figures (pytest -s; SEED
+(environment) plays the same moments again)."""
+import collections
 import os
 import random
 import signal
@@ -62,7 +64,8 @@ def _against_replay(sink, records, tmp_path):
     """What the killed and restarted runs wrote to ``sink`` against a file
     replay of the same ``records``: (final panes got, final panes expected,
     the replay's summary, records lost, records counted twice, late dead
-    letters, decode dead letters)."""
+    letters, decode dead letters, dead letters' payloads missing and
+    payloads written twice, each as a multiset against the replay's)."""
     replay = tmp_path / 'all.log'
     replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
     oracle = run.run(logs, ['--source', f'file://{replay}', '--sink',
@@ -75,7 +78,59 @@ def _against_replay(sink, records, tmp_path):
     dead = _rows(sink, 'dead_letter')
     late = 0 if dead is None else int((dead.stage == 'window.late').sum())
     decode_dead = 0 if dead is None else len(dead) - late
-    return got, expected, oracle, lost, twice, late, decode_dead
+    written = collections.Counter() if dead is None else collections.Counter(
+        dead[dead.stage != 'window.late'].raw)
+    replayed = _rows(tmp_path / 'replay', 'dead_letter')
+    wanted = collections.Counter() if replayed is None else \
+        collections.Counter(replayed.raw)
+    assert sum(wanted.values()) == oracle['dead_lettered']
+    return (got, expected, oracle, lost, twice, late, decode_dead,
+            wanted - written, written - wanted)
+
+
+class _Commits:
+    """The group's committed offsets (summed over the partitions), looked
+    at while a run goes on: how far commits advance before each kill."""
+
+    def __init__(self, kafka, topic, group):
+        import confluent_kafka
+        self._consumer = confluent_kafka.Consumer({
+            'bootstrap.servers': kafka.brokers, 'group.id': group,
+            'enable.auto.commit': False})
+        self._parts = [confluent_kafka.TopicPartition(topic, p)
+                       for p in range(4)]
+        self.at_kills = []        # committed when each kill came
+        self.mid_run = 0          # commits seen while a run went on
+        self.seen = []            # every committed total seen
+        self.start = 0            # committed when the current run started
+
+    def total(self):
+        found = self._consumer.committed(self._parts, timeout=10)
+        return sum(max(0, tp.offset) for tp in found)
+
+    def watch(self, job, seconds, until_advance=False):
+        """Waits ``seconds`` (or until ``job`` ends, or with
+        ``until_advance`` until the run has committed), noting each
+        advance."""
+        last = self.total()
+        deadline = time.monotonic() + seconds
+        while job.poll() is None and time.monotonic() < deadline and \
+                not (until_advance and last > self.start):
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            now = self.total()
+            if now != last:
+                self.mid_run += 1
+                self.seen.append(now)
+                last = now
+        return last
+
+    def close(self):
+        self._consumer.close()
+
+    def __str__(self):
+        return (f'committed at the kills {self.at_kills}, '
+                f'{self.mid_run} commit advances seen while runs went on '
+                f'({self.seen})')
 
 
 @pytest.fixture
@@ -97,8 +152,11 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         kafka, tmp_path, request, streaming, loaded, published_now):
     if loaded:
         request.getfixturevalue('cpu_load')
+    # Two records a second: the stream spans hours, so that windows turn
+    # final (end + 1h lateness) while it is read and offsets are committed
+    # mid-run, before some of the kills.
     uri = transforms_io.parse_uri(
-        f'synthetic://logs?events={EVENTS}&seed=11')
+        f'synthetic://logs?events={EVENTS}&seed=11&rate=2')
     records = list(synthetic.generate(uri).records())
     topic = fresh(kafka)
     if published_now:
@@ -113,33 +171,53 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     source = f'kafka://{kafka.brokers}/{topic}?group=kills&stop=idle:4s'
     argv = _job(source, sink, streaming)
     env = {**os.environ, 'PYTHONPATH': REPO}
-    seed = random.randrange(10**6)
+    seed = int(os.environ.get('SEED') or random.randrange(10**6))
     moments = random.Random(seed)
     kills = 0
-    for _ in range(KILLS):
+    commits = _Commits(kafka, topic, 'kills')
+    for attempt in range(KILLS):
+        commits.start = commits.total()
         job = subprocess.Popen(argv, cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-        # A run lasts about 8 s on an idle machine (start-up, a read of
-        # well under a second, stop=idle:4s); a kill later than that finds
-        # it ended.
-        time.sleep(moments.uniform(2.0, 8.0))
+        if attempt % 2:
+            # Once this run has committed offsets of its own (mid-run),
+            # at once: the restart then resumes mid-stream.
+            committed = commits.watch(job, 60, until_advance=True)
+            time.sleep(moments.uniform(0.0, 0.3))
+        else:
+            # A run lasts about 10 s on an idle machine (start-up, a read
+            # of a second, the windows' processing, stop=idle:4s); a kill
+            # later than that finds it ended.
+            committed = commits.watch(job, moments.uniform(2.0, 8.0))
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
             kills += 1
+            commits.at_kills.append(committed)
         job.wait()
-    last = subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
-                          timeout=400, check=False)
+    # The last run, watched to its end: how far it commits before it ends.
+    with open(tmp_path / 'last.err', 'wb') as err:
+        job = subprocess.Popen(argv, cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=err)
+        commits.watch(job, 400)
+        job.wait(timeout=400)
+    last = subprocess.CompletedProcess(argv, job.returncode, b'',
+                                       (tmp_path / 'last.err').read_bytes())
+    commits.close()
     assert last.returncode == 0, last.stderr.decode()[-2000:]
 
-    got, expected, oracle, lost, twice, late, decode_dead = _against_replay(
-        sink, records, tmp_path)
+    (got, expected, oracle, lost, twice, late, decode_dead, dead_missing,
+     dead_twice) = _against_replay(sink, records, tmp_path)
     print(f'\nkill test ({request.node.callspec.id}, seed {seed}): {kills} '
           f'kills, {len(records)} records, {len(expected)} windows; lost '
           f'{lost}, counted twice {twice}; dead letters {decode_dead} '
-          f'(replay {oracle["dead_lettered"]}), late {late}')
+          f'(replay {oracle["dead_lettered"]}; missing '
+          f'{sum(dead_missing.values())}, twice {sum(dead_twice.values())})'
+          f', late {late}; {commits}')
     assert kills >= 1
     assert lost == 0 and twice == 0
     assert got == expected
     assert late == 0
+    # Dead letters exactly once too: the replay's, payload by payload.
+    assert not dead_missing and not dead_twice
     assert decode_dead == oracle['dead_lettered']

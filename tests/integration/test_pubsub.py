@@ -258,3 +258,60 @@ def test_a_restart_skips_messages_whose_final_panes_were_written(
                        f'parquet://{tmp_path}/replay', '--no-summary'])
     expected = _final_panes(tmp_path / 'replay')
     assert expected and _final_panes(sink) == expected
+
+
+def test_a_restart_skips_messages_whose_dead_letters_were_written(
+        pubsub, tmp_path):
+    """A killed run had written the dead letters of some messages it could
+    not date (each naming its message id after the source URI) but not yet
+    acknowledged them: the restart finds those dead letters in the sink,
+    skips the messages when they come again (counted
+    filtered.replayed_dead_letter) and dead-letters the others: every
+    undatable payload is in the dead letters once."""
+    import collections
+    import pyarrow.dataset as ds
+    from google.cloud import pubsub_v1
+    from pipelines import logs
+    from transforms import deadletter
+    from transforms.io import _pubsub_acks, parquet, synthetic
+    records = list(synthetic.generate(transforms_io.parse_uri(
+        'synthetic://logs?events=600&seed=3')).records())
+    bad = [b'not a log line', b'not a log line', b'{"no": "time"}', b'']
+    payloads = [payload for _, payload in records] + bad
+    topic = pubsub.topic(f'dead-{next(_names)}')
+    sub = pubsub.subscription(topic, f'dead-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    publisher = pubsub_v1.PublisherClient()
+    futures = [publisher.publish(topic, p, seq=str(i))
+               for i, p in enumerate(payloads)]
+    ids = [future.result(30) for future in futures]
+    source = f'pubsub://{sub}?stop=idle:2s'
+    sink = tmp_path / 'out'
+    folder = sink / 'dead_letter' / 'unwindowed'
+    folder.mkdir(parents=True)
+    # Written by the killed run: one of the two equal lines, and the
+    # undatable JSON object.
+    written = [deadletter.dead_letter(
+        payloads[i], 'decode.logs', 'refused', f'{source}#message={ids[i]}')
+        for i in (len(records), len(records) + 2)]
+    (folder / 'dead_letter-killed.parquet').write_bytes(
+        parquet.encode_parquet(written, deadletter.DeadLetter))
+    with open(_pubsub_acks.state_path(str(sink), sub), 'w',
+              encoding='utf-8') as f:
+        f.write(orjson.dumps({'h': T0 - 3600, 't': time.time() + 60,
+                              'ids': [], 'ended': False}).decode())
+    summary = job_run.run(logs, [
+        '--source', source, '--streaming', '--sink', f'parquet://{sink}',
+        '--trigger', 'late=1,lateness=1h,accumulating', '--no-summary'])
+    assert summary['filters'] == {'replayed_dead_letter': 2}
+    assert summary['read'] == len(payloads) and summary['balanced']
+    replay = tmp_path / 'all.log'
+    replay.write_bytes(b'\n'.join(payloads) + b'\n')
+    job_run.run(logs, ['--source', f'file://{replay}', '--sink',
+                       f'parquet://{tmp_path}/replay', '--no-summary'])
+
+    def dead(directory):
+        table = ds.dataset(f'{directory}/dead_letter').to_table().to_pandas()
+        return collections.Counter(table.raw)
+    assert dead(sink) == dead(tmp_path / 'replay')
+    assert dead(sink)[b'not a log line'] == 2

@@ -39,6 +39,7 @@ def test_an_offset_is_committed_once_every_record_before_it_is_final(ledger):
     _kafka_commits.started(spec, 0, 100)
     _kafka_commits.emitted(spec, 0, 110, T0 + 10)     # window [T0, T0+60)
     _kafka_commits.emitted(spec, 0, 120, T0 + 70)     # window [T0+60, ...)
+    _handed_over()
     _kafka_commits.release(T0 + 89)                   # nothing final yet
     (offsets,) = commits[-1:]
     assert [(p, o) for p, o, _ in offsets] == [(0, 100)]
@@ -48,6 +49,7 @@ def test_an_offset_is_committed_once_every_record_before_it_is_final(ledger):
     assert (partition, offset) == (0, 110)
     resume = _kafka_commits.Resume.parse(offset, meta)
     assert resume.horizon == T0 + 90 and resume.read == 120
+    assert resume.processed == 120
     assert not resume.complete
     time.sleep(_kafka_commits.MIN_INTERVAL)
     _kafka_commits.release(float('inf'))              # the run ended
@@ -63,8 +65,76 @@ def test_a_late_record_keeps_the_commit_behind_the_latest_window(ledger):
     _kafka_commits.started(spec, 0, 0)
     _kafka_commits.emitted(spec, 0, 5, T0 + 70)
     _kafka_commits.emitted(spec, 0, 6, T0 + 1)        # late
+    _handed_over()
     _kafka_commits.release(T0 + 90)
     assert commits[-1][0][1] == 0
+
+
+def _handed_over():
+    """The runner committed the reads' bundles, then looks for final
+    records."""
+    _kafka_commits.read_committed()
+    _kafka_commits.prepare()
+
+
+def test_a_commit_waits_for_what_the_read_emitted_and_its_hand_over(ledger):
+    # Final windows are not enough: a record whose read's output is not yet
+    # handed over, or whose output (a dead letter, say) may still be
+    # pending downstream, is not committed, nor counted as read before the
+    # commit.  Commits no longer wait until nothing at all is pending.
+    spec, commits = ledger
+    _kafka_commits.started(spec, 0, 0)
+    _kafka_commits.emitted(spec, 0, 10, T0 + 10, stamped=T0)
+    _kafka_commits.emitted(spec, 0, 20, T0 + 20, stamped=T0 + 5)
+    _kafka_commits.prepare()                          # not handed over yet
+    _kafka_commits.release(T0 + 90, T0 + 100)
+    assert [o for _, o, _ in commits[-1]] == [0]
+    _kafka_commits.read_committed()
+    _kafka_commits.emitted(spec, 0, 30, T0 + 30, stamped=T0 + 6)
+    _kafka_commits.prepare()                          # 30: not handed over
+    time.sleep(_kafka_commits.MIN_INTERVAL)
+    # Something stamped T0+3 is pending: only the first read's output is
+    # surely written.
+    _kafka_commits.release(T0 + 90, T0 + 3)
+    _, offset, meta = commits[-1][0]
+    assert offset == 10
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert (resume.read, resume.processed) == (30, 10)
+    _handed_over()
+    time.sleep(_kafka_commits.MIN_INTERVAL)
+    _kafka_commits.release(T0 + 90, T0 + 50)         # pending, but later
+    _, offset, meta = commits[-1][0]
+    assert offset == 30
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert (resume.read, resume.processed) == (30, 30)
+
+
+def test_a_dead_letter_names_the_registered_message_it_came_from(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from transforms import deadletter
+    _kafka_commits.forget()
+    deadletter.register_origin(b'bad', 'message=1')
+    deadletter.register_origin(b'bad', 'message=2')
+    deadletter.register_origin(b'acked', 'message=3')
+    deadletter.forget_origins([(b'acked', 'message=3')])
+    made = [deadletter.dead_letter(raw, 'decode', 'why', 'pubsub://s')
+            for raw in (b'bad', b'other', b'acked', b'bad', b'bad')]
+    assert [d.source for d in made] == [
+        'pubsub://s#message=1', 'pubsub://s', 'pubsub://s',
+        'pubsub://s#message=2', 'pubsub://s']
+    folder = tmp_path / 'dead_letter' / 'unwindowed'
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({'source': [d.source for d in made[:2]]}),
+                   folder / 'a.parquet')
+    (folder / 'b.jsonl').write_text(
+        '{"source": "pubsub://s#message=2"}\n'
+        '{"source": "pubsub://other#message=9"}\n')
+    assert deadletter.origins_written(str(tmp_path), 'pubsub://s') == {
+        'message=1', 'message=2'}
+    _kafka_commits.forget()                # a new run forgets them
+    assert deadletter.dead_letter(b'bad', 'decode', 'why', 'pubsub://s') \
+        .source == 'pubsub://s'
 
 
 def test_garbage_metadata_is_no_resume():
@@ -98,3 +168,18 @@ def test_roll_back_removes_what_was_written_after_the_commit(tmp_path):
     assert final.exists() and dead_before.exists() and late_before.exists()
     assert not open_.exists() and not written_after.exists() and \
         not dead_after.exists()
+
+
+def test_a_commit_may_stop_inside_a_read_at_its_steps(ledger):
+    # A read that takes a partition's whole backlog tells where it stood
+    # on the way: the commit moves past the records that are final.
+    spec, commits = ledger
+    _kafka_commits.started(spec, 0, 0)
+    _kafka_commits.emitted(spec, 0, 3000, T0 + 500, stamped=T0,
+                           steps=[(1000, T0 + 10), (2000, T0 + 70)])
+    _handed_over()
+    _kafka_commits.release(T0 + 90, T0 + 100)
+    _, offset, meta = commits[-1][0]
+    assert offset == 1000
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert (resume.read, resume.processed) == (3000, 3000)

@@ -5,20 +5,33 @@ window has not emitted its final pane is lost with the process.  So a local
 Kafka read commits an offset only once every record before it is *final*:
 its windows have all emitted their final panes (event time past the window's
 end plus the allowed lateness, ``io.Context.final_at``) and everything they
-produced is written.  The runner tells when that holds (``release``, called
-by pipelines/local_runner.py when nothing is pending anywhere downstream of
-the reads): the horizon up to which windows are final.
+produced is written, and nothing its read emitted is still pending (a
+record the job cannot date is a dead letter once decoded).  The runner
+tells when that holds (``release``, called by pipelines/local_runner.py
+between bundles): the horizon up to which windows are final, and the
+earliest timestamp pending downstream of the reads; a read's checkpoint
+counts once the runner has committed the read's output (``read_committed``)
+before it looked (``prepare``).  Per partition, in offset order: the
+horizon of Pub/Sub's acknowledgements (_pubsub_acks.py).
 
 Each commit carries, per partition, metadata a restart needs::
 
     {"h": horizon (s), "t": wall-clock time of the commit (s),
-     "r": the partition's next offset read when the horizon was taken}
+     "r": the partition's next offset read when the horizon was taken,
+     "p": its processed position then (where below "r"): every record
+          before it has its output written or in window state}
 
 A restart of the group then (``Resume``)
 
 * starts each partition at its committed offset, its watermark at ``h``;
-* skips a record before ``r`` whose windows were all final at ``h``: it is
-  already in those final panes (counted ``filtered.replayed_final``);
+* skips a record before ``r`` whose windows were all final at ``h``: it
+  is already in those final panes; and one before ``p`` that the job
+  cannot date: it is in the dead letters (counted
+  ``filtered.replayed_final``);
+* skips a later record the job cannot date whose dead letter the sink
+  holds (written after the look but before the kill): the dead letter
+  names it (``deadletter.register_origin``; counted
+  ``filtered.replayed_dead_letter``);
 * finds later records of final windows late, as a run that had not stopped
   would have, and keeps them as dead letters;
 
@@ -31,8 +44,8 @@ the watermark and the windows use: the payload's where the job gives the
 source one (``io.Context.event_time``: a replay published now carries
 today's record timestamps), read for every record, else the Kafka record's
 timestamp.  A record the job cannot date is a dead letter written as soon
-as it is decoded: it holds no window open, and a restart skips it when it
-was read before ``r``.  A poll's records may travel as one block; a
+as it is decoded: it holds no window open, only the commit until its dead
+letter is written.  A poll's records may travel as one block; a
 checkpoint, and so a commit, covers whole blocks, committed only once all
 their records are final, and a restart reads a poll reaching back before
 ``r`` record by record.
@@ -57,6 +70,8 @@ class Resume(typing.NamedTuple):
     horizon: float            # windows closing by then were final
     committed_at: float       # wall-clock time of that commit
     read: int                 # the next offset read when it was taken
+    # before it, every record's output is written or in window state
+    processed: int = None
 
     @property
     def complete(self) -> bool:
@@ -67,15 +82,18 @@ class Resume(typing.NamedTuple):
     def parse(offset, metadata):
         try:
             found = json.loads(metadata or '')
+            read = int(found['r'])
             return Resume(offset, float(found['h']), float(found['t']),
-                          int(found['r']))
+                          read, int(found.get('p', read)))
         except (ValueError, KeyError, TypeError):
             return None
 
 
-def metadata(horizon, committed_at, read) -> str:
-    return json.dumps({'h': horizon, 't': committed_at, 'r': read},
-                      separators=(',', ':'))
+def metadata(horizon, committed_at, read, processed=None) -> str:
+    found = {'h': horizon, 't': committed_at, 'r': read}
+    if processed is not None and processed != read:
+        found['p'] = processed
+    return json.dumps(found, separators=(',', ':'))
 
 
 class _Ledger:
@@ -83,10 +101,19 @@ class _Ledger:
         self.spec = spec
         self.final_at = final_at
         self.commit = commit          # [(partition, offset, metadata)] -> None
-        self.checkpoints = {}         # partition -> [(next offset, final at)]
+        # partition -> [[next offset, final at, stamped (the latest
+        # timestamp of what the read emitted), handed over (the number of
+        # the runner's commit of a read that found it; None: not yet)]]
+        self.checkpoints = {}
+        self.fresh = []               # checkpoints not yet handed over
         self.final_at_max = {}        # partition -> latest final_at so far
         self.read = {}                # partition -> next offset read
+        # partition -> the offset before which every record's output is
+        # written or in window state (nothing of it pending)
+        self.processed = {}
         self.committable = {}         # partition -> offset
+        self.handed = 0               # the runner's commits of reads so far
+        self.looked = 0               # those before the runner's last look
         self.horizon = None
         self.committed_at = 0.0
         self.dirty = False
@@ -110,46 +137,96 @@ def started(spec, partition, offset):
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         ledger.read.setdefault(partition, offset)
+        ledger.processed.setdefault(partition, offset)
         ledger.committable.setdefault(partition, offset)
 
 
-def emitted(spec, partition, next_offset, newest_seconds):
+def emitted(spec, partition, next_offset, newest_seconds, stamped=None,
+            steps=()):
     """Records up to ``next_offset`` were emitted, the newest (by the event
     time the windows use) at ``newest_seconds`` (None: nothing new since the
-    last)."""
+    last), the latest value the read emitted timestamped ``stamped``
+    (seconds; None: it emitted none, all were skipped).  ``steps``:
+    ``(offset, newest)`` within the read, in offset order (the records
+    before ``offset`` are no newer than ``newest``), so that a commit may
+    stop inside a read (a read may take a whole partition's backlog)."""
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         final = ledger.final_at_max.get(partition, float('-inf'))
-        if newest_seconds is not None:
-            final = max(final, ledger.final_at(newest_seconds)
-                        if ledger.final_at else float('inf'))
-            ledger.final_at_max[partition] = final
+        stamped = float('-inf') if stamped is None else stamped + _AFTER
+        points = ledger.checkpoints.setdefault(partition, [])
+        for offset, newest in list(steps) + [(next_offset, newest_seconds)]:
+            if newest is not None:
+                final = max(final, ledger.final_at(newest)
+                            if ledger.final_at else float('inf'))
+            point = [offset, final, stamped, None]
+            points.append(point)
+            ledger.fresh.append(point)
+        ledger.final_at_max[partition] = final
         ledger.read[partition] = next_offset
-        ledger.checkpoints.setdefault(partition, []).append(
-            (next_offset, final))
+
+
+# "Just after" a timestamp (see transforms/io/pubsub.py).
+_AFTER = 0.01
+
+
+def read_committed():
+    """The runner committed a read's bundle: the checkpoints emitted until
+    now are handed over (what their records produced is pending downstream
+    or written); the Pub/Sub ledgers are told too."""
+    from transforms.io import _pubsub_acks  # pylint: disable=import-outside-toplevel
+    with _LOCK:
+        for ledger in _LEDGERS.values():
+            _handed(ledger)
+    _pubsub_acks.read_committed()
+
+
+def _handed(ledger):
+    ledger.handed += 1
+    for point in ledger.fresh:
+        point[3] = ledger.handed
+    ledger.fresh = []
 
 
 def release(horizon, pending=None):
     """Every window closing by ``horizon`` (event time, seconds; inf at the
-    end of a run) has emitted its final pane and all it produced is written:
-    commit, per partition, up to the first record not yet final, where
-    nothing is pending downstream of the reads (``pending``, the earliest
-    timestamp pending, is inf or None)."""
+    end of a run) has emitted its final pane and all it produced is
+    written, and no element pending downstream of the reads is stamped at
+    or before ``pending`` (None: nothing is pending): commit, per partition, up
+    to the first record not yet final (its windows are not final, or what
+    its read emitted may still be pending: a record the job cannot date is
+    a dead letter once decoded), the horizon of Pub/Sub's
+    acknowledgements (transforms/io/_pubsub_acks.py) per partition."""
     due = []
     now = time.time()
-    # A Kafka checkpoint covers records it cannot date (dead letters once
-    # decoded): it is committed only when nothing is pending downstream.
-    quiet = pending is None or pending == float('inf')
+    told, pending = pending, float('inf') if pending is None else pending
     with _LOCK:
-        for ledger in (_LEDGERS.values() if quiet else ()):
+        for ledger in _LEDGERS.values():
+            if horizon == float('inf'):
+                _handed(ledger)
+                ledger.looked = ledger.handed
             moved = False
             for partition, points in ledger.checkpoints.items():
-                done = [p for p in points if p[1] <= horizon]
-                # Checkpoints are in offset order and "final at" only grows:
-                # the final ones are a prefix.
+                # Checkpoints are in offset order: a prefix of them is
+                # processed (handed over before the runner looked, nothing
+                # they emitted pending), and of that a prefix final ("final
+                # at" only grows).
+                processed = 0
+                for point in points:
+                    if point[3] is None or point[3] > ledger.looked or \
+                            point[2] > pending:
+                        break
+                    processed += 1
+                if processed:
+                    ledger.processed[partition] = max(
+                        ledger.processed.get(partition, 0),
+                        points[processed - 1][0])
+                done = 0
+                while done < processed and points[done][1] <= horizon:
+                    done += 1
                 if done:
-                    ledger.committable[partition] = done[-1][0]
-                    del points[:len(done)]
+                    ledger.committable[partition] = points[done - 1][0]
+                    del points[:done]
                     moved = True
             ledger.dirty = ledger.dirty or moved
             if ledger.horizon is not None and horizon <= ledger.horizon \
@@ -163,17 +240,22 @@ def release(horizon, pending=None):
             ledger.dirty = False
             offsets = [(p, offset, metadata(
                 horizon if horizon != float('inf') else COMPLETE, now,
-                ledger.read.get(p, offset)))
+                ledger.read.get(p, offset),
+                max(offset, ledger.processed.get(p, offset))))
                 for p, offset in sorted(ledger.committable.items())]
             due.append((ledger.commit, offsets))
     for commit, offsets in due:
         commit(offsets)
     for listener, _, _ in list(_LISTENERS):
-        listener(horizon, horizon if pending is None else pending)
+        listener(horizon, horizon if told is None else told)
 
 
 def prepare():
-    """The runner is about to take a horizon (see ``listen``)."""
+    """The runner is about to take a horizon: what reads handed over until
+    now is visible to it (see ``listen``)."""
+    with _LOCK:
+        for ledger in _LEDGERS.values():
+            ledger.looked = ledger.handed
     for _, _, on_prepare in list(_LISTENERS):
         on_prepare()
 
@@ -196,6 +278,8 @@ def tracking() -> bool:
 
 def forget():
     """Drop every ledger (a new run in this process)."""
+    from transforms import deadletter  # pylint: disable=import-outside-toplevel
+    deadletter.forget_origins()
     with _LOCK:
         _LEDGERS.clear()
         listeners = list(_LISTENERS)

@@ -32,6 +32,11 @@ and a restart (``recover``, called before the run by pipelines/run.py)
 * skips a message delivered again whose id is in ``ids``: its final panes
   are written, its acknowledgement may not have reached the service
   (counted ``filtered.replayed_final``, and acknowledged);
+* skips a message delivered again whose dead letter the sink holds (its
+  only output, written before the kill but maybe well before its
+  acknowledgement: the dead letter carries the message id, see
+  ``deadletter.register_origin``; counted
+  ``filtered.replayed_dead_letter``, and acknowledged);
 * starts the watermark at ``h`` (windows final then stay closed) and holds
   it there until the killed run's leases have expired (the subscription's
   ack deadline, at least ``LEASE_SECONDS``), so that its messages, which
@@ -48,6 +53,8 @@ import os
 import threading
 import time
 import typing
+
+from transforms import deadletter
 
 _LOG = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -74,6 +81,8 @@ class Resume(typing.NamedTuple):
     committed_at: float       # wall-clock time of the last state
     ids: frozenset            # messages whose acknowledgement may be lost
     hold_seconds: float       # until the killed run's leases have expired
+    # messages whose dead letters the sink holds (set by dead_lettered)
+    dead_lettered: frozenset = frozenset()
 
     @property
     def complete(self) -> bool:
@@ -133,6 +142,25 @@ def recover(subscription, path, ack_deadline):
     return horizon, committed_at
 
 
+def dead_lettered(subscription, message_ids):
+    """After the roll-back: the messages of ``subscription`` whose dead
+    letters the sink holds (``deadletter.origins_written``); a restart
+    skips them when they come again."""
+    with _LOCK:
+        found = _RESUMES.get(subscription)
+        if found is not None:
+            _RESUMES[subscription] = found._replace(
+                dead_lettered=frozenset(message_ids))
+
+
+def origin_tag(message_id) -> str:
+    """The tag a message's dead letter carries after the source URI."""
+    return f'{ORIGIN_PREFIX}{message_id}'
+
+
+ORIGIN_PREFIX = 'message='
+
+
 def resume(subscription):
     """The Resume ``recover`` found for ``subscription`` (None: fresh)."""
     with _LOCK:
@@ -147,7 +175,8 @@ class _Ledger:
         self.client = client
         # message id -> [ack id, final at (its windows), stamped (its
         # element's timestamp), handed over (the number of the read start
-        # that found its read's output committed; None: not yet)]
+        # that found its read's output committed; None: not yet), its
+        # payload where it is registered as a dead letter's origin]
         self.held = {}
         self.fresh = []         # ids of the current read (not yet handed)
         self.reads = 0          # read starts so far
@@ -159,7 +188,8 @@ class _Ledger:
             target=self._renew, name=f'lease {subscription}', daemon=True)
         self._thread.start()
 
-    def hold(self, message_id, ack_id, final_at, stamped) -> bool:
+    def hold(self, message_id, ack_id, final_at, stamped,
+             origin=None) -> bool:
         """Holds a pulled message until it is final: its windows are final
         by ``final_at`` and nothing it produced, stamped at ``stamped`` or
         later, is pending.  False if it was held already (delivered again
@@ -169,7 +199,8 @@ class _Ledger:
             if entry is not None:
                 entry[0] = ack_id
                 return False
-            self.held[message_id] = [ack_id, final_at, stamped, None]
+            self.held[message_id] = [ack_id, final_at, stamped, None,
+                                     origin]
             self.fresh.append(message_id)
             return True
 
@@ -254,6 +285,7 @@ def release(horizon, pending):
     or before ``pending``: acknowledge the messages held for them (the
     state written first) that were handed over before the runner looked."""
     due = []
+    origins = []
     now = time.time()
     with _LOCK:
         for ledger in _LEDGERS.values():
@@ -262,7 +294,7 @@ def release(horizon, pending):
                 ledger.looked = ledger.reads
             elif now - ledger.acked_at < MIN_INTERVAL:
                 continue
-            ids = [m for m, (_, final, stamped, handed)
+            ids = [m for m, (_, final, stamped, handed, _)
                    in ledger.held.items()
                    if handed is not None and handed <= ledger.looked and
                    final <= horizon and stamped <= pending]
@@ -270,10 +302,18 @@ def release(horizon, pending):
                 set(ids)
             if not ids and not ended:
                 continue
-            ack_ids = [ledger.held.pop(m)[0] for m in ids]
+            entries = [ledger.held.pop(m) for m in ids]
+            ack_ids = [entry[0] for entry in entries]
+            origins.extend((entry[4], origin_tag(m))
+                           for m, entry in zip(ids, entries)
+                           if entry[4] is not None)
             ledger.horizon = horizon
             ledger.acked_at = now
             due.append((ledger, ids, ack_ids, ended))
+    if origins:
+        # Acknowledged: a payload no dead letter took is not one of
+        # theirs any longer.
+        deadletter.forget_origins(origins)
     for ledger, ids, ack_ids, ended in due:
         path = _STATE_PATHS.get(ledger.subscription)
         if path is not None and ids:

@@ -65,6 +65,7 @@ Parameters ``config.NAME=VALUE`` are passed to the Kafka client as its
 configuration property NAME (e.g. ``config.security.protocol=SSL``).
 """
 import logging
+import re
 import sys
 import threading
 import time
@@ -84,7 +85,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import windows
+from transforms import deadletter, windows
 from transforms.io import Sink, Source, UriError, _kafka_commits, _messages
 
 DESCRIPTION = ('Kafka topic, e.g. kafka://localhost:9092/logs?group=rtp '
@@ -266,6 +267,34 @@ def recover(uri, job, timeout=30):
         consumer.close()
 
 
+def dead_lettered(uri, job, tags):
+    """After the roll-back of a resumed run: ``tags`` are those of the
+    dead letters the sink holds (``deadletter.origins_written``,
+    ``partition=P&offset=O``); a restart does not read those records
+    again."""
+    spec = spec_of(uri, job)
+    found = {}
+    for tag in tags:
+        match = _ORIGIN.fullmatch(tag)
+        if match:
+            found.setdefault(int(match[1]), set()).add(int(match[2]))
+    with _BACKLOG_LOCK:
+        for key in [k for k in _DEAD_LETTERED if k[:2] == (spec.brokers,
+                                                            spec.topic)]:
+            del _DEAD_LETTERED[key]
+        for partition, offsets in found.items():
+            _DEAD_LETTERED[_backlog_key(spec._replace(
+                partition=partition))] = frozenset(offsets)
+
+
+_ORIGIN = re.compile(r'partition=(\d+)&offset=(\d+)')
+
+
+def _origin_tag(partition, offset) -> str:
+    """The tag a record's dead letter carries after the source URI."""
+    return f'partition={partition}&offset={offset}'
+
+
 def unbounded(uri) -> bool:
     """Whether reading this URI never ends (the job then runs streaming)."""
     return not parse_stop(uri.param('stop', 'never')).bounded
@@ -349,6 +378,8 @@ _LAST_RECORD = {}
 _WATERMARKS = {}
 _PENDING_COMMITS = {}
 _RESUME = {}
+# partition -> offsets whose dead letters a resumed run's sink holds
+_DEAD_LETTERED = {}
 # When a partition's last read ended caught up (monotonic clock).
 _CAUGHT_UP = {}
 _BACKLOG_LOCK = threading.Lock()
@@ -438,6 +469,8 @@ class _ReadPartitionFn(beam.DoFn):
         self._blocks = blocks
         self._read = Metrics.counter(job, 'read')
         self._replayed = Metrics.counter(job, 'filtered.replayed_final')
+        self._replayed_dead = Metrics.counter(
+            job, 'filtered.replayed_dead_letter')
         self._commits = Metrics.counter(job, 'kafka.commits')
         self._consumers = {}
 
@@ -498,10 +531,13 @@ class _ReadPartitionFn(beam.DoFn):
             _kafka_commits.started(spec, spec.partition, restriction.start)
             with _BACKLOG_LOCK:
                 resume = _RESUME.get(key)
+                dead_lettered = _DEAD_LETTERED.get(key, frozenset())
             if resume is not None and not resume.complete:
                 # Windows final before the restart stay closed.
                 self._advance(watermark, resume.horizon, key)
         newest_read = None
+        stamped = None            # the latest timestamp emitted
+        steps = []                # (offset, newest event time before it)
         with _BACKLOG_LOCK:
             last_record, newest = _LAST_RECORD.setdefault(key, (started, None))
             pending = _PENDING_COMMITS.pop(key, None)
@@ -518,6 +554,14 @@ class _ReadPartitionFn(beam.DoFn):
         # final may be anywhere in a poll), else the record timestamp.
         exact = final_only and stamp is not None
         replaying = resume is not None and not resume.complete
+        # Records read before the restart whose dead letters are written
+        # may lie past its read offset (written before the kill, but after
+        # the last commit's look).
+        reread = resume.read if replaying else None
+        if replaying and dead_lettered:
+            reread = max(reread, max(dead_lettered) + 1)
+        else:
+            dead_lettered = frozenset()
         batch = BLOCK_BATCH if self._blocks else BATCH
         try:
             while True:
@@ -542,7 +586,7 @@ class _ReadPartitionFn(beam.DoFn):
                 whole = _whole_block(messages, restriction.stop) \
                     if block is not None and stamp is not None else None
                 if whole is not None and replaying and \
-                        messages[0].offset() < resume.read:
+                        messages[0].offset() < reread:
                     whole = None
                 if whole is not None:
                     # The whole poll in one block, claimed at once.
@@ -551,7 +595,11 @@ class _ReadPartitionFn(beam.DoFn):
                         next_offset = last_offset + 1
                         self._read.inc(count)
                         if exact:
+                            steps.extend(_steps(messages, times, newest_read))
                             newest_read = _max_time(newest_read, times)
+                            _register_undated(messages, times,
+                                              spec.partition)
+                        stamped = _later(stamped, floor)
                         yield _line_block(data, floor)
                     else:
                         claimed = False
@@ -581,18 +629,35 @@ class _ReadPartitionFn(beam.DoFn):
                         # written as soon as it is decoded.
                         event_time = _dated(times[index]) if exact \
                             else seconds
-                        if replaying and offset < resume.read and (
-                                event_time is None or
-                                self._final_at(event_time) <= resume.horizon):
+                        if replaying and (
+                                offset < resume.processed
+                                if event_time is None else
+                                offset < resume.read and self._final_at(
+                                    event_time) <= resume.horizon):
                             # Read before the restart, into windows whose
-                            # final panes were written (or into the dead
-                            # letters then): already counted.
+                            # final panes were written (or processed into
+                            # the dead letters then): already counted.
                             self._read.inc()
                             self._replayed.inc()
                             continue
+                        if event_time is None and offset in dead_lettered:
+                            # Read before the restart, after its last
+                            # commit's look: its dead letter (its only
+                            # output) is written.
+                            self._read.inc()
+                            self._replayed_dead.inc()
+                            continue
+                        if offset % STEP_RECORDS == 0 and offset and \
+                                newest_read is not None:
+                            steps.append((offset, newest_read))
                         newest_read = _max_time(newest_read, (event_time,))
+                        if event_time is None and exact and \
+                                b'\n' not in value:
+                            deadletter.register_origin(
+                                value, _origin_tag(spec.partition, offset))
                     if stamp is not None:
                         seconds = floor
+                    stamped = _later(stamped, seconds)
                     if block is None or not block.add(value, seconds):
                         self._read.inc()
                         yield TimestampedValue(value, seconds)
@@ -666,7 +731,7 @@ class _ReadPartitionFn(beam.DoFn):
             if final_only:
                 if next_offset is not None:
                     _kafka_commits.emitted(spec, spec.partition, next_offset,
-                                           newest_read)
+                                           newest_read, stamped, steps)
             elif next_offset is not None:
                 if finalizer is not None:
                     finalizer.register(
@@ -810,6 +875,43 @@ def _event_times(messages, event_time) -> np.ndarray:
     return np.array([np.nan if seconds is None else seconds for seconds in
                      (None if v is None else event_time(v) for v in values)],
                     np.float64)
+
+
+# A read tells the commit ledger where it stands every this many records.
+STEP_RECORDS = 256
+
+
+def _steps(messages, times, newest):
+    """``(offset, newest event time before it)`` every STEP_RECORDS
+    offsets of a poll read at once (``newest``: before the poll)."""
+    if not len(times):
+        return []
+    ahead = np.fmax.accumulate(times)
+    if newest is not None:
+        ahead = np.fmax(ahead, newest)
+    found = []
+    for index, message in enumerate(messages):
+        offset = message.offset()
+        if index and offset % STEP_RECORDS == 0 and \
+                ahead[index - 1] == ahead[index - 1]:
+            found.append((offset, float(ahead[index - 1])))
+    return found
+
+
+def _later(stamped, seconds):
+    """The later of ``stamped`` (None: none yet) and a timestamp."""
+    seconds = float(seconds)
+    return seconds if stamped is None else max(stamped, seconds)
+
+
+def _register_undated(messages, times, partition):
+    """A poll's single-line records the job cannot date (each one a decode
+    dead letter) are registered as dead letters' origins."""
+    for index in np.flatnonzero(np.isnan(times)).tolist():
+        value = messages[index].value()
+        if value is not None and b'\n' not in value:
+            deadletter.register_origin(
+                value, _origin_tag(partition, messages[index].offset()))
 
 
 def _dated(seconds):

@@ -56,7 +56,7 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
-from transforms import windows
+from transforms import deadletter, windows
 from transforms.io import Sink, Source, UriError, _messages, _pubsub_acks, \
     counted
 
@@ -197,6 +197,18 @@ def recover(uri, directory):
     return _pubsub_acks.recover(
         subscription, _pubsub_acks.state_path(directory, subscription),
         deadline)
+
+
+def dead_lettered(uri, tags):
+    """After the roll-back of a resumed run: ``tags`` are those of the
+    dead letters the sink holds (``deadletter.origins_written``)."""
+    match = _path(uri)
+    if match['kind'] != 'subscriptions':
+        return
+    prefix = _pubsub_acks.ORIGIN_PREFIX
+    _pubsub_acks.dead_lettered(
+        uri.location.strip('/'),
+        {t[len(prefix):] for t in tags if t.startswith(prefix)})
 
 
 def _message_id(message, attribute):
@@ -368,6 +380,8 @@ class _PullFn(beam.DoFn):
         self._blocks = blocks
         self._read = Metrics.counter(job, 'read')
         self._replayed = Metrics.counter(job, 'filtered.replayed_final')
+        self._replayed_dead = Metrics.counter(
+            job, 'filtered.replayed_dead_letter')
         self._again = Metrics.counter(job, 'pubsub.delivered_again')
 
     @staticmethod
@@ -393,6 +407,8 @@ class _PullFn(beam.DoFn):
                     # Windows final before the restart stay closed.
                     self._advance(watermark, state, state.hold_at)
         replayed = resume.ids if resume is not None else frozenset()
+        dead_lettered = resume.dead_lettered if resume is not None \
+            else frozenset()
         stamp = self._event_time
         position = tracker.current_restriction().start
         started = time.monotonic()
@@ -422,6 +438,19 @@ class _PullFn(beam.DoFn):
                     self._read.inc()
                     self._replayed.inc()
                     continue
+                if message_id in dead_lettered:
+                    # A payload the job cannot date whose dead letter the
+                    # sink holds (written before the kill, before its
+                    # acknowledgement): that dead letter is its only
+                    # output.  Held (acknowledged with the next release),
+                    # not processed again.
+                    if ledger.hold(message_id, item.ack_id, float('-inf'),
+                                   float('-inf')):
+                        self._read.inc()
+                        self._replayed_dead.inc()
+                    else:
+                        self._again.inc()
+                    continue
                 if stamp is not None:
                     # The event time the windows use (None: a payload the
                     # job cannot date, a dead letter once decoded); the
@@ -438,10 +467,19 @@ class _PullFn(beam.DoFn):
                 # letter is written).
                 final = self._final_at(seconds) if self._final_at and \
                     seconds is not None else float('-inf')
+                # A single line the job cannot date is one decode dead
+                # letter: it carries the message id (see
+                # deadletter.register_origin), so that a restart knows it
+                # was written.
+                origin = data if stamp is not None and seconds is None \
+                    and b'\n' not in data else None
                 if not ledger.hold(message_id, item.ack_id, final,
-                                   float(at) + _AFTER):
+                                   float(at) + _AFTER, origin):
                     self._again.inc()     # held already: read once
                     continue
+                if origin is not None:
+                    deadletter.register_origin(
+                        origin, _pubsub_acks.origin_tag(message_id))
                 if seconds is not None:
                     state.newest = seconds if state.newest is None \
                         else max(state.newest, seconds)
