@@ -15,13 +15,26 @@ A JSON line is accepted by the vectorised reader only in the canonical shape
 (``timestamp`` as RFC 3339 text with zone, ``service`` text, ``level`` text,
 ``status`` integer 100..599, ``latency_ms`` finite number >= 0, ``host`` text,
 none of the alternative keys); everything else goes to the reference decoder.
+
+With ``text_fast`` (the ``auto`` format, which reads access-log and syslog
+lines too), the other lines are first matched, all at once, against two
+strict shapes read with Arrow's RE2 (:func:`text_columns`): an access log
+line with a virtual host (``vhost[:port] client ident user [dd/Mon/YYYY:
+HH:MM:SS +hhmm] "request" status bytes "referer" "agent" [request_time]``,
+printable ASCII only) and an RFC 5424 syslog line without structured data
+(``<PRI>1 RFC3339-TIME host app procid msgid - message``, printable ASCII).
+A line of either shape reads as the reference decoder reads it (service,
+event time, error, latency are all the statistics use); every other line,
+or one whose date does not exist or lies outside the event-time range, goes
+to the reference decoder, one by one.
 """
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from transforms import columnar, deadletter, windows
 from transforms.combiners import Moments, Quantiles
-from transforms.decode import DEFAULT_MAX_BYTES, decode_payload
+from transforms.decode import (DEFAULT_MAX_BYTES, MAX_EVENT_TIME,
+                              MIN_EVENT_TIME, decode_payload)
 from transforms.logs import decoders
 from transforms.logs.records import ERROR_LEVELS
 from transforms.logs.stats import LogStats
@@ -138,17 +151,31 @@ class BlockDecoder:
     """Decodes a block of lines to :class:`Columns` plus dead letters."""
 
     def __init__(self, decoder, stage, source='', max_bytes=DEFAULT_MAX_BYTES,
-                 json_fast=True):
+                 json_fast=True, text_fast=False):
         self.decoder = decoder
         self.stage = stage
         self.source = source
         self.max_bytes = max_bytes
         self.json_fast = json_fast
+        # Access-log and syslog lines read at once (the auto format only).
+        self.text_fast = text_fast
 
     def decode_each(self, payloads):
         """Payloads decoded one by one: (columns, dead letters, count)."""
         records, dead = self.reference(payloads)
         return Columns.of_records(records), dead, len(records)
+
+    def decode_rest(self, payloads):
+        """A block's lines that are not canonical JSON: those of the strict
+        access-log and syslog shapes read at once (``text_fast``), every
+        other one decoded one by one: (columns, dead letters, count)."""
+        if self.text_fast and payloads:
+            fast, rest = text_columns(payloads, self.max_bytes)
+            if len(fast.event_us):
+                records, dead = self.reference([payloads[i] for i in rest])
+                merged = Columns.concat([fast, Columns.of_records(records)])
+                return merged, dead, len(merged.event_us)
+        return self.decode_each(payloads)
 
     def reference(self, lines):
         """Lines decoded one by one: (records, dead letters)."""
@@ -166,14 +193,145 @@ class BlockDecoder:
         starts, ends = bounds if bounds is not None else \
             columnar.line_bounds(data)
         if not self.json_fast or len(starts) == 0:
-            records, dead = self.reference(
-                [data[s:e] for s, e in zip(starts, ends)])
-            return Columns.of_records(records), dead, len(records)
+            return self.decode_rest([data[s:e] for s, e in zip(starts, ends)])
         return columnar.decode_json_lines(
             data, (starts, ends), schema=SCHEMA, time_field='timestamp',
             max_bytes=self.max_bytes, accept=_accepted_rows,
-            columns_of=_columns_of, decode_each=self.decode_each,
+            columns_of=_columns_of, decode_each=self.decode_rest,
             concat=Columns.concat)
+
+
+# Printable ASCII: no space, none of '"' and '\', and all of it.
+_TOKEN = r'[!-~]+'
+_QUOTED_TEXT = r'"[ !#-\[\]-~]*"'
+MONTHS = ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep',
+          'Oct', 'Nov', 'Dec')
+# The access-log lines the reference decoder (formats.parse_combined, then
+# decoders.decode_combined_log) reads with a virtual host: exactly four
+# tokens before the time, so the first is the virtual host.
+ACCESS_LINE = (
+    r'^(?P<vhost>[A-Za-z0-9][A-Za-z0-9._-]*)(?::[0-9]{1,5})? '
+    + _TOKEN + ' ' + _TOKEN + ' ' + _TOKEN +
+    r' \[(?P<day>[0-9]{2})/(?P<mon>' + '|'.join(MONTHS) + r')/'
+    r'(?P<year>[0-9]{4}):(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):'
+    r'(?P<second>[0-9]{2}) (?P<sign>[+-])(?P<off_h>[0-9]{2})'
+    r'(?P<off_m>[0-9]{2})\] ' + _QUOTED_TEXT +
+    r' (?P<status>[1-5][0-9]{2}) (?:[0-9]{1,15}|-) '
+    + _QUOTED_TEXT + ' ' + _QUOTED_TEXT +
+    r'(?: (?P<rt>[0-9]{1,15}(?:\.[0-9]{1,9})?))?$')
+# RFC 5424 lines without structured data (decoders.decode_syslog_log).
+SYSLOG_LINE = (
+    r'^<(?P<pri>[0-9]{1,3})>1 (?P<time>[0-9]{4}-[0-9]{2}-[0-9]{2}T'
+    r'[0-9]{2}:[0-9]{2}:[0-5][0-9](?:\.[0-9]{1,6})?'
+    r'(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])) '
+    r'(?:' + _TOKEN + ') (?P<app>' + _TOKEN + ') (?:' + _TOKEN + ') (?:'
+    + _TOKEN + r') -(?: [ -~]*)?$')
+_SYSLOG_ERROR = np.array([decoders.SYSLOG_LEVELS[s] in ERROR_LEVELS
+                          for s in range(8)])
+_EMPTY = np.zeros(0, np.int64)
+
+
+def _ints(struct: pa.StructArray, name: str) -> np.ndarray:
+    return struct.field(name).cast(pa.string()).cast(pa.int64()).to_numpy(
+        zero_copy_only=False)
+
+
+def _in_range(event_us: np.ndarray) -> np.ndarray:
+    return (event_us >= MIN_EVENT_TIME.micros) & \
+        (event_us <= MAX_EVENT_TIME.micros)
+
+
+def _access_columns(struct: pa.StructArray):
+    """(accepted mask, Columns of the accepted) of matched access lines."""
+    year, day = _ints(struct, 'year'), _ints(struct, 'day')
+    hour, minute = _ints(struct, 'hour'), _ints(struct, 'minute')
+    second = _ints(struct, 'second')
+    off_h, off_m = _ints(struct, 'off_h'), _ints(struct, 'off_m')
+    month = pc.index_in(struct.field('mon').cast(pa.string()),
+                        pa.array(MONTHS)).to_numpy(zero_copy_only=False)
+    # Second 60 (a leap second) and years before 1970 are the reference's.
+    ok = ((year >= 1970) & (day >= 1) & (hour <= 23) & (minute <= 59)
+          & (second <= 59) & (off_h <= 23) & (off_m <= 59))
+    months = ((np.clip(year, 1970, 9999) - 1970) * 12 + month) \
+        .astype('datetime64[M]')
+    first = months.astype('datetime64[D]').astype(np.int64)
+    length = (months + 1).astype('datetime64[D]').astype(np.int64) - first
+    ok &= day <= length
+    sign = np.where(pc.equal(struct.field('sign').cast(pa.string()), '-')
+                    .to_numpy(zero_copy_only=False), -1, 1)
+    seconds = ((first + day - 1) * 86400 + hour * 3600 + minute * 60
+               + second - sign * (off_h * 3600 + off_m * 60))
+    event_us = seconds * 1_000_000
+    ok &= _in_range(event_us)
+    vhost = struct.field('vhost').cast(pa.string())
+    status = _ints(struct, 'status')
+    rt = struct.field('rt').cast(pa.string())
+    latency = pc.if_else(pc.equal(rt, ''), None, rt).cast(pa.float64()) \
+        .to_numpy(zero_copy_only=False) * 1000.0
+    keep = np.flatnonzero(ok)
+    return ok, Columns(event_us[keep], vhost.take(pa.array(keep)),
+                       status[keep] >= 500, latency[keep])
+
+
+def _syslog_columns(struct: pa.StructArray):
+    """(accepted mask, Columns of the accepted) of matched syslog lines."""
+    pri = _ints(struct, 'pri')
+    time = struct.field('time').cast(pa.string())
+    # The date must exist (Arrow's cast refuses the whole array otherwise).
+    year, month, day = (pc.utf8_slice_codeunits(time, a, b).cast(pa.int64())
+                        .to_numpy(zero_copy_only=False)
+                        for a, b in ((0, 4), (5, 7), (8, 10)))
+    hour, minute = (pc.utf8_slice_codeunits(time, a, b).cast(pa.int64())
+                    .to_numpy(zero_copy_only=False)
+                    for a, b in ((11, 13), (14, 16)))
+    ok = ((pri <= 191) & (year >= 1970) & (month >= 1) & (month <= 12)
+          & (day >= 1) & (hour <= 23) & (minute <= 59))
+    months = ((np.clip(year, 1970, 9999) - 1970) * 12
+              + np.clip(month, 1, 12) - 1).astype('datetime64[M]')
+    length = (months + 1).astype('datetime64[D]').astype(np.int64) - \
+        months.astype('datetime64[D]').astype(np.int64)
+    ok &= day <= length
+    keep = np.flatnonzero(ok)
+    event_us = np.zeros(len(pri), np.int64)
+    try:
+        event_us[keep] = time.take(pa.array(keep)).cast(
+            pa.timestamp('us', tz='UTC')).cast(pa.int64()).to_numpy(
+                zero_copy_only=False)
+    except pa.ArrowInvalid:           # a shape the checks let by
+        return np.zeros(len(pri), bool), None
+    ok &= _in_range(event_us)
+    keep = np.flatnonzero(ok)
+    app = struct.field('app').cast(pa.string())
+    service = pc.if_else(pc.equal(app, '-'), 'syslog', app)
+    return ok, Columns(event_us[keep], service.take(pa.array(keep)),
+                       _SYSLOG_ERROR[pri[keep] & 7],
+                       np.full(len(keep), np.nan))
+
+
+def text_columns(payloads, max_bytes=DEFAULT_MAX_BYTES):
+    """The payloads of the strict access-log and syslog shapes read at once:
+    ``(Columns, indices of the payloads left to the reference decoder)``."""
+    n = len(payloads)
+    usable = np.fromiter((isinstance(p, bytes) and 0 < len(p) <= max_bytes
+                          for p in payloads), bool, n)
+    if not usable.any():
+        return Columns.concat([]), np.arange(n)
+    index = np.flatnonzero(usable)
+    lines = pa.array([payloads[i] for i in index.tolist()], pa.binary())
+    taken = np.zeros(n, bool)
+    parts = []
+    for pattern, read in ((ACCESS_LINE, _access_columns),
+                          (SYSLOG_LINE, _syslog_columns)):
+        matched = pc.extract_regex(lines, pattern)
+        valid = matched.is_valid().to_numpy(zero_copy_only=False)
+        if not valid.any():
+            continue
+        rows = np.flatnonzero(valid)
+        ok, columns = read(matched.filter(pa.array(valid)))
+        if ok.any():
+            taken[index[rows[ok]]] = True
+            parts.append(columns)
+    return Columns.concat(parts), np.flatnonzero(~taken)
 
 
 def event_times(max_bytes=DEFAULT_MAX_BYTES) -> columnar.JsonEventTimes:
