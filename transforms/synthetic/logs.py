@@ -17,8 +17,8 @@ What it contains (all deterministic for a seed):
 import numpy as np
 import orjson
 
-from transforms.synthetic import SyntheticStream, Ticks, parse_start, \
-    stream_ticks
+from transforms.synthetic import SyntheticStream, Ticks, chunk_ticks, \
+    parse_start
 
 PARAMS = {
     'events': (int, 30000, 'number of records (malformed ones included)'),
@@ -169,16 +169,26 @@ def generate(params: dict) -> SyntheticStream:
     """The stream for ``params``, generated lazily each time its ticks are
     iterated."""
     return SyntheticStream(
-        Ticks(lambda: stream_ticks(_records(params), params['tick'],
-                                   params['disorder'],
-                                   parse_start(params['start']))),
+        Ticks(lambda: chunk_ticks(_chunks(params), params['tick'],
+                                  params['disorder'],
+                                  parse_start(params['start']))),
         params['tick'])
 
 
 def _records(params: dict):
     """(event time, arrival, payload, later) in event-time order: ``later``
-    (the event time) bounds the arrival of every record still to come.
-    Drawn :data:`CHUNK` records at a time (numpy), formatted one by one."""
+    (the event time) bounds the arrival of every record still to come."""
+    for events, arrivals, payloads, _ in _chunks(params):
+        for t, a, payload in zip(events.tolist(), arrivals.tolist(),
+                                 payloads):
+            yield t, a, payload, t
+
+
+def _chunks(params: dict):
+    """(event times, arrival times, payloads, later) per chunk of
+    :data:`CHUNK` records in event-time order; ``later`` (the chunk's last
+    event time) bounds the arrival of every record of the chunks after it.
+    Drawn a chunk at a time (numpy), formatted one by one."""
     rng = np.random.default_rng(params['seed'])
     start = parse_start(params['start'])
     n, rate = params['events'], params['rate']
@@ -201,16 +211,16 @@ def _records(params: dict):
         latency = (d.latency * np.where(incident, 320.0, 40.0)).tolist()
         late = d.late_u < params['late']
         delay = np.where(late, d.late_delay, d.delay_u * disorder)
-        arrival = (t + delay).tolist()
         stamps = _rfc3339(t)
         clfs = _clf_time(t)
         error = error.tolist()
         malformed = malformed.tolist()
-        times = t.tolist()
+        payloads = []
         for i in range(m):
             service = services[(lo + i) % len(services)]
             payload = _record(d, i, stamps[i], clfs[i], service,
                               error[i], status[i], latency[i])
             if malformed[i]:
                 payload = _malformed(payload, d.bad[i], stamps[i], service)
-            yield times[i], arrival[i], payload, times[i]
+            payloads.append(payload)
+        yield t, t + delay, payloads, float(t[-1])
