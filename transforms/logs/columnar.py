@@ -208,14 +208,13 @@ MONTHS = ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep',
           'Oct', 'Nov', 'Dec')
 # The access-log lines the reference decoder (formats.parse_combined, then
 # decoders.decode_combined_log) reads with a virtual host: exactly four
-# tokens before the time, so the first is the virtual host.
+# tokens before the time, so the first is the virtual host.  The time is
+# 26 bytes: dd/Mon/YYYY:HH:MM:SS +hhmm.
 ACCESS_LINE = (
     r'^(?P<vhost>[A-Za-z0-9][A-Za-z0-9._-]*)(?::[0-9]{1,5})? '
     + _TOKEN + ' ' + _TOKEN + ' ' + _TOKEN +
-    r' \[(?P<day>[0-9]{2})/(?P<mon>' + '|'.join(MONTHS) + r')/'
-    r'(?P<year>[0-9]{4}):(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):'
-    r'(?P<second>[0-9]{2}) (?P<sign>[+-])(?P<off_h>[0-9]{2})'
-    r'(?P<off_m>[0-9]{2})\] ' + _QUOTED_TEXT +
+    r' \[(?P<time>[0-9]{2}/(?:' + '|'.join(MONTHS) + r')/[0-9]{4}:'
+    r'[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4})\] ' + _QUOTED_TEXT +
     r' (?P<status>[1-5][0-9]{2}) (?:[0-9]{1,15}|-) '
     + _QUOTED_TEXT + ' ' + _QUOTED_TEXT +
     r'(?: (?P<rt>[0-9]{1,15}(?:\.[0-9]{1,9})?))?$')
@@ -228,12 +227,36 @@ SYSLOG_LINE = (
     + _TOKEN + r') -(?: [ -~]*)?$')
 _SYSLOG_ERROR = np.array([decoders.SYSLOG_LEVELS[s] in ERROR_LEVELS
                           for s in range(8)])
-_EMPTY = np.zeros(0, np.int64)
+# Month names as numbers of their three bytes, sorted, and their months.
+_MONTH_CODES = np.array([int.from_bytes(m.encode(), 'big') for m in MONTHS])
+_MONTH_ORDER = np.argsort(_MONTH_CODES)
 
 
-def _ints(struct: pa.StructArray, name: str) -> np.ndarray:
-    return struct.field(name).cast(pa.string()).cast(pa.int64()).to_numpy(
-        zero_copy_only=False)
+def _fixed(values, width: int) -> np.ndarray:
+    """A binary or string array whose values all have ``width`` bytes as a
+    (rows, width) uint8 matrix (one copy, no Python object per row)."""
+    fixed = values.cast(pa.binary()).cast(pa.binary(width))
+    return np.frombuffer(fixed.buffers()[1], np.uint8,
+                         count=width * len(fixed),
+                         offset=width * fixed.offset).reshape(-1, width)
+
+
+def _number(digits: np.ndarray) -> np.ndarray:
+    """Columns of ASCII digits -> their numbers (int64)."""
+    out = np.zeros(len(digits), np.int64)
+    for column in range(digits.shape[1]):
+        out = out * 10 + (digits[:, column].astype(np.int64) - 48)
+    return out
+
+
+def _month_length(year: np.ndarray, month: np.ndarray):
+    """(days since the epoch of each month's first day, the month's days),
+    for years 1970..9999 and months 1..12 (others clipped)."""
+    months = ((np.clip(year, 1970, 9999) - 1970) * 12
+              + np.clip(month, 1, 12) - 1).astype('datetime64[M]')
+    first = months.astype('datetime64[D]').astype(np.int64)
+    return first, (months + 1).astype('datetime64[D]').astype(np.int64) \
+        - first
 
 
 def _in_range(event_us: np.ndarray) -> np.ndarray:
@@ -243,53 +266,49 @@ def _in_range(event_us: np.ndarray) -> np.ndarray:
 
 def _access_columns(struct: pa.StructArray):
     """(accepted mask, Columns of the accepted) of matched access lines."""
-    year, day = _ints(struct, 'year'), _ints(struct, 'day')
-    hour, minute = _ints(struct, 'hour'), _ints(struct, 'minute')
-    second = _ints(struct, 'second')
-    off_h, off_m = _ints(struct, 'off_h'), _ints(struct, 'off_m')
-    month = pc.index_in(struct.field('mon').cast(pa.string()),
-                        pa.array(MONTHS)).to_numpy(zero_copy_only=False)
+    time = _fixed(struct.field('time'), 26)   # dd/Mon/YYYY:HH:MM:SS +hhmm
+    day, year = _number(time[:, 0:2]), _number(time[:, 7:11])
+    hour, minute = _number(time[:, 12:14]), _number(time[:, 15:17])
+    second = _number(time[:, 18:20])
+    off_h, off_m = _number(time[:, 22:24]), _number(time[:, 24:26])
+    code = (time[:, 3].astype(np.int64) << 16) | \
+        (time[:, 4].astype(np.int64) << 8) | time[:, 5]
+    month = _MONTH_ORDER[np.searchsorted(_MONTH_CODES[_MONTH_ORDER],
+                                         code)] + 1
     # Second 60 (a leap second) and years before 1970 are the reference's.
     ok = ((year >= 1970) & (day >= 1) & (hour <= 23) & (minute <= 59)
           & (second <= 59) & (off_h <= 23) & (off_m <= 59))
-    months = ((np.clip(year, 1970, 9999) - 1970) * 12 + month) \
-        .astype('datetime64[M]')
-    first = months.astype('datetime64[D]').astype(np.int64)
-    length = (months + 1).astype('datetime64[D]').astype(np.int64) - first
+    first, length = _month_length(year, month)
     ok &= day <= length
-    sign = np.where(pc.equal(struct.field('sign').cast(pa.string()), '-')
-                    .to_numpy(zero_copy_only=False), -1, 1)
+    sign = np.where(time[:, 21] == ord('-'), -1, 1)
     seconds = ((first + day - 1) * 86400 + hour * 3600 + minute * 60
                + second - sign * (off_h * 3600 + off_m * 60))
     event_us = seconds * 1_000_000
     ok &= _in_range(event_us)
-    vhost = struct.field('vhost').cast(pa.string())
-    status = _ints(struct, 'status')
+    status = _number(_fixed(struct.field('status'), 3))
     rt = struct.field('rt').cast(pa.string())
     latency = pc.if_else(pc.equal(rt, ''), None, rt).cast(pa.float64()) \
         .to_numpy(zero_copy_only=False) * 1000.0
     keep = np.flatnonzero(ok)
-    return ok, Columns(event_us[keep], vhost.take(pa.array(keep)),
+    return ok, Columns(event_us[keep],
+                       struct.field('vhost').cast(pa.string()).take(
+                           pa.array(keep)),
                        status[keep] >= 500, latency[keep])
 
 
 def _syslog_columns(struct: pa.StructArray):
     """(accepted mask, Columns of the accepted) of matched syslog lines."""
-    pri = _ints(struct, 'pri')
+    pri = struct.field('pri').cast(pa.string()).cast(pa.int64()).to_numpy(
+        zero_copy_only=False)
     time = struct.field('time').cast(pa.string())
     # The date must exist (Arrow's cast refuses the whole array otherwise).
-    year, month, day = (pc.utf8_slice_codeunits(time, a, b).cast(pa.int64())
-                        .to_numpy(zero_copy_only=False)
-                        for a, b in ((0, 4), (5, 7), (8, 10)))
-    hour, minute = (pc.utf8_slice_codeunits(time, a, b).cast(pa.int64())
-                    .to_numpy(zero_copy_only=False)
-                    for a, b in ((11, 13), (14, 16)))
+    head = _fixed(pc.binary_slice(struct.field('time'), 0, 19), 19)
+    year, month, day = (_number(head[:, 0:4]), _number(head[:, 5:7]),
+                        _number(head[:, 8:10]))
+    hour, minute = _number(head[:, 11:13]), _number(head[:, 14:16])
     ok = ((pri <= 191) & (year >= 1970) & (month >= 1) & (month <= 12)
           & (day >= 1) & (hour <= 23) & (minute <= 59))
-    months = ((np.clip(year, 1970, 9999) - 1970) * 12
-              + np.clip(month, 1, 12) - 1).astype('datetime64[M]')
-    length = (months + 1).astype('datetime64[D]').astype(np.int64) - \
-        months.astype('datetime64[D]').astype(np.int64)
+    _, length = _month_length(year, month)
     ok &= day <= length
     keep = np.flatnonzero(ok)
     event_us = np.zeros(len(pri), np.int64)
