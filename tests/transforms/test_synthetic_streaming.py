@@ -5,6 +5,7 @@ of the same records."""
 import itertools
 import tracemalloc
 
+import orjson
 import pytest
 
 from transforms.synthetic import (Ticks, arrival_ticks, logs, sensors,
@@ -135,6 +136,11 @@ def test_logs_stream_is_the_same_for_a_seed_and_has_every_kind_of_line():
     assert 0.15 < access_share < 0.25
     assert 0.06 < syslog_share < 0.14
     assert 0.03 < 1 - json_share - access_share - syslog_share < 0.08
+    # The JSON lines, formatted without a JSON library, are what orjson
+    # writes for the same object.
+    for payload in payloads:
+        if payload.startswith(b'{"timestamp"') and payload.endswith(b'"}'):
+            assert orjson.dumps(orjson.loads(payload)) == payload
     # Event times advance at the rate; arrivals are never before them.
     assert all(a >= t for t, a, _, _ in first)
     assert first[1][0] - first[0][0] == pytest.approx(1 / params['rate'])

@@ -139,9 +139,9 @@ def chunk_ticks(chunks, tick_seconds, disorder, start):
         arrival = np.concatenate((arrival, arrivals))
         event = np.concatenate((event, events))
         seq = np.concatenate((seq, numbers))
-        # A copy of its own size: orjson's bytes keep their 4 KiB buffer.
-        held.update(zip(numbers.tolist(), zip(
-            events.tolist(), [bytes(memoryview(p)) for p in payloads])))
+        # (Payloads made by orjson must be copied to their size first:
+        # orjson's bytes keep their 4 KiB buffer.)
+        held.update(zip(numbers.tolist(), zip(events.tolist(), payloads)))
         state['later'] = later
 
     tick = 0
