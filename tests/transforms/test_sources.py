@@ -71,7 +71,7 @@ def test_the_same_params_give_the_same_stream():
     a = synthetic_logs.generate(params(events=2000, seed=5))
     b = synthetic_logs.generate(params(events=2000, seed=5))
     assert a.ticks == b.ticks
-    assert a.tick_seconds == b.tick_seconds == 10.0     # the default tick
+    assert a.tick_seconds == b.tick_seconds == 60.0     # the default tick
 
 
 def test_a_different_seed_gives_a_different_stream():
@@ -210,18 +210,18 @@ def _play(uri, blocks, expected):
 
 
 def test_the_streaming_source_emits_every_record_at_its_event_time():
-    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1'
+    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1&tick=1'
     stream = synthetic_logs.generate(params(events=300, seed=3, late=0.1,
-                                            malformed=0.1))
+                                            malformed=0.1, tick=1.0))
     read = _play(uri, False, [(p, Timestamp.of(t))
                               for t, p in stream.records()])
     assert read == 300
 
 
 def test_the_streaming_source_emits_a_tick_as_one_line_block():
-    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1'
+    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1&tick=1'
     stream = synthetic_logs.generate(params(events=300, seed=3, late=0.1,
-                                            malformed=0.1))
+                                            malformed=0.1, tick=1.0))
     expected = []
     for records, _ in stream.ticks:
         lines = [(t, p) for t, p in records if b'\n' not in p]

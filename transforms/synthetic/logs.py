@@ -29,7 +29,7 @@ PARAMS = {
     'disorder': (float, 5.0, 'max out-of-order delay of on-time records, s'),
     'late': (float, 0.01, 'fraction of stragglers delayed 20 s to 6 min'),
     'malformed': (float, 0.005, 'fraction of malformed records'),
-    'tick': (float, 10.0, 'seconds of processing time per source step'),
+    'tick': (float, 60.0, 'seconds of processing time per source step'),
 }
 
 SERVICES = ('checkout', 'search', 'auth', 'catalog', 'payments', 'profile',
