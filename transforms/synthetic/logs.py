@@ -105,45 +105,49 @@ class _Draws:
         self.bad = rng.integers(0, MALFORMED_KINDS, m).tolist()
 
 
-def _record(d, i, stamp, clf, service, error, status, latency):
-    """Record ``i`` of a chunk (draws ``d``) as a payload."""
-    ip = f'2001:db8::{d.ip6_low[i]:x}' if d.ip6[i] \
-        else f'203.0.113.{d.ip4_low[i]}'
-    kind = d.kind[i]
-    if kind < 0.7:
-        if error:
-            message = f'upstream failed for {ip}: connection reset'
-        else:
-            choice = d.message[i]
-            if choice == 0:
-                message = (f'request from {ip} user {USERS[d.user[i]]} '
-                           f'completed')
+def _payloads(d, m, names, stamps, clfs, errors, statuses, latencies):
+    """The chunk's ``m`` records (draws ``d``; ``names`` their services) as
+    payloads: one loop over plain lists, no call per record."""
+    out = []
+    append = out.append
+    for (i, service, stamp, clf, error, status, latency, v6, low6, low4,
+         kind, choice, user, path, level, host, size, pid) in zip(
+            range(m), names, stamps, clfs, errors, statuses, latencies,
+            d.ip6, d.ip6_low, d.ip4_low, d.kind, d.message, d.user, d.path,
+            d.level, d.host, d.size, d.pid):
+        ip = f'2001:db8::{low6:x}' if v6 else f'203.0.113.{low4}'
+        if kind < 0.7:
+            if error:
+                message = f'upstream failed for {ip}: connection reset'
+            elif choice == 0:
+                message = f'request from {ip} user {USERS[user]} completed'
             elif choice == 1:
-                message = f'GET {PATHS[d.path[i]]} from {ip}'
+                message = f'GET {PATHS[path]} from {ip}'
             elif choice == 2:
                 message = ('Authorization: Bearer '
                            + d.token[i].decode() + ' accepted')
             else:
                 message = 'cache refresh done'
-        # Every text here is plain ASCII without quotes or backslashes, and
-        # a float's repr is its JSON: what orjson.dumps writes, formatted.
-        level = 'ERROR' if error else JSON_LEVELS[d.level[i]]
-        return (f'{{"timestamp":"{stamp}","service":"{service}",'
-                f'"level":"{level}","status":{status},'
-                f'"latency_ms":{round(latency, 3)!r},'
-                f'"host":"{service}-{d.host[i]}","message":"{message}"}}'
-                ).encode()
-    if kind < 0.9:
-        return (f'{service}:443 {ip} - - [{clf}] '
-                f'"GET {PATHS[d.path[i]]} HTTP/1.1" {status} '
-                f'{d.size[i]} "-" "Mozilla/5.0 (X11; Linux)" '
-                f'{latency / 1000:.3f}').encode()
-    severity = 3 if error else 6
-    pri = 16 * 8 + severity            # facility local0
-    return (f'<{pri}>1 {stamp} {service}-{d.host[i]} {service} '
-            f'{d.pid[i]} - - '
-            f'{"worker crashed" if error else "job finished"} for '
-            f'{USERS[d.user[i]]}').encode()
+            # Every text here is plain ASCII without quotes or backslashes,
+            # and a float's repr is its JSON: what orjson.dumps writes.
+            append((f'{{"timestamp":"{stamp}","service":"{service}",'
+                    f'"level":"{"ERROR" if error else JSON_LEVELS[level]}",'
+                    f'"status":{status},'
+                    f'"latency_ms":{round(latency, 3)!r},'
+                    f'"host":"{service}-{host}","message":"{message}"}}'
+                    ).encode())
+        elif kind < 0.9:
+            append((f'{service}:443 {ip} - - [{clf}] '
+                    f'"GET {PATHS[path]} HTTP/1.1" {status} '
+                    f'{size} "-" "Mozilla/5.0 (X11; Linux)" '
+                    f'{latency / 1000:.3f}').encode())
+        else:
+            # facility local0, severity 3 (error) or 6
+            append((f'<{131 if error else 134}>1 {stamp} {service}-{host} '
+                    f'{service} {pid} - - '
+                    f'{"worker crashed" if error else "job finished"} for '
+                    f'{USERS[user]}').encode())
+    return out
 
 
 def _malformed(good, kind, stamp, service):
@@ -213,15 +217,11 @@ def _chunks(params: dict):
         stamps = _rfc3339(t)
         clfs = _clf_time(t)
         error = error.tolist()
-        malformed = malformed.tolist()
-        payloads = []
-        for i in range(m):
-            service = services[(lo + i) % len(services)]
-            payload = _record(d, i, stamps[i], clfs[i], service,
-                              error[i], status[i], latency[i])
-            if malformed[i]:
-                # A copy of its own size: orjson's bytes keep a 4 KiB buffer.
-                payload = bytes(memoryview(
-                    _malformed(payload, d.bad[i], stamps[i], service)))
-            payloads.append(payload)
+        names = [services[(lo + i) % len(services)] for i in range(m)]
+        payloads = _payloads(d, m, names, stamps, clfs, error, status,
+                             latency)
+        for i in np.flatnonzero(malformed).tolist():
+            # A copy of its own size: orjson's bytes keep a 4 KiB buffer.
+            payloads[i] = bytes(memoryview(_malformed(
+                payloads[i], d.bad[i], stamps[i], names[i])))
         yield t, t + delay, payloads, float(t[-1])
