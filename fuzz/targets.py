@@ -49,9 +49,14 @@ def _logs_block(decoder):
     return logs_columnar.BlockDecoder(decoder, 'decode.logs')
 
 
+def _logs_auto_block(decoder):
+    """The auto format's reader: access-log and syslog lines read at once."""
+    return logs_columnar.BlockDecoder(decoder, 'decode.logs', text_fast=True)
+
+
 TARGETS = [
     Target('logs.auto', logs.make_decoder('auto', 'web', 2026), LogRecord,
-           'decode.logs', strategies.log_lines(), _logs_block),
+           'decode.logs', strategies.log_lines(), _logs_auto_block),
     Target('logs.json', logs.make_decoder('json'), LogRecord, 'decode.logs',
            strategies.mutated(strategies.json_log_lines()), _logs_block),
     Target('logs.combined', logs.make_decoder('combined', 'web'), LogRecord,

@@ -76,7 +76,8 @@ which Beam finds by inspecting the signature of every method of the DoFn:
 about two thirds of the runner's CPU time on a stream of small bundles (a
 ``TestStream`` ticking each second).  The specs are a property of the DoFn's
 class (its methods' defaults); they are now found once per class.  Likewise
-the signatures of its methods (once per function), and the DoFn's pickled
+the signatures of its methods and the argument names and defaults read from
+them (once per function), and the DoFn's pickled
 form: every bundle still gets a fresh DoFn unpickled from it, as before, but
 the DoFn is pickled once per step, not once per bundle.  And a grouping
 step copies each key's state for every bundle (so that a failed bundle
@@ -283,6 +284,30 @@ def _install_signature_cache():
 
     setattr(get_signature, _INSTALLED, True)
     core.get_signature = get_signature
+
+    # The argument names and defaults read from a signature (by
+    # DoFnSignature, for each method of the DoFn at each bundle): once per
+    # function too, handed out as fresh lists.
+    args_of = core.get_function_args_defaults
+    function_args = weakref.WeakKeyDictionary()
+    method_args = weakref.WeakKeyDictionary()
+
+    def get_function_args_defaults(func):
+        if isinstance(func, types.MethodType):
+            found, key = method_args, func.__func__
+        elif isinstance(func, types.FunctionType):
+            found, key = function_args, func
+        else:
+            return args_of(func)
+        with lock:
+            known = found.get(key)
+        if known is None:
+            known = args_of(func)
+            with lock:
+                found[key] = known
+        return list(known[0]), list(known[1])
+
+    core.get_function_args_defaults = get_function_args_defaults
 
 
 class _PickledOnce:

@@ -222,7 +222,9 @@ def build(pipeline, args, context):
                    | 'DecodePartials' >> beam.ParDo(log_partials_fn(
                        BlockDecoder(decoder, 'decode.logs', args.source,
                                     args.max_record_bytes,
-                                    json_fast=json_fast),
+                                    json_fast=json_fast,
+                                    text_fast=json_fast and
+                                    args.log_format == 'auto'),
                        window, JOB, DEFAULT_K, window_in_key=bounded))
                    .with_outputs(deadletter.DEAD, main=deadletter.OK))
         keyed = decoded.ok if bounded else \

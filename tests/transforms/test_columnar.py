@@ -3,11 +3,14 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from apache_beam.transforms.window import WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import columnar, windows
-from transforms.logs.columnar import SCHEMA, BlockDecoder
+from fuzz import strategies
+from transforms.logs.columnar import SCHEMA, BlockDecoder, text_columns
 from transforms.logs.decoders import make_decoder
 from transforms.logs.records import is_error
 
@@ -149,3 +152,116 @@ def test_a_deeply_nested_line_goes_to_the_reference_decoder():
     assert sorted(columns.event_us.tolist()) == sorted(
         r.event_time.micros for r in records)
     assert [d.raw for d in dead] == [d.raw for d in dead_ref]
+
+
+ACCESS = ('{vhost}203.0.113.7 - - [{day}/{mon}/{year}:{hms} {zone}] '
+          '"GET /a HTTP/1.1" {status} 512 "-" "curl/8"{rt}')
+SYSLOG = '<{pri}>1 {time} host-1 {app} 42 - {sd}{msg}'
+
+
+def _text_lines():
+    """Access-log and RFC 5424 lines of the shapes read at once, and their
+    near misses (dates that do not exist, leap seconds, offsets, PRI out of
+    range, structured data, trailing bytes, non-ASCII text)."""
+    lines = []
+    for vhost in ('checkout:443 ', 'search ', 'a.b-c_d:8080 ', '- ', '',
+                  ':443 '):
+        for day, mon, year in (('01', 'Jan', '2026'), ('29', 'Feb', '2024'),
+                               ('29', 'Feb', '2026'), ('31', 'Apr', '2026'),
+                               ('31', 'Dec', '9999'), ('01', 'Jan', '1969'),
+                               ('00', 'Mar', '2026'), ('15', 'jan', '2026')):
+            for hms in ('00:00:00', '23:59:59', '23:59:60', '24:00:00'):
+                for zone, status, rt in (('+0000', '200', ' 0.250'),
+                                         ('-0700', '503', ''),
+                                         ('+1400', '404', ' 0'),
+                                         ('+2400', '200', ' 1.5'),
+                                         ('+0000', '599', ' -'),
+                                         ('+0000', '600', ' 0.1'),
+                                         ('+0000', '200', ' 0.1 ')):
+                    lines.append(ACCESS.format(
+                        vhost=vhost, day=day, mon=mon, year=year, hms=hms,
+                        zone=zone, status=status, rt=rt))
+    for pri in ('131', '134', '0', '191', '192', '013'):
+        for time in ('2026-01-01T00:00:00.010Z', '2024-02-29T12:00:00+05:30',
+                     '2026-02-29T00:00:00Z', '2026-01-01T23:59:60Z',
+                     '2026-01-01T00:60:00Z', '2026-01-01T24:00:00Z',
+                     '2026-13-01T00:00:00Z', '2026-04-31T00:00:00-01:00',
+                     '2026-01-01T00:00:00.1234567Z', '2026-01-01T00:00:00',
+                     '1969-12-31T23:59:59Z', '-'):
+            for app, sd, msg in (('checkout', '-', ' job finished'),
+                                 ('-', '-', ''), ('a.b', '[x@1 a="b"]', ' m'),
+                                 ('auth', '-', ' caf\u00e9'),
+                                 ('auth', '-', ' tab\tin it')):
+                lines.append(SYSLOG.format(pri=pri, time=time, app=app,
+                                           sd=sd, msg=msg))
+    encoded = [line.encode() for line in lines]
+    return encoded + [line + b'\r' for line in encoded[::7]] + \
+        [b' ' + line for line in encoded[::11]]
+
+
+def _rows(columns):
+    """(event us, service, error, latency or -1) per record, sorted."""
+    return sorted(zip(columns.event_us.tolist(), columns.service.tolist(),
+                      columns.error.tolist(),
+                      [-1.0 if np.isnan(x) else x for x in columns.latency]))
+
+
+def _reference_rows(records):
+    return sorted((r.event_time.micros, r.service, is_error(r),
+                   -1.0 if r.latency_ms is None else r.latency_ms)
+                  for r in records)
+
+
+def test_access_and_syslog_lines_read_at_once_equal_the_reference():
+    """The auto format's reader of access-log and syslog lines: the block
+    reads as the reference decoder reads its lines one by one (records and
+    dead letters), and the strict shapes are read at once, their near
+    misses left to the reference."""
+    lines = _text_lines()
+    random.Random(3).shuffle(lines)
+    decoder = BlockDecoder(make_decoder('auto'), 'decode.logs',
+                           text_fast=True)
+    columns, dead, count = decoder.decode(b'\n'.join(lines))
+    records, dead_ref = decoder.reference(lines)
+    assert count == len(records) == len(columns.event_us)
+    assert _rows(columns) == _reference_rows(records)
+    assert sorted((d.raw, d.reason) for d in dead) == \
+        sorted((d.raw, d.reason) for d in dead_ref)
+    fast, rest = text_columns(lines)
+    # Read at once: the valid lines of the two strict shapes, no others.
+    assert 60 <= len(fast.event_us) < len(records) - 100
+    assert len(fast.event_us) + len(rest) == len(lines)
+    assert sorted(_rows(fast)) == sorted(
+        _rows(decoder.decode_each([lines[i] for i in sorted(
+            set(range(len(lines))) - set(rest.tolist()))])[0]))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(strategies.access_log_lines(),
+                          strategies.syslog_lines()), min_size=1,
+                max_size=30))
+def test_text_lines_read_at_once_never_disagree(drawn):
+    lines = [line.encode('utf-8', 'surrogatepass') for line in drawn
+             if '\n' not in line]
+    if not lines:
+        return
+    decoder = BlockDecoder(make_decoder('auto', 'web', 2026), 'decode.logs',
+                           text_fast=True)
+    columns, dead, count = decoder.decode(b'\n'.join(lines))
+    records, dead_ref = decoder.reference(lines)
+    assert count == len(records)
+    assert _rows(columns) == _reference_rows(records)
+    assert sorted((d.raw, d.reason) for d in dead) == \
+        sorted((d.raw, d.reason) for d in dead_ref)
+
+
+def test_the_json_format_reads_no_access_line():
+    """Without text_fast (the json format) an access line is a dead letter,
+    as the json decoder says."""
+    line = ACCESS.format(vhost='a:443 ', day='01', mon='Jan', year='2026',
+                         hms='00:00:00', zone='+0000', status='200',
+                         rt=' 0.1').encode()
+    decoder = BlockDecoder(make_decoder('json'), 'decode.logs')
+    columns, dead, count = decoder.decode(line + b'\n' + line)
+    assert count == 0 and len(dead) == 2

@@ -71,7 +71,7 @@ def test_the_same_params_give_the_same_stream():
     a = synthetic_logs.generate(params(events=2000, seed=5))
     b = synthetic_logs.generate(params(events=2000, seed=5))
     assert a.ticks == b.ticks
-    assert a.tick_seconds == b.tick_seconds == 1.0
+    assert a.tick_seconds == b.tick_seconds == 60.0     # the default tick
 
 
 def test_a_different_seed_gives_a_different_stream():
@@ -109,7 +109,7 @@ def test_watermark_advances_every_tick(dirty_stream):
     marks = [w for _, w in dirty_stream.ticks]
     assert all(b > a for a, b in zip(marks, marks[1:]))
     # The first promise leaves room for the disorder bound.
-    assert marks[0] == T0 + 1.0 - 5.0
+    assert marks[0] == T0 + dirty_stream.tick_seconds - 5.0
 
 
 def test_straggler_fraction_is_near_the_late_param(dirty_stream):
@@ -141,7 +141,7 @@ def test_stragglers_stay_within_six_minutes():
     for i, (records, watermark) in enumerate(stream.ticks):
         arrival_end = T0 + (i + 1) * stream.tick_seconds
         for t, _ in records:
-            assert 20.0 <= arrival_end - t <= 361.0
+            assert 20.0 <= arrival_end - t <= 360.0 + stream.tick_seconds
 
 
 # ----------------------------------------------------------- its TestStream
@@ -161,14 +161,16 @@ def test_test_stream_plays_elements_then_watermark_to_infinity():
     clock = [e.advance_by for e in events
              if isinstance(e, ProcessingTimeEvent)]
     # (ticks are made lazily, a stream at a time: no len())
-    assert clock == [Duration.of(1)] * len(list(stream.ticks))
+    assert clock == [Duration.of(stream.tick_seconds)] * len(
+        list(stream.ticks))
     # Processing time stays far below event time (see test_stream's doc).
     assert len(list(stream.ticks)) < T0
 
 
 def test_the_source_plays_one_element_per_tick_then_its_watermark_and_clock():
     stream = synthetic_logs.generate(params(events=400, seed=2, late=0.05))
-    events = synthetic_io.tick_stream(stream.ticks, 1.0)._events
+    events = synthetic_io.tick_stream(stream.ticks,
+                                      stream.tick_seconds)._events
     played = [tv for e in events if isinstance(e, ElementEvent)
               for tv in e.timestamped_values]
     ticks = [(i, records) for i, (records, _) in enumerate(stream.ticks)
@@ -183,7 +185,8 @@ def test_the_source_plays_one_element_per_tick_then_its_watermark_and_clock():
     assert marks[-1] == MAX_TIMESTAMP
     clock = [e.advance_by for e in events
              if isinstance(e, ProcessingTimeEvent)]
-    assert clock == [Duration.of(1)] * len(list(stream.ticks))
+    assert clock == [Duration.of(stream.tick_seconds)] * len(
+        list(stream.ticks))
     # Each tick's element comes before its watermark and its clock.
     kinds = [type(e).__name__[0] for e in events]
     assert ''.join(kinds).startswith('EWP')
@@ -207,18 +210,18 @@ def _play(uri, blocks, expected):
 
 
 def test_the_streaming_source_emits_every_record_at_its_event_time():
-    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1'
+    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1&tick=1'
     stream = synthetic_logs.generate(params(events=300, seed=3, late=0.1,
-                                            malformed=0.1))
+                                            malformed=0.1, tick=1.0))
     read = _play(uri, False, [(p, Timestamp.of(t))
                               for t, p in stream.records()])
     assert read == 300
 
 
 def test_the_streaming_source_emits_a_tick_as_one_line_block():
-    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1'
+    uri = 'synthetic://logs?events=300&seed=3&late=0.1&malformed=0.1&tick=1'
     stream = synthetic_logs.generate(params(events=300, seed=3, late=0.1,
-                                            malformed=0.1))
+                                            malformed=0.1, tick=1.0))
     expected = []
     for records, _ in stream.ticks:
         lines = [(t, p) for t, p in records if b'\n' not in p]

@@ -5,6 +5,7 @@ of the same records."""
 import itertools
 import tracemalloc
 
+import orjson
 import pytest
 
 from transforms.synthetic import (Ticks, arrival_ticks, logs, sensors,
@@ -111,3 +112,35 @@ def test_ticks_are_made_anew_on_each_iteration():
     ticks = Ticks(make)
     assert list(ticks) == list(ticks) == [([(1.0, b'a')], 0.0)]
     assert len(calls) == 2                    # list() does not walk it twice
+
+
+def test_logs_stream_is_the_same_for_a_seed_and_has_every_kind_of_line():
+    """The vectorised log generator: a seed gives one stream (records drawn
+    a chunk at a time), another seed another; JSON, access-log and syslog
+    lines in about their 70/20/10 shares, and malformed records at about the
+    asked fraction."""
+    params = _params(logs, events=3 * logs.CHUNK + 17, seed=11,
+                     malformed=0.05)
+    first = list(logs._records(params))
+    assert first == list(logs._records(params))
+    assert [r[2] for r in first] != [
+        r[2] for r in logs._records(dict(params, seed=12))]
+    payloads = [r[2] for r in first]
+    n = len(payloads)
+    json_share = sum(p.startswith(b'{"timestamp"') for p in payloads) / n
+    access_share = sum(b' HTTP/1.1" ' in p and p[:1].isalpha()
+                       for p in payloads) / n
+    syslog_share = sum(p.startswith((b'<131>1 ', b'<134>1 '))
+                       for p in payloads) / n
+    assert 0.60 < json_share < 0.72
+    assert 0.15 < access_share < 0.25
+    assert 0.06 < syslog_share < 0.14
+    assert 0.03 < 1 - json_share - access_share - syslog_share < 0.08
+    # The JSON lines, formatted without a JSON library, are what orjson
+    # writes for the same object.
+    for payload in payloads:
+        if payload.startswith(b'{"timestamp"') and payload.endswith(b'"}'):
+            assert orjson.dumps(orjson.loads(payload)) == payload
+    # Event times advance at the rate; arrivals are never before them.
+    assert all(a >= t for t, a, _, _ in first)
+    assert first[1][0] - first[0][0] == pytest.approx(1 / params['rate'])

@@ -26,6 +26,7 @@ import collections
 import importlib
 import importlib.util
 import math
+import operator
 import threading
 
 import apache_beam as beam
@@ -37,6 +38,10 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.columnar import LineBlock
 
 from transforms.io import Source, UriError, counted, parse_uri
+
+# A record of a tick: (event time, payload).
+_TIME = operator.itemgetter(0)
+_PAYLOAD = operator.itemgetter(1)
 
 DESCRIPTION = ('built-in deterministic stream, e.g. synthetic://logs?events='
                '30000&seed=7 (parameters: see the job\'s --help)')
@@ -150,8 +155,8 @@ def tick_stream(ticks, tick_seconds) -> TestStream:
     watermark = None
     for index, (records, tick_watermark) in enumerate(ticks):
         if records:
-            ts.add_elements([TimestampedValue(
-                index, min(t for t, _ in records))])
+            ts.add_elements([TimestampedValue(index,
+                                              min(map(_TIME, records)))])
         if watermark is None or tick_watermark > watermark:
             ts.advance_watermark_to(Timestamp.of(tick_watermark))
             watermark = tick_watermark
@@ -180,15 +185,20 @@ class _TickRecords(beam.DoFn):
             for t, payload in records:
                 yield TimestampedValue(payload, t)
             return
+        if not records:
+            return
+        block = b'\n'.join(map(_PAYLOAD, records))
+        if block.count(b'\n') == len(records) - 1:     # no payload has one
+            yield TimestampedValue(LineBlock(block), min(map(_TIME, records)))
+            return
         lines = [(t, p) for t, p in records if b'\n' not in p]
         if lines:
             yield TimestampedValue(
                 LineBlock(b'\n'.join(p for _, p in lines)),
                 min(t for t, _ in lines))
-        if len(lines) < len(records):
-            for t, payload in records:
-                if b'\n' in payload:
-                    yield TimestampedValue(payload, t)
+        for t, payload in records:
+            if b'\n' in payload:
+                yield TimestampedValue(payload, t)
 
 
 class _Play(beam.PTransform):

@@ -15,13 +15,26 @@ A JSON line is accepted by the vectorised reader only in the canonical shape
 (``timestamp`` as RFC 3339 text with zone, ``service`` text, ``level`` text,
 ``status`` integer 100..599, ``latency_ms`` finite number >= 0, ``host`` text,
 none of the alternative keys); everything else goes to the reference decoder.
+
+With ``text_fast`` (the ``auto`` format, which reads access-log and syslog
+lines too), the other lines are first matched, all at once, against two
+strict shapes read with Arrow's RE2 (:func:`text_columns`): an access log
+line with a virtual host (``vhost[:port] client ident user [dd/Mon/YYYY:
+HH:MM:SS +hhmm] "request" status bytes "referer" "agent" [request_time]``,
+printable ASCII only) and an RFC 5424 syslog line without structured data
+(``<PRI>1 RFC3339-TIME host app procid msgid - message``, printable ASCII).
+A line of either shape reads as the reference decoder reads it (service,
+event time, error, latency are all the statistics use); every other line,
+or one whose date does not exist or lies outside the event-time range, goes
+to the reference decoder, one by one.
 """
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from transforms import columnar, deadletter, windows
 from transforms.combiners import Moments, Quantiles
-from transforms.decode import DEFAULT_MAX_BYTES, decode_payload
+from transforms.decode import (DEFAULT_MAX_BYTES, MAX_EVENT_TIME,
+                              MIN_EVENT_TIME, decode_payload)
 from transforms.logs import decoders
 from transforms.logs.records import ERROR_LEVELS
 from transforms.logs.stats import LogStats
@@ -138,17 +151,31 @@ class BlockDecoder:
     """Decodes a block of lines to :class:`Columns` plus dead letters."""
 
     def __init__(self, decoder, stage, source='', max_bytes=DEFAULT_MAX_BYTES,
-                 json_fast=True):
+                 json_fast=True, text_fast=False):
         self.decoder = decoder
         self.stage = stage
         self.source = source
         self.max_bytes = max_bytes
         self.json_fast = json_fast
+        # Access-log and syslog lines read at once (the auto format only).
+        self.text_fast = text_fast
 
     def decode_each(self, payloads):
         """Payloads decoded one by one: (columns, dead letters, count)."""
         records, dead = self.reference(payloads)
         return Columns.of_records(records), dead, len(records)
+
+    def decode_rest(self, payloads):
+        """A block's lines that are not canonical JSON: those of the strict
+        access-log and syslog shapes read at once (``text_fast``), every
+        other one decoded one by one: (columns, dead letters, count)."""
+        if self.text_fast and payloads:
+            fast, rest = text_columns(payloads, self.max_bytes)
+            if len(fast.event_us):
+                records, dead = self.reference([payloads[i] for i in rest])
+                merged = Columns.concat([fast, Columns.of_records(records)])
+                return merged, dead, len(merged.event_us)
+        return self.decode_each(payloads)
 
     def reference(self, lines):
         """Lines decoded one by one: (records, dead letters)."""
@@ -166,14 +193,164 @@ class BlockDecoder:
         starts, ends = bounds if bounds is not None else \
             columnar.line_bounds(data)
         if not self.json_fast or len(starts) == 0:
-            records, dead = self.reference(
-                [data[s:e] for s, e in zip(starts, ends)])
-            return Columns.of_records(records), dead, len(records)
+            return self.decode_rest([data[s:e] for s, e in zip(starts, ends)])
         return columnar.decode_json_lines(
             data, (starts, ends), schema=SCHEMA, time_field='timestamp',
             max_bytes=self.max_bytes, accept=_accepted_rows,
-            columns_of=_columns_of, decode_each=self.decode_each,
+            columns_of=_columns_of, decode_each=self.decode_rest,
             concat=Columns.concat)
+
+
+# Printable ASCII: no space, none of '"' and '\', and all of it.
+_TOKEN = r'[!-~]+'
+_QUOTED_TEXT = r'"[ !#-\[\]-~]*"'
+MONTHS = ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep',
+          'Oct', 'Nov', 'Dec')
+# The access-log lines the reference decoder (formats.parse_combined, then
+# decoders.decode_combined_log) reads with a virtual host: exactly four
+# tokens before the time, so the first is the virtual host.  The time is
+# 26 bytes: dd/Mon/YYYY:HH:MM:SS +hhmm.
+ACCESS_LINE = (
+    r'^(?P<vhost>[A-Za-z0-9][A-Za-z0-9._-]*)(?::[0-9]{1,5})? '
+    + _TOKEN + ' ' + _TOKEN + ' ' + _TOKEN +
+    r' \[(?P<time>[0-9]{2}/(?:' + '|'.join(MONTHS) + r')/[0-9]{4}:'
+    r'[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4})\] ' + _QUOTED_TEXT +
+    r' (?P<status>[1-5][0-9]{2}) (?:[0-9]{1,15}|-) '
+    + _QUOTED_TEXT + ' ' + _QUOTED_TEXT +
+    r'(?: (?P<rt>[0-9]{1,15}(?:\.[0-9]{1,9})?))?$')
+# RFC 5424 lines without structured data (decoders.decode_syslog_log).
+SYSLOG_LINE = (
+    r'^<(?P<pri>[0-9]{1,3})>1 (?P<time>[0-9]{4}-[0-9]{2}-[0-9]{2}T'
+    r'[0-9]{2}:[0-9]{2}:[0-5][0-9](?:\.[0-9]{1,6})?'
+    r'(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])) '
+    r'(?:' + _TOKEN + ') (?P<app>' + _TOKEN + ') (?:' + _TOKEN + ') (?:'
+    + _TOKEN + r') -(?: [ -~]*)?$')
+_SYSLOG_ERROR = np.array([decoders.SYSLOG_LEVELS[s] in ERROR_LEVELS
+                          for s in range(8)])
+# Month names as numbers of their three bytes, sorted, and their months.
+_MONTH_CODES = np.array([int.from_bytes(m.encode(), 'big') for m in MONTHS])
+_MONTH_ORDER = np.argsort(_MONTH_CODES)
+
+
+def _fixed(values, width: int) -> np.ndarray:
+    """A binary or string array whose values all have ``width`` bytes as a
+    (rows, width) uint8 matrix (one copy, no Python object per row)."""
+    fixed = values.cast(pa.binary()).cast(pa.binary(width))
+    return np.frombuffer(fixed.buffers()[1], np.uint8,
+                         count=width * len(fixed),
+                         offset=width * fixed.offset).reshape(-1, width)
+
+
+def _number(digits: np.ndarray) -> np.ndarray:
+    """Columns of ASCII digits -> their numbers (int64)."""
+    out = np.zeros(len(digits), np.int64)
+    for column in range(digits.shape[1]):
+        out = out * 10 + (digits[:, column].astype(np.int64) - 48)
+    return out
+
+
+def _month_length(year: np.ndarray, month: np.ndarray):
+    """(days since the epoch of each month's first day, the month's days),
+    for years 1970..9999 and months 1..12 (others clipped)."""
+    months = ((np.clip(year, 1970, 9999) - 1970) * 12
+              + np.clip(month, 1, 12) - 1).astype('datetime64[M]')
+    first = months.astype('datetime64[D]').astype(np.int64)
+    return first, (months + 1).astype('datetime64[D]').astype(np.int64) \
+        - first
+
+
+def _in_range(event_us: np.ndarray) -> np.ndarray:
+    return (event_us >= MIN_EVENT_TIME.micros) & \
+        (event_us <= MAX_EVENT_TIME.micros)
+
+
+def _access_columns(struct: pa.StructArray):
+    """(accepted mask, Columns of the accepted) of matched access lines."""
+    time = _fixed(struct.field('time'), 26)   # dd/Mon/YYYY:HH:MM:SS +hhmm
+    day, year = _number(time[:, 0:2]), _number(time[:, 7:11])
+    hour, minute = _number(time[:, 12:14]), _number(time[:, 15:17])
+    second = _number(time[:, 18:20])
+    off_h, off_m = _number(time[:, 22:24]), _number(time[:, 24:26])
+    code = (time[:, 3].astype(np.int64) << 16) | \
+        (time[:, 4].astype(np.int64) << 8) | time[:, 5]
+    month = _MONTH_ORDER[np.searchsorted(_MONTH_CODES[_MONTH_ORDER],
+                                         code)] + 1
+    # Second 60 (a leap second) and years before 1970 are the reference's.
+    ok = ((year >= 1970) & (day >= 1) & (hour <= 23) & (minute <= 59)
+          & (second <= 59) & (off_h <= 23) & (off_m <= 59))
+    first, length = _month_length(year, month)
+    ok &= day <= length
+    sign = np.where(time[:, 21] == ord('-'), -1, 1)
+    seconds = ((first + day - 1) * 86400 + hour * 3600 + minute * 60
+               + second - sign * (off_h * 3600 + off_m * 60))
+    event_us = seconds * 1_000_000
+    ok &= _in_range(event_us)
+    status = _number(_fixed(struct.field('status'), 3))
+    rt = struct.field('rt').cast(pa.string())
+    latency = pc.if_else(pc.equal(rt, ''), None, rt).cast(pa.float64()) \
+        .to_numpy(zero_copy_only=False) * 1000.0
+    keep = np.flatnonzero(ok)
+    return ok, Columns(event_us[keep],
+                       struct.field('vhost').cast(pa.string()).take(
+                           pa.array(keep)),
+                       status[keep] >= 500, latency[keep])
+
+
+def _syslog_columns(struct: pa.StructArray):
+    """(accepted mask, Columns of the accepted) of matched syslog lines."""
+    pri = struct.field('pri').cast(pa.string()).cast(pa.int64()).to_numpy(
+        zero_copy_only=False)
+    time = struct.field('time').cast(pa.string())
+    # The date must exist (Arrow's cast refuses the whole array otherwise).
+    head = _fixed(pc.binary_slice(struct.field('time'), 0, 19), 19)
+    year, month, day = (_number(head[:, 0:4]), _number(head[:, 5:7]),
+                        _number(head[:, 8:10]))
+    hour, minute = _number(head[:, 11:13]), _number(head[:, 14:16])
+    ok = ((pri <= 191) & (year >= 1970) & (month >= 1) & (month <= 12)
+          & (day >= 1) & (hour <= 23) & (minute <= 59))
+    _, length = _month_length(year, month)
+    ok &= day <= length
+    keep = np.flatnonzero(ok)
+    event_us = np.zeros(len(pri), np.int64)
+    try:
+        event_us[keep] = time.take(pa.array(keep)).cast(
+            pa.timestamp('us', tz='UTC')).cast(pa.int64()).to_numpy(
+                zero_copy_only=False)
+    except pa.ArrowInvalid:           # a shape the checks let by
+        return np.zeros(len(pri), bool), None
+    ok &= _in_range(event_us)
+    keep = np.flatnonzero(ok)
+    app = struct.field('app').cast(pa.string())
+    service = pc.if_else(pc.equal(app, '-'), 'syslog', app)
+    return ok, Columns(event_us[keep], service.take(pa.array(keep)),
+                       _SYSLOG_ERROR[pri[keep] & 7],
+                       np.full(len(keep), np.nan))
+
+
+def text_columns(payloads, max_bytes=DEFAULT_MAX_BYTES):
+    """The payloads of the strict access-log and syslog shapes read at once:
+    ``(Columns, indices of the payloads left to the reference decoder)``."""
+    n = len(payloads)
+    usable = np.fromiter((isinstance(p, bytes) and 0 < len(p) <= max_bytes
+                          for p in payloads), bool, n)
+    if not usable.any():
+        return Columns.concat([]), np.arange(n)
+    index = np.flatnonzero(usable)
+    lines = pa.array([payloads[i] for i in index.tolist()], pa.binary())
+    taken = np.zeros(n, bool)
+    parts = []
+    for pattern, read in ((ACCESS_LINE, _access_columns),
+                          (SYSLOG_LINE, _syslog_columns)):
+        matched = pc.extract_regex(lines, pattern)
+        valid = matched.is_valid().to_numpy(zero_copy_only=False)
+        if not valid.any():
+            continue
+        rows = np.flatnonzero(valid)
+        ok, columns = read(matched.filter(pa.array(valid)))
+        if ok.any():
+            taken[index[rows[ok]]] = True
+            parts.append(columns)
+    return Columns.concat(parts), np.flatnonzero(~taken)
 
 
 def event_times(max_bytes=DEFAULT_MAX_BYTES) -> columnar.JsonEventTimes:

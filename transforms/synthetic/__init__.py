@@ -16,6 +16,8 @@ import itertools
 import math
 import typing
 
+import numpy as np
+
 
 class SyntheticStream(typing.NamedTuple):
     """A stream as it would arrive: ticks of processing time.
@@ -105,6 +107,61 @@ def stream_ticks(records, tick_seconds, disorder, start):
         while heap and heap[0][0] < end:
             arrival, event, _, payload = heapq.heappop(heap)
             batch.append((event, payload))
+        yield batch, end - disorder
+        tick += 1
+
+
+def chunk_ticks(chunks, tick_seconds, disorder, start):
+    """:func:`stream_ticks` for records that come in chunks of arrays:
+    ``(event_times, arrival_times, payloads, later)`` with ``later`` a lower
+    bound of the arrival time of every record of the chunks after it.  The
+    same ticks as :func:`stream_ticks` on the same records, one record at a
+    time (ties in arrival time by event time, then by generation order),
+    selected and ordered with numpy a tick at a time instead of a heap
+    operation per record."""
+    source = iter(chunks)
+    arrival = np.zeros(0)
+    event = np.zeros(0)
+    seq = np.zeros(0, np.int64)
+    held = {}                    # seq -> (event time, payload)
+    state = {'later': -math.inf, 'done': False, 'next': 0}
+
+    def pull():
+        nonlocal arrival, event, seq
+        try:
+            events, arrivals, payloads, later = next(source)
+        except StopIteration:
+            state['done'] = True
+            return
+        first = state['next']
+        numbers = np.arange(first, first + len(payloads), dtype=np.int64)
+        state['next'] = first + len(payloads)
+        arrival = np.concatenate((arrival, arrivals))
+        event = np.concatenate((event, events))
+        seq = np.concatenate((seq, numbers))
+        # (Payloads made by orjson must be copied to their size first:
+        # orjson's bytes keep their 4 KiB buffer.)
+        held.update(zip(numbers.tolist(), zip(events.tolist(), payloads)))
+        state['later'] = later
+
+    tick = 0
+    while True:
+        if not len(seq) and not state['done']:
+            pull()
+        if not len(seq):
+            return
+        end = start + (tick + 1) * tick_seconds
+        while not state['done'] and state['later'] < end:
+            pull()
+        due = arrival < end
+        batch = []
+        if due.any():
+            index = np.flatnonzero(due)
+            order = index[np.lexsort((seq[index], event[index],
+                                      arrival[index]))]
+            batch = [held.pop(n) for n in seq[order].tolist()]
+            keep = ~due
+            arrival, event, seq = arrival[keep], event[keep], seq[keep]
         yield batch, end - disorder
         tick += 1
 
