@@ -553,7 +553,12 @@ class _KeepingLateDriver:
 
     def _process_elements(self, state, windowed_values, output_watermark,
                           input_watermark):
-        kept, late = [], {}
+        # A value that carries what it was read from (``windows.WithRaw``)
+        # keeps it only where it is late: what the driver stores for an
+        # open window is the value alone, so the grouping's state never
+        # holds a payload.  ``carried`` maps a stored value (by identity) to
+        # the value with its payload, for those the driver then skips.
+        kept, carried, late = [], {}, {}
         for value in windowed_values:
             open_windows = []
             for window in value.windows:
@@ -562,10 +567,17 @@ class _KeepingLateDriver:
                     late.setdefault((window, how), []).append(value.value)
                 else:
                     open_windows.append(window)
-            if len(open_windows) == len(value.windows):
+            if not open_windows:
+                continue
+            stored = value.value
+            if isinstance(stored, windows.WithRaw):
+                stored = stored.value
+                carried[id(stored)] = value.value
+            if stored is value.value and \
+                    len(open_windows) == len(value.windows):
                 kept.append(value)
-            elif open_windows:
-                kept.append(WindowedValue(value.value, value.timestamp,
+            else:
+                kept.append(WindowedValue(stored, value.timestamp,
                                           open_windows, value.pane_info))
         for (window, how), values in late.items():
             yield self._late(window, values, how, input_watermark)
@@ -583,7 +595,8 @@ class _KeepingLateDriver:
         watched = _WatchedElements(state, self._driver.ELEMENTS)
         yield from self._driver.process_elements(
             watched, kept, output_watermark, input_watermark)
-        skipped = [(window, value.value) for value in kept
+        skipped = [(window, carried.get(id(value.value), value.value))
+                   for value in kept
                    for window in value.windows[watched.added(value.value):]]
         if not skipped:
             return

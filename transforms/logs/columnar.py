@@ -145,35 +145,45 @@ class BlockDecoder:
         self.max_bytes = max_bytes
         self.json_fast = json_fast
 
-    def decode_each(self, payloads):
-        """Payloads decoded one by one: (columns, dead letters, count)."""
-        records, dead = self.reference(payloads)
+    def decode_each(self, payloads, kept: list = None):
+        """Payloads decoded one by one: (columns, dead letters, count);
+        ``kept``: a list to which the index of every payload that became a
+        record is appended."""
+        records, dead = self.reference(payloads, kept)
         return Columns.of_records(records), dead, len(records)
 
-    def reference(self, lines):
+    def reference(self, lines, kept: list = None):
         """Lines decoded one by one: (records, dead letters)."""
         records, dead = [], []
-        for raw in lines:
+        for i, raw in enumerate(lines):
             result = decode_payload(raw, self.decoder, self.stage, self.source,
                                     self.max_bytes)
-            (dead if isinstance(result, deadletter.DeadLetter)
-             else records).append(result)
+            if isinstance(result, deadletter.DeadLetter):
+                dead.append(result)
+            else:
+                records.append(result)
+                if kept is not None:
+                    kept.append(i)
         return records, dead
 
-    def decode(self, data: bytes, bounds=None):
+    def decode(self, data: bytes, bounds=None, lines: list = None):
         """``data``: lines joined by b'\\n'; ``bounds``: their (starts, ends)
-        when known (an empty last line leaves no trace in the bytes)."""
+        when known (an empty last line leaves no trace in the bytes);
+        ``lines``: see ``columnar.decode_json_lines``."""
         starts, ends = bounds if bounds is not None else \
             columnar.line_bounds(data)
         if not self.json_fast or len(starts) == 0:
+            kept = [] if lines is not None else None
             records, dead = self.reference(
-                [data[s:e] for s, e in zip(starts, ends)])
+                [data[s:e] for s, e in zip(starts, ends)], kept)
+            if lines is not None:
+                lines.append(np.asarray(kept, np.int64))
             return Columns.of_records(records), dead, len(records)
         return columnar.decode_json_lines(
             data, (starts, ends), schema=SCHEMA, time_field='timestamp',
             max_bytes=self.max_bytes, accept=_accepted_rows,
             columns_of=_columns_of, decode_each=self.decode_each,
-            concat=Columns.concat)
+            concat=Columns.concat, lines=lines)
 
 
 def event_times(max_bytes=DEFAULT_MAX_BYTES) -> columnar.JsonEventTimes:
@@ -244,11 +254,18 @@ class LogPartials:
     def __call__(self, columns):
         return partials(columns, self.window, self.k)
 
+    @staticmethod
+    def row_keys(columns):
+        """(code of each row's service, the service of each code)."""
+        return columnar.string_codes(columns.service)
+
 
 def log_partials_fn(block_decoder: BlockDecoder, window: windows.WindowSpec,
-                    job: str, k: int,
-                    window_in_key: bool = False) -> columnar.PartialsFn:
+                    job: str, k: int, window_in_key: bool = False,
+                    carry_raw: bool = False) -> columnar.PartialsFn:
     """Raw lines or LineBlocks -> ``(service, LogStats)`` partials, each in its
-    window (tag ``ok``), and dead letters (tag ``dead``)."""
+    window (tag ``ok``), and dead letters (tag ``dead``); ``carry_raw``: see
+    ``columnar.PartialsFn``."""
     return columnar.PartialsFn(block_decoder, LogPartials(window, k), job,
-                               window_in_key=window_in_key)
+                               window_in_key=window_in_key,
+                               carry_raw=carry_raw)
