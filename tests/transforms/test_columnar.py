@@ -22,6 +22,16 @@ def _random_lines(rng, n):
 
 
 @pytest.mark.parametrize('seed', range(20))
+def test_block_lines_are_the_lines_split_gives(seed):
+    rng = random.Random(seed)
+    data = b''.join(rng.choice([b'\n', b'x', b'\r', b'{}', b'\xff'])
+                    for _ in range(rng.randrange(40)))
+    starts, ends = columnar.line_bounds(data)
+    assert columnar.block_lines(data, starts, ends).to_pylist() == \
+        data.split(b'\n')
+
+
+@pytest.mark.parametrize('seed', range(20))
 def test_line_bounds_cut_as_split_does(seed):
     rng = random.Random(seed)
     data = b''.join(rng.choice([b'\n', b'x', b'\r', b'{}'])
@@ -122,6 +132,20 @@ def test_block_decoder_equals_the_reference_line_by_line():
     assert got == want
     assert sorted((d.raw, d.reason) for d in dead) == \
         sorted((d.raw, d.reason) for d in dead_ref)
+    # The line of each row, where late records keep their payloads: the
+    # row's record is the reference decoder's record of that line.
+    lines = []
+    columns, _, _ = decoder.decode(data, None, lines)
+    of_rows = np.concatenate(lines)
+    assert len(of_rows) == count
+    split = data.split(b'\n')
+    for row, line in enumerate(of_rows.tolist()):
+        (record,), _ = decoder.reference([split[line]])
+        latency = columns.latency[row]
+        assert (record.event_time.micros, record.service,
+                record.latency_ms) == \
+            (columns.event_us[row], columns.service[row].as_py(),
+             None if np.isnan(latency) else latency)
 
 
 def test_a_deeply_nested_line_goes_to_the_reference_decoder():
