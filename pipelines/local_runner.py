@@ -134,6 +134,7 @@ def install():
     _install_stall_check()
     _install_pane_timing()
     _install_late_firing_watermark()
+    _install_late_phase_hold()
     _install_keep_late()
     _install_fresh_sampler()
     _install_override_order()
@@ -457,6 +458,33 @@ def _install_pane_timing():
 
     setattr(process_timer, _INSTALLED, True)
     driver.process_timer = process_timer
+
+
+def _install_late_phase_hold():
+    driver = trigger.GeneralTriggerDriver
+    if getattr(driver._output, _INSTALLED, False):  # pylint: disable=protected-access
+        return
+    original = driver._output  # pylint: disable=protected-access
+
+    def _output(self, window, finished, state, output_watermark,
+                maybe_ontime):
+        # Beam keeps a pane's watermark hold while the window's end is ahead
+        # of the watermark, for the ON_TIME pane still to come.  A window
+        # whose trigger is in its late phase has fired that pane: a session
+        # a late record extended past the watermark (the merged window
+        # inherits the late phase) has no ON_TIME pane and no end-of-window
+        # timer left, and the hold would never be released.
+        pane = original(self, window, finished, state, output_watermark,
+                        maybe_ontime)
+        is_late = getattr(self.trigger_fn, 'is_late', None)
+        if is_late is not None and \
+                state.get_state(window, self.WATERMARK_HOLD) is not None and \
+                is_late(state.at(window, self.clock)):
+            state.clear_state(window, self.WATERMARK_HOLD)
+        return pane
+
+    setattr(_output, _INSTALLED, True)
+    driver._output = _output  # pylint: disable=protected-access
 
 
 def _install_late_firing_watermark():
