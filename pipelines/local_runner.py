@@ -55,7 +55,16 @@ Records after the allowed lateness: Beam's trigger driver skips them inside
 the GroupByKey without a trace.  In a grouping step labelled
 ``transforms.windows.KEEP_LATE_LABEL`` the same decision (same rule, same
 input watermark, same place) emits them instead, as a ``LateRecords`` value
-in their window, which ``AggregatePerKey`` turns into dead letters.
+in their window, which ``AggregatePerKey`` turns into dead letters.  A value
+that carries the payload it was read from (``windows.WithRaw``) is stored
+without it: only a late one keeps it, for its dead letters.
+
+A session that a late record extends past the watermark inherits its
+trigger's late phase (``AfterWatermark``'s ``is_late`` merges with ``any``):
+it fires at once and sets no end-of-window timer, yet Beam's driver keeps
+the pane's watermark hold for an ON_TIME pane (the window's end is ahead of
+the watermark) that never comes, and the run stalled.  A pane's hold is
+released when its window's trigger is in its late phase.
 
 Latency on a live stream: the runner's single worker takes its queue in
 order, and its monitor schedules a bundle's consumers only at its next
