@@ -211,8 +211,8 @@ def test_the_grouping_state_holds_values_without_their_payloads():
         _driver('late=1,lateness=1m,accumulating', _Clock(T0)))
 
     def carried(offset):
-        return WindowedValue(windows.WithRaw(f'r{offset}', b'line %d' % offset),
-                             Timestamp.of(T0 + offset), [W])
+        value = windows.WithRaw(f'r{offset}', b'line %d' % offset)
+        return WindowedValue(value, Timestamp.of(T0 + offset), [W])
 
     list(driver.process_elements(state, [carried(1), carried(2)],
                                  Timestamp.of(T0), Timestamp.of(T0)))

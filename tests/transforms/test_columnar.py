@@ -3,11 +3,12 @@ import random
 
 import numpy as np
 import pytest
-from apache_beam.transforms.window import WindowFn
+from apache_beam.transforms.window import GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import columnar, windows
-from transforms.logs.columnar import SCHEMA, BlockDecoder
+from transforms.combiners import DEFAULT_K
+from transforms.logs.columnar import SCHEMA, BlockDecoder, log_partials_fn
 from transforms.logs.decoders import make_decoder
 from transforms.logs.records import is_error
 
@@ -146,6 +147,41 @@ def test_block_decoder_equals_the_reference_line_by_line():
                 record.latency_ms) == \
             (columns.event_us[row], columns.service[row].as_py(),
              None if np.isnan(latency) else latency)
+
+
+@pytest.mark.parametrize('spec', ['fixed:60s', 'sliding:60s/20s'])
+def test_a_carried_partial_holds_the_lines_of_its_records(spec):
+    """PartialsFn(carry_raw=True): each partial carries one line per record
+    it covers, each a line whose record is of the partial's key and window
+    (Arrow-read lines and reference-decoded ones alike)."""
+    lines = [GOOD % (i % 60, i % 3, 200, b'%d.5' % i) for i in range(90)]
+    lines += [b'<134>1 2026-01-01T00:00:%02dZ host1 s%d 42 - - hi' % (i, i % 2)
+              for i in range(0, 60, 7)]
+    rng = random.Random(3)
+    lines += _random_lines(rng, 20)
+    rng.shuffle(lines)
+    window = windows.parse_window(spec)
+    decoder = BlockDecoder(make_decoder('auto'), 'decode.logs')
+    fn = log_partials_fn(decoder, window, 'logs', DEFAULT_K, carry_raw=True)
+    fn.start_bundle()
+    outputs = list(fn.process(columnar.LineBlock(b'\n'.join(lines)),
+                              Timestamp.of(0), GlobalWindow()))
+    partials = [o for o in outputs if not hasattr(o, 'tag')]
+    assert partials
+    covered = 0
+    for value in partials:
+        (service, (stats, raw)), (w,) = value.value, value.windows
+        payloads = raw.to_pylist()
+        assert len(payloads) == stats.count
+        covered += len(payloads)
+        records, dead = decoder.reference(payloads)
+        assert not dead
+        assert all(r.service == service and
+                   w.start <= r.event_time < w.end for r in records)
+    records, _ = decoder.reference(lines)
+    assert covered == sum(
+        len(windows.window_starts(window, [r.event_time.micros])[0])
+        for r in records)
 
 
 def test_a_deeply_nested_line_goes_to_the_reference_decoder():
