@@ -55,7 +55,16 @@ Records after the allowed lateness: Beam's trigger driver skips them inside
 the GroupByKey without a trace.  In a grouping step labelled
 ``transforms.windows.KEEP_LATE_LABEL`` the same decision (same rule, same
 input watermark, same place) emits them instead, as a ``LateRecords`` value
-in their window, which ``AggregatePerKey`` turns into dead letters.
+in their window, which ``AggregatePerKey`` turns into dead letters.  A value
+that carries the payload it was read from (``windows.WithRaw``) is stored
+without it: only a late one keeps it, for its dead letters.
+
+A session that a late record extends past the watermark inherits its
+trigger's late phase (``AfterWatermark``'s ``is_late`` merges with ``any``):
+it fires at once and sets no end-of-window timer, yet Beam's driver keeps
+the pane's watermark hold for an ON_TIME pane (the window's end is ahead of
+the watermark) that never comes, and the run stalled.  A pane's hold is
+released when its window's trigger is in its late phase.
 
 Latency on a live stream: the runner's single worker takes its queue in
 order, and its monitor schedules a bundle's consumers only at its next
@@ -135,6 +144,7 @@ def install():
     _install_stall_check()
     _install_pane_timing()
     _install_late_firing_watermark()
+    _install_late_phase_hold()
     _install_keep_late()
     _install_fresh_sampler()
     _install_override_order()
@@ -484,6 +494,33 @@ def _install_pane_timing():
     driver.process_timer = process_timer
 
 
+def _install_late_phase_hold():
+    driver = trigger.GeneralTriggerDriver
+    if getattr(driver._output, _INSTALLED, False):  # pylint: disable=protected-access
+        return
+    original = driver._output  # pylint: disable=protected-access
+
+    def _output(self, window, finished, state, output_watermark,
+                maybe_ontime):
+        # Beam keeps a pane's watermark hold while the window's end is ahead
+        # of the watermark, for the ON_TIME pane still to come.  A window
+        # whose trigger is in its late phase has fired that pane: a session
+        # a late record extended past the watermark (the merged window
+        # inherits the late phase) has no ON_TIME pane and no end-of-window
+        # timer left, and the hold would never be released.
+        pane = original(self, window, finished, state, output_watermark,
+                        maybe_ontime)
+        is_late = getattr(self.trigger_fn, 'is_late', None)
+        if is_late is not None and \
+                state.get_state(window, self.WATERMARK_HOLD) is not None and \
+                is_late(state.at(window, self.clock)):
+            state.clear_state(window, self.WATERMARK_HOLD)
+        return pane
+
+    setattr(_output, _INSTALLED, True)
+    driver._output = _output  # pylint: disable=protected-access
+
+
 def _install_late_firing_watermark():
     driver = trigger.GeneralTriggerDriver
     if getattr(driver.process_elements, _INSTALLED, False):
@@ -578,7 +615,12 @@ class _KeepingLateDriver:
 
     def _process_elements(self, state, windowed_values, output_watermark,
                           input_watermark):
-        kept, late = [], {}
+        # A value that carries what it was read from (``windows.WithRaw``)
+        # keeps it only where it is late: what the driver stores for an
+        # open window is the value alone, so the grouping's state never
+        # holds a payload.  ``carried`` maps a stored value (by identity) to
+        # the value with its payload, for those the driver then skips.
+        kept, carried, late = [], {}, {}
         for value in windowed_values:
             open_windows = []
             for window in value.windows:
@@ -587,10 +629,17 @@ class _KeepingLateDriver:
                     late.setdefault((window, how), []).append(value.value)
                 else:
                     open_windows.append(window)
-            if len(open_windows) == len(value.windows):
+            if not open_windows:
+                continue
+            stored = value.value
+            if isinstance(stored, windows.WithRaw):
+                stored = stored.value
+                carried[id(stored)] = value.value
+            if stored is value.value and \
+                    len(open_windows) == len(value.windows):
                 kept.append(value)
-            elif open_windows:
-                kept.append(WindowedValue(value.value, value.timestamp,
+            else:
+                kept.append(WindowedValue(stored, value.timestamp,
                                           open_windows, value.pane_info))
         for (window, how), values in late.items():
             yield self._late(window, values, how, input_watermark)
@@ -608,7 +657,8 @@ class _KeepingLateDriver:
         watched = _WatchedElements(state, self._driver.ELEMENTS)
         yield from self._driver.process_elements(
             watched, kept, output_watermark, input_watermark)
-        skipped = [(window, value.value) for value in kept
+        skipped = [(window, carried.get(id(value.value), value.value))
+                   for value in kept
                    for window in value.windows[watched.added(value.value):]]
         if not skipped:
             return

@@ -216,6 +216,9 @@ def build(pipeline, args, context):
         # without reassigning windows; in a batch run (one pane per window)
         # the window travels in the key instead.
         bounded = not context.streaming
+        # Where late records are kept, each partial travels with the lines
+        # of its records, which a late one's dead letters then hold.
+        carried = context.keeps_late
         blocks = source.blocks() if bounded else source.stream_blocks()
         decoded = (pipeline
                    | 'Read' >> (blocks or source)
@@ -225,7 +228,8 @@ def build(pipeline, args, context):
                                     json_fast=json_fast,
                                     text_fast=json_fast and
                                     args.log_format == 'auto'),
-                       window, JOB, DEFAULT_K, window_in_key=bounded))
+                       window, JOB, DEFAULT_K, window_in_key=bounded,
+                       carry_raw=carried))
                    .with_outputs(deadletter.DEAD, main=deadletter.OK))
         keyed = decoded.ok if bounded else \
             decoded.ok | 'Window' >> windows.ApplyKeptWindows(trigger)

@@ -204,6 +204,9 @@ def build(pipeline, args, context):
         # stream the source's blocks (a tick's or a poll's records) or, from
         # a source without, each bundle's payloads are decoded together.
         bounded = not context.streaming
+        # Where late readings are kept, each partial travels with the lines
+        # of its readings, which a late one's dead letters then hold.
+        carried = context.keeps_late
         blocks = source.blocks() if bounded else source.stream_blocks()
         decoded = (pipeline
                    | 'Read' >> (blocks or source)
@@ -216,7 +219,7 @@ def build(pipeline, args, context):
                            SensorPartials(window, DEFAULT_K,
                                           readings=args.anomalies == 'on'),
                            JOB,
-                           window_in_key=bounded),
+                           window_in_key=bounded, carry_raw=carried),
                        beam.pvalue.AsSingleton(tables, default_value=None))
                    .with_outputs(deadletter.DEAD, READINGS,
                                  main=deadletter.OK))

@@ -117,6 +117,9 @@ def build(pipeline, args, context):
         # samples per (symbol, anomaly window); in a batch run the window
         # travels in the key (one pane per window).
         bounded = not context.streaming
+        # Where late trades are kept, each partial bar travels with the
+        # lines of its trades, which a late one's dead letters then hold.
+        carried = context.keeps_late
         blocks = source.blocks() if bounded else source.stream_blocks()
         decoded = (pipeline
                    | 'Read' >> (blocks or source)
@@ -125,8 +128,8 @@ def build(pipeline, args, context):
                                     args.source, args.max_record_bytes,
                                     json_fast=json_fast),
                        TradePartials(window, anomaly_window), JOB,
-                       window_in_key=bounded)).with_outputs(
-                           deadletter.DEAD, PRICES, main=deadletter.OK))
+                       window_in_key=bounded, carry_raw=carried))
+                   .with_outputs(deadletter.DEAD, PRICES, main=deadletter.OK))
         keyed = decoded.ok if bounded else \
             decoded.ok | 'Window' >> windows.ApplyKeptWindows(trigger)
         samples = decoded[PRICES] if bounded else \

@@ -49,10 +49,16 @@ class _CountAssignments(beam.DoFn):
 
 
 class _CountCarried(_CountAssignments):
-    """The same where each value is a (value, raw payload) pair."""
+    """The same where each value is a (value, raw payload) pair: it leaves
+    as a ``windows.WithRaw``, which the grouping that keeps late records
+    strips of its payload unless it is late."""
 
     def process(self, kv, window=beam.DoFn.WindowParam):
-        self._assigned.inc(self._count_of(kv[1][0]))
+        key, carried = kv
+        if not isinstance(carried, windows.WithRaw):
+            carried = windows.WithRaw(*carried)
+            kv = key, carried
+        self._assigned.inc(self._count_of(carried.value))
         yield kv
 
 
@@ -105,19 +111,23 @@ class _SplitLate(beam.DoFn):
     def __init__(self, job, count_of, lateness, carries_raw=False):
         self._count_of = count_of
         self._lateness = lateness
-        # values are (value, raw payload) pairs: groups pass on the values,
-        # a late one's dead letter holds its payload
+        # values are windows.WithRaw: a late one's dead letters hold its
+        # payloads (the grouping step stripped the others of theirs)
         self._carries_raw = carries_raw
         self._kept = Metrics.counter(job, 'late_kept')
-        # dead letters made here (one per late value: a columnar partial of
-        # several records is one), beside the decoders' ``dead_letters``
+        # dead letters made here (one per late record where the payloads
+        # travel; else one per late value, a partial of several records
+        # being one), beside the decoders' ``dead_letters``
         self._letters = Metrics.counter(job, 'late_dead_letters')
 
     def process(self, kv, window=beam.DoFn.WindowParam):
         key, values = kv
         if not isinstance(values, windows.LateRecords):
             if self._carries_raw:
-                yield key, [value for value, _ in values]
+                # (only where the grouping step did not strip the payloads:
+                # a runner without the local runner's late-record driver)
+                yield key, [v.value if isinstance(v, windows.WithRaw) else v
+                            for v in values]
             else:
                 yield kv
             return
@@ -126,23 +136,46 @@ class _SplitLate(beam.DoFn):
         allowed = ('allowed lateness '
                    f'{windows.format_duration(self._lateness)}'
                    if self._lateness else 'no allowed lateness')
+        if values.finished:
+            why = ('arrived after it closed: its trigger had fired '
+                   f'its final pane ({allowed})')
+        else:
+            why = (f'arrived {values.seconds_late:.3f} s after it closed '
+                   f'({allowed})')
         for value in values.values:
-            if self._carries_raw:
+            if isinstance(value, windows.WithRaw):
                 value, raw = value
+                records = self._count_of(value)
+                payloads = _payloads(raw)
+                if payloads is not None and len(payloads) == records:
+                    # one dead letter per record, with its own payload
+                    self._kept.inc(records)
+                    for payload in payloads:
+                        yield self._letter(payload, 1, key, span, why)
+                    continue
+                if payloads is not None:
+                    # (a partial whose payloads do not match its count:
+                    # kept as JSON by its fields, never silently)
+                    raw = _as_json(value)
             else:
                 raw = _as_json(value)
-            records = self._count_of(value)
+                records = self._count_of(value)
             self._kept.inc(records)
-            self._letters.inc()
-            if values.finished:
-                why = ('arrived after it closed: its trigger had fired '
-                       f'its final pane ({allowed})')
-            else:
-                why = (f'arrived {values.seconds_late:.3f} s after it closed '
-                       f'({allowed})')
-            yield beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
-                raw, LATE_STAGE,
-                f'{records} record(s) of {key!r} for window {span} {why}'))
+            yield self._letter(raw, records, key, span, why)
+
+    def _letter(self, raw, records, key, span, why):
+        self._letters.inc()
+        return beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
+            raw, LATE_STAGE,
+            f'{records} record(s) of {key!r} for window {span} {why}'))
+
+
+def _payloads(raw):
+    """The payloads a carried ``raw`` holds, one per record (a list), or
+    None where it is a single record's payload."""
+    if raw is None or isinstance(raw, (bytes, bytearray, memoryview, str)):
+        return None
+    return raw.to_pylist() if hasattr(raw, 'to_pylist') else list(raw)
 
 
 class _PaneRows(beam.DoFn):
@@ -268,9 +301,13 @@ class AggregatePerKey(beam.PTransform):
     rows leave in the global window (their fields say their window).
 
     ``carries_raw`` (with ``keep_late`` only): each value is a ``(value,
-    raw payload)`` pair (``Decode(with_raw=True)``); the combine sees the
-    values alone, and a late value's dead letter holds its payload as it
-    was read instead of the value as JSON.
+    raw)`` pair or a ``windows.WithRaw``: ``raw`` is the payload a record
+    was read from (``Decode(with_raw=True)``) or the payloads of the
+    records a partial covers, one each (``columnar.PartialsFn(carry_raw=
+    True)``).  The grouping step keeps the value alone unless it is late;
+    the combine sees the values alone, and a late value makes one dead
+    letter per record, holding that record's payload as it was read,
+    instead of the value as JSON.
     """
 
     def __init__(self, combine_fn, make_row, count_of, accumulating, job,

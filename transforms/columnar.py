@@ -23,12 +23,13 @@ import typing
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import deadletter
+from transforms import deadletter, windows
 from transforms.decode import (MAX_EVENT_TIME, MIN_EVENT_TIME, DecodeCounters,
                                Filtered)
 
@@ -207,7 +208,7 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
 
 def decode_json_lines(data: bytes, bounds, *, schema: pa.Schema,
                       time_field: str, max_bytes: int, accept, columns_of,
-                      decode_each, concat):
+                      decode_each, concat, lines: list = None):
     """The skeleton of every columnar block decoder.
 
     The JSON-object lines of the block are read by Arrow (``schema`` types the
@@ -217,20 +218,49 @@ def decode_json_lines(data: bytes, bounds, *, schema: pa.Schema,
     event_us)`` turns the accepted rows into the job's columns.  Every other
     line goes, one by one, to ``decode_each(payloads) -> (columns, refused,
     count)`` (the reference decoder).  Returns ``(concat(parts), refused,
-    record count)``.
+    record count)``.  ``lines``: a list to which the block's line index of
+    every row of the result is appended, in arrays in row order (each
+    ``decode_each(payloads, kept)`` appends to ``kept`` the index of every
+    payload that became a row).
     """
     starts, ends = bounds if bounds is not None else line_bounds(data)
     fallback, parts = [], []
-    for table, _, event_us in accepted_rows(data, starts, ends, schema,
-                                            time_field, max_bytes, accept,
-                                            fallback):
+    for table, rows, event_us in accepted_rows(data, starts, ends, schema,
+                                               time_field, max_bytes, accept,
+                                               fallback):
         parts.append(columns_of(table, event_us))
-    lines = np.sort(np.concatenate(fallback))
-    columns, refused_lines, _ = decode_each(
-        [data[starts[i]:ends[i]] for i in lines])
+        if lines is not None:
+            lines.append(rows)
+    others = np.sort(np.concatenate(fallback))
+    payloads = [data[starts[i]:ends[i]] for i in others]
+    if lines is None:
+        columns, refused_lines, _ = decode_each(payloads)
+    else:
+        kept = []
+        columns, refused_lines, _ = decode_each(payloads, kept)
+        lines.append(others[np.asarray(kept, np.int64)])
     parts.append(columns)
     merged = concat(parts)
     return merged, refused_lines, len(merged.event_us)
+
+
+def block_lines(data: bytes, starts, ends) -> pa.Array:
+    """The lines of a block as an Arrow binary array, exactly as ``data
+    [starts[i]:ends[i]]`` (lines that hold no b'\\n', each followed by
+    one, the last by none, as ``line_bounds`` cuts them): one pass of numpy
+    over the bytes, no Python object per line."""
+    if len(starts) == 0:
+        return pa.array([], pa.binary())
+    raw = np.frombuffer(data, np.uint8)
+    values = raw[raw != NEWLINE]
+    # line i starts after the i newlines before it
+    offsets = np.append(starts - np.arange(len(starts)),
+                        ends[-1] - (len(starts) - 1))
+    large = len(values) >= 2 ** 31
+    return pa.Array.from_buffers(
+        pa.large_binary() if large else pa.binary(), len(starts),
+        [None, pa.py_buffer(offsets.astype(np.int64 if large else np.int32)),
+         pa.py_buffer(values)])
 
 
 def accepted_rows(data: bytes, starts, ends, schema: pa.Schema,
@@ -294,6 +324,14 @@ class JsonEventTimes:
         return seconds, read
 
 
+def string_codes(array: pa.Array):
+    """(int64 code of each value, the value of each code) of an Arrow
+    string array (dictionary encoding)."""
+    encoded = pc.dictionary_encode(array)
+    return (encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            encoded.dictionary.to_pylist())
+
+
 def group_rows(*keys):
     """Group ids of rows by the combination of key arrays.
 
@@ -320,6 +358,7 @@ def group_rows(*keys):
 
 
 _GLOBAL = (GlobalWindow(),)
+_NO_ROWS = np.zeros(0, np.int64)
 
 
 class PartialsFn(beam.DoFn):
@@ -338,10 +377,26 @@ class PartialsFn(beam.DoFn):
     a bundle are what the element-at-a-time path would have combined before
     the shuffle.  ``window_in_key`` emits ``((key, start, end), accumulator)``
     in the global window instead (bounded input; see AggregatePerKey).
+
+    ``carry_raw`` (a stream whose late records are kept): each partial of
+    the main output leaves as ``windows.WithRaw(accumulator, lines)``,
+    ``lines`` the payloads of the records it covers (an Arrow binary array,
+    taken from the block's lines), for the dead letters of a late partial
+    (``AggregatePerKey(carries_raw=True)``; the grouping step drops them
+    from every partial that is not late).  The decoder then takes a list
+    to which it appends the line of every row (``decode(data, bounds,
+    lines)``, ``decode_each(payloads, kept)``), and ``make_partials`` has
+    ``window`` (the window spec of its main output) and ``row_keys(columns)
+    -> (codes, names)``: each row's key as an integer code, and the key of
+    each code; the records of a partial are the rows of its key that its
+    window holds.
     """
 
     def __init__(self, decoder, make_partials, job, max_buffer=20000,
-                 window_in_key=False):
+                 window_in_key=False, carry_raw=False):
+        if carry_raw and window_in_key:
+            raise ValueError('carry_raw is for windowed (streaming) input')
+        self._carry_raw = carry_raw
         self._window_in_key = window_in_key
         self._decoder = decoder
         self._make_partials = make_partials
@@ -355,8 +410,14 @@ class PartialsFn(beam.DoFn):
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
         if isinstance(element, LineBlock):
-            columns, dead, count = self._decoder.decode(element.data)
-            yield from self._emit(columns, count)
+            if self._carry_raw:
+                bounds = line_bounds(element.data)
+                columns, dead, count, raw = self._decode_carried(
+                    element.data, bounds)
+                yield from self._emit(columns, count, raw)
+            else:
+                columns, dead, count = self._decoder.decode(element.data)
+                yield from self._emit(columns, count)
             yield from self._dead_letters(dead, timestamp, window)
             return
         self._buffer.append((element, timestamp, window))
@@ -378,16 +439,31 @@ class PartialsFn(beam.DoFn):
         raws = [b[0] for b, ok in zip(buffered, blockable) if ok]
         dead = []
         if singles:
-            columns, dead_singles, count = self._decoder.decode_each(singles)
+            raw = None
+            if self._carry_raw:
+                kept = []
+                columns, dead_singles, count = self._decoder.decode_each(
+                    singles, kept)
+                raw = (pa.array([deadletter.to_bytes(p) for p in singles],
+                                pa.binary()), np.asarray(kept, np.int64))
+            else:
+                columns, dead_singles, count = self._decoder.decode_each(
+                    singles)
             dead += dead_singles
-            yield from self._emit(columns, count)
+            yield from self._emit(columns, count, raw)
         if raws:
             lengths = np.fromiter(map(len, raws), np.int64, len(raws))
             starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
-            columns, dead_block, count = self._decoder.decode(
-                b'\n'.join(raws), (starts, starts + lengths))
+            data = b'\n'.join(raws)
+            if self._carry_raw:
+                columns, dead_block, count, raw = self._decode_carried(
+                    data, (starts, starts + lengths))
+            else:
+                columns, dead_block, count = self._decoder.decode(
+                    data, (starts, starts + lengths))
+                raw = None
             dead += dead_block
-            yield from self._emit(columns, count)
+            yield from self._emit(columns, count, raw)
         # A dead letter keeps the timestamp and window of its input element.
         where = {}
         for raw, ts, w in buffered:
@@ -397,12 +473,42 @@ class PartialsFn(beam.DoFn):
                 [letter], *where.get(getattr(letter, 'raw', None),
                                      buffered[0][1:]))
 
-    def _emit(self, columns, count):
+    def _decode_carried(self, data, bounds):
+        """decode() with the payloads of its rows: (columns, dead letters,
+        count, (the block's lines, the line of each row))."""
+        lines = []
+        columns, dead, count = self._decoder.decode(data, bounds, lines)
+        of_rows = np.concatenate(lines) if lines else np.zeros(0, np.int64)
+        return columns, dead, count, (block_lines(data, *bounds), of_rows)
+
+    def _rows_of_partials(self, columns):
+        """(key, window start us) -> the rows of ``columns`` that partial
+        covers: the rows of its key in its window."""
+        rows, starts = windows.window_starts(self._make_partials.window,
+                                             columns.event_us)
+        if rows.size == 0:
+            return {}
+        codes, names = self._make_partials.row_keys(columns)
+        order, bounds, firsts = group_rows(codes[rows], starts)
+        members = rows[order]
+        return {(names[codes[rows[f]]], int(starts[f])):
+                members[bounds[g]:bounds[g + 1]]
+                for g, f in enumerate(firsts.tolist())}
+
+    def _emit(self, columns, count, raw=None):
         self._counters.decoded(count)
+        covered = None
+        if raw is not None:
+            lines, line_of_row = raw
+            covered = self._rows_of_partials(columns)
         for item in self._make_partials(columns):
             # (tag, key, ...) goes to the output named tag; (key, ...) to main.
             tag, (key, start, end, last_us, accumulator) = \
                 (item[0], item[1:]) if len(item) == 6 else (None, item)
+            if covered is not None and tag is None:
+                rows = covered.get((key, int(start)), _NO_ROWS)
+                accumulator = windows.WithRaw(
+                    accumulator, lines.take(pa.array(line_of_row[rows])))
             if self._window_in_key:     # bounded input: see AggregatePerKey
                 value = WindowedValue(((key, start, end), accumulator),
                                       Timestamp(micros=last_us), _GLOBAL)

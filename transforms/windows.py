@@ -339,6 +339,17 @@ class ApplyKeptWindows(beam.PTransform):
 KEEP_LATE_LABEL = 'KeepLate'
 
 
+class WithRaw(typing.NamedTuple):
+    """A value on its way to a grouping that keeps late records, with what
+    it was read from: ``raw`` is one payload (bytes or text: a record's), or
+    a sequence of payloads, one per record it covers (an Arrow binary array:
+    a columnar partial's lines).  The grouping keeps ``value`` alone in its
+    state; only a late value keeps ``raw``, which its dead letters hold (see
+    pipelines/local_runner.py and transforms/aggregate.py)."""
+    value: typing.Any
+    raw: typing.Any
+
+
 class LateRecords(typing.NamedTuple):
     """The values of one key that arrived for ``window`` after its allowed
     lateness, ``seconds_late`` seconds after it closed (by the input

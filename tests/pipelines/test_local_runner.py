@@ -203,6 +203,36 @@ def test_an_expired_windows_state_is_dropped_and_its_records_still_kept():
         ('LateRecords', ['r3'])]
 
 
+def test_the_grouping_state_holds_values_without_their_payloads():
+    """Values that carry their payload (windows.WithRaw) are stored, fired
+    and combined without it; a late one is handed back with it."""
+    state = trigger.InMemoryUnmergedState()
+    driver = local_runner._KeepingLateDriver(
+        _driver('late=1,lateness=1m,accumulating', _Clock(T0)))
+
+    def carried(offset):
+        value = windows.WithRaw(f'r{offset}', b'line %d' % offset)
+        return WindowedValue(value, Timestamp.of(T0 + offset), [W])
+
+    list(driver.process_elements(state, [carried(1), carried(2)],
+                                 Timestamp.of(T0), Timestamp.of(T0)))
+    stored = [v for per_window in state.state.values()
+              for v in per_window.get('elements', [])]
+    assert sorted(stored) == ['r1', 'r2']
+    fired = _fire(driver, state, W.end, Timestamp(0), W.end)
+    assert [sorted(p.value) for p in fired] == [['r1', 'r2']]
+    # Within the allowed lateness: a LATE pane of the values alone.
+    late = list(driver.process_elements(state, [carried(3)],
+                                        Timestamp.of(T0 + 90),
+                                        Timestamp.of(T0 + 90)))
+    assert [sorted(p.value) for p in late] == [['r1', 'r2', 'r3']]
+    # After it: the value with its payload, for its dead letter.
+    after = Timestamp.of(T0 + 60 + 61)
+    late = list(driver.process_elements(state, [carried(4)], after, after))
+    assert [p.value.values for p in late] == [
+        [windows.WithRaw('r4', b'line 4')]]
+
+
 def test_a_stateful_dofns_state_in_an_expired_window_is_dropped():
     state = trigger.InMemoryUnmergedState()
     tag = trigger._ReadModifyWriteStateTag('user/counted')

@@ -210,15 +210,17 @@ def test_a_stream_keeps_readings_after_the_allowed_lateness(
     stream.advance_watermark_to(Timestamp.of(T0 + WINDOW_S + LATENESS_S + 30))
     stream.advance_processing_time(1)
     # After the allowed lateness of [0, 300): 30 s after it closed.
+    # Two of S1 in one bundle: one partial on the columnar path, two dead
+    # letters with a payload each.
     add(stream, reading('S2', 60, 32.0, 'pressure'),
-        reading('S1', 55, 64.0))
+        reading('S1', 55, 64.0), reading('S1', 58, 128.0))
     stream.advance_processing_time(1)
     stream.advance_watermark_to_infinity()
     accepted = {('S1', 'temperature'): [1.0, 2.0, 4.0, 8.0, 16.0],
                 ('S2', 'pressure'): [7.0]}
 
     late_payloads = [reading('S2', 60, 32.0, 'pressure')[1],
-                     reading('S1', 55, 64.0)[1]]
+                     reading('S1', 55, 64.0)[1], reading('S1', 58, 128.0)[1]]
 
     def check(outputs):
         letters = (outputs['dead_letter']
@@ -228,21 +230,21 @@ def test_a_stream_keeps_readings_after_the_allowed_lateness(
             'arrived 30.000 s after it closed' in d.reason))
         assert_that(late, equal_to([
             ("1 record(s) of ('S1', 'temperature')", True),
+            ("1 record(s) of ('S1', 'temperature')", True),
             ("1 record(s) of ('S2', 'pressure')", True)]),
             label='LateReadings')
-        if execution == 'element':
-            # the payloads as read (the columnar path's letter is the
-            # partial that holds them)
-            raws = letters | 'Raw' >> beam.Map(lambda d: bytes(d.raw))
-            assert_that(raws, equal_to(late_payloads), label='LateRaw')
+        # the payloads as read, one per reading on both paths
+        raws = letters | 'Raw' >> beam.Map(lambda d: bytes(d.raw))
+        assert_that(raws, equal_to(late_payloads), label='LateRaw')
 
     summary = run_job(sensors, stream, monkeypatch, tmp_path, [
         '--trigger', f'late=1,lateness={LATENESS_S}s,accumulating',
         '--execution', execution], check)
-    assert summary['read'] == summary['decoded'] == 8
+    assert summary['read'] == summary['decoded'] == 9
     assert summary['dropped_late'] == 0
-    assert summary['late_kept'] == 2 and summary['late_accepted'] == 2
-    assert summary['window_assignments'] == 8 == \
+    assert summary['late_kept'] == 3 and summary['late_accepted'] == 2
+    assert summary['late_dead_letters'] == 3
+    assert summary['window_assignments'] == 9 == \
         summary['aggregated'] + summary['late_kept']
     stats = ds.dataset(str(tmp_path / 'out' / 'stats')).to_table() \
         .to_pandas()

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from apache_beam.transforms.window import WindowFn
+from apache_beam.transforms.window import GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import columnar, windows
+from transforms.combiners import DEFAULT_K
 from fuzz import strategies
-from transforms.logs.columnar import SCHEMA, BlockDecoder, text_columns
+from transforms.logs.columnar import (SCHEMA, BlockDecoder, log_partials_fn,
+                                      text_columns)
 from transforms.logs.decoders import make_decoder
 from transforms.logs.records import is_error
 
@@ -22,6 +24,16 @@ def _random_lines(rng, n):
     pieces = [b'', b'\r', b'{', b'}', b'\xff', b'a', b'"', b'\n', b' ']
     return [b''.join(rng.choice(pieces) for _ in range(rng.randrange(6)))
             for _ in range(n)]
+
+
+@pytest.mark.parametrize('seed', range(20))
+def test_block_lines_are_the_lines_split_gives(seed):
+    rng = random.Random(seed)
+    data = b''.join(rng.choice([b'\n', b'x', b'\r', b'{}', b'\xff'])
+                    for _ in range(rng.randrange(40)))
+    starts, ends = columnar.line_bounds(data)
+    assert columnar.block_lines(data, starts, ends).to_pylist() == \
+        data.split(b'\n')
 
 
 @pytest.mark.parametrize('seed', range(20))
@@ -125,6 +137,60 @@ def test_block_decoder_equals_the_reference_line_by_line():
     assert got == want
     assert sorted((d.raw, d.reason) for d in dead) == \
         sorted((d.raw, d.reason) for d in dead_ref)
+    # The line of each row, where late records keep their payloads: the
+    # row's record is the reference decoder's record of that line.
+    lines = []
+    columns, _, _ = decoder.decode(data, None, lines)
+    of_rows = np.concatenate(lines)
+    assert len(of_rows) == count
+    split = data.split(b'\n')
+    for row, line in enumerate(of_rows.tolist()):
+        (record,), _ = decoder.reference([split[line]])
+        latency = columns.latency[row]
+        assert (record.event_time.micros, record.service,
+                record.latency_ms) == \
+            (columns.event_us[row], columns.service[row].as_py(),
+             None if np.isnan(latency) else latency)
+
+
+@pytest.mark.parametrize('text_fast', [False, True])
+@pytest.mark.parametrize('spec', ['fixed:60s', 'sliding:60s/20s'])
+def test_a_carried_partial_holds_the_lines_of_its_records(spec, text_fast):
+    """PartialsFn(carry_raw=True): each partial carries one line per record
+    it covers, each a line whose record is of the partial's key and window
+    (Arrow-read lines, syslog lines read at once with ``text_fast`` and
+    reference-decoded ones alike)."""
+    lines = [GOOD % (i % 60, i % 3, 200, b'%d.5' % i) for i in range(90)]
+    lines += [b'<134>1 2026-01-01T00:00:%02dZ host1 s%d 42 - - hi' % (i, i % 2)
+              for i in range(0, 60, 7)]
+    rng = random.Random(3)
+    lines += _random_lines(rng, 20)
+    rng.shuffle(lines)
+    window = windows.parse_window(spec)
+    decoder = BlockDecoder(make_decoder('auto'), 'decode.logs',
+                           text_fast=text_fast)
+    if text_fast:   # the syslog lines are read at once
+        assert len(text_columns(lines)[0].event_us) >= 9
+    fn = log_partials_fn(decoder, window, 'logs', DEFAULT_K, carry_raw=True)
+    fn.start_bundle()
+    outputs = list(fn.process(columnar.LineBlock(b'\n'.join(lines)),
+                              Timestamp.of(0), GlobalWindow()))
+    partials = [o for o in outputs if not hasattr(o, 'tag')]
+    assert partials
+    covered = 0
+    for value in partials:
+        (service, (stats, raw)), (w,) = value.value, value.windows
+        payloads = raw.to_pylist()
+        assert len(payloads) == stats.count
+        covered += len(payloads)
+        records, dead = decoder.reference(payloads)
+        assert not dead
+        assert all(r.service == service and
+                   w.start <= r.event_time < w.end for r in records)
+    records, _ = decoder.reference(lines)
+    assert covered == sum(
+        len(windows.window_starts(window, [r.event_time.micros])[0])
+        for r in records)
 
 
 def test_a_deeply_nested_line_goes_to_the_reference_decoder():

@@ -160,45 +160,65 @@ class BlockDecoder:
         # Access-log and syslog lines read at once (the auto format only).
         self.text_fast = text_fast
 
-    def decode_each(self, payloads):
-        """Payloads decoded one by one: (columns, dead letters, count)."""
-        records, dead = self.reference(payloads)
+    def decode_each(self, payloads, kept: list = None):
+        """Payloads decoded one by one: (columns, dead letters, count);
+        ``kept``: a list to which the index of every payload that became a
+        record is appended."""
+        records, dead = self.reference(payloads, kept)
         return Columns.of_records(records), dead, len(records)
 
-    def decode_rest(self, payloads):
+    def decode_rest(self, payloads, kept: list = None):
         """A block's lines that are not canonical JSON: those of the strict
         access-log and syslog shapes read at once (``text_fast``), every
-        other one decoded one by one: (columns, dead letters, count)."""
+        other one decoded one by one: (columns, dead letters, count);
+        ``kept`` as in :meth:`decode_each` (the rows read at once come
+        first)."""
         if self.text_fast and payloads:
-            fast, rest = text_columns(payloads, self.max_bytes)
+            order = [] if kept is not None else None
+            fast, rest = text_columns(payloads, self.max_bytes, order)
             if len(fast.event_us):
-                records, dead = self.reference([payloads[i] for i in rest])
+                rest_kept = [] if kept is not None else None
+                records, dead = self.reference([payloads[i] for i in rest],
+                                               rest_kept)
                 merged = Columns.concat([fast, Columns.of_records(records)])
+                if kept is not None:
+                    kept.extend(np.concatenate(order).tolist())
+                    kept.extend(rest[rest_kept].tolist())
                 return merged, dead, len(merged.event_us)
-        return self.decode_each(payloads)
+        return self.decode_each(payloads, kept)
 
-    def reference(self, lines):
+    def reference(self, lines, kept: list = None):
         """Lines decoded one by one: (records, dead letters)."""
         records, dead = [], []
-        for raw in lines:
+        for i, raw in enumerate(lines):
             result = decode_payload(raw, self.decoder, self.stage, self.source,
                                     self.max_bytes)
-            (dead if isinstance(result, deadletter.DeadLetter)
-             else records).append(result)
+            if isinstance(result, deadletter.DeadLetter):
+                dead.append(result)
+            else:
+                records.append(result)
+                if kept is not None:
+                    kept.append(i)
         return records, dead
 
-    def decode(self, data: bytes, bounds=None):
+    def decode(self, data: bytes, bounds=None, lines: list = None):
         """``data``: lines joined by b'\\n'; ``bounds``: their (starts, ends)
-        when known (an empty last line leaves no trace in the bytes)."""
+        when known (an empty last line leaves no trace in the bytes);
+        ``lines``: see ``columnar.decode_json_lines``."""
         starts, ends = bounds if bounds is not None else \
             columnar.line_bounds(data)
         if not self.json_fast or len(starts) == 0:
-            return self.decode_rest([data[s:e] for s, e in zip(starts, ends)])
+            kept = [] if lines is not None else None
+            columns, dead, count = self.decode_rest(
+                [data[s:e] for s, e in zip(starts, ends)], kept)
+            if lines is not None:
+                lines.append(np.asarray(kept, np.int64))
+            return columns, dead, count
         return columnar.decode_json_lines(
             data, (starts, ends), schema=SCHEMA, time_field='timestamp',
             max_bytes=self.max_bytes, accept=_accepted_rows,
             columns_of=_columns_of, decode_each=self.decode_rest,
-            concat=Columns.concat)
+            concat=Columns.concat, lines=lines)
 
 
 # Printable ASCII: no space, none of '"' and '\', and all of it.
@@ -327,21 +347,23 @@ def _syslog_columns(struct: pa.StructArray):
                        np.full(len(keep), np.nan))
 
 
-def text_columns(payloads, max_bytes=DEFAULT_MAX_BYTES):
+def text_columns(payloads, max_bytes=DEFAULT_MAX_BYTES, lines: list = None):
     """The payloads of the strict access-log and syslog shapes read at once:
-    ``(Columns, indices of the payloads left to the reference decoder)``."""
+    ``(Columns, indices of the payloads left to the reference decoder)``;
+    ``lines``: a list to which the payload index of each row read is
+    appended (one numpy array per shape read)."""
     n = len(payloads)
     usable = np.fromiter((isinstance(p, bytes) and 0 < len(p) <= max_bytes
                           for p in payloads), bool, n)
     if not usable.any():
         return Columns.concat([]), np.arange(n)
     index = np.flatnonzero(usable)
-    lines = pa.array([payloads[i] for i in index.tolist()], pa.binary())
+    binary = pa.array([payloads[i] for i in index.tolist()], pa.binary())
     taken = np.zeros(n, bool)
     parts = []
     for pattern, read in ((ACCESS_LINE, _access_columns),
                           (SYSLOG_LINE, _syslog_columns)):
-        matched = pc.extract_regex(lines, pattern)
+        matched = pc.extract_regex(binary, pattern)
         valid = matched.is_valid().to_numpy(zero_copy_only=False)
         if not valid.any():
             continue
@@ -350,6 +372,8 @@ def text_columns(payloads, max_bytes=DEFAULT_MAX_BYTES):
         if ok.any():
             taken[index[rows[ok]]] = True
             parts.append(columns)
+            if lines is not None:
+                lines.append(index[rows[ok]])
     return Columns.concat(parts), np.flatnonzero(~taken)
 
 
@@ -421,11 +445,18 @@ class LogPartials:
     def __call__(self, columns):
         return partials(columns, self.window, self.k)
 
+    @staticmethod
+    def row_keys(columns):
+        """(code of each row's service, the service of each code)."""
+        return columnar.string_codes(columns.service)
+
 
 def log_partials_fn(block_decoder: BlockDecoder, window: windows.WindowSpec,
-                    job: str, k: int,
-                    window_in_key: bool = False) -> columnar.PartialsFn:
+                    job: str, k: int, window_in_key: bool = False,
+                    carry_raw: bool = False) -> columnar.PartialsFn:
     """Raw lines or LineBlocks -> ``(service, LogStats)`` partials, each in its
-    window (tag ``ok``), and dead letters (tag ``dead``)."""
+    window (tag ``ok``), and dead letters (tag ``dead``); ``carry_raw``: see
+    ``columnar.PartialsFn``."""
     return columnar.PartialsFn(block_decoder, LogPartials(window, k), job,
-                               window_in_key=window_in_key)
+                               window_in_key=window_in_key,
+                               carry_raw=carry_raw)

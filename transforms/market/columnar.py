@@ -137,28 +137,38 @@ class BlockDecoder:
         self.max_bytes = max_bytes
         self.json_fast = json_fast
 
-    def decode_each(self, payloads):
+    def decode_each(self, payloads, kept: list = None):
+        """``kept``: a list to which the index of every payload that became
+        a trade is appended."""
         trades, refused = [], []
-        for raw in payloads:
+        for i, raw in enumerate(payloads):
             result = decode_payload(raw, self.decoder, self.stage,
                                     self.source, self.max_bytes)
             if isinstance(result, (Filtered, deadletter.DeadLetter)):
                 refused.append(result)
             else:
                 trades.append(result)
+                if kept is not None:
+                    kept.append(i)
         return Columns.of_trades(trades, self.ineligible), refused, \
             len(trades)
 
-    def decode(self, data, bounds=None):
+    def decode(self, data, bounds=None, lines: list = None):
+        """``lines``: see ``columnar.decode_json_lines``."""
         starts, ends = bounds if bounds is not None else \
             columnar.line_bounds(data)
         if not self.json_fast:
-            return self.decode_each([data[s:e] for s, e in zip(starts, ends)])
+            kept = [] if lines is not None else None
+            out = self.decode_each([data[s:e] for s, e in zip(starts, ends)],
+                                   kept)
+            if lines is not None:
+                lines.append(np.asarray(kept, np.int64))
+            return out
         return columnar.decode_json_lines(
             data, (starts, ends), schema=SCHEMA, time_field='event_time',
             max_bytes=self.max_bytes, accept=_accepted_rows,
             columns_of=self._columns_of, decode_each=self.decode_each,
-            concat=Columns.concat)
+            concat=Columns.concat, lines=lines)
 
     def _columns_of(self, table, event_us):
         ids = table['trade_id'].combine_chunks() \
@@ -289,3 +299,9 @@ class TradePartials:
     def __call__(self, columns: Columns):
         return _bars(columns, self.window) + \
             _samples(columns, self.anomaly_window)
+
+    @staticmethod
+    def row_keys(columns: Columns):
+        """(code of each row's symbol, the symbol of each code): the keys
+        of the bars (the main output)."""
+        return columnar.string_codes(columns.symbol)

@@ -102,25 +102,38 @@ class BlockDecoder:
         self.max_bytes = max_bytes
         self.json_fast = json_fast
 
-    def decode_each(self, payloads):
+    def decode_each(self, payloads, kept: list = None):
+        """``kept``: a list to which the index of every payload that became
+        a reading is appended."""
         records, dead = [], []
-        for raw in payloads:
+        for i, raw in enumerate(payloads):
             result = decode_payload(raw, self.decoder, self.stage, self.source,
                                     self.max_bytes)
-            (dead if isinstance(result, deadletter.DeadLetter)
-             or not hasattr(result, 'event_time') else records).append(result)
+            if isinstance(result, deadletter.DeadLetter) or \
+                    not hasattr(result, 'event_time'):
+                dead.append(result)
+            else:
+                records.append(result)
+                if kept is not None:
+                    kept.append(i)
         return Columns.of_records(records), dead, len(records)
 
-    def decode(self, data: bytes, bounds=None):
+    def decode(self, data: bytes, bounds=None, lines: list = None):
+        """``lines``: see ``columnar.decode_json_lines``."""
         starts, ends = bounds if bounds is not None else \
             columnar.line_bounds(data)
         if not self.json_fast or len(starts) == 0:
-            return self.decode_each([data[s:e] for s, e in zip(starts, ends)])
+            kept = [] if lines is not None else None
+            out = self.decode_each([data[s:e] for s, e in zip(starts, ends)],
+                                   kept)
+            if lines is not None:
+                lines.append(np.asarray(kept, np.int64))
+            return out
         return columnar.decode_json_lines(
             data, (starts, ends), schema=SCHEMA, time_field='event_time',
             max_bytes=self.max_bytes, accept=_accepted_rows,
             columns_of=_columns_of, decode_each=self.decode_each,
-            concat=Columns.concat)
+            concat=Columns.concat, lines=lines)
 
 
 def event_times(max_bytes=DEFAULT_MAX_BYTES) -> columnar.JsonEventTimes:
@@ -193,6 +206,14 @@ class SensorPartials:
         self.k = k
         self.readings = readings        # emit ReadingBlocks (the detector)
         self.table = calibration.EMPTY
+
+    @staticmethod
+    def row_keys(columns: Columns):
+        """(code of each row's (sensor, metric), the key of each code)."""
+        order, bounds, _, names, _ = sensor_groups(columns)
+        codes = np.empty(len(columns.event_us), np.int64)
+        codes[order] = np.repeat(np.arange(len(names)), np.diff(bounds))
+        return codes, names
 
     def __call__(self, columns: Columns):
         table = self.table
