@@ -16,7 +16,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipelines import REPO_ROOT, progress
 
-EVENTS = 2000
+# A stream of many steps (one tick a second of arrivals), so that the run
+# lasts several redraws of the line and the watermark is seen moving.
+EVENTS = 10000
 
 
 def _run_on_a_terminal(cwd, *extra):
@@ -27,7 +29,7 @@ def _run_on_a_terminal(cwd, *extra):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     child = subprocess.Popen(
         [sys.executable, '-m', 'pipelines', 'logs', '--streaming',
-         '--source', f'synthetic://logs?events={EVENTS}&seed=3',
+         '--source', f'synthetic://logs?events={EVENTS}&seed=3&tick=1',
          '--sink', 'parquet://out', '--no-summary', *extra],
         cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=slave)
