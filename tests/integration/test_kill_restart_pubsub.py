@@ -4,11 +4,13 @@ at random moments several times, and is started again on the same
 subscription into the same sink; the final pane of every window must equal
 a file replay of the same records: nothing lost, nothing counted twice.  On
 a loaded machine too (a CPU-bound process runs beside it), in streaming and
-in bounded mode (``stop=idle``).  See transforms/io/_pubsub_acks.py.
+in bounded mode (``stop=idle``), and with messages of several lines (each
+one dead letter, once).  See transforms/io/_pubsub_acks.py.
 
 KILLS (environment, default 3) sets how many kills each case makes; the
 random moments come from a seed printed with the figures (pytest -s; SEED
 (environment) plays the same moments again)."""
+import collections
 import os
 import random
 import signal
@@ -17,8 +19,11 @@ import time
 
 import pytest
 
+from transforms import deadletter
 from transforms import io as transforms_io
+from transforms.decode import decode_payload
 from transforms.io import _pubsub_acks, synthetic
+from transforms.logs import decoders
 
 from tests.integration.test_kill_restart import (  # noqa: F401  pylint: disable=unused-import
     _against_replay, _job, cpu_load)
@@ -60,11 +65,18 @@ def _acknowledged(sink, subscription) -> bool:
         return False         # killed before it started reading
 
 
-@pytest.mark.parametrize('streaming,loaded', [
-    (True, False), (True, True), (False, False)],
-    ids=['streaming', 'streaming-loaded', 'bounded'])
+# In the 'several-lines' case every SEVERAL-th message holds two lines
+# (this record's and the next one's payload): the job refuses it whole,
+# one dead letter, and the next record comes again on its own.
+SEVERAL = 500
+
+
+@pytest.mark.parametrize('streaming,loaded,several', [
+    (True, False, False), (True, True, False), (False, False, False),
+    (True, False, True)],
+    ids=['streaming', 'streaming-loaded', 'bounded', 'several-lines'])
 def test_killed_and_restarted_the_final_panes_equal_a_replay(
-        pubsub, tmp_path, request, streaming, loaded):
+        pubsub, tmp_path, request, streaming, loaded, several):
     if loaded:
         request.getfixturevalue('cpu_load')
     # Two records a second: the stream spans hours, so that windows turn
@@ -79,7 +91,24 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     # deadline, at least the lease the read keeps.
     subscription = pubsub.subscription(
         topic, f'{name}-in', ack_deadline_seconds=_pubsub_acks.LEASE_SECONDS)
-    _publish(topic, [payload for _, payload in records])
+    published = [payload for _, payload in records]
+    # The replay's stand-in for a message of several lines (a file replay
+    # reads a file line by line): where the job reads it whole as one
+    # record (a syslog line whose message takes the next line), its first
+    # line, the same record but for its message; else one line the job
+    # cannot date either.
+    stand_ins, whole_records = {}, 0
+    if several:
+        decoder = decoders.make_decoder('auto')
+        for i in range(SEVERAL, len(records) - 1, SEVERAL):
+            published[i] = published[i] + b'\n' + published[i + 1]
+            if isinstance(decode_payload(published[i], decoder, 'decode'),
+                          deadletter.DeadLetter):
+                stand_ins[i] = b'several lines %d' % i
+            else:
+                stand_ins[i] = published[i].split(b'\n')[0]
+                whole_records += 1
+    _publish(topic, published)
     sink = tmp_path / 'out'
     argv = _job(f'pubsub://{subscription}?stop=idle:4s', sink, streaming)
     env = {**os.environ, 'PYTHONPATH': REPO}
@@ -120,10 +149,25 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     assert last.returncode == 0, last.stderr.decode()[-2000:]
 
     (got, expected, oracle, lost, twice, late, decode_dead, dead_missing,
-     dead_twice) = _against_replay(sink, records, tmp_path)
+     dead_twice) = _against_replay(sink, [
+         (t, stand_ins.get(i, p)) for i, (t, p) in enumerate(records)],
+        tmp_path)
+    # The messages of several lines the job refuses: each dead-lettered
+    # once (whole, its personal data masked), where the replay has its
+    # stand-in.
+    dead_stand_ins = collections.Counter(
+        p for p in stand_ins.values() if p.startswith(b'several lines '))
+    assert dead_missing == dead_stand_ins
+    whole = collections.Counter({raw: n for raw, n in dead_twice.items()
+                                 if raw.count(b'\n') == 1})
+    assert sum(whole.values()) == len(dead_stand_ins) == len(whole)
+    dead_twice -= whole
+    dead_missing -= dead_stand_ins
     print(f'\npubsub kill test ({request.node.callspec.id}, seed {seed}): '
           f'{kills} kills ({partial} after acknowledging part of the '
-          f'stream), {len(records)} records, {len(expected)} windows; '
+          f'stream), {len(records)} records ({len(stand_ins)} messages of '
+          f'two lines, {whole_records} of them read as one record), '
+          f'{len(expected)} windows; '
           f'lost {lost}, counted twice {twice}; dead letters {decode_dead} '
           f'(replay {oracle["dead_lettered"]}; missing '
           f'{sum(dead_missing.values())}, twice {sum(dead_twice.values())})'

@@ -80,3 +80,31 @@ def test_canonical_lines_are_read_by_the_vectorised_reading():
     assert want[3] is None and want[5] is None
     _same(seconds[read], [w for w, r in zip(want, read) if r])
     _same(PayloadEventTime(decoder, 512, block_times).times(payloads), want)
+
+
+def test_a_payload_of_several_lines_is_dated_as_the_decode_step_reads_it():
+    """A message or record holding several lines is decoded whole, as one
+    record or one dead letter (never line by line): its event time is the
+    record's, or None where the decode step refuses it (its lines' times
+    are in no window).  So a source holds its acknowledgement or commit
+    for no window and its dead letter may name it, read one by one or in
+    a block alike."""
+    from transforms import deadletter
+    from transforms.decode import decode_payload
+    uri = parse_uri('synthetic://logs?events=400&seed=7&malformed=0')
+    payloads = [p for _, p in synthetic.generate(uri).records()]
+    json_lines = [p for p in payloads if p.startswith(b'{')]
+    several = b'\n'.join(json_lines[:3])           # three dated lines
+    pretty = json_lines[3].replace(b',', b',\n')   # one record, many lines
+    mixed = payloads[:MIN_BLOCK_LINES] + [several, pretty, b'\n'.join(
+        payloads[10:14]), json_lines[4] + b'\n']
+    decoder = logs_decoders.make_decoder('auto')
+    one_by_one = PayloadEventTime(decoder)
+    fast = PayloadEventTime(decoder, block_times=logs_columnar.event_times())
+    for payload in mixed[MIN_BLOCK_LINES:]:
+        result = decode_payload(payload, decoder, 'decode.logs')
+        want = None if isinstance(result, deadletter.DeadLetter) \
+            else float(result.event_time)
+        assert one_by_one(payload) == want
+    assert one_by_one(several) is None and one_by_one(pretty) is not None
+    _same(fast.times(mixed), _reference(one_by_one, mixed))

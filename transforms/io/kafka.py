@@ -651,8 +651,7 @@ class _ReadPartitionFn(beam.DoFn):
                                 newest_read is not None:
                             steps.append((offset, newest_read))
                         newest_read = _max_time(newest_read, (event_time,))
-                        if event_time is None and exact and \
-                                b'\n' not in value:
+                        if event_time is None and exact:
                             deadletter.register_origin(
                                 value, _origin_tag(spec.partition, offset))
                     if stamp is not None:
@@ -905,11 +904,12 @@ def _later(stamped, seconds):
 
 
 def _register_undated(messages, times, partition):
-    """A poll's single-line records the job cannot date (each one a decode
-    dead letter) are registered as dead letters' origins."""
+    """A poll's records the job cannot date (each one a decode dead letter:
+    a payload of several lines is decoded whole, as one) are registered
+    as dead letters' origins."""
     for index in np.flatnonzero(np.isnan(times)).tolist():
         value = messages[index].value()
-        if value is not None and b'\n' not in value:
+        if value is not None:
             deadletter.register_origin(
                 value, _origin_tag(partition, messages[index].offset()))
 

@@ -467,12 +467,13 @@ class _PullFn(beam.DoFn):
                 # letter is written).
                 final = self._final_at(seconds) if self._final_at and \
                     seconds is not None else float('-inf')
-                # A single line the job cannot date is one decode dead
-                # letter: it carries the message id (see
-                # deadletter.register_origin), so that a restart knows it
-                # was written.
+                # A payload the job cannot date is one decode dead letter
+                # (one of several lines too: the decoder reads it whole,
+                # as PayloadEventTime does): it carries the message id
+                # (see deadletter.register_origin), so that a restart
+                # knows it was written.
                 origin = data if stamp is not None and seconds is None \
-                    and b'\n' not in data else None
+                    else None
                 if not ledger.hold(message_id, item.ack_id, final,
                                    float(at) + _AFTER, origin):
                     self._again.inc()     # held already: read once
