@@ -206,6 +206,18 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
         if refused else np.zeros(0, np.int64)
 
 
+def decode_one_by_one(decode_each, data: bytes, bounds, lines: list = None):
+    """A block's lines (``bounds``: their starts and ends in ``data``) decoded
+    one by one by ``decode_each(payloads, kept)``; ``lines`` as in
+    :func:`decode_json_lines` (the line of every row, one array)."""
+    starts, ends = bounds
+    kept = [] if lines is not None else None
+    out = decode_each([data[s:e] for s, e in zip(starts, ends)], kept)
+    if lines is not None:
+        lines.append(np.asarray(kept, np.int64))
+    return out
+
+
 def decode_json_lines(data: bytes, bounds, *, schema: pa.Schema,
                       time_field: str, max_bytes: int, accept, columns_of,
                       decode_each, concat, lines: list = None):

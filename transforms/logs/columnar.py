@@ -208,12 +208,8 @@ class BlockDecoder:
         starts, ends = bounds if bounds is not None else \
             columnar.line_bounds(data)
         if not self.json_fast or len(starts) == 0:
-            kept = [] if lines is not None else None
-            columns, dead, count = self.decode_rest(
-                [data[s:e] for s, e in zip(starts, ends)], kept)
-            if lines is not None:
-                lines.append(np.asarray(kept, np.int64))
-            return columns, dead, count
+            return columnar.decode_one_by_one(self.decode_rest, data,
+                                              (starts, ends), lines)
         return columnar.decode_json_lines(
             data, (starts, ends), schema=SCHEMA, time_field='timestamp',
             max_bytes=self.max_bytes, accept=_accepted_rows,

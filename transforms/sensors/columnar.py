@@ -123,12 +123,8 @@ class BlockDecoder:
         starts, ends = bounds if bounds is not None else \
             columnar.line_bounds(data)
         if not self.json_fast or len(starts) == 0:
-            kept = [] if lines is not None else None
-            out = self.decode_each([data[s:e] for s, e in zip(starts, ends)],
-                                   kept)
-            if lines is not None:
-                lines.append(np.asarray(kept, np.int64))
-            return out
+            return columnar.decode_one_by_one(self.decode_each, data,
+                                              (starts, ends), lines)
         return columnar.decode_json_lines(
             data, (starts, ends), schema=SCHEMA, time_field='event_time',
             max_bytes=self.max_bytes, accept=_accepted_rows,
