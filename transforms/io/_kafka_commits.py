@@ -78,6 +78,15 @@ class Resume(typing.NamedTuple):
         """The run that committed ended: everything it read is final."""
         return self.horizon >= COMPLETE
 
+    def already_counted(self, offset, event_time, final_at) -> bool:
+        """Whether a record read again after the restart is already
+        counted: read before the commit's look into windows whose final
+        panes were written, or, undated (``event_time`` None), processed
+        into the dead letters before it."""
+        if event_time is None:
+            return offset < self.processed
+        return offset < self.read and final_at(event_time) <= self.horizon
+
     @staticmethod
     def parse(offset, metadata):
         try:
