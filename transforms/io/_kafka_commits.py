@@ -117,6 +117,12 @@ class _Ledger:
         self.fresh = []               # checkpoints not yet handed over
         self.final_at_max = {}        # partition -> latest final_at so far
         self.read = {}                # partition -> next offset read
+        # partition -> the next offset of what reads handed over before the
+        # runner's last look (the "r" of a commit): a record read but not
+        # yet handed over is not in the horizon the runner took, which may
+        # then be past its windows (it is late: its dead letter, its only
+        # output, is written after the look)
+        self.read_looked = {}
         # partition -> the offset before which every record's output is
         # written or in window state (nothing of it pending)
         self.processed = {}
@@ -146,6 +152,7 @@ def started(spec, partition, offset):
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         ledger.read.setdefault(partition, offset)
+        ledger.read_looked.setdefault(partition, offset)
         ledger.processed.setdefault(partition, offset)
         ledger.committable.setdefault(partition, offset)
 
@@ -222,6 +229,11 @@ def release(horizon, pending=None):
                 # at" only grows).
                 processed = 0
                 for point in points:
+                    if point[3] is None or point[3] > ledger.looked:
+                        break
+                    ledger.read_looked[partition] = max(
+                        ledger.read_looked.get(partition, 0), point[0])
+                for point in points:
                     if point[3] is None or point[3] > ledger.looked or \
                             point[2] > pending:
                         break
@@ -249,7 +261,7 @@ def release(horizon, pending=None):
             ledger.dirty = False
             offsets = [(p, offset, metadata(
                 horizon if horizon != float('inf') else COMPLETE, now,
-                ledger.read.get(p, offset),
+                max(offset, ledger.read_looked.get(p, offset)),
                 max(offset, ledger.processed.get(p, offset))))
                 for p, offset in sorted(ledger.committable.items())]
             due.append((ledger.commit, offsets))
