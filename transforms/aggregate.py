@@ -313,7 +313,10 @@ class AggregatePerKey(beam.PTransform):
     True)``).  The grouping step keeps the value alone unless it is late;
     the combine sees the values alone, and a late value makes one dead
     letter per record, holding that record's payload as it was read,
-    instead of the value as JSON.
+    instead of the value as JSON.  ``source`` (with ``carries_raw``): the
+    source URI those dead letters name; a payload a local read registered
+    (``deadletter.register_origin``: a Pub/Sub message that may be late)
+    names its message after it, so that a restart does not write it again.
     """
 
     def __init__(self, combine_fn, make_row, count_of, accumulating, job,

@@ -17,7 +17,10 @@ horizon of Pub/Sub's acknowledgements (_pubsub_acks.py).
 Each commit carries, per partition, metadata a restart needs::
 
     {"h": horizon (s), "t": wall-clock time of the commit (s),
-     "r": the partition's next offset read when the horizon was taken,
+     "r": the partition's next offset read by the reads handed over
+          before the horizon was taken (a record read but not handed
+          over is not in that horizon: if its windows are final there,
+          it is late, and its dead letter is written after the look),
      "p": its processed position then (where below "r"): every record
           before it has its output written or in window state}
 
