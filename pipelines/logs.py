@@ -267,7 +267,7 @@ def build(pipeline, args, context):
         LogStatsFn(), to_service_stats, stats_count, trigger.accumulates_panes,
         JOB, window_in_key=bounded,
         keep_late=trigger.lateness if context.keeps_late else None,
-        carries_raw=carried)
+        carries_raw=carried, source=args.source)
     stats = keyed | 'ServiceStats' >> aggregate.with_output_types(ServiceStats)
     if template_late is not None:
         # A template hit after the allowed lateness is a late record's

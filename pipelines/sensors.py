@@ -264,7 +264,7 @@ def build(pipeline, args, context):
         trigger.accumulates_panes, JOB, key_type=typing.Tuple[str, str],
         window_in_key=bounded,
         keep_late=trigger.lateness if context.keeps_late else None,
-        carries_raw=carried)
+        carries_raw=carried, source=args.source)
     stats = keyed | 'Stats' >> aggregate.with_output_types(SensorStats)
     # Readings after the allowed lateness (local runner, streaming): dead
     # letters, stage window.late, with the decoding's own.

@@ -164,7 +164,7 @@ def build(pipeline, args, context):
         trigger.accumulates_panes,
         JOB, window_in_key=bounded,
         keep_late=trigger.lateness if context.keeps_late else None,
-        carries_raw=carried)
+        carries_raw=carried, source=args.source)
     bars = keyed | 'Bars' >> aggregate.with_output_types(Bar)
     dead = decoded.dead if aggregate.late is None else (
         (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())

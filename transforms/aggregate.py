@@ -108,8 +108,13 @@ class _SplitLate(beam.DoFn):
     """(key, values) groups pass on; (key, LateRecords) become dead letters,
     one per value, counted ``late_kept`` by the records they hold."""
 
-    def __init__(self, job, count_of, lateness, carries_raw=False):
+    def __init__(self, job, count_of, lateness, carries_raw=False,
+                 source=''):
         self._count_of = count_of
+        # the source URI a late record's dead letter names; with it, the
+        # dead letter of a payload a local read registered
+        # (deadletter.register_origin) names the message or record too
+        self._source = source
         self._lateness = lateness
         # values are windows.WithRaw: a late one's dead letters hold its
         # payloads (the grouping step stripped the others of theirs)
@@ -167,7 +172,8 @@ class _SplitLate(beam.DoFn):
         self._letters.inc()
         return beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
             raw, LATE_STAGE,
-            f'{records} record(s) of {key!r} for window {span} {why}'))
+            f'{records} record(s) of {key!r} for window {span} {why}',
+            self._source))
 
 
 def _payloads(raw):
@@ -307,16 +313,21 @@ class AggregatePerKey(beam.PTransform):
     True)``).  The grouping step keeps the value alone unless it is late;
     the combine sees the values alone, and a late value makes one dead
     letter per record, holding that record's payload as it was read,
-    instead of the value as JSON.
+    instead of the value as JSON.  ``source`` (with ``carries_raw``): the
+    source URI those dead letters name; a payload a local read registered
+    (``deadletter.register_origin``: a Pub/Sub message that may be late)
+    names its message after it, so that a restart does not write it again.
     """
 
     def __init__(self, combine_fn, make_row, count_of, accumulating, job,
                  key_type=str, window_in_key=False, merging=False,
-                 keep_late=None, carries_raw=False, label=None):
+                 keep_late=None, carries_raw=False, source='', label=None):
         super().__init__(label)
         if carries_raw and (keep_late is None or window_in_key):
             raise ValueError('carries_raw needs keep_late on windowed input')
         self._carries_raw = carries_raw
+        # (with carries_raw) the source URI late dead letters name
+        self._source = source if carries_raw else ''
         self._merging = merging
         # keep_late: the allowed lateness (seconds) of a streaming input,
         # whose later records become dead letters in ``self.late``; None
@@ -341,7 +352,7 @@ class AggregatePerKey(beam.PTransform):
                      | windows.KEEP_LATE_LABEL >> beam.GroupByKey()
                      | 'SplitLate' >> beam.ParDo(_SplitLate(
                          self._job, self._count_of, self._keep_late,
-                         self._carries_raw))
+                         self._carries_raw, self._source))
                      .with_outputs(LATE, main='groups'))
             # Dead letters travel in the global window, as the decoders'
             # do: the job flattens both into one dead-letter table.

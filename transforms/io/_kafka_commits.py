@@ -17,7 +17,10 @@ horizon of Pub/Sub's acknowledgements (_pubsub_acks.py).
 Each commit carries, per partition, metadata a restart needs::
 
     {"h": horizon (s), "t": wall-clock time of the commit (s),
-     "r": the partition's next offset read when the horizon was taken,
+     "r": the partition's next offset read by the reads handed over
+          before the horizon was taken (a record read but not handed
+          over is not in that horizon: if its windows are final there,
+          it is late, and its dead letter is written after the look),
      "p": its processed position then (where below "r"): every record
           before it has its output written or in window state}
 
@@ -78,6 +81,15 @@ class Resume(typing.NamedTuple):
         """The run that committed ended: everything it read is final."""
         return self.horizon >= COMPLETE
 
+    def already_counted(self, offset, event_time, final_at) -> bool:
+        """Whether a record read again after the restart is already
+        counted: read before the commit's look into windows whose final
+        panes were written, or, undated (``event_time`` None), processed
+        into the dead letters before it."""
+        if event_time is None:
+            return offset < self.processed
+        return offset < self.read and final_at(event_time) <= self.horizon
+
     @staticmethod
     def parse(offset, metadata):
         try:
@@ -108,6 +120,12 @@ class _Ledger:
         self.fresh = []               # checkpoints not yet handed over
         self.final_at_max = {}        # partition -> latest final_at so far
         self.read = {}                # partition -> next offset read
+        # partition -> the next offset of what reads handed over before the
+        # runner's last look (the "r" of a commit): a record read but not
+        # yet handed over is not in the horizon the runner took, which may
+        # then be past its windows (it is late: its dead letter, its only
+        # output, is written after the look)
+        self.read_looked = {}
         # partition -> the offset before which every record's output is
         # written or in window state (nothing of it pending)
         self.processed = {}
@@ -137,6 +155,7 @@ def started(spec, partition, offset):
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         ledger.read.setdefault(partition, offset)
+        ledger.read_looked.setdefault(partition, offset)
         ledger.processed.setdefault(partition, offset)
         ledger.committable.setdefault(partition, offset)
 
@@ -213,6 +232,11 @@ def release(horizon, pending=None):
                 # at" only grows).
                 processed = 0
                 for point in points:
+                    if point[3] is None or point[3] > ledger.looked:
+                        break
+                    ledger.read_looked[partition] = max(
+                        ledger.read_looked.get(partition, 0), point[0])
+                for point in points:
                     if point[3] is None or point[3] > ledger.looked or \
                             point[2] > pending:
                         break
@@ -240,7 +264,7 @@ def release(horizon, pending=None):
             ledger.dirty = False
             offsets = [(p, offset, metadata(
                 horizon if horizon != float('inf') else COMPLETE, now,
-                ledger.read.get(p, offset),
+                max(offset, ledger.read_looked.get(p, offset)),
                 max(offset, ledger.processed.get(p, offset))))
                 for p, offset in sorted(ledger.committable.items())]
             due.append((ledger.commit, offsets))

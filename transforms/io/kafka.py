@@ -629,11 +629,8 @@ class _ReadPartitionFn(beam.DoFn):
                         # written as soon as it is decoded.
                         event_time = _dated(times[index]) if exact \
                             else seconds
-                        if replaying and (
-                                offset < resume.processed
-                                if event_time is None else
-                                offset < resume.read and self._final_at(
-                                    event_time) <= resume.horizon):
+                        if replaying and resume.already_counted(
+                                offset, event_time, self._final_at):
                             # Read before the restart, into windows whose
                             # final panes were written (or processed into
                             # the dead letters then): already counted.

@@ -472,8 +472,14 @@ class _PullFn(beam.DoFn):
                 # as PayloadEventTime does): it carries the message id
                 # (see deadletter.register_origin), so that a restart
                 # knows it was written.
-                origin = data if stamp is not None and seconds is None \
-                    else None
+                # So does a record that may be late, its windows final
+                # under the watermark it is read under (the grouping that
+                # decides lateness is behind that watermark): its
+                # window.late dead letter, its only output, carries the
+                # message id too.  Forgotten when it is acknowledged.
+                origin = data if stamp is not None and seconds is None or \
+                    seconds is not None and self._final_at and \
+                    final <= float(floor) else None
                 if not ledger.hold(message_id, item.ack_id, final,
                                    float(at) + _AFTER, origin):
                     self._again.inc()     # held already: read once
