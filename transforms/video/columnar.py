@@ -64,6 +64,26 @@ def dumps(value) -> bytes:
     return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
 
+# Fragments cross the shuffle as Arrow IPC streams compressed with LZ4: a
+# bounded runner holds every fragment of a replay between the two stages
+# (about 98 bytes a report pickled, 43 compressed; LZ4 costs about 0.1 CPU
+# second per million reports each way).
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression='lz4')
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """``table`` as a compressed Arrow IPC stream (:func:`table_of`)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as out:
+        out.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def table_of(data: bytes) -> pa.Table:
+    """The table :func:`table_bytes` wrote."""
+    return pa.ipc.open_stream(data).read_all()
+
+
 def shards_of(sid: pa.Array, shards: int) -> np.ndarray:
     """The shard of each session id (CRC-32 of its UTF-8 bytes, so the same
     on every worker and run)."""
@@ -78,8 +98,8 @@ def shards_of(sid: pa.Array, shards: int) -> np.ndarray:
 class BlockFragmentsFn(beam.DoFn):
     """LineBlock s (or single payloads) -> (shard, fragment): the block's
     decoded reports of the session ids of a shard as one Arrow table
-    (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`), pickled
-    (:func:`dumps`); dead letters to ``dead``."""
+    (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`), as compressed
+    bytes (:func:`table_bytes`); dead letters to ``dead``."""
 
     def __init__(self, decoder, stage, job, source='', max_bytes=1 << 20,
                  json_fast=False, shards=SHARDS):
@@ -113,7 +133,8 @@ class BlockFragmentsFn(beam.DoFn):
         # (take, not slice: a pickled slice carries its whole buffers.)
         for lo, hi in zip(np.append(0, bounds).tolist(),
                           np.append(bounds, shard.size).tolist()):
-            yield int(shard[lo]), dumps(table.take(pa.array(order[lo:hi])))
+            yield int(shard[lo]), table_bytes(
+                table.take(pa.array(order[lo:hi])))
 
 
 def sort_points(table: pa.Table) -> pa.Table:
@@ -291,7 +312,7 @@ class SessionColumns:
 
 
 class SessionsAndRollupsFn(beam.DoFn):
-    """(shard, pickled fragments) -> ``sessions`` rows (main output, one
+    """(shard, fragments as bytes) -> ``sessions`` rows (main output, one
     ON_TIME pane per session window, accounted as ``AggregatePerKey``
     accounts a bounded window) and rollup partials (tag ``rollups``: (hour,
     the pickled :class:`RollupPartials` of the windows starting in that
@@ -301,10 +322,17 @@ class SessionsAndRollupsFn(beam.DoFn):
     are split into sessions where the gap separates them and both tables
     are computed on columns.  Shards are buffered (up to ``max_buffer``
     points) and computed together; the rollup partials of a bundle are kept
-    per (dimension key, rollup window) and leave when the bundle ends."""
-    ROLLUPS = 'rollups'
+    per (dimension key, rollup window), merged every ``MERGE_EVERY``
+    flushes, and leave when the bundle ends.
 
-    def __init__(self, gap_seconds, rollup_window, job, max_buffer=1_000_000):
+    Memory: a flush needs about 650 bytes a point (the sorted points, the
+    sessions' columns, the rollup contributions), so ``max_buffer`` bounds
+    it; the bundle keeps its partials (a (group, session id) pair is 8
+    bytes) and the runner the sessions tables."""
+    ROLLUPS = 'rollups'
+    MERGE_EVERY = 4
+
+    def __init__(self, gap_seconds, rollup_window, job, max_buffer=250_000):
         self._gap_ms = int(round(gap_seconds * 1000))
         self._rollup_window = rollup_window
         self._max_buffer = max_buffer
@@ -320,7 +348,7 @@ class SessionsAndRollupsFn(beam.DoFn):
 
     def process(self, kv):
         _, fragments = kv
-        table = pa.concat_tables([pickle.loads(f) for f in fragments])
+        table = pa.concat_tables([table_of(f) for f in fragments])
         self._buffer.append(table)
         self._buffered += table.num_rows
         if self._buffered >= self._max_buffer:
@@ -344,6 +372,9 @@ class SessionsAndRollupsFn(beam.DoFn):
         columns = SessionColumns(sort_points(table), self._gap_ms)
         self._partials.append(
             add_rollup_partials(columns, self._rollup_window))
+        if len(self._partials) >= self.MERGE_EVERY:
+            self._partials = [
+                RollupPartials.concat(self._partials).merged()]
         self._assigned.inc(columns.n)
         self._aggregated.inc(columns.n)
         self._on_time.inc(columns.m)
@@ -425,8 +456,9 @@ class RollupPartials(typing.NamedTuple):
     start: np.ndarray          # int64: window start (us)
     size: int                  # window size (us)
     sums: np.ndarray           # int64 (groups, len(SUM_NAMES))
-    sid_group: np.ndarray      # int64: the group of each session id pair
-    sid: pa.Array              # string: its session id
+    sid_group: np.ndarray      # int32: the group of each session id pair
+    sid: np.ndarray            # int32: its session id, an index into sids
+    sids: pa.Array             # string: the session ids the pairs name
     start_group: np.ndarray    # int64: the group of each start-up time
     start_ms: np.ndarray       # int64: the start-up time
 
@@ -434,8 +466,10 @@ class RollupPartials(typing.NamedTuple):
     def empty(cls) -> 'RollupPartials':
         none = np.zeros(0, np.int64)
         return cls(np.zeros(0, np.int8), pa.array([], pa.string()), none, 0,
-                   np.zeros((0, len(SUM_NAMES)), np.int64), none,
-                   pa.array([], pa.string()), none, none)
+                   np.zeros((0, len(SUM_NAMES)), np.int64),
+                   np.zeros(0, np.int32),
+                   np.zeros(0, np.int32), pa.array([], pa.string()), none,
+                   none)
 
     def __len__(self):
         return self.dim.size
@@ -448,13 +482,22 @@ class RollupPartials(typing.NamedTuple):
         if len(parts) == 1:
             return parts[0]
         offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        # (parts naming the same session ids, as one flush's dimensions
+        # do, share them)
+        shared = all(p.sids is parts[0].sids for p in parts)
+        id_offsets = np.zeros(len(parts), np.int64) if shared else \
+            np.cumsum([0] + [len(p.sids) for p in parts[:-1]])
         return cls(
             np.concatenate([p.dim for p in parts]),
             pa.concat_arrays([p.value for p in parts]),
             np.concatenate([p.start for p in parts]), parts[0].size,
             np.concatenate([p.sums for p in parts]),
-            np.concatenate([p.sid_group + o for p, o in zip(parts, offsets)]),
-            pa.concat_arrays([p.sid for p in parts]),
+            np.concatenate([p.sid_group + o for p, o in zip(parts, offsets)])
+            .astype(np.int32),
+            np.concatenate([p.sid + o for p, o in zip(parts, id_offsets)])
+            .astype(np.int32),
+            parts[0].sids if shared else
+            pa.concat_arrays([p.sids for p in parts]),
             np.concatenate([p.start_group + o
                             for p, o in zip(parts, offsets)]),
             np.concatenate([p.start_ms for p in parts]))
@@ -486,23 +529,23 @@ class RollupPartials(typing.NamedTuple):
             index[mine] = np.arange(mine.size)
             s = sids[s_bounds[h]:s_bounds[h + 1]]
             t = starts[t_bounds[h]:t_bounds[h + 1]]
+            # (only the session ids this hour's pairs name)
+            named, code = np.unique(self.sid[s], return_inverse=True)
             yield hour, RollupPartials(
                 self.dim[mine], self.value.take(pa.array(mine)),
                 self.start[mine], self.size, self.sums[mine],
-                index[self.sid_group[s]], self.sid.take(pa.array(s)),
+                index[self.sid_group[s]].astype(np.int32),
+                code.reshape(-1).astype(np.int32),
+                self.sids.take(pa.array(named)),
                 index[self.start_group[t]], self.start_ms[t])
 
-    def rows(self):
-        """The partials' groups merged -> (``qoe_rollups`` rows as an Arrow
-        table, sorted by dimension, value and window; their
-        :class:`~transforms.video.rollups.AlertInput` s in that order;
-        the reports of the partials): one ON_TIME pane per window, the
-        values :func:`~transforms.video.rollups.rollup_values` gives for the
-        merged :class:`~transforms.video.rollups.RollupAcc`."""
+    def _groups(self):
+        """(the group of each entry, the number of groups, each group's
+        first entry): entries of equal (dimension, value, window) are one
+        group; groups ordered by dimension, value and window."""
         encoded = pc.dictionary_encode(self.value)
         value_code = _np(encoded.indices).astype(np.int64)
         names = encoded.dictionary
-        # Groups: (dimension, value, window), ordered as the rows are.
         value_rank = _np(pc.rank(names, sort_keys='ascending',
                                  tiebreaker='first')).astype(np.int64) - 1
         dim_rank = np.argsort(np.argsort(_DIMENSIONS))[self.dim]
@@ -515,6 +558,34 @@ class RollupPartials(typing.NamedTuple):
         g = groups.size
         first = np.zeros(g, np.int64)
         first[group[::-1]] = np.arange(group.size)[::-1]
+        return group, g, first
+
+    def merged(self) -> 'RollupPartials':
+        """The same partials with equal groups merged (sums added; the
+        sketches' inputs kept, now naming the merged group): what a bundle
+        keeps between flushes, so its partials grow with its groups, not
+        with its flushes."""
+        if not len(self):
+            return self
+        group, g, first = self._groups()
+        order = np.argsort(group, kind='stable')
+        bounds = np.searchsorted(group[order], np.arange(g))
+        return RollupPartials(
+            self.dim[first], self.value.take(pa.array(first)),
+            self.start[first], self.size,
+            np.add.reduceat(self.sums[order], bounds, axis=0),
+            group[self.sid_group].astype(np.int32), self.sid, self.sids,
+            group[self.start_group], self.start_ms)
+
+    def rows(self):
+        """The partials' groups merged -> (``qoe_rollups`` rows as an Arrow
+        table, sorted by dimension, value and window; their
+        :class:`~transforms.video.rollups.AlertInput` s in that order;
+        the reports of the partials): one ON_TIME pane per window, the
+        values :func:`~transforms.video.rollups.rollup_values` gives for the
+        merged :class:`~transforms.video.rollups.RollupAcc`."""
+        # Groups: (dimension, value, window), ordered as the rows are.
+        group, g, first = self._groups()
         sums = np.zeros((g, len(SUM_NAMES)), np.int64)
         np.add.at(sums, group, self.sums)
         # Distinct sessions: one HLL sketch of each group's session ids,
@@ -523,7 +594,7 @@ class RollupPartials(typing.NamedTuple):
         order = np.argsort(pair_group, kind='stable')
         sid_bounds = np.searchsorted(pair_group[order],
                                      np.arange(g + 1)).tolist()
-        sids = self.sid.take(pa.array(order)).to_pylist()
+        sids = self.sids.take(pa.array(self.sid[order])).to_pylist()
         active = np.zeros(g, np.int64)
         for i in np.flatnonzero(np.diff(sid_bounds)).tolist():
             sketch = datasketches.hll_sketch(HLL_LG_K)
@@ -709,6 +780,7 @@ def add_rollup_partials(c: SessionColumns, rollup_window) -> 'RollupPartials':
         parts.append(RollupPartials(
             np.full(g, d, np.int8), names.take(pa.array(value_of)),
             w_codes[window_of] * step, size, sums,
-            group[rows], c.sid_array.take(pa.array(who_w[rows])),
+            group[rows].astype(np.int32), who_w[rows].astype(np.int32),
+            c.sid_array,
             group[has_start], starts_w[has_start]))
     return RollupPartials.concat(parts)
