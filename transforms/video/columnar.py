@@ -529,14 +529,17 @@ class RollupPartials(typing.NamedTuple):
             index[mine] = np.arange(mine.size)
             s = sids[s_bounds[h]:s_bounds[h + 1]]
             t = starts[t_bounds[h]:t_bounds[h + 1]]
-            # (only the session ids this hour's pairs name)
-            named, code = np.unique(self.sid[s], return_inverse=True)
+            # (only the session ids this hour's pairs name, found by
+            # marking them, not by sorting)
+            codes = self.sid[s]
+            named = np.zeros(len(self.sids), bool)
+            named[codes] = True
+            rank = (np.cumsum(named) - 1).astype(np.int32)
             yield hour, RollupPartials(
                 self.dim[mine], self.value.take(pa.array(mine)),
                 self.start[mine], self.size, self.sums[mine],
-                index[self.sid_group[s]].astype(np.int32),
-                code.reshape(-1).astype(np.int32),
-                self.sids.take(pa.array(named)),
+                index[self.sid_group[s]].astype(np.int32), rank[codes],
+                self.sids.filter(pa.array(named)),
                 index[self.start_group[t]], self.start_ms[t])
 
     def _groups(self):
