@@ -25,8 +25,10 @@ from transforms.combiners import Quantiles
 from transforms.io import Context, open_sink
 from transforms.video import cmcd_columnar
 from transforms.video.columnar import (SORT_KEYS, RollupPartials,
-                                       SessionColumns, add_rollup_partials,
-                                       shards_of, sort_points)
+                                       RollupRowsFn, SessionColumns,
+                                       SessionsAndRollupsFn,
+                                       add_rollup_partials, shards_of,
+                                       sort_points, table_bytes)
 from transforms.video.records import VideoReport
 from transforms.video.rollups import (AlertInput, Rollup, RollupFn,
                                       by_dimension, rollup_key, to_rollup,
@@ -220,6 +222,52 @@ def test_columnar_rollup_partials_equal_the_walk(window, seed):
     assert sum(r.plays for r in want.values()) > 0
     for key, row in want.items():
         assert got[key] == row, key
+
+
+def _sessions_and_rollups(fragments, spec, max_buffer):
+    """SessionsAndRollupsFn over one bundle of (shard, [fragment bytes]),
+    then RollupRowsFn per hour -> (sessions table, rollups table, the
+    flushes: one sessions table each)."""
+    fn = SessionsAndRollupsFn(GAP_MS / 1000, spec, 'test', max_buffer)
+    fn.setup()
+    fn.start_bundle()
+    out = [o for kv in fragments for o in fn.process(kv)]
+    out += list(fn.finish_bundle())
+    sessions, by_hour = [], collections.defaultdict(list)
+    for o in out:
+        if isinstance(o, beam.pvalue.TaggedOutput):
+            hour, part = o.value.value
+            by_hour[hour].append(part)
+        else:
+            sessions.append(getattr(o, 'value', o))
+    rows_fn = RollupRowsFn('test')
+    rows_fn.setup()
+    rollups = [t for kv in sorted(by_hour.items())
+               for t in rows_fn.process(kv)
+               if isinstance(t, pa.Table)]
+    by = [('session_id', 'ascending'), ('window_start', 'ascending')]
+    return (pa.concat_tables(sessions).sort_by(by),
+            pa.concat_tables(rollups).sort_by(
+                [('dimension', 'ascending'), ('value', 'ascending'),
+                 ('window_start', 'ascending')]), len(sessions))
+
+
+def test_many_small_flushes_give_the_rows_of_one():
+    """A bundle flushed every few points (partials merged every
+    MERGE_EVERY flushes, split by hour) gives the sessions and rollups of
+    one flush of everything."""
+    reports = random_reports(7, sessions=120)
+    table = sorted_table(reports)
+    shard = shards_of(table['sid'].combine_chunks(), 8)
+    fragments = [(k, [table_bytes(table.filter(pa.array(shard == k)))])
+                 for k in range(8) if (shard == k).any()]
+    spec = windows.parse_window('fixed:60s')
+    one = _sessions_and_rollups(fragments, spec, 10**9)
+    many = _sessions_and_rollups(fragments, spec, 30)
+    assert one[2] == 1 and many[2] >= 2 * SessionsAndRollupsFn.MERGE_EVERY
+    assert one[0].num_rows > 100 and one[1].num_rows > 50
+    assert many[0].equals(one[0])
+    assert many[1].equals(one[1])
 
 
 def test_start_up_quantiles_of_large_windows_are_within_the_kll_bound():
