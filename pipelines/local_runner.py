@@ -99,17 +99,21 @@ The in-process portable runner (``FnApiRunner``, batch replays): its
 grouping step (``GroupingBuffer``) decodes every element of the data plane
 into a table of values per key, then encodes the whole table into one output
 stream per worker, copies that stream into one ``bytes`` (``.get()``) and
-only then clears the table; sending it, the runner writes it into another
-output stream and copies that once more into one data-plane message.  At its
-peak a shuffle held the decoded table and three or four encoded copies of it
-(a 10,000,000-record video_qoe replay: 650 MiB before the shuffle, 2,044 MiB
-in it).  The table is now encoded key by key, in Beam's order (the table's,
-keys dealt to workers in turn), each key's values dropped from the table
-once encoded, into chunks of about ``GROUPING_CHUNK_BYTES`` that are sent as
-one data-plane message each: the peak is the table plus what is already
-encoded (about one copy) plus a chunk.  The bytes, and so the grouped values,
-windows, panes and their order, are Beam's; a worker reads a message per
-chunk as it reads Beam's one message (each holds whole elements).
+only then clears the table; sending it, the runner writes those bytes into
+another output stream, copies that into one more ``bytes`` and wraps it in
+one data-plane message, which the in-memory data plane keeps, like every
+message of the bundle, until the bundle's last message has been read.  A
+shuffle was thus held four or five times at once (a 10,000,000-record
+video_qoe replay: 971 MiB before its first shuffle's 328 MiB were sent,
+1,913 MiB after).  The table is now encoded key by key, in Beam's order
+(the table's, keys dealt to workers in turn), each key's values dropped from
+the table once encoded, into chunks of about ``GROUPING_CHUNK_BYTES``; each
+chunk is sent as its own message and let go once sent (the runner reads
+what it sent again only for a split manager, which only Beam's tests set:
+then it is kept), and the in-memory data plane lets go of a message once the
+worker has read it.  The bytes, and so the grouped values, windows, panes
+and their order, are Beam's; a worker reads a message per chunk as it reads
+Beam's one message (each holds whole elements).
 
 All fixes are idempotent and touch nothing else.
 """
@@ -922,10 +926,16 @@ def low_watermark(result):
 GROUPING_CHUNK_BYTES = 8 << 20
 
 
+class _Chunks(list):
+    """A worker's part of a grouping step, in chunks."""
+
+
 def _install_grouping_chunks():
     """``GroupingBuffer.partition`` key by key into chunks (see the module's
     docstring); the runner sends each chunk as its own message."""
     from apache_beam.coders.coder_impl import create_OutputStream
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.worker import data_plane
     from apache_beam.runners.portability.fn_api_runner import execution
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.transforms.window import GlobalWindow, GlobalWindows
@@ -951,7 +961,7 @@ def _install_grouping_chunks():
                 self._windowing, True).process_entire_key
         coder_impl = self._post_grouped_coder.get_impl()
         key_coder_impl = self._key_coder.get_impl()
-        chunks = [[] for _ in range(n)]
+        chunks = [_Chunks() for _ in range(n)]
         streams = [create_OutputStream() for _ in range(n)]
         table = self._table
         for idx, encoded_key in enumerate(list(table)):
@@ -976,19 +986,49 @@ def _install_grouping_chunks():
 
     def send_input_to_worker(self, process_bundle_id, read_transform_id,
                              byte_streams):
-        if not isinstance(byte_streams, list) or len(byte_streams) < 2:
+        if isinstance(byte_streams, buffer_class):      # one worker
+            byte_streams = byte_streams.partition(1)[0]
+        if not isinstance(byte_streams, _Chunks):
             return send(self, process_bundle_id, read_transform_id,
                         byte_streams)
+        # Without a split manager (tests' only) the runner never reads what
+        # it sent again: a sent chunk is let go (a second send would fail).
+        release = self._select_split_manager() is None  # pylint: disable=protected-access
         data_out = self._worker_handler.data_conn.output_stream(
             process_bundle_id, read_transform_id)
-        for byte_stream in byte_streams:
-            data_out.write(byte_stream)
+        for ix, chunk in enumerate(byte_streams):
+            data_out.write(chunk)
             data_out.flush()        # one message a chunk, not one for all
+            if release:
+                byte_streams[ix] = None
         data_out.close()
         return None
+
+    channel = data_plane.InMemoryDataChannel
+
+    def input_elements(self, instruction_id, unused_expected_inputs,
+                       abort_callback=None):
+        # Beam's loop, letting go of each message once the worker has it.
+        inputs, other_inputs, ix = self._inputs, [], 0
+        while ix < len(inputs):
+            element, inputs[ix] = inputs[ix], None
+            ix += 1
+            if element.instruction_id == instruction_id:
+                if isinstance(element, beam_fn_api_pb2.Elements.Timers):
+                    if not element.is_last:
+                        yield element
+                if isinstance(element, beam_fn_api_pb2.Elements.Data):
+                    if element.data or element.is_last:
+                        yield element
+            else:
+                other_inputs.append(element)
+            element = None
+        self._inputs = other_inputs
 
     setattr(partition, _INSTALLED, True)
     partition.beams = buffer_class.partition          # for tests
     send_input_to_worker.beams = send
+    input_elements.beams = channel.input_elements
     buffer_class.partition = partition
+    channel.input_elements = input_elements
     manager._send_input_to_worker = send_input_to_worker  # pylint: disable=protected-access

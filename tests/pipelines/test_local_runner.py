@@ -306,12 +306,13 @@ def _grouped_on_fnapi():
 
 
 def test_a_pipeline_groups_in_chunks_as_beam_does(monkeypatch):
-    """A small pipeline on the FnApiRunner, its grouping sent in many chunks,
-    gives every key its values, window and pane in the order Beam's grouping
-    gives them."""
+    """A small pipeline on the FnApiRunner, its grouping sent in many chunks
+    (each let go once sent, each message once read), gives every key its
+    values, window and pane in the order Beam's grouping gives them."""
     local_runner.install()
     from apache_beam.runners.portability.fn_api_runner import execution
     from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.worker import data_plane
     manager = fn_runner.BundleManager
     monkeypatch.setattr(local_runner, 'GROUPING_CHUNK_BYTES', 2000)
     chunked = _grouped_on_fnapi()
@@ -320,6 +321,8 @@ def test_a_pipeline_groups_in_chunks_as_beam_does(monkeypatch):
                       execution.GroupingBuffer.partition.beams)
         beams.setattr(manager, '_send_input_to_worker',
                       manager._send_input_to_worker.beams)  # pylint: disable=protected-access
+        beams.setattr(data_plane.InMemoryDataChannel, 'input_elements',
+                      data_plane.InMemoryDataChannel.input_elements.beams)
         expected = _grouped_on_fnapi()
     assert len(expected) == 50 * 15
     assert chunked == expected
