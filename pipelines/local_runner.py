@@ -1,4 +1,5 @@
-"""Fixes for Beam's local (bundle-based) DirectRunner, installed before a run.
+"""Fixes for Beam's local runners (the bundle-based DirectRunner; the
+in-process FnApiRunner's grouping, last), installed before a run.
 
 Counters: each executor thread keeps one state sampler for its whole life, and
 the sampler caches the scoped state of a step together with the metrics
