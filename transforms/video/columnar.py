@@ -349,6 +349,16 @@ class SessionsAndRollupsFn(beam.DoFn):
     def process(self, kv):
         _, fragments = kv
         table = pa.concat_tables([table_of(f) for f in fragments])
+        if table.num_rows > self._max_buffer:
+            # A shard larger than a flush (a long replay's shard holds
+            # hundreds of thousands of points): sorted once and flushed in
+            # pieces of whole session ids, each at most max_buffer points
+            # (but one id's points), so that a flush's memory stays bounded.
+            yield from self._flush()
+            table = sort_points(table)
+            for lo, hi in _pieces(table['sid'], self._max_buffer):
+                yield from self._flush(table.slice(lo, hi - lo))
+            return
         self._buffer.append(table)
         self._buffered += table.num_rows
         if self._buffered >= self._max_buffer:
@@ -364,12 +374,16 @@ class SessionsAndRollupsFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.ROLLUPS, WindowedValue(
                 (hour, dumps(part)), _MAX_TIMESTAMP, _GLOBAL))
 
-    def _flush(self):
-        buffered, self._buffer, self._buffered = self._buffer, [], 0
-        if not buffered:
-            return
-        table = pa.concat_tables(buffered)
-        columns = SessionColumns(sort_points(table), self._gap_ms)
+    def _flush(self, sorted_points=None):
+        """The buffer's points (or ``sorted_points``, already sorted, the
+        buffer then empty) -> their sessions table; their rollup partials
+        kept."""
+        if sorted_points is None:
+            buffered, self._buffer, self._buffered = self._buffer, [], 0
+            if not buffered:
+                return
+            sorted_points = sort_points(pa.concat_tables(buffered))
+        columns = SessionColumns(sorted_points, self._gap_ms)
         self._partials.append(
             add_rollup_partials(columns, self._rollup_window))
         if len(self._partials) >= self.MERGE_EVERY:
@@ -379,6 +393,25 @@ class SessionsAndRollupsFn(beam.DoFn):
         self._aggregated.inc(columns.n)
         self._on_time.inc(columns.m)
         yield columns.table()
+
+
+def _pieces(sid, size):
+    """(lo, hi) row ranges of points sorted by session id (``sid``), each
+    of whole ids and at most ``size`` rows unless one id has more."""
+    n = len(sid)
+    if isinstance(sid, pa.ChunkedArray):
+        sid = sid.combine_chunks()
+    codes = _np(pc.dictionary_encode(sid).indices)
+    # (sorted: each id's rows are one run; the edges of the runs)
+    edges = np.concatenate(([0], np.flatnonzero(np.diff(codes)) + 1, [n]))
+    pieces, lo = [], 0
+    while lo < n:
+        hi = int(edges[np.searchsorted(edges, lo + size, 'right') - 1])
+        if hi <= lo:        # (one id of more than size points)
+            hi = int(edges[np.searchsorted(edges, lo, 'right')])
+        pieces.append((lo, hi))
+        lo = hi
+    return pieces
 
 
 _GLOBAL = (GlobalWindow(),)
