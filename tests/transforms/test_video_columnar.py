@@ -26,6 +26,7 @@ from transforms.io import Context, open_sink
 from transforms.video import cmcd_columnar
 from transforms.video.columnar import (SORT_KEYS, RollupPartials,
                                        RollupRowsFn, SessionColumns,
+                                       _pieces,
                                        SessionsAndRollupsFn,
                                        add_rollup_partials, shards_of,
                                        sort_points, table_bytes)
@@ -268,6 +269,27 @@ def test_many_small_flushes_give_the_rows_of_one():
     assert one[0].num_rows > 100 and one[1].num_rows > 50
     assert many[0].equals(one[0])
     assert many[1].equals(one[1])
+
+
+def test_a_shard_larger_than_a_flush_is_flushed_in_pieces_of_whole_ids():
+    """One shard of many more points than max_buffer (a long replay's
+    shard): flushed in pieces of whole session ids (the same sessions and
+    rollups as one flush), each of at most max_buffer points unless one id
+    has more."""
+    reports = random_reports(5, sessions=60)
+    table = sorted_table(reports)
+    spec = windows.parse_window('fixed:60s')
+    fragments = [(0, [table_bytes(table)])]
+    one = _sessions_and_rollups(fragments, spec, 10**9)
+    pieces = _sessions_and_rollups(fragments, spec, 50)
+    assert one[2] == 1 and pieces[2] >= table.num_rows // 50
+    assert pieces[0].equals(one[0])
+    assert pieces[1].equals(one[1])
+    sid = pa.chunked_array([pa.array(list('aaabbbbbbbcdd'))])
+    assert _pieces(sid, 4) == [(0, 3), (3, 10), (10, 13)]
+    assert _pieces(sid, 8) == [(0, 3), (3, 11), (11, 13)]
+    assert _pieces(sid, 2) == [(0, 3), (3, 10), (10, 11), (11, 13)]
+    assert _pieces(sid, 13) == [(0, 13)]
 
 
 def test_start_up_quantiles_of_large_windows_are_within_the_kll_bound():

@@ -38,7 +38,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import deadletter, windows
+from transforms import deadletter, memory, windows
 from transforms.columnar import LineBlock
 from transforms.decode import DecodeCounters, Filtered
 from transforms.video import cmcd_columnar
@@ -321,14 +321,15 @@ class SessionsAndRollupsFn(beam.DoFn):
     A shard's fragments hold every report of its session ids: sorted, they
     are split into sessions where the gap separates them and both tables
     are computed on columns.  Shards are buffered (up to ``max_buffer``
-    points) and computed together; the rollup partials of a bundle are kept
-    per (dimension key, rollup window), merged every ``MERGE_EVERY``
-    flushes, and leave when the bundle ends.
+    points; a shard of more is flushed in pieces of whole session ids) and
+    computed together; the rollup partials of ``MERGE_EVERY`` flushes are
+    merged per (dimension key, rollup window) and leave then (and when the
+    bundle ends).
 
     Memory: a flush needs about 650 bytes a point (the sorted points, the
     sessions' columns, the rollup contributions), so ``max_buffer`` bounds
-    it; the bundle keeps its partials (a (group, session id) pair is 8
-    bytes) and the runner the sessions tables."""
+    it; the runner keeps the partials sent (a (group, session id) pair is 8
+    bytes) and the sink the sessions tables."""
     ROLLUPS = 'rollups'
     MERGE_EVERY = 4
 
@@ -367,9 +368,17 @@ class SessionsAndRollupsFn(beam.DoFn):
     def finish_bundle(self):
         for table in self._flush():
             yield WindowedValue(table, _MAX_TIMESTAMP, _GLOBAL)
-        # The bundle's rollup partials, one element per hour of windows.
-        partials = RollupPartials.concat(self._partials)
-        self._partials = []
+        yield from self._send_partials()
+
+    def _send_partials(self):
+        """The rollup partials kept since the last sent, merged, one element
+        per hour of windows (an hour's partials of every bundle and of
+        every MERGE_EVERY flushes meet in RollupRowsFn)."""
+        parts, self._partials = self._partials, []
+        partials = RollupPartials.concat(parts)
+        if len(parts) > 1:
+            partials = partials.merged()
+        del parts
         for hour, part in partials.by_hour():
             yield beam.pvalue.TaggedOutput(self.ROLLUPS, WindowedValue(
                 (hour, dumps(part)), _MAX_TIMESTAMP, _GLOBAL))
@@ -383,16 +392,25 @@ class SessionsAndRollupsFn(beam.DoFn):
             if not buffered:
                 return
             sorted_points = sort_points(pa.concat_tables(buffered))
+        # (the fragments read since the last flush are freed: their pages
+        # go back to the system, not into a fragmented heap)
+        memory.release_free_memory()
         columns = SessionColumns(sorted_points, self._gap_ms)
+        del sorted_points
         self._partials.append(
             add_rollup_partials(columns, self._rollup_window))
-        if len(self._partials) >= self.MERGE_EVERY:
-            self._partials = [
-                RollupPartials.concat(self._partials).merged()]
         self._assigned.inc(columns.n)
         self._aggregated.inc(columns.n)
         self._on_time.inc(columns.m)
-        yield columns.table()
+        table = columns.table()
+        del columns
+        if len(self._partials) >= self.MERGE_EVERY:
+            # (sent now, not kept to the bundle's end: the runner holds
+            # them until the hours' grouping either way, and a bundle
+            # that kept them held them two or three times over as it
+            # split and pickled them at its end)
+            yield from self._send_partials()
+        yield table
 
 
 def _pieces(sid, size):
