@@ -114,7 +114,9 @@ what it sent again only for a split manager, which only Beam's tests set:
 then it is kept), and the in-memory data plane lets go of a message once the
 worker has read it.  The bytes, and so the grouped values, windows, panes
 and their order, are Beam's; a worker reads a message per chunk as it reads
-Beam's one message (each holds whole elements).
+Beam's one message (each holds whole elements).  Once a grouping's table is
+encoded, the C heap's free pages are returned to the system
+(``transforms.memory``): the values it dropped fragment it.
 
 All fixes are idempotent and touch nothing else.
 """
@@ -143,7 +145,7 @@ from apache_beam.runners.worker import statesampler
 from apache_beam.transforms import userstate
 from apache_beam.utils import counters
 
-from transforms import windows
+from transforms import memory, windows
 from transforms.io import _kafka_commits, _pubsub_acks
 
 _INSTALLED = '_realtime_pipelines_fresh_sampler'
@@ -980,6 +982,10 @@ def _install_grouping_chunks():
                 chunks[ix].append(stream.get())
         self._grouped_output = chunks
         table.clear()
+        # (the values just dropped, many of them medium-sized objects in
+        # the C heap, leave it fragmented: its free pages go back to the
+        # system before the next stage reads the chunks)
+        memory.release_free_memory()
         return chunks
 
     manager = fn_runner.BundleManager
