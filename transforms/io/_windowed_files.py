@@ -247,8 +247,18 @@ class WriteWindowedTablesFn(WriteWindowedFilesFn):
         if (columns == columns[0]).all():
             distinct, rows = columns[:1], None
         else:
-            distinct, inverse = np.unique(columns, axis=0,
+            # (one int64 code per row from each column's rank: a 1-d
+            # unique, many times faster than np.unique(axis=0))
+            code = np.zeros(len(columns), np.int64)
+            for j in range(columns.shape[1]):
+                values, inverse = np.unique(columns[:, j],
+                                            return_inverse=True)
+                # (ranked again, so that the code stays below the rows)
+                code = np.unique(code * values.size + inverse.reshape(-1),
+                                 return_inverse=True)[1].reshape(-1)
+            _, first, inverse = np.unique(code, return_index=True,
                                           return_inverse=True)
+            distinct = columns[first]
             inverse = inverse.reshape(-1)
             order = np.argsort(inverse, kind='stable')
             bounds = np.searchsorted(inverse[order],
