@@ -349,6 +349,9 @@ class SessionsAndRollupsFn(beam.DoFn):
     bytes) and the sink the sessions tables."""
     ROLLUPS = 'rollups'
     MERGE_EVERY = 4
+    # Free C heap pages are returned after a flush once this many bytes of
+    # fragments were read since the last time.
+    TRIM_BYTES = 32 << 20
 
     def __init__(self, gap_seconds, rollup_window, job, max_buffer=250_000):
         self._gap_ms = int(round(gap_seconds * 1000))
@@ -363,9 +366,11 @@ class SessionsAndRollupsFn(beam.DoFn):
 
     def start_bundle(self):
         self._buffer, self._buffered, self._partials = [], 0, []
+        self._read = 0
 
     def process(self, kv):
         _, fragments = kv
+        self._read += sum(map(len, fragments))
         table = pa.concat_tables([table_of(f) for f in fragments])
         if table.num_rows > self._max_buffer:
             # A shard larger than a flush (a long replay's shard holds
@@ -409,9 +414,6 @@ class SessionsAndRollupsFn(beam.DoFn):
             if not buffered:
                 return
             sorted_points = sort_points(pa.concat_tables(buffered))
-        # (the fragments read since the last flush are freed: their pages
-        # go back to the system, not into a fragmented heap)
-        memory.release_free_memory()
         columns = SessionColumns(sorted_points, self._gap_ms)
         del sorted_points
         self._partials.append(
@@ -427,6 +429,12 @@ class SessionsAndRollupsFn(beam.DoFn):
             # that kept them held them two or three times over as it
             # split and pickled them at its end)
             yield from self._send_partials()
+        if self._read >= self.TRIM_BYTES:
+            # The fragments read since are freed: their pages go back to
+            # the system, not into a fragmented heap (not at every flush,
+            # where pages given back are soon faulted in again).
+            self._read = 0
+            memory.release_free_memory()
         yield table
 
 
