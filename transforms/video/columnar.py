@@ -353,7 +353,7 @@ class SessionsAndRollupsFn(beam.DoFn):
     # fragments were read since the last time.
     TRIM_BYTES = 32 << 20
 
-    def __init__(self, gap_seconds, rollup_window, job, max_buffer=250_000):
+    def __init__(self, gap_seconds, rollup_window, job, max_buffer=125_000):
         self._gap_ms = int(round(gap_seconds * 1000))
         self._rollup_window = rollup_window
         self._max_buffer = max_buffer
