@@ -250,3 +250,109 @@ def test_a_stateful_dofns_state_in_an_expired_window_is_dropped():
     local_runner._forget_expired_windows(state, Timestamp.of(T0 + 121),
                                          lateness)
     assert set(state.state) == {later, timed, window.GlobalWindow()}
+
+
+# The FnApiRunner's grouping, partitioned key by key into chunks.
+
+def _grouping_buffer(windowing, records):
+    from apache_beam import coders
+    from apache_beam.runners.portability.fn_api_runner import execution
+    kv = coders.TupleCoder([coders.StrUtf8Coder(), coders.BytesCoder()])
+    window_coder = windowing.windowfn.get_window_coder()
+    pre = coders.WindowedValueCoder(kv, window_coder)
+    post = coders.WindowedValueCoder(coders.TupleCoder(
+        [coders.StrUtf8Coder(), coders.IterableCoder(coders.BytesCoder())]),
+        window_coder)
+    buffer = execution.GroupingBuffer(pre, post, windowing)
+    impl = pre.get_impl()
+    for start in range(0, len(records), 7):     # several data-plane messages
+        buffer.append(b''.join(impl.encode_nested(r)
+                               for r in records[start:start + 7]))
+    return buffer, post
+
+
+def _records(fixed):
+    out = []
+    for i in range(300):
+        key, ts = f'k{(i * 7919) % 23}', T0 + (i * 37) % 600
+        value = bytes([i % 256]) * (50 + i % 40)
+        windows_ = ([window.IntervalWindow(Timestamp.of(ts - ts % 60),
+                                           Timestamp.of(ts - ts % 60 + 60))]
+                    if fixed else [window.GlobalWindow()])
+        out.append(WindowedValue((key, value), Timestamp.of(ts), windows_))
+    return out
+
+
+@pytest.mark.parametrize('fixed', [False, True])
+@pytest.mark.parametrize('n', [1, 2, 3])
+def test_grouping_in_chunks_sends_beams_bytes(monkeypatch, fixed, n):
+    """The chunks of a worker, joined, are the bytes Beam's partition gives
+    (the same keys, values, windows and panes in the same order); chunks are
+    cut at keys, and the table is emptied as they are encoded."""
+    local_runner.install()
+    from apache_beam.runners.portability.fn_api_runner import execution
+    patched = execution.GroupingBuffer.partition
+    monkeypatch.setattr(local_runner, 'GROUPING_CHUNK_BYTES', 1000)
+    windowing = Windowing(window.FixedWindows(60) if fixed
+                          else window.GlobalWindows())
+    ours, post = _grouping_buffer(windowing, _records(fixed))
+    beams, _ = _grouping_buffer(windowing, _records(fixed))
+    chunked = patched(ours, n)
+    expected = patched.beams(beams, n)
+    assert [b''.join(chunks) for chunks in chunked] == [
+        b''.join(parts) for parts in expected]
+    assert sum(len(chunks) for chunks in chunked) > 2 * n   # really chunked
+    impl = post.get_impl()              # each chunk holds whole elements
+    assert sum(len(list(impl.decode_all(chunk)))
+               for chunks in chunked for chunk in chunks) == sum(
+        len(list(impl.decode_all(part))) for parts in expected
+        for part in parts)
+    assert not ours._table              # pylint: disable=protected-access
+    assert patched(ours, n) is chunked  # partitioned once, as Beam does
+
+
+_SEEN = []
+
+
+class _Keep(beam.DoFn):
+    def process(self, kv, win=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam):
+        _SEEN.append((kv[0], list(kv[1]), win, pane))
+        yield kv[0]
+
+
+def _grouped_on_fnapi():
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    _SEEN.clear()
+    records = [(f'k{i % 50}', f'{i}-' + 'x' * (i % 200), T0 + i % 900)
+               for i in range(5000)]
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        (p | beam.Create(records)
+         | beam.Map(lambda r: window.TimestampedValue((r[0], r[1]), r[2]))
+         | beam.WindowInto(window.FixedWindows(60))
+         | beam.GroupByKey()
+         | beam.ParDo(_Keep()))
+    return list(_SEEN)
+
+
+def test_a_pipeline_groups_in_chunks_as_beam_does(monkeypatch):
+    """A small pipeline on the FnApiRunner, its grouping sent in many chunks
+    (each let go once sent, each message once read), gives every key its
+    values, window and pane in the order Beam's grouping gives them."""
+    local_runner.install()
+    from apache_beam.runners.portability.fn_api_runner import execution
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.worker import data_plane
+    manager = fn_runner.BundleManager
+    monkeypatch.setattr(local_runner, 'GROUPING_CHUNK_BYTES', 2000)
+    chunked = _grouped_on_fnapi()
+    with monkeypatch.context() as beams:
+        beams.setattr(execution.GroupingBuffer, 'partition',
+                      execution.GroupingBuffer.partition.beams)
+        beams.setattr(manager, '_send_input_to_worker',
+                      manager._send_input_to_worker.beams)  # pylint: disable=protected-access
+        beams.setattr(data_plane.InMemoryDataChannel, 'input_elements',
+                      data_plane.InMemoryDataChannel.input_elements.beams)
+        expected = _grouped_on_fnapi()
+    assert len(expected) == 50 * 15
+    assert chunked == expected

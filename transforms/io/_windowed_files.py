@@ -244,47 +244,61 @@ class WriteWindowedTablesFn(WriteWindowedFilesFn):
 
     # pylint: disable-next=arguments-differ
     def process(self, table, window=beam.DoFn.WindowParam):
-        if table.num_rows:
-            self._tables[window].append(table)
+        # Kept split by file (window and pane, or period): at the bundle's
+        # end each file's rows are sorted and written apart, and let go once
+        # written, not all of the bundle's rows sorted at once.
+        if not table.num_rows:
+            return
+        start = table['window_start'].cast(pa.int64()).to_numpy()
+        end = table['window_end'].cast(pa.int64()).to_numpy()
+        if self._period_us:
+            start = start - start % self._period_us
+            end = start + self._period_us
+        encoded = pc.dictionary_encode(table['pane_timing'].combine_chunks()
+                                       if isinstance(table['pane_timing'],
+                                                     pa.ChunkedArray)
+                                       else table['pane_timing'])
+        timing = encoded.dictionary.to_pylist()
+        columns = np.stack([
+            start, end, table['pane_index'].cast(pa.int64()).to_numpy(),
+            encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)],
+            axis=1)
+        if (columns == columns[0]).all():
+            distinct, rows = columns[:1], None
+        else:
+            # (one int64 code per row from each column's rank: a 1-d
+            # unique, many times faster than np.unique(axis=0))
+            code = np.zeros(len(columns), np.int64)
+            for j in range(columns.shape[1]):
+                values, inverse = np.unique(columns[:, j],
+                                            return_inverse=True)
+                # (ranked again, so that the code stays below the rows)
+                code = np.unique(code * values.size + inverse.reshape(-1),
+                                 return_inverse=True)[1].reshape(-1)
+            _, first, inverse = np.unique(code, return_index=True,
+                                          return_inverse=True)
+            distinct = columns[first]
+            inverse = inverse.reshape(-1)
+            order = np.argsort(inverse, kind='stable')
+            bounds = np.searchsorted(inverse[order],
+                                     np.arange(len(distinct) + 1)).tolist()
+            rows = [order[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+        for i, (lo, hi, index, code) in enumerate(distinct.tolist()):
+            key = (Timestamp(micros=lo), Timestamp(micros=hi), timing[code],
+                   index)
+            self._tables[(window, key)].append(
+                table if rows is None else table.take(pa.array(rows[i])))
 
     def finish_bundle(self):
         fields = list(self._record_type.IDENTITY_FIELDS)
-        for window, tables in self._tables.items():
-            table = pa.concat_tables(tables)
-            start = table['window_start'].cast(pa.int64()).to_numpy()
-            end = table['window_end'].cast(pa.int64()).to_numpy()
-            if self._period_us:
-                start = start - start % self._period_us
-                end = start + self._period_us
-            keys = pa.table({'_start': start, '_end': end,
-                             '_timing': table['pane_timing'],
-                             '_index': table['pane_index']})
-            sort = [(k, 'ascending') for k in keys.column_names] + \
-                [(f, 'ascending') for f in fields]
-            for name in fields:
-                keys = keys.append_column(name, table[name])
-            order = pc.sort_indices(keys, sort_keys=sort)
-            table, keys = table.take(order), keys.take(order)
-            columns = [keys[k].to_numpy() for k in ('_start', '_end',
-                                                    '_index')]
-            timing = keys['_timing'].to_pylist()
-            n = table.num_rows
-            cut = np.zeros(n, bool)
-            cut[0] = True
-            for column in columns:
-                cut[1:] |= column[1:] != column[:-1]
-            cut[1:] |= np.asarray(timing[1:], object) != \
-                np.asarray(timing[:-1], object)
-            bounds = np.append(np.flatnonzero(cut), n).tolist()
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
-                key = (Timestamp(micros=int(columns[0][lo])),
-                       Timestamp(micros=int(columns[1][lo])), timing[lo],
-                       int(columns[2][lo]))
-                path = self._write_table(key, table.slice(lo, hi - lo),
-                                         keys.slice(lo, hi - lo), fields)
-                if path is not None:
-                    yield WindowedValue(path, window.max_timestamp(),
-                                        (window,))
+        sort = [(f, 'ascending') for f in fields]
+        for window, key in sorted(self._tables, key=lambda k: k[1]):
+            table = pa.concat_tables(self._tables.pop((window, key)))
+            table = table.take(pc.sort_indices(table, sort_keys=sort))
+            path = self._write_table(key, table, table, fields)
+            del table
+            if path is not None:
+                yield WindowedValue(path, window.max_timestamp(), (window,))
         self._tables = None
 
     def _write_table(self, key, table, keys, fields):

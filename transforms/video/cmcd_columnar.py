@@ -25,6 +25,12 @@ A line is accepted when all of this holds (each is checked on whole columns):
 * ``bl`` (if sent) is a multiple of 100, and ``ts`` as an event time lies
   within the range :func:`~transforms.decode.decode_payload` accepts.
 
+The lengths (integers of at most 15 digits, ``sid`` and ``cid`` of at most
+64 characters) are checked on the columns of the values cut, not in the
+shape patterns: RE2 runs a pattern with counted repetitions (``{0,14}``,
+``{1,64}``) at about half the speed of the same pattern with ``*`` and
+``+``, and a line of a shape is matched by one pattern as either.
+
 Shapes are taken from the first line left, one pattern at a time (at most
 :data:`MAX_SHAPES` per block; a producer writes few), each run over the
 lines' bytes as read (a shape pattern is :data:`LINE` with its keys fixed,
@@ -125,17 +131,22 @@ def _np(array) -> np.ndarray:
         zero_copy_only=False), bool)
 
 
+# In the shape patterns: the lengths are checked on the cut values
+# (:data:`MAX_DIGITS`, :data:`STRING_KEYS`), see the module's docstring.
+_ANY_INT = r'(?:0|[1-9][0-9]*)'
+MAX_DIGITS = 15
+
+
 def _value_pattern(key) -> str:
     """The value of ``key`` in the canonical form, exactly when CMCD allows
-    it (a named group holds the value, without quotes)."""
+    it but for its length (a named group holds the value, without quotes)."""
     if key in INT_KEYS or key in ILIST_KEYS:
-        return f'(?P<{key}>{_INT})'
+        return f'(?P<{key}>{_ANY_INT})'
     if key in TOKEN_KEYS:
         return f'"(?P<{key}>' + '|'.join(TOKEN_KEYS[key]) + ')"'
     if key in STRING_KEYS:
-        low = 1 if key == 'sid' else 0       # an empty sid is no session
-        high = STRING_KEYS[key]
-        return f'"(?P<{key}>{_CHAR}{{{low},{high if high else ""}}})"'
+        low = '+' if key == 'sid' else '*'  # an empty sid is no session
+        return f'"(?P<{key}>{_CHAR}{low})"'
     if key in BOOL_KEYS:
         return 'true'
     return f'(?:{_STR}|{_LIST})'             # ec: its presence is read
@@ -239,8 +250,8 @@ def decode_block(data: bytes, starts, ends, max_bytes: int, shapes=None):
 
 def _columns(lines, keys, text) -> Columns:
     """The lines of one shape (each matched :func:`shape_pattern`) ->
-    Columns; rows out of the event time range, or with a ``bl`` not a
-    multiple of 100, left out.
+    Columns; rows out of the event time range, with a ``bl`` not a
+    multiple of 100, or with a value longer than its limit, left out.
 
     No value or key holds ':', so each line holds exactly one ``:`` per
     key, found in one pass over the bytes: value i runs from after colon
@@ -266,11 +277,21 @@ def _columns(lines, keys, text) -> Columns:
             if i + 1 < width else close
         return colons[:, i] + 1, end
 
+    # What the shape pattern leaves unchecked: the values' lengths.
+    good = np.ones(size, bool)
+    for key in keys:
+        limit = MAX_DIGITS if key in INT_KEYS or key in ILIST_KEYS \
+            else STRING_KEYS.get(key) and STRING_KEYS[key] + 2  # quotes
+        if limit:
+            begin, end = bounds(key)
+            good &= (end - begin) <= limit
+
     def ints(key):
         if key not in position:
             return np.full(size, -1, np.int64)
         begin, end = bounds(key)
-        length = end - begin                     # 1 to 15 digits
+        # 1 to 15 digits (a longer value's row is left out, read as 0)
+        length = np.where(good, end - begin, 0)
         value = np.zeros(size, np.int64)
         for d in range(int(length.max()) if size else 0):
             has = d < length
@@ -292,7 +313,7 @@ def _columns(lines, keys, text) -> Columns:
         ).cast(pa.string())
 
     ts, bl = ints('ts'), ints('bl')
-    good = (ts * 1000 >= MIN_EVENT_TIME.micros) \
+    good &= (ts * 1000 >= MIN_EVENT_TIME.micros) \
         & (ts * 1000 <= MAX_EVENT_TIME.micros) \
         & ((bl == -1) | (bl % 100 == 0))
     columns = Columns(

@@ -38,7 +38,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import deadletter, windows
+from transforms import deadletter, memory, windows
 from transforms.columnar import LineBlock
 from transforms.decode import DecodeCounters, Filtered
 from transforms.video import cmcd_columnar
@@ -64,6 +64,43 @@ def dumps(value) -> bytes:
     return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
 
+def packed(value) -> bytes:
+    """``value`` pickled and compressed with LZ4 (:func:`unpacked`), for
+    the rollup partials, which a bounded runner holds until their hours'
+    grouping: their session ids and (group, id) pairs compress to about
+    a third."""
+    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(8, 'little') + pa.compress(
+        data, codec='lz4', asbytes=True)
+
+
+def unpacked(data: bytes):
+    """The value :func:`packed` packed."""
+    return pickle.loads(pa.decompress(
+        data[8:], int.from_bytes(data[:8], 'little'), codec='lz4',
+        asbytes=True))
+
+
+# Fragments cross the shuffle as Arrow IPC streams compressed with LZ4: a
+# bounded runner holds every fragment of a replay between the two stages
+# (about 98 bytes a report pickled, 43 compressed; LZ4 costs about 0.1 CPU
+# second per million reports each way).
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression='lz4')
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """``table`` as a compressed Arrow IPC stream (:func:`table_of`)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as out:
+        out.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def table_of(data: bytes) -> pa.Table:
+    """The table :func:`table_bytes` wrote."""
+    return pa.ipc.open_stream(data).read_all()
+
+
 def shards_of(sid: pa.Array, shards: int) -> np.ndarray:
     """The shard of each session id (CRC-32 of its UTF-8 bytes, so the same
     on every worker and run)."""
@@ -78,8 +115,8 @@ def shards_of(sid: pa.Array, shards: int) -> np.ndarray:
 class BlockFragmentsFn(beam.DoFn):
     """LineBlock s (or single payloads) -> (shard, fragment): the block's
     decoded reports of the session ids of a shard as one Arrow table
-    (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`), pickled
-    (:func:`dumps`); dead letters to ``dead``."""
+    (:data:`~transforms.video.cmcd_columnar.POINT_SCHEMA`), as compressed
+    bytes (:func:`table_bytes`); dead letters to ``dead``."""
 
     def __init__(self, decoder, stage, job, source='', max_bytes=1 << 20,
                  json_fast=False, shards=SHARDS):
@@ -113,7 +150,8 @@ class BlockFragmentsFn(beam.DoFn):
         # (take, not slice: a pickled slice carries its whole buffers.)
         for lo, hi in zip(np.append(0, bounds).tolist(),
                           np.append(bounds, shard.size).tolist()):
-            yield int(shard[lo]), dumps(table.take(pa.array(order[lo:hi])))
+            yield int(shard[lo]), table_bytes(
+                table.take(pa.array(order[lo:hi])))
 
 
 def sort_points(table: pa.Table) -> pa.Table:
@@ -291,20 +329,31 @@ class SessionColumns:
 
 
 class SessionsAndRollupsFn(beam.DoFn):
-    """(shard, pickled fragments) -> ``sessions`` rows (main output, one
+    """(shard, fragments as bytes) -> ``sessions`` rows (main output, one
     ON_TIME pane per session window, accounted as ``AggregatePerKey``
     accounts a bounded window) and rollup partials (tag ``rollups``: (hour,
-    the pickled :class:`RollupPartials` of the windows starting in that
-    hour)), in the global window.
+    the :class:`RollupPartials` of the windows starting in that hour,
+    :func:`packed`)), in the global window.
 
     A shard's fragments hold every report of its session ids: sorted, they
     are split into sessions where the gap separates them and both tables
     are computed on columns.  Shards are buffered (up to ``max_buffer``
-    points) and computed together; the rollup partials of a bundle are kept
-    per (dimension key, rollup window) and leave when the bundle ends."""
-    ROLLUPS = 'rollups'
+    points; a shard of more is flushed in pieces of whole session ids) and
+    computed together; the rollup partials of ``MERGE_EVERY`` flushes are
+    merged per (dimension key, rollup window) and leave then (and when the
+    bundle ends).
 
-    def __init__(self, gap_seconds, rollup_window, job, max_buffer=1_000_000):
+    Memory: a flush needs about 650 bytes a point (the sorted points, the
+    sessions' columns, the rollup contributions), so ``max_buffer`` bounds
+    it; the runner keeps the partials sent (a (group, session id) pair is 8
+    bytes) and the sink the sessions tables."""
+    ROLLUPS = 'rollups'
+    MERGE_EVERY = 4
+    # Free C heap pages are returned after a flush once this many bytes of
+    # fragments were read since the last time.
+    TRIM_BYTES = 32 << 20
+
+    def __init__(self, gap_seconds, rollup_window, job, max_buffer=125_000):
         self._gap_ms = int(round(gap_seconds * 1000))
         self._rollup_window = rollup_window
         self._max_buffer = max_buffer
@@ -317,10 +366,22 @@ class SessionsAndRollupsFn(beam.DoFn):
 
     def start_bundle(self):
         self._buffer, self._buffered, self._partials = [], 0, []
+        self._read = 0
 
     def process(self, kv):
         _, fragments = kv
-        table = pa.concat_tables([pickle.loads(f) for f in fragments])
+        self._read += sum(map(len, fragments))
+        table = pa.concat_tables([table_of(f) for f in fragments])
+        if table.num_rows > self._max_buffer:
+            # A shard larger than a flush (a long replay's shard holds
+            # hundreds of thousands of points): sorted once and flushed in
+            # pieces of whole session ids, each at most max_buffer points
+            # (but one id's points), so that a flush's memory stays bounded.
+            yield from self._flush()
+            table = sort_points(table)
+            for lo, hi in _pieces(table['sid'], self._max_buffer):
+                yield from self._flush(table.slice(lo, hi - lo))
+            return
         self._buffer.append(table)
         self._buffered += table.num_rows
         if self._buffered >= self._max_buffer:
@@ -329,25 +390,71 @@ class SessionsAndRollupsFn(beam.DoFn):
     def finish_bundle(self):
         for table in self._flush():
             yield WindowedValue(table, _MAX_TIMESTAMP, _GLOBAL)
-        # The bundle's rollup partials, one element per hour of windows.
-        partials = RollupPartials.concat(self._partials)
-        self._partials = []
+        yield from self._send_partials()
+
+    def _send_partials(self):
+        """The rollup partials kept since the last sent, merged, one element
+        per hour of windows (an hour's partials of every bundle and of
+        every MERGE_EVERY flushes meet in RollupRowsFn)."""
+        parts, self._partials = self._partials, []
+        partials = RollupPartials.concat(parts)
+        if len(parts) > 1:
+            partials = partials.merged()
+        del parts
         for hour, part in partials.by_hour():
             yield beam.pvalue.TaggedOutput(self.ROLLUPS, WindowedValue(
-                (hour, dumps(part)), _MAX_TIMESTAMP, _GLOBAL))
+                (hour, packed(part)), _MAX_TIMESTAMP, _GLOBAL))
 
-    def _flush(self):
-        buffered, self._buffer, self._buffered = self._buffer, [], 0
-        if not buffered:
-            return
-        table = pa.concat_tables(buffered)
-        columns = SessionColumns(sort_points(table), self._gap_ms)
+    def _flush(self, sorted_points=None):
+        """The buffer's points (or ``sorted_points``, already sorted, the
+        buffer then empty) -> their sessions table; their rollup partials
+        kept."""
+        if sorted_points is None:
+            buffered, self._buffer, self._buffered = self._buffer, [], 0
+            if not buffered:
+                return
+            sorted_points = sort_points(pa.concat_tables(buffered))
+        columns = SessionColumns(sorted_points, self._gap_ms)
+        del sorted_points
         self._partials.append(
             add_rollup_partials(columns, self._rollup_window))
         self._assigned.inc(columns.n)
         self._aggregated.inc(columns.n)
         self._on_time.inc(columns.m)
-        yield columns.table()
+        table = columns.table()
+        del columns
+        if len(self._partials) >= self.MERGE_EVERY:
+            # (sent now, not kept to the bundle's end: the runner holds
+            # them until the hours' grouping either way, and a bundle
+            # that kept them held them two or three times over as it
+            # split and pickled them at its end)
+            yield from self._send_partials()
+        if self._read >= self.TRIM_BYTES:
+            # The fragments read since are freed: their pages go back to
+            # the system, not into a fragmented heap (not at every flush,
+            # where pages given back are soon faulted in again).
+            self._read = 0
+            memory.release_free_memory()
+        yield table
+
+
+def _pieces(sid, size):
+    """(lo, hi) row ranges of points sorted by session id (``sid``), each
+    of whole ids and at most ``size`` rows unless one id has more."""
+    n = len(sid)
+    if isinstance(sid, pa.ChunkedArray):
+        sid = sid.combine_chunks()
+    codes = _np(pc.dictionary_encode(sid).indices)
+    # (sorted: each id's rows are one run; the edges of the runs)
+    edges = np.concatenate(([0], np.flatnonzero(np.diff(codes)) + 1, [n]))
+    pieces, lo = [], 0
+    while lo < n:
+        hi = int(edges[np.searchsorted(edges, lo + size, 'right') - 1])
+        if hi <= lo:        # (one id of more than size points)
+            hi = int(edges[np.searchsorted(edges, lo, 'right')])
+        pieces.append((lo, hi))
+        lo = hi
+    return pieces
 
 
 _GLOBAL = (GlobalWindow(),)
@@ -355,7 +462,7 @@ _HOUR_US = 3600 * 10**6
 
 
 class RollupRowsFn(beam.DoFn):
-    """(hour, [pickled :class:`RollupPartials`]) -> the ``qoe_rollups`` rows
+    """(hour, [packed :class:`RollupPartials`]) -> the ``qoe_rollups`` rows
     of the windows starting in that hour as one Arrow table (main output)
     and what the alerts judge of each row, as one pickled list of
     :class:`~transforms.video.rollups.AlertInput` (tag ``alerts``).
@@ -378,7 +485,7 @@ class RollupRowsFn(beam.DoFn):
 
     def process(self, kv):
         _, parts = kv
-        partials = RollupPartials.concat([pickle.loads(p) for p in parts])
+        partials = RollupPartials.concat([unpacked(p) for p in parts])
         table, alerts, assigned = partials.rows()
         self._assigned.inc(assigned)
         # (one element of the hour's rows for the alerts, not one per row,
@@ -425,8 +532,9 @@ class RollupPartials(typing.NamedTuple):
     start: np.ndarray          # int64: window start (us)
     size: int                  # window size (us)
     sums: np.ndarray           # int64 (groups, len(SUM_NAMES))
-    sid_group: np.ndarray      # int64: the group of each session id pair
-    sid: pa.Array              # string: its session id
+    sid_group: np.ndarray      # int32: the group of each session id pair
+    sid: np.ndarray            # int32: its session id, an index into sids
+    sids: pa.Array             # string: the session ids the pairs name
     start_group: np.ndarray    # int64: the group of each start-up time
     start_ms: np.ndarray       # int64: the start-up time
 
@@ -434,8 +542,10 @@ class RollupPartials(typing.NamedTuple):
     def empty(cls) -> 'RollupPartials':
         none = np.zeros(0, np.int64)
         return cls(np.zeros(0, np.int8), pa.array([], pa.string()), none, 0,
-                   np.zeros((0, len(SUM_NAMES)), np.int64), none,
-                   pa.array([], pa.string()), none, none)
+                   np.zeros((0, len(SUM_NAMES)), np.int64),
+                   np.zeros(0, np.int32),
+                   np.zeros(0, np.int32), pa.array([], pa.string()), none,
+                   none)
 
     def __len__(self):
         return self.dim.size
@@ -448,13 +558,22 @@ class RollupPartials(typing.NamedTuple):
         if len(parts) == 1:
             return parts[0]
         offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        # (parts naming the same session ids, as one flush's dimensions
+        # do, share them)
+        shared = all(p.sids is parts[0].sids for p in parts)
+        id_offsets = np.zeros(len(parts), np.int64) if shared else \
+            np.cumsum([0] + [len(p.sids) for p in parts[:-1]])
         return cls(
             np.concatenate([p.dim for p in parts]),
             pa.concat_arrays([p.value for p in parts]),
             np.concatenate([p.start for p in parts]), parts[0].size,
             np.concatenate([p.sums for p in parts]),
-            np.concatenate([p.sid_group + o for p, o in zip(parts, offsets)]),
-            pa.concat_arrays([p.sid for p in parts]),
+            np.concatenate([p.sid_group + o for p, o in zip(parts, offsets)])
+            .astype(np.int32),
+            np.concatenate([p.sid + o for p, o in zip(parts, id_offsets)])
+            .astype(np.int32),
+            parts[0].sids if shared else
+            pa.concat_arrays([p.sids for p in parts]),
             np.concatenate([p.start_group + o
                             for p, o in zip(parts, offsets)]),
             np.concatenate([p.start_ms for p in parts]))
@@ -486,23 +605,26 @@ class RollupPartials(typing.NamedTuple):
             index[mine] = np.arange(mine.size)
             s = sids[s_bounds[h]:s_bounds[h + 1]]
             t = starts[t_bounds[h]:t_bounds[h + 1]]
+            # (only the session ids this hour's pairs name, found by
+            # marking them, not by sorting)
+            codes = self.sid[s]
+            named = np.zeros(len(self.sids), bool)
+            named[codes] = True
+            rank = (np.cumsum(named) - 1).astype(np.int32)
             yield hour, RollupPartials(
                 self.dim[mine], self.value.take(pa.array(mine)),
                 self.start[mine], self.size, self.sums[mine],
-                index[self.sid_group[s]], self.sid.take(pa.array(s)),
+                index[self.sid_group[s]].astype(np.int32), rank[codes],
+                self.sids.filter(pa.array(named)),
                 index[self.start_group[t]], self.start_ms[t])
 
-    def rows(self):
-        """The partials' groups merged -> (``qoe_rollups`` rows as an Arrow
-        table, sorted by dimension, value and window; their
-        :class:`~transforms.video.rollups.AlertInput` s in that order;
-        the reports of the partials): one ON_TIME pane per window, the
-        values :func:`~transforms.video.rollups.rollup_values` gives for the
-        merged :class:`~transforms.video.rollups.RollupAcc`."""
+    def _groups(self):
+        """(the group of each entry, the number of groups, each group's
+        first entry): entries of equal (dimension, value, window) are one
+        group; groups ordered by dimension, value and window."""
         encoded = pc.dictionary_encode(self.value)
         value_code = _np(encoded.indices).astype(np.int64)
         names = encoded.dictionary
-        # Groups: (dimension, value, window), ordered as the rows are.
         value_rank = _np(pc.rank(names, sort_keys='ascending',
                                  tiebreaker='first')).astype(np.int64) - 1
         dim_rank = np.argsort(np.argsort(_DIMENSIONS))[self.dim]
@@ -515,6 +637,34 @@ class RollupPartials(typing.NamedTuple):
         g = groups.size
         first = np.zeros(g, np.int64)
         first[group[::-1]] = np.arange(group.size)[::-1]
+        return group, g, first
+
+    def merged(self) -> 'RollupPartials':
+        """The same partials with equal groups merged (sums added; the
+        sketches' inputs kept, now naming the merged group): what a bundle
+        keeps between flushes, so its partials grow with its groups, not
+        with its flushes."""
+        if not len(self):
+            return self
+        group, g, first = self._groups()
+        order = np.argsort(group, kind='stable')
+        bounds = np.searchsorted(group[order], np.arange(g))
+        return RollupPartials(
+            self.dim[first], self.value.take(pa.array(first)),
+            self.start[first], self.size,
+            np.add.reduceat(self.sums[order], bounds, axis=0),
+            group[self.sid_group].astype(np.int32), self.sid, self.sids,
+            group[self.start_group], self.start_ms)
+
+    def rows(self):
+        """The partials' groups merged -> (``qoe_rollups`` rows as an Arrow
+        table, sorted by dimension, value and window; their
+        :class:`~transforms.video.rollups.AlertInput` s in that order;
+        the reports of the partials): one ON_TIME pane per window, the
+        values :func:`~transforms.video.rollups.rollup_values` gives for the
+        merged :class:`~transforms.video.rollups.RollupAcc`."""
+        # Groups: (dimension, value, window), ordered as the rows are.
+        group, g, first = self._groups()
         sums = np.zeros((g, len(SUM_NAMES)), np.int64)
         np.add.at(sums, group, self.sums)
         # Distinct sessions: one HLL sketch of each group's session ids,
@@ -523,7 +673,7 @@ class RollupPartials(typing.NamedTuple):
         order = np.argsort(pair_group, kind='stable')
         sid_bounds = np.searchsorted(pair_group[order],
                                      np.arange(g + 1)).tolist()
-        sids = self.sid.take(pa.array(order)).to_pylist()
+        sids = self.sids.take(pa.array(self.sid[order])).to_pylist()
         active = np.zeros(g, np.int64)
         for i in np.flatnonzero(np.diff(sid_bounds)).tolist():
             sketch = datasketches.hll_sketch(HLL_LG_K)
@@ -709,6 +859,7 @@ def add_rollup_partials(c: SessionColumns, rollup_window) -> 'RollupPartials':
         parts.append(RollupPartials(
             np.full(g, d, np.int8), names.take(pa.array(value_of)),
             w_codes[window_of] * step, size, sums,
-            group[rows], c.sid_array.take(pa.array(who_w[rows])),
+            group[rows].astype(np.int32), who_w[rows].astype(np.int32),
+            c.sid_array,
             group[has_start], starts_w[has_start]))
     return RollupPartials.concat(parts)
