@@ -54,8 +54,16 @@ def _publish(topic, payloads, **attributes_of):
     futures = [publisher.publish(topic, payload,
                                  **{k: f(i) for k, f in attributes_of.items()})
                for i, payload in enumerate(payloads)]
-    for future in futures:
-        future.result(30)
+    return [future.result(30) for future in futures]
+
+
+def _published(pubsub, prefix, payloads, **attributes_of):
+    """A new topic holding ``payloads`` and a subscription to it (10 s ack
+    deadline): ``(subscription, message ids)``."""
+    topic = pubsub.topic(f'{prefix}-{next(_names)}')
+    sub = pubsub.subscription(topic, f'{prefix}-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    return sub, _publish(topic, payloads, **attributes_of)
 
 
 def test_a_subscription_is_read_message_by_message(pubsub):
@@ -224,20 +232,13 @@ def test_a_restart_skips_messages_whose_final_panes_were_written(
     acknowledging them: the restart reads them again, skips them (counted
     filtered.replayed_final) and computes the rest as a replay of the rest
     does."""
-    from google.cloud import pubsub_v1
     from pipelines import logs
     from transforms.io import _pubsub_acks, synthetic
     from tests.integration.test_kill_restart import _final_panes
     records = list(synthetic.generate(transforms_io.parse_uri(
         'synthetic://logs?events=1500&seed=3')).records())
     payloads = [payload for _, payload in records]
-    topic = pubsub.topic(f'skip-{next(_names)}')
-    sub = pubsub.subscription(topic, f'skip-sub-{next(_names)}',
-                              ack_deadline_seconds=10)
-    publisher = pubsub_v1.PublisherClient()
-    futures = [publisher.publish(topic, p, seq=str(i))
-               for i, p in enumerate(payloads)]
-    ids = [future.result(30) for future in futures]
+    sub, ids = _published(pubsub, 'skip', payloads, seq=str)
     skipped = 300
     sink = tmp_path / 'out'
     sink.mkdir()
@@ -272,7 +273,6 @@ def test_a_restart_skips_messages_whose_dead_letters_were_written(
     too (refused whole: one dead letter, as a single line)."""
     import collections
     import pyarrow.dataset as ds
-    from google.cloud import pubsub_v1
     from pipelines import logs
     from transforms import deadletter
     from transforms.io import _pubsub_acks, parquet, synthetic
@@ -283,13 +283,7 @@ def test_a_restart_skips_messages_whose_dead_letters_were_written(
     bad = [b'not a log line', b'not a log line', b'{"no": "time"}', b'',
            several]
     payloads = [payload for _, payload in records] + bad
-    topic = pubsub.topic(f'dead-{next(_names)}')
-    sub = pubsub.subscription(topic, f'dead-sub-{next(_names)}',
-                              ack_deadline_seconds=10)
-    publisher = pubsub_v1.PublisherClient()
-    futures = [publisher.publish(topic, p, seq=str(i))
-               for i, p in enumerate(payloads)]
-    ids = [future.result(30) for future in futures]
+    sub, ids = _published(pubsub, 'dead', payloads, seq=str)
     source = f'pubsub://{sub}?stop=idle:2s'
     sink = tmp_path / 'out'
     folder = sink / 'dead_letter' / 'unwindowed'
@@ -345,7 +339,6 @@ def test_a_restart_skips_late_messages_whose_dead_letters_were_written(
     dead letter named nothing, and a restart wrote it again.)"""
     import collections
     import pyarrow.dataset as ds
-    from google.cloud import pubsub_v1
     from pipelines import logs
     from transforms import aggregate, deadletter
     from transforms.io import _pubsub_acks, parquet, synthetic
@@ -354,12 +347,7 @@ def test_a_restart_skips_late_messages_whose_dead_letters_were_written(
     # (Pub/Sub refuses empty messages)
     records = [(t, payload) for t, payload in records if payload]
     payloads = [payload for _, payload in records]
-    topic = pubsub.topic(f'late-{next(_names)}')
-    sub = pubsub.subscription(topic, f'late-sub-{next(_names)}',
-                              ack_deadline_seconds=10)
-    publisher = pubsub_v1.PublisherClient()
-    futures = [publisher.publish(topic, p) for p in payloads]
-    ids = [future.result(30) for future in futures]
+    sub, ids = _published(pubsub, 'late', payloads)
     source = f'pubsub://{sub}?stop=idle:2s'
     sink = tmp_path / 'out'
     folder = sink / 'dead_letter' / 'unwindowed'
