@@ -186,10 +186,11 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
             committed = commits.watch(job, 60, until_advance=True)
             time.sleep(moments.uniform(0.0, 0.3))
         else:
-            # A run lasts about 10 s on an idle machine (start-up, a read
-            # of a second, the windows' processing, stop=idle:4s); a kill
-            # later than that finds it ended.
-            committed = commits.watch(job, moments.uniform(2.0, 8.0))
+            # A run lasts at least 5.5 s (a start-up of 1.5 s or more, a
+            # read of about a second, then stop=idle:4s while its windows
+            # are processed): a moment before 4.5 s always finds it
+            # running (later moments found fast runs ended, and no kill).
+            committed = commits.watch(job, moments.uniform(1.5, 4.5))
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
             kills += 1
