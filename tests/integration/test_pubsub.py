@@ -57,6 +57,17 @@ def _publish(topic, payloads, **attributes_of):
     return [future.result(30) for future in futures]
 
 
+def _killed_state(sink, sub, horizon, ids=(), lease=0.0):
+    """The state file a killed run left beside ``sink``: its horizon, the
+    messages it had acknowledged (``ids``), its leases ``lease`` seconds
+    from now."""
+    from transforms.io import _pubsub_acks
+    with open(_pubsub_acks.state_path(str(sink), sub), 'w',
+              encoding='utf-8') as f:
+        f.write(orjson.dumps({'h': horizon, 't': time.time() + lease,
+                              'ids': list(ids), 'ended': False}).decode())
+
+
 def _published(pubsub, prefix, payloads, **attributes_of):
     """A new topic holding ``payloads`` and a subscription to it (10 s ack
     deadline): ``(subscription, message ids)``."""
@@ -233,7 +244,7 @@ def test_a_restart_skips_messages_whose_final_panes_were_written(
     filtered.replayed_final) and computes the rest as a replay of the rest
     does."""
     from pipelines import logs
-    from transforms.io import _pubsub_acks, synthetic
+    from transforms.io import synthetic
     from tests.integration.test_kill_restart import _final_panes
     records = list(synthetic.generate(transforms_io.parse_uri(
         'synthetic://logs?events=1500&seed=3')).records())
@@ -242,11 +253,7 @@ def test_a_restart_skips_messages_whose_final_panes_were_written(
     skipped = 300
     sink = tmp_path / 'out'
     sink.mkdir()
-    with open(_pubsub_acks.state_path(str(sink), sub), 'w',
-              encoding='utf-8') as f:
-        f.write(orjson.dumps({'h': T0 - 3600, 't': time.time(),
-                              'ids': ids[:skipped],
-                              'ended': False}).decode())
+    _killed_state(sink, sub, T0 - 3600, ids[:skipped])
     summary = job_run.run(logs, [
         '--source', f'pubsub://{sub}?stop=idle:2s', '--streaming',
         '--sink', f'parquet://{sink}', '--trigger',
@@ -275,7 +282,7 @@ def test_a_restart_skips_messages_whose_dead_letters_were_written(
     import pyarrow.dataset as ds
     from pipelines import logs
     from transforms import deadletter
-    from transforms.io import _pubsub_acks, parquet, synthetic
+    from transforms.io import parquet, synthetic
     records = list(synthetic.generate(transforms_io.parse_uri(
         'synthetic://logs?events=600&seed=3')).records())
     # The last: three log lines in one message, refused whole.
@@ -295,10 +302,7 @@ def test_a_restart_skips_messages_whose_dead_letters_were_written(
         for i in (len(records), len(records) + 2)]
     (folder / 'dead_letter-killed.parquet').write_bytes(
         parquet.encode_parquet(written, deadletter.DeadLetter))
-    with open(_pubsub_acks.state_path(str(sink), sub), 'w',
-              encoding='utf-8') as f:
-        f.write(orjson.dumps({'h': T0 - 3600, 't': time.time() + 60,
-                              'ids': [], 'ended': False}).decode())
+    _killed_state(sink, sub, T0 - 3600, lease=60)
     summary = job_run.run(logs, [
         '--source', source, '--streaming', '--sink', f'parquet://{sink}',
         '--trigger', 'late=1,lateness=1h,accumulating', '--no-summary'])
@@ -341,7 +345,7 @@ def test_a_restart_skips_late_messages_whose_dead_letters_were_written(
     import pyarrow.dataset as ds
     from pipelines import logs
     from transforms import aggregate, deadletter
-    from transforms.io import _pubsub_acks, parquet, synthetic
+    from transforms.io import parquet, synthetic
     records = list(synthetic.generate(transforms_io.parse_uri(
         'synthetic://logs?events=200&seed=3')).records())
     # (Pub/Sub refuses empty messages)
@@ -360,10 +364,7 @@ def test_a_restart_skips_late_messages_whose_dead_letters_were_written(
     # The killed run's horizon: every window of the stream final (a day
     # after its last record; the allowed lateness is an hour).
     horizon = max(float(t) for t, _ in records) + 86400
-    with open(_pubsub_acks.state_path(str(sink), sub), 'w',
-              encoding='utf-8') as f:
-        f.write(orjson.dumps({'h': horizon, 't': time.time() + 60,
-                              'ids': [], 'ended': False}).decode())
+    _killed_state(sink, sub, horizon, lease=60)
     summary = job_run.run(logs, [
         '--source', source, '--streaming', '--sink', f'parquet://{sink}',
         '--trigger', 'late=1,lateness=1h,accumulating', '--no-summary'])
