@@ -115,7 +115,7 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     seed = int(os.environ.get('SEED') or random.randrange(10**6))
     moments = random.Random(seed)
     state = _pubsub_acks.state_path(str(sink), subscription)
-    kills = partial = 0
+    kills = partial = ended = 0
     for attempt in range(KILLS):
         before = _text(state)
         job = subprocess.Popen(argv, cwd=REPO, env=env,
@@ -132,11 +132,14 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
                 time.sleep(0.05)
             time.sleep(moments.uniform(0.0, 1.0))
         else:
-            # Any moment: a first run lasts about 10 s on an idle machine
-            # (start-up, a read of a few seconds, stop=idle:4s), a restart
-            # the ack deadline longer (it holds its watermark until the
-            # killed run's messages come again).
-            time.sleep(moments.uniform(2.0, 8.0))
+            # A moment always inside the run: a first run lasts at least
+            # 5.5 s (a start-up of 1.5 s or more, the read, then
+            # stop=idle:4s while its windows are processed), a restart the
+            # ack deadline longer (it holds its watermark until the killed
+            # run's messages come again).  Moments up to 8 s could find a
+            # fast first run ended, and make no kill.
+            time.sleep(moments.uniform(1.5, 4.5))
+            ended += job.poll() is not None
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
             kills += 1
@@ -165,7 +168,8 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     dead_missing -= dead_stand_ins
     print(f'\npubsub kill test ({request.node.callspec.id}, seed {seed}): '
           f'{kills} kills ({partial} after acknowledging part of the '
-          f'stream), {len(records)} records ({len(stand_ins)} messages of '
+          f'stream; {ended} timed moments found the run ended), '
+          f'{len(records)} records ({len(stand_ins)} messages of '
           f'two lines, {whole_records} of them read as one record), '
           f'{len(expected)} windows; '
           f'lost {lost}, counted twice {twice}; dead letters {decode_dead} '
