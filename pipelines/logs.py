@@ -14,6 +14,7 @@ With --templates on it also mines log templates per service (docs/logs.md).
 
 Output tables: service_stats, alerts, templates, template_alerts, dead_letter.
 """
+import operator
 import os
 import typing
 
@@ -26,7 +27,7 @@ from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import Decode, PayloadEventTime
+from transforms.decode import Decode, PayloadEventTime, records_and_keyed
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.logs import decoders, line_formats, template_mining
 from transforms.logs.columnar import BlockDecoder, log_partials_fn
@@ -246,15 +247,9 @@ def build(pipeline, args, context):
                        with_raw=carried))
         masked = decoded.ok | 'MaskRecords' >> privacy.MaskFields(
             masker, ('message',), paired=carried)
-        if carried:
-            records = masked | 'Records' >> beam.Map(lambda p: p[0]) \
-                if mine else None
-            keyed = masked | 'KeyByService' >> beam.Map(
-                lambda p: (p[0].service, p))
-        else:
-            records = masked
-            keyed = masked | 'KeyByService' >> beam.Map(
-                lambda r: (r.service, r))
+        records, keyed = records_and_keyed(
+            masked, operator.attrgetter('service'), carried, 'KeyByService',
+            'Records' if mine else None)
         keyed = keyed | 'Window' >> windows.ApplyWindow(window, trigger)
     outputs = {}
     template_late = None

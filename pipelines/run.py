@@ -188,6 +188,11 @@ def _recover(args, job, final_at, out):
     if source.scheme == 'kafka':
         found = kafka.recover(source, job)
     elif source.scheme == 'pubsub':
+        if not pubsub.resumable(source):
+            out.write(f'{args.source}: read through a subscription made for '
+                      f'this run: a restart cannot resume it (give '
+                      f'subscription=NAME to resume)\n')
+            return
         sink = io.parse_uri(args.sink)
         if sink.scheme not in ('parquet', 'jsonl') or '://' in sink.location:
             return       # no state beside the sink: at least once

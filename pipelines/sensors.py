@@ -14,6 +14,7 @@ timer) and trend breaches of --trend_low/--trend_high.
 Output tables: stats, anomalies, dead_letter.
 """
 import argparse
+import operator
 import typing
 
 import apache_beam as beam
@@ -24,7 +25,7 @@ from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import Decode, PayloadEventTime
+from transforms.decode import Decode, PayloadEventTime, records_and_keyed
 from transforms.sensors import calibration, decoders
 from transforms.sensors.columnar import (READINGS, BlockDecoder,
                                         SensorPartials, SensorPartialsFn)
@@ -245,16 +246,10 @@ def build(pipeline, args, context):
                        max_bytes=args.max_record_bytes, with_raw=carried))
         calibrated = decoded.ok | 'Calibrate' >> calibration.Calibrate(
             tables, refresh if live else None, JOB, paired=carried)
-        if carried:
-            # (the detector sees readings; with it off nothing reads them)
-            readings = calibrated if args.anomalies == 'off' else \
-                calibrated | 'Readings' >> beam.Map(lambda p: p[0])
-            keyed = calibrated | 'KeyBySensor' >> beam.Map(
-                lambda p: ((p[0].sensor_id, p[0].metric), p))
-        else:
-            readings = calibrated
-            keyed = calibrated | 'KeyBySensor' >> beam.Map(
-                lambda r: ((r.sensor_id, r.metric), r))
+        # (the detector sees readings; with it off nothing reads them)
+        readings, keyed = records_and_keyed(
+            calibrated, operator.attrgetter('sensor_id', 'metric'), carried,
+            'KeyBySensor', None if args.anomalies == 'off' else 'Readings')
         keyed = keyed | 'Window' >> windows.ApplyWindow(window, trigger)
         anomalies = readings if args.anomalies == 'off' else \
             readings | 'Incidents' >> DetectIncidents(

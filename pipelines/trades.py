@@ -13,6 +13,8 @@ stop trading for longer than --max_gap while the market goes on.
 
 Output tables: bars, anomalies, dead_letter.
 """
+import operator
+
 import apache_beam as beam
 from apache_beam.transforms import window as beam_window
 
@@ -21,7 +23,7 @@ from pipelines.options import (JobOptions, duration, non_negative_int,
 from transforms import columnar, deadletter, io, privacy, windows
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import Decode, PayloadEventTime
+from transforms.decode import Decode, PayloadEventTime, records_and_keyed
 from transforms.market import decoders
 from transforms.market.anomalies import (Anomaly, FlagPrices, GapDetector,
                                          PriceAnomalies)
@@ -148,14 +150,9 @@ def build(pipeline, args, context):
                        decoder, stage='decode.trades', job=JOB,
                        source=args.source, max_bytes=args.max_record_bytes,
                        with_raw=carried))
-        if carried:
-            trades = decoded.ok | 'Trades' >> beam.Map(lambda p: p[0])
-            keyed = decoded.ok | 'KeyBySymbol' >> beam.Map(
-                lambda p: (p[0].symbol, p))
-        else:
-            trades = decoded.ok
-            keyed = decoded.ok | 'KeyBySymbol' >> beam.Map(
-                lambda t: (t.symbol, t))
+        trades, keyed = records_and_keyed(
+            decoded.ok, operator.attrgetter('symbol'), carried,
+            'KeyBySymbol', 'Trades')
         keyed = keyed | 'Window' >> windows.ApplyWindow(window, trigger)
         price = trades | 'PriceAnomalies' >> PriceAnomalies(
             anomaly_window, args.anomaly_k, args.anomaly_min_trades, JOB)

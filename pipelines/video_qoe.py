@@ -13,6 +13,7 @@ dimension's rebuffering ratio or start-up p95 crosses its threshold.
 
 Output tables: sessions, qoe_rollups, alerts, dead_letter.
 """
+import operator
 import typing
 
 import apache_beam as beam
@@ -22,7 +23,7 @@ from pipelines.options import (JobOptions, fraction, non_negative_int,
 from transforms import deadletter, io, privacy, windows
 from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
-from transforms.decode import Decode, PayloadEventTime
+from transforms.decode import Decode, PayloadEventTime, records_and_keyed
 from transforms.detectors import Alert, Rule, ThresholdAlerts
 from transforms.video import decoders
 from transforms.video.cmcd_columnar import EventTimes
@@ -179,14 +180,9 @@ def build(pipeline, args, context):
                        decoder, stage='decode.video', job=JOB,
                        source=args.source, max_bytes=args.max_record_bytes,
                        with_raw=carried))
-        if carried:
-            reports = decoded.ok | 'Reports' >> beam.Map(lambda p: p[0])
-            by_session = decoded.ok | 'KeyBySession' >> beam.Map(
-                lambda p: (p[0].session_id, p))
-        else:
-            reports = decoded.ok
-            by_session = reports | 'KeyBySession' >> beam.Map(
-                lambda r: (r.session_id, r))
+        reports, by_session = records_and_keyed(
+            decoded.ok, operator.attrgetter('session_id'), carried,
+            'KeyBySession', 'Reports')
         session_aggregate = AggregatePerKey(
             SessionFn(), to_session, session_count,
             trigger.accumulates_panes, JOB, merging=True,

@@ -237,3 +237,46 @@ class PayloadEventTime:
             if seconds is not None:
                 out[i] = seconds
         return out
+
+
+class _KeyRecordFn(beam.DoFn):
+    def __init__(self, key, paired):
+        self._key = key
+        self._paired = paired
+
+    def process(self, element):
+        yield self._key(element[0] if self._paired else element), element
+
+
+class KeyRecords(beam.ParDo):
+    """``record -> (key(record), record)``, or with ``paired``
+    ``(record, payload) -> (key(record), (record, payload))``: decoded
+    records keyed for their grouping, the payload kept beside a record
+    where :class:`Decode` ``with_raw`` carries it (for a grouping that
+    keeps late records as dead letters with their payload).  One step
+    either way, so its name is the same whether payloads are carried or
+    not.  ``key`` must be picklable (e.g. ``operator.attrgetter``)."""
+
+    def __init__(self, key, paired: bool = False):
+        super().__init__(_KeyRecordFn(key, paired))
+
+
+def _record(pair):
+    return pair[0]
+
+
+def records_and_keyed(decoded, key, paired: bool, keyed_label: str,
+                      records_label: typing.Optional[str] = None):
+    """What a job wires after :class:`Decode` (``with_raw=paired``), or a
+    step that keeps its pairs: ``(records, keyed)``, the records alone (with
+    ``paired``, taken from the pairs by a step ``records_label``; None
+    without that label) and :class:`KeyRecords` of ``decoded`` (a step
+    ``keyed_label``).  The labels are the job's: its steps keep their names
+    (a running job updates in place), which a composite transform would
+    nest under its own."""
+    if paired:
+        records = decoded | records_label >> beam.Map(_record) \
+            if records_label else None
+    else:
+        records = decoded
+    return records, decoded | keyed_label >> KeyRecords(key, paired)

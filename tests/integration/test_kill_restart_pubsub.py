@@ -115,7 +115,7 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     seed = int(os.environ.get('SEED') or random.randrange(10**6))
     moments = random.Random(seed)
     state = _pubsub_acks.state_path(str(sink), subscription)
-    kills = partial = 0
+    kills = partial = ended = 0
     for attempt in range(KILLS):
         before = _text(state)
         job = subprocess.Popen(argv, cwd=REPO, env=env,
@@ -132,11 +132,14 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
                 time.sleep(0.05)
             time.sleep(moments.uniform(0.0, 1.0))
         else:
-            # Any moment: a first run lasts about 10 s on an idle machine
-            # (start-up, a read of a few seconds, stop=idle:4s), a restart
-            # the ack deadline longer (it holds its watermark until the
-            # killed run's messages come again).
-            time.sleep(moments.uniform(2.0, 8.0))
+            # A moment always inside the run: a first run lasts at least
+            # 5.5 s (a start-up of 1.5 s or more, the read, then
+            # stop=idle:4s while its windows are processed), a restart the
+            # ack deadline longer (it holds its watermark until the killed
+            # run's messages come again).  Moments up to 8 s could find a
+            # fast first run ended, and make no kill.
+            time.sleep(moments.uniform(1.5, 4.5))
+            ended += job.poll() is not None
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
             kills += 1
@@ -165,7 +168,8 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     dead_missing -= dead_stand_ins
     print(f'\npubsub kill test ({request.node.callspec.id}, seed {seed}): '
           f'{kills} kills ({partial} after acknowledging part of the '
-          f'stream), {len(records)} records ({len(stand_ins)} messages of '
+          f'stream; {ended} timed moments found the run ended), '
+          f'{len(records)} records ({len(stand_ins)} messages of '
           f'two lines, {whole_records} of them read as one record), '
           f'{len(expected)} windows; '
           f'lost {lost}, counted twice {twice}; dead letters {decode_dead} '
@@ -183,4 +187,73 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     assert decode_dead == oracle['dead_lettered']
     # The last run ended: everything acknowledged, the next starts afresh.
     state = _pubsub_acks.state_path(str(sink), subscription)
+    assert '"ended":true' in open(state, encoding='utf-8').read()
+
+
+def _exists(subscription) -> bool:
+    from google.api_core import exceptions
+    from google.cloud import pubsub_v1
+    try:
+        with pubsub_v1.SubscriberClient() as client:
+            client.get_subscription(request={'subscription': subscription},
+                                    timeout=10)
+        return True
+    except exceptions.NotFound:
+        return False
+
+
+def test_a_topic_read_through_a_named_subscription_resumes(
+        pubsub, tmp_path):
+    """``pubsub://.../topics/T?subscription=NAME``: the first run makes the
+    subscription and stops (nothing published yet); the stream is published
+    while no job runs; the next run is killed once it has acknowledged part
+    of it, and a restart reads on.  The final panes equal a file replay:
+    nothing lost (a subscription made per run would not have held the
+    messages published between runs, nor the killed run's), nothing twice."""
+    uri = transforms_io.parse_uri(
+        f'synthetic://logs?events={EVENTS}&seed=12&rate=2')
+    records = list(synthetic.generate(uri).records())
+    topic = pubsub.topic('resume-topic')
+    subscription = f'projects/{pubsub.PROJECT}/subscriptions/resume-in'
+    sink = tmp_path / 'out'
+    source = f'pubsub://{topic}?subscription=resume-in'
+    env = {**os.environ, 'PYTHONPATH': REPO}
+    assert not _exists(subscription)
+    first = subprocess.run(_job(f'{source}&stop=idle:1s', sink, True),
+                           cwd=REPO, env=env, capture_output=True,
+                           timeout=120, check=False)
+    assert first.returncode == 0, first.stderr.decode()[-2000:]
+    assert b'cannot resume' not in first.stdout
+    assert _exists(subscription)
+    _publish(topic, [p for _, p in records])
+    argv = _job(f'{source}&stop=idle:4s', sink, True)
+    state = _pubsub_acks.state_path(str(sink), subscription)
+    before = _text(state)
+    job = subprocess.Popen(argv, cwd=REPO, env=env,
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while job.poll() is None and time.monotonic() < deadline:
+        text = _text(state)
+        if text not in (before, None) and '"ids":[]' not in text:
+            break
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 1.0))
+    assert job.poll() is None, 'the run ended before its kill'
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert _acknowledged(sink, subscription)
+    last = subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
+                          timeout=400, check=False)
+    assert last.returncode == 0, last.stderr.decode()[-2000:]
+    (got, expected, oracle, lost, twice, late, decode_dead, dead_missing,
+     dead_twice) = _against_replay(sink, records, tmp_path)
+    print(f'\npubsub topic with subscription=: 1 kill after acknowledging '
+          f'part of the stream, {len(records)} records, {len(expected)} '
+          f'windows; lost {lost}, counted twice {twice}; dead letters '
+          f'{decode_dead} (replay {oracle["dead_lettered"]}), late {late}')
+    assert lost == 0 and twice == 0
+    assert got == expected
+    assert late == 0
+    assert not dead_missing and not dead_twice
     assert '"ended":true' in open(state, encoding='utf-8').read()

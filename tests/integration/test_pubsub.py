@@ -377,3 +377,48 @@ def test_a_restart_skips_late_messages_whose_dead_letters_were_written(
     # The oracle: each message id exactly once among the dead letters.
     assert collections.Counter(row['source'] for row in table) == \
         collections.Counter(f'{source}#message={i}' for i in ids)
+
+
+def test_a_topic_source_resumes_only_through_a_named_subscription(
+        pubsub, tmp_path, capsys):
+    """A topic source without subscription= says at start that a restart
+    cannot resume it; with subscription=NAME its subscription is made on the
+    topic (and found again by the next run); one that exists on another
+    topic is refused in one line, exit status 2."""
+    import io
+    import pytest
+    from google.cloud import pubsub_v1
+    from pipelines import logs, options
+    topic = pubsub.topic(f'named-{next(_names)}')
+    other = pubsub.topic(f'other-{next(_names)}')
+    pubsub.subscription(other, 'named-taken')
+    args, _ = options.parse(logs.OPTIONS, [
+        '--source', f'pubsub://{topic}', '--sink', f'parquet://{tmp_path}/out',
+        '--trigger', 'late=1,lateness=1h,accumulating'])
+    final_at = job_run._final_at(args)
+    out = io.StringIO()
+    job_run._recover(args, 'logs', final_at, out)
+    assert 'a restart cannot resume it (give subscription=NAME' \
+        in out.getvalue()
+    sub = f'projects/{pubsub.PROJECT}/subscriptions/named-mine'
+    for _ in range(2):         # made, then found again
+        args.source = f'pubsub://{topic}?subscription=named-mine'
+        out = io.StringIO()
+        job_run._recover(args, 'logs', final_at, out)
+        assert out.getvalue() == ''
+        with pubsub_v1.SubscriberClient() as client:
+            assert client.get_subscription(
+                request={'subscription': sub}).topic == topic
+    with pytest.raises(SystemExit) as err:
+        job_run.start(logs, [
+            '--source', f'pubsub://{topic}?subscription=named-taken',
+            '--sink', f'parquet://{tmp_path}/out', '--streaming'])
+    assert err.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.endswith(f'subscription projects/{pubsub.PROJECT}/'
+                         f'subscriptions/named-taken reads {other}, not '
+                         f'{topic}'), line
+    with pytest.raises(transforms_io.UriError, match='a subscription '
+                       'already'):
+        transforms_io.check_uri(
+            f'pubsub://{sub}?subscription=named-mine', 'source')

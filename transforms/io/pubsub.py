@@ -1,11 +1,20 @@
 """``pubsub://projects/P/subscriptions/S`` or ``pubsub://projects/P/topics/T``:
 Google Cloud Pub/Sub as a source, and topics as a sink.
 
-As a source a subscription is read as it is; a topic is read through a
-subscription the runner makes for the job.  A stream never ends, so the job
+As a source a subscription is read as it is.  A topic is read through a
+subscription: ``subscription=NAME`` names it (``projects/P/subscriptions/
+NAME``, made on the topic if absent, reused by every later run: a restart
+resumes where the last run left off, as on a ``subscriptions/NAME`` source);
+without it the runner makes one for the run, which a restart does not find
+again (the job says so when it starts).  A stream never ends, so the job
 runs in streaming mode (on the local runner ``stop=idle:DURATION`` ends it,
 see below).  Parameters:
 
+* ``subscription=NAME`` (topics only; default: a subscription made for
+  the run): the subscription through which the topic is read, made if
+  absent (its ack deadline ``_pubsub_acks.LEASE_SECONDS``); one that exists
+  on another topic is refused.  On Dataflow and Flink it must exist
+  (``gcloud pubsub subscriptions create NAME --topic T``).
 * ``timestamp_attribute=NAME``: the attribute holding each message's event
   time (RFC 3339 or epoch milliseconds), from which the runner estimates the
   watermark; without it, the publish time.  Decoders take event time from the
@@ -61,7 +70,10 @@ from transforms.io import Sink, Source, UriError, _messages, _pubsub_acks, \
     counted
 
 DESCRIPTION = ('Pub/Sub, e.g. pubsub://projects/P/subscriptions/S or '
-               'pubsub://projects/P/topics/T (timestamp_attribute, '
+               'pubsub://projects/P/topics/T (subscription=NAME on a '
+               'topic: read through that subscription, made if absent, so '
+               'that a restart resumes; default: one made for the run, '
+               'which a restart cannot resume; timestamp_attribute, '
                'id_attribute; local runner: watermark_lag=5s, '
                'stop=never|idle:30s; {table} in a sink topic)')
 _PATH = re.compile(r'projects/(?P<project>[^/]+)/(?P<kind>topics|subscriptions)'
@@ -108,10 +120,19 @@ def validate(uri, kind):
         _messages.check_topic_pattern(uri, match['name'], _NAME)
         return
     uri.check_params(('timestamp_attribute', 'id_attribute', 'dedup_window',
-                      'watermark_lag', 'stop'))
+                      'watermark_lag', 'stop', 'subscription'))
     if not re.fullmatch(_NAME, match['name']):
         raise UriError(f'{uri.text}: {match["name"]!r} is not a valid '
                        f'{match["kind"][:-1]} name')
+    named = uri.param('subscription')
+    if named is not None:
+        if match['kind'] != 'topics':
+            raise UriError(f'{uri.text}: subscription= names the '
+                           f'subscription a topic is read through; this '
+                           f'source is a subscription already')
+        if not re.fullmatch(_NAME, named):
+            raise UriError(f'{uri.text}: subscription={named!r} is not a '
+                           f'valid subscription name')
     for name, default in (('dedup_window', DEFAULT_DEDUP_WINDOW),
                           ('watermark_lag', DEFAULT_LAG)):
         try:
@@ -172,24 +193,70 @@ def unbounded(uri) -> bool:
     return _stop_seconds(uri) is None
 
 
+def subscription_of(uri):
+    """The subscription a source ``uri`` reads (``projects/P/subscriptions/
+    S``), or None: a topic without ``subscription=``, read through a
+    subscription made for the run (a restart cannot resume it)."""
+    match = _path(uri)
+    if match['kind'] == 'subscriptions':
+        return uri.location.strip('/')
+    named = uri.param('subscription')
+    if named is None:
+        return None
+    return f'projects/{match["project"]}/subscriptions/{named}'
+
+
+def resumable(uri) -> bool:
+    """Whether a restart on ``uri`` finds the last run's subscription."""
+    return subscription_of(uri) is not None
+
+
+def _ensure_subscription(client, subscription, topic):
+    """Makes ``subscription`` on ``topic`` if absent; the subscription's
+    ack deadline.  Raises ValueError if it reads another topic."""
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    try:
+        found = client.get_subscription(
+            request={'subscription': subscription}, timeout=30)
+    except exceptions.NotFound:
+        try:
+            found = client.create_subscription(
+                name=subscription, topic=topic,
+                ack_deadline_seconds=_pubsub_acks.LEASE_SECONDS, timeout=30)
+        except exceptions.AlreadyExists:     # made meanwhile by another run
+            found = client.get_subscription(
+                request={'subscription': subscription}, timeout=30)
+    if found.topic != topic:
+        raise ValueError(f'subscription {subscription} reads '
+                         f'{found.topic}, not {topic}')
+    return found.ack_deadline_seconds
+
+
 def recover(uri, directory):
     """Before a local job reads ``uri`` into file sinks under ``directory``:
     ``(horizon, committed_at)`` to roll them back to, or None (see
-    :mod:`transforms.io._pubsub_acks`).  A topic source reads a subscription
-    made for the run: nothing to recover."""
+    :mod:`transforms.io._pubsub_acks`).  A topic source with
+    ``subscription=`` has its subscription made here if absent; one without
+    reads a subscription made for the run: nothing to recover."""
     match = _path(uri)
-    if match['kind'] != 'subscriptions':
+    subscription = subscription_of(uri)
+    if subscription is None:
         return None
-    subscription = uri.location.strip('/')
     from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
     from google.cloud import pubsub_v1  # pylint: disable=import-outside-toplevel
     try:
         with pubsub_v1.SubscriberClient() as client:
-            deadline = client.get_subscription(
-                request={'subscription': subscription},
-                timeout=30).ack_deadline_seconds
+            if match['kind'] == 'topics':
+                deadline = _ensure_subscription(
+                    client, subscription, uri.location.strip('/'))
+            else:
+                deadline = client.get_subscription(
+                    request={'subscription': subscription},
+                    timeout=30).ack_deadline_seconds
     except exceptions.NotFound:
-        raise UriError(f'{uri.text}: no such subscription') from None
+        raise UriError(f'{uri.text}: no such {match["kind"][:-1]}') from None
+    except ValueError as e:
+        raise UriError(f'{uri.text}: {e}') from None
     except exceptions.GoogleAPIError as e:
         reason = ' '.join(str(e).split())[:300]
         raise UriError(f'{uri.text}: Pub/Sub does not answer '
@@ -202,12 +269,12 @@ def recover(uri, directory):
 def dead_lettered(uri, tags):
     """After the roll-back of a resumed run: ``tags`` are those of the
     dead letters the sink holds (``deadletter.origins_written``)."""
-    match = _path(uri)
-    if match['kind'] != 'subscriptions':
+    subscription = subscription_of(uri)
+    if subscription is None:
         return
     prefix = _pubsub_acks.ORIGIN_PREFIX
     _pubsub_acks.dead_lettered(
-        uri.location.strip('/'),
+        subscription,
         {t[len(prefix):] for t in tags if t.startswith(prefix)})
 
 
@@ -232,10 +299,10 @@ class PubSubSource(Source):
                 raise ValueError(f'{self.uri.text}: stop= ends a read on the '
                                  f'local runner only; a {self.context.runner}'
                                  f' job reads a subscription on')
+            subscription = subscription_of(self.uri)
             read = beam.io.ReadFromPubSub(
-                topic=path if match['kind'] == 'topics' else None,
-                subscription=path if match['kind'] == 'subscriptions'
-                else None,
+                topic=path if subscription is None else None,
+                subscription=subscription,
                 with_attributes=True,
                 timestamp_attribute=self.uri.param('timestamp_attribute'),
                 id_label=id_attribute if native_dedup else None)
@@ -279,7 +346,7 @@ def _spec(uri) -> _Spec:
     match = _path(uri)
     path = uri.location.strip('/')
     return _Spec(
-        subscription=path if match['kind'] == 'subscriptions' else None,
+        subscription=subscription_of(uri),
         topic=path if match['kind'] == 'topics' else None,
         timestamp_attribute=uri.param('timestamp_attribute'),
         lag_seconds=windows.parse_duration(uri.param('watermark_lag',
@@ -320,10 +387,14 @@ class _LocalRead(beam.PTransform):
 
 
 def _subscribe(unused_impulse, spec):
-    """A topic is read through a subscription made for the run."""
-    if spec.subscription is not None:
-        return spec
+    """A topic is read through its ``subscription=`` (made if absent), else
+    through a subscription made for the run."""
     from google.cloud import pubsub_v1  # pylint: disable=import-outside-toplevel
+    if spec.subscription is not None:
+        if spec.topic is not None:
+            with pubsub_v1.SubscriberClient() as client:
+                _ensure_subscription(client, spec.subscription, spec.topic)
+        return spec
     project = spec.topic.split('/')[1]
     name = f'projects/{project}/subscriptions/rtp_{int(time.time())}_' \
         f'{threading.get_ident() % 100000:x}'
