@@ -172,8 +172,10 @@ def unbounded(uri) -> bool:
     return _stop_seconds(uri) is None
 
 
-def recover(uri, directory):
-    """Before a local job reads ``uri`` into file sinks under ``directory``:
+def recover(uri, directory, state=None):
+    """Before a local job reads ``uri`` into file sinks under ``directory``
+    (or, ``state`` given, a sink keeping the state itself: ``state(
+    subscription)`` is where, e.g. ``bigquery.AckState``):
     ``(horizon, committed_at)`` to roll them back to, or None (see
     :mod:`transforms.io._pubsub_acks`).  A topic source reads a subscription
     made for the run: nothing to recover."""
@@ -195,8 +197,8 @@ def recover(uri, directory):
         raise UriError(f'{uri.text}: Pub/Sub does not answer '
                        f'({type(e).__name__}: {reason})') from None
     return _pubsub_acks.recover(
-        subscription, _pubsub_acks.state_path(directory, subscription),
-        deadline)
+        subscription, state(subscription) if state is not None else
+        _pubsub_acks.state_path(directory, subscription), deadline)
 
 
 def dead_lettered(uri, tags):
