@@ -295,7 +295,9 @@ def start(job_module, argv, out=sys.stdout):
         finalizes_bundles=job_options.finalizes_bundles(beam_options),
         runner=job_options.runner_name(beam_options),
         final_at=final_at if local else None,
-        keeps_late=streaming and local)
+        keeps_late=streaming and local,
+        run_id=datetime.datetime.now(datetime.timezone.utc).strftime(
+            '%Y%m%dT%H%M%S.%fZ'))
     pipeline = beam.Pipeline(options=beam_options)
     try:
         job_module.build(pipeline, args, context)
