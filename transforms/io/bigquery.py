@@ -375,6 +375,7 @@ class AckState:
     option: the state describes what the sink holds, so it goes where the
     sink goes (any machine restarting into the same dataset finds it, with
     the same permissions) and cannot be paired with another sink."""
+    CREATED_WAIT_SECONDS = 120
     SCHEMA = (('subscription', 'STRING'), ('state', 'STRING'),
               ('sequence', 'INT64'), (WRITTEN_AT, 'TIMESTAMP'))
 
@@ -401,16 +402,20 @@ class AckState:
         from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
         from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
         try:
-            self.client().get_table(self.table_id)
-        except exceptions.NotFound:
-            # Made now, before the run writes to it.
-            self.client().create_table(bigquery.Table(self.table_id, schema=[
-                bigquery.SchemaField(name, kind, mode='REQUIRED')
-                for name, kind in self.SCHEMA]), exists_ok=True)
-            return None
+            try:
+                self.client().get_table(self.table_id)
+            except exceptions.NotFound:
+                # Made now, before the run writes to it.
+                self.client().create_table(bigquery.Table(
+                    self.table_id, schema=[
+                        bigquery.SchemaField(name, kind, mode='REQUIRED')
+                        for name, kind in self.SCHEMA]), exists_ok=True)
+                return None
         except exceptions.GoogleAPIError as e:
-            raise UriError(f'{self.uri.text}: BigQuery does not answer '
-                           f'({type(e).__name__})') from None
+            reason = ' '.join(str(e).split())[:300]
+            raise UriError(f'{self.uri.text}: the Pub/Sub state table '
+                           f'{self.table_id} cannot be read or made '
+                           f'({type(e).__name__}: {reason})') from None
         _, rows = _query(
             self.client(), self.uri,
             f'SELECT state, sequence FROM `{self.table_id}` '
@@ -433,6 +438,17 @@ class AckState:
         row = {'subscription': self.subscription,
                'state': json.dumps(state, separators=(',', ':')),
                'sequence': sequence, WRITTEN_AT: _stamp(time.time())}
-        errors = client.insert_rows_json(self.table_id, [row])
+        from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+        deadline = time.monotonic() + self.CREATED_WAIT_SECONDS
+        while True:
+            try:
+                errors = client.insert_rows_json(self.table_id, [row])
+                break
+            except exceptions.NotFound:
+                # BigQuery takes a while before a table made by read()
+                # takes streaming inserts.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2.0)
         if errors:
             raise OSError(f'{self}: state refused: {errors}')
