@@ -310,6 +310,7 @@ def roll_back(uri, tables, horizon, committed_at, lateness) -> int:
     the number of rows removed."""
     from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
     from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+    preflight_sink(uri)       # one line, soon, where BigQuery does not answer
     where = location(uri)
     client = _client(where.project)
     removed = 0
@@ -401,6 +402,7 @@ class AckState:
         """The latest state (a dict), or None where none was written."""
         from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
         from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+        preflight_sink(self.uri)
         try:
             try:
                 self.client().get_table(self.table_id)
