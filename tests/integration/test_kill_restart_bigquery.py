@@ -2,9 +2,9 @@
 the job reads Kafka (a consumer group) or Pub/Sub (a subscription), is
 killed (SIGKILL) twice, each time just after it wrote rows of its own (the
 restart: the panes it rolled back, written again), and is started again
-into the same BigQuery dataset (the emulator); the rows read back must hold, per
-window, exactly one final pane equal to a file replay's, and the replay's
-dead letters once each.  Without the roll-back the killed runs' panes stay
+into the same BigQuery dataset (the emulator); the rows read back must
+hold, per window, exactly one final pane equal to a file replay's, and the
+replay's dead letters once each.  Without the roll-back the killed runs' panes stay
 beside the restart's (the same pane twice, or a stale pane of a higher
 index).  See transforms/io/bigquery.py (roll_back, AckState).  SEED
 (environment) plays the same kill moments again (printed with pytest -s)."""
