@@ -37,10 +37,16 @@ def options_table(options_cls) -> str:
 
 
 def schema_table(record_type) -> str:
+    from transforms.io import bigquery  # pylint: disable=import-outside-toplevel
     rows = ['| column | type | nullable |', '|---|---|---|']
     for field in schemas.arrow_schema(record_type):
         rows.append(f'| `{field.name}` | {field.type} | '
                     f'{"yes" if field.nullable else "no"} |')
+    # The column the BigQuery sink adds to every row.
+    field = bigquery.WRITTEN_AT_FIELD
+    rows.append(f'| `{field["name"]}` | {field["type"].lower()} (BigQuery '
+                f'only: when the sink wrote the row) | '
+                f'{"yes" if field["mode"] == "NULLABLE" else "no"} |')
     return '\n'.join(rows)
 
 

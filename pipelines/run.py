@@ -6,6 +6,7 @@ after the allowed lateness, the dead letters (stage ``window.late``; on the
 local runner) — counted, never silent.
 """
 import datetime
+import importlib
 import json
 import os
 import re
@@ -176,15 +177,23 @@ def _final_at(args):
                            windows.parse_trigger(args.trigger).lateness)
 
 
+def _local_files(sink) -> bool:
+    return sink.scheme in ('parquet', 'jsonl') and '://' not in sink.location
+
+
 def _recover(args, job, final_at, out):
     """A local job reading a Kafka group from its committed offsets, or a
-    Pub/Sub subscription: remove from its file sinks what a killed run wrote
-    after the group's last commit, or the subscription's last
-    acknowledgement (it is written again), see
-    transforms/io/_kafka_commits.py and transforms/io/_pubsub_acks.py."""
+    Pub/Sub subscription: remove from its file and BigQuery sinks what a
+    killed run wrote after the group's last commit, or the subscription's
+    last acknowledgement (it is written again), see
+    transforms/io/_kafka_commits.py, transforms/io/_pubsub_acks.py and
+    transforms/io/bigquery.py.  Message sinks keep what they published (see
+    docs/reliability.md)."""
+    from pipelines import JOBS  # pylint: disable=import-outside-toplevel
     from transforms import deadletter  # pylint: disable=import-outside-toplevel
-    from transforms.io import _windowed_files, kafka, pubsub  # pylint: disable=import-outside-toplevel
+    from transforms.io import _windowed_files, bigquery, kafka, pubsub  # pylint: disable=import-outside-toplevel
     source = io.parse_uri(args.source)
+    sink = io.parse_uri(args.sink)
     if source.scheme == 'kafka':
         found = kafka.recover(source, job)
     elif source.scheme == 'pubsub':
@@ -193,31 +202,47 @@ def _recover(args, job, final_at, out):
                       f'this run: a restart cannot resume it (give '
                       f'subscription=NAME to resume)\n')
             return
-        sink = io.parse_uri(args.sink)
-        if sink.scheme not in ('parquet', 'jsonl') or '://' in sink.location:
-            return       # no state beside the sink: at least once
-        found = pubsub.recover(source, sink.location)
+        if _local_files(sink):
+            found = pubsub.recover(source, sink.location)
+        elif sink.scheme == 'bigquery':
+            found = pubsub.recover(source, None, state=lambda subscription:
+                                   bigquery.AckState(sink, subscription))
+        else:
+            return       # no state kept with the sink: at least once
     else:
         return
     if found is None:
         return
     horizon, committed_at = found
-    removed = 0
-    for uri in {args.sink, args.dead_letter or args.sink}:
-        sink = io.parse_uri(uri)
-        if sink.scheme in ('parquet', 'jsonl') and '://' not in sink.location:
+    removed = rows = 0
+    tables = list(importlib.import_module(JOBS[job]).TABLES) \
+        if job in JOBS else []
+    dead_letters = args.dead_letter or args.sink
+    for uri in {args.sink, dead_letters}:
+        target = io.parse_uri(uri)
+        if _local_files(target):
             removed += _windowed_files.roll_back(
-                sink.location, horizon, committed_at, final_at.lateness)
-    if removed:
+                target.location, horizon, committed_at, final_at.lateness)
+        elif target.scheme == 'bigquery':
+            names = set(tables if uri == args.sink else []) | (
+                {bigquery.DEAD_LETTER_TABLE} if uri == dead_letters
+                else set())
+            rows += bigquery.roll_back(target, sorted(names), horizon,
+                                       committed_at, final_at.lateness)
+    if removed or rows:
+        what = ' and '.join(part for part in (
+            f'{removed} file(s)' if removed else '',
+            f'{rows} BigQuery row(s)' if rows else '') if part)
         out.write(f'{args.source}: resuming the last commit; removed '
-                  f'{removed} file(s) written after it (written again)\n')
+                  f'{what} written after it (written again)\n')
     # The dead letters still there after the roll-back name the messages
     # (records) they came from: those are not dead-lettered again.
     tags = set()
-    for uri in {args.dead_letter or args.sink}:
-        sink = io.parse_uri(uri)
-        if sink.scheme in ('parquet', 'jsonl') and '://' not in sink.location:
-            tags |= deadletter.origins_written(sink.location, args.source)
+    target = io.parse_uri(dead_letters)
+    if _local_files(target):
+        tags |= deadletter.origins_written(target.location, args.source)
+    elif target.scheme == 'bigquery':
+        tags |= bigquery.origins_written(target, args.source)
     if source.scheme == 'kafka':
         kafka.dead_lettered(source, job, tags)
     else:
@@ -265,13 +290,19 @@ def start(job_module, argv, out=sys.stdout):
             try:
                 _recover(args, options_cls.JOB, final_at, out)
             except io.UriError as e:
-                job_options.fail(prog, f'argument --source: {e}')
+                # Named by the URI it is about: the source, or a sink
+                # rolled back.
+                option = next((o for o, text in _sink_options(args)
+                               if str(e).startswith(f'{text}:')), 'source')
+                job_options.fail(prog, f'argument --{option}: {e}')
     context = io.Context(
         job=options_cls.JOB, streaming=streaming, kafka_io=args.kafka_io,
         finalizes_bundles=job_options.finalizes_bundles(beam_options),
         runner=job_options.runner_name(beam_options),
         final_at=final_at if local else None,
-        keeps_late=streaming and local)
+        keeps_late=streaming and local,
+        run_id=datetime.datetime.now(datetime.timezone.utc).strftime(
+            '%Y%m%dT%H%M%S.%fZ'))
     pipeline = beam.Pipeline(options=beam_options)
     try:
         job_module.build(pipeline, args, context)

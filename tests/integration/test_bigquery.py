@@ -153,3 +153,92 @@ def test_the_trades_job_reads_kafka_and_writes_bigquery(bigquery, kafka,
                    b['trade_count'], b['close']) for b in bars) == expected
     assert len(rows_of(bigquery, f'{ds}.trades_dead_letter')) == \
         oracle['dead_lettered'] > 0
+
+
+def test_a_late_pane_reaches_the_table(bigquery):
+    """A row of a window the watermark has passed (a LATE pane, or a pane
+    a restart writes again) lands like any other: the streaming inserts'
+    own grouping must not drop it as late."""
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import window
+    ds = dataset(bigquery)
+    on_time, late = alerts(2)
+    stream = (TestStream().add_elements([
+        beam.window.TimestampedValue(on_time, float(on_time.window_start))])
+        .advance_watermark_to(float(late.window_end) + 7200)
+        .add_elements([beam.window.TimestampedValue(
+            late._replace(pane_timing='LATE'), float(late.window_start))])
+        .advance_watermark_to_infinity())
+    context = transforms_io.Context(job='test', streaming=True)
+    sink = transforms_io.open_sink(
+        f'bigquery://{bigquery.PROJECT}:{ds}.x_?method=streaming_inserts',
+        context)
+    options = PipelineOptions(['--runner=BundleBasedDirectRunner',
+                               '--streaming'])
+    with beam.Pipeline(options=options) as pipeline:
+        _ = (pipeline | stream
+             | beam.WindowInto(window.FixedWindows(60),
+                               allowed_lateness=3 * 86400)
+             .with_output_types(Alert)
+             | sink.write('alerts', Alert))
+    found = rows_of(bigquery, f'{ds}.x_alerts', 'value')
+    assert [(r['key'], r['pane_timing']) for r in found] == [
+        (on_time.key, 'ON_TIME'), (late.key, 'LATE')]
+    assert all(r['written_at'] is not None for r in found)
+
+
+def _put(bigquery, table, rows, record_type):
+    """``rows`` of ``record_type`` as the sink writes them, each with its
+    own ``written_at`` (seconds)."""
+    from google.cloud import bigquery as bq
+    from transforms.io import bigquery as sink
+    schema = sink.table_schema(record_type)['fields']
+    client = bigquery.client()
+    client.create_table(bq.Table(table, schema=[
+        bq.SchemaField(f['name'], f['type'], mode=f['mode'])
+        for f in schema]))
+    errors = client.insert_rows_json(table, [
+        {**sink.schemas.to_bigquery_dict(row),
+         'written_at': sink._stamp(at)} for row, at in rows])
+    assert not errors
+
+
+def test_a_roll_back_removes_rows_written_after_the_commit_and_open_windows(
+        bigquery):
+    """What a restart removes (transforms/io/bigquery.py roll_back): rows
+    written after the commit, and rows of windows not final at its horizon
+    (end + lateness after it); dead letters only by when they were written;
+    absent tables are skipped."""
+    from transforms.deadletter import DeadLetter
+    from transforms.io import bigquery as sink
+    ds = dataset(bigquery)
+    committed_at = 1_800_000_000.0
+    lateness = 3600.0
+    # Windows i: [T0 + 60 i, T0 + 60 (i + 1)); final at the horizon when
+    # end + lateness <= horizon, i.e. i <= 4.
+    horizon = T0 + 5 * 60 + lateness
+    rows = alerts(10)
+    rows = [a._replace(window_start=Timestamp(T0 + 60 * i),
+                       window_end=Timestamp(T0 + 60 * (i + 1)))
+            for i, a in enumerate(rows)]
+    written = [(a, committed_at - 10 if i != 2 else committed_at + 1)
+               for i, a in enumerate(rows)]
+    _put(bigquery, f'{bigquery.PROJECT}.{ds}.j_alerts', written, Alert)
+    dead = [DeadLetter(raw=b'x%d' % i, stage='decode', reason='r',
+                       error_time=Timestamp(T0 - 86400 * 30), source='s')
+            for i in range(3)]
+    _put(bigquery, f'{bigquery.PROJECT}.{ds}.j_dead_letter',
+         [(dead[0], committed_at - 1), (dead[1], committed_at + 1),
+          (dead[2], committed_at - 100)], DeadLetter)
+    uri = transforms_io.parse_uri(f'bigquery://{bigquery.PROJECT}:{ds}.j_')
+    removed = sink.roll_back(uri, ['alerts', 'service_stats', 'dead_letter'],
+                             horizon, committed_at, lateness)
+    kept = rows_of(bigquery, f'{ds}.j_alerts', 'window_start')
+    assert [r['window_start'].timestamp() for r in kept] == [
+        T0 + 60 * i for i in (0, 1, 3, 4)]
+    assert sorted(r['raw'] for r in rows_of(bigquery, f'{ds}.j_dead_letter')
+                  ) == [b'x0', b'x2']
+    assert removed == 6 + 1
+    # A run that ended (horizon COMPLETE): only what was written after.
+    assert sink.roll_back(uri, ['alerts'], 1e15, committed_at - 50,
+                          lateness) == 4

@@ -139,7 +139,7 @@ def test_the_sink_writes_one_json_message_per_row(kafka):
                     window_end=Timestamp(T0 + 60 * (i + 1)),
                     pane_timing='ON_TIME', pane_index=0)
               for i in range(6)]
-    context = transforms_io.Context(job='test')
+    context = transforms_io.Context(job='test', run_id='20260101T000000Z')
     sink = transforms_io.open_sink(f'kafka://{kafka.brokers}/{topic}',
                                    context)
     with beam.Pipeline(options=PipelineOptions(
@@ -166,7 +166,8 @@ def test_the_sink_writes_one_json_message_per_row(kafka):
         assert row['key'] == alert.key
         assert row['window_start'] == f'2026-01-01T00:{i:02d}:00Z'
         assert m.key() == alert.key.encode()
-        assert dict(m.headers()) == {'table': b'alerts'}
+        assert dict(m.headers()) == {'table': b'alerts',
+                                     'run': b'20260101T000000Z'}
         assert m.timestamp()[1] == int((T0 + 60 * (i + 1)) * 1000)
     # One entity's messages share a partition (ordered per key).
     for key in ('svc0', 'svc1'):

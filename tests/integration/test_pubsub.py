@@ -107,7 +107,7 @@ def test_the_sink_publishes_one_json_message_per_row(pubsub):
                     window_start=Timestamp(T0 + 60 * i),
                     window_end=Timestamp(T0 + 60 * (i + 1)),
                     pane_timing='ON_TIME', pane_index=0) for i in range(5)]
-    context = transforms_io.Context(job='test')
+    context = transforms_io.Context(job='test', run_id='20260101T000000Z')
     sink = transforms_io.open_sink(f'pubsub://{topic}', context)
     with beam.Pipeline(options=PipelineOptions(
             ['--runner=BundleBasedDirectRunner'])) as pipeline:
@@ -129,6 +129,7 @@ def test_the_sink_publishes_one_json_message_per_row(pubsub):
         row = orjson.loads(message.data)
         assert row['value'] == 1500.0 + i
         assert message.attributes['table'] == 'alerts'
+        assert message.attributes['run'] == '20260101T000000Z'
         assert message.attributes['event_time'] == \
             f'2026-01-01T00:{i + 1:02d}:00Z'
 

@@ -74,6 +74,12 @@ class Context(typing.NamedTuple):
     # .PayloadEventTime): where a source's watermark comes from when its own
     # record timestamps may not be event times (Kafka).
     event_time: typing.Optional[typing.Callable] = None
+    # Which run wrote a message (its start, UTC, e.g.
+    # 20260101T000000.000000Z: later runs sort later): message sinks put it
+    # in a ``run`` header/attribute, so that a consumer can drop the panes
+    # of a window a killed run published once a restart publishes that
+    # window again (docs/reliability.md, "Other sinks").  '' : none.
+    run_id: str = ''
 
 
 def parse_uri(text: str) -> Uri:

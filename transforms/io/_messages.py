@@ -6,7 +6,10 @@ symbol ..., so that one entity's messages keep their order in a partition;
 no key for rows without identity fields, e.g. dead letters), the table's name and the
 row's event time.  A topic name may hold ``{table}``: each output table then
 goes to a topic of its own; without it every table goes to the one topic and
-the ``table`` header/attribute tells them apart.
+the ``table`` header/attribute tells them apart.  A ``run`` header/attribute
+names the run that published the message (``io.Context.run_id``): a restart
+publishes the windows it replays again, and a consumer keeps, per window, the
+panes of the latest run (docs/reliability.md, "Other sinks").
 """
 import re
 import typing
@@ -51,6 +54,11 @@ def _event_time_ms(row) -> typing.Optional[int]:
         if isinstance(value, Timestamp):
             return value.micros // 1000
     return None
+
+
+def attributes(table: str, run_id: str) -> dict:
+    """The header/attribute values every message of ``table`` carries."""
+    return {'table': table, **({'run': run_id} if run_id else {})}
 
 
 def to_message(row, topic: str, table: str) -> Message:

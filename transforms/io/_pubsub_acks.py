@@ -24,10 +24,13 @@ a local disk, a state file beside them (``STATE_FILE``) records::
     {"h": horizon (s), "t": wall-clock time (s), "ids": [message ids about
      to be acknowledged], "ended": false}
 
-and a restart (``recover``, called before the run by pipelines/run.py)
+(into a ``bigquery://`` sink, the same state is appended to a table of the
+sink's dataset: ``bigquery.AckState``) and a restart (``recover``, called
+before the run by pipelines/run.py)
 
-* removes what the killed run wrote after ``t`` and the files of windows
-  not final at ``h`` (``_windowed_files.roll_back``): their messages were
+* removes what the killed run wrote after ``t`` and the files (rows) of
+  windows not final at ``h`` (``_windowed_files.roll_back``,
+  ``bigquery.roll_back``): their messages were
   not acknowledged, they come again and are written again;
 * skips a message delivered again whose id is in ``ids``: its final panes
   are written, its acknowledgement may not have reached the service
@@ -43,7 +46,8 @@ and a restart (``recover``, called before the run by pipelines/run.py)
   come again only then, are not late (an idle stop waits as long).
 
 A run that ends acknowledges everything and records ``"ended": true``: the
-next run starts afresh.  Without a local file sink there is no state file:
+next run starts afresh.  Without a local file sink or a BigQuery sink there
+is no state:
 nothing is rolled back or skipped, and a message whose acknowledgement a
 kill interrupted is counted again (at least once; never lost).
 """
@@ -98,6 +102,9 @@ def state_path(directory, subscription) -> str:
 
 
 def _write(path, state):
+    if not isinstance(path, str):
+        path.write(state)     # a state kept with the sink (bigquery.AckState)
+        return
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     temp = f'{path}.tmp-{os.getpid()}'
     with open(temp, 'w', encoding='utf-8') as f:
@@ -109,8 +116,13 @@ def _write(path, state):
 
 def _read(path):
     try:
-        with open(path, encoding='utf-8') as f:
-            found = json.load(f)
+        if isinstance(path, str):
+            with open(path, encoding='utf-8') as f:
+                found = json.load(f)
+        else:
+            found = path.read()
+            if found is None:
+                return None
         return (float(found['h']), float(found['t']),
                 frozenset(found.get('ids', ())), bool(found.get('ended')))
     except FileNotFoundError:

@@ -21,13 +21,30 @@ BigQuery's reason, and counted as ``rejected.TABLE``.  Transient errors are
 retried; a load job that fails stops the batch run (as BigQuery refuses the
 whole load).
 
+Every row carries one column more than its record type: ``written_at``
+(TIMESTAMP), when the sink wrote it.  A local run that resumes a Kafka
+group's last commit, or a Pub/Sub subscription's last acknowledgement,
+removes first (:func:`roll_back`, one ``DELETE`` per table) what the killed
+run wrote after it: rows written after the commit, and rows of windows not
+final at its horizon (``window_end`` + allowed lateness after it), which the
+restart writes again, as ``transforms/io/_windowed_files.py`` does for
+files.  The Pub/Sub acknowledgement state such a restart needs lives in the
+same dataset, in the table ``TABLE_PREFIX + pubsub_acks`` (:class:`AckState`:
+appended to, one row per state, never updated).  BigQuery refuses a
+``DELETE`` of rows still in the streaming buffer of ``tabledata.insertAll``
+(streaming inserts of the last 30 minutes or so): such a restart stops
+with one line saying so.
+
 With ``BIGQUERY_EMULATOR_HOST`` set (``http://HOST:PORT``), the sink talks to
 a BigQuery emulator with anonymous credentials, through the same Beam
 transform.
 """
 import datetime
+import json
 import os
 import re
+import threading
+import time
 import typing
 
 import apache_beam as beam
@@ -54,6 +71,12 @@ METHODS = {
 }
 PARTITIONS = ('DAY', 'HOUR', 'MONTH', 'YEAR')
 DEAD_LETTER_TABLE = 'dead_letter'
+# The column the sink adds to every row: when it wrote the row.
+WRITTEN_AT = 'written_at'
+WRITTEN_AT_FIELD = {'name': WRITTEN_AT, 'type': 'TIMESTAMP',
+                    'mode': 'REQUIRED'}
+# The table (after the prefix) holding a Pub/Sub restart's state.
+ACK_STATE_TABLE = 'pubsub_acks'
 
 
 class Location(typing.NamedTuple):
@@ -134,9 +157,23 @@ def emulator_client(project):
     return EmulatorBigQueryClient(host, project)
 
 
+def _stamp(seconds) -> str:
+    return datetime.datetime.fromtimestamp(
+        seconds, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+
+
+def table_schema(record_type) -> dict:
+    """The BigQuery schema of a table of ``record_type`` rows: its fields,
+    then ``written_at``."""
+    schema = schemas.bigquery_schema(record_type)
+    return {'fields': schema['fields'] + [dict(WRITTEN_AT_FIELD)]}
+
+
 def _to_row(row, counter):
     counter.inc()
-    return schemas.to_bigquery_dict(row)
+    out = schemas.to_bigquery_dict(row)
+    out[WRITTEN_AT] = _stamp(time.time())
+    return out
 
 
 def _to_dead_letter(failed, table, source, counter):
@@ -176,7 +213,7 @@ class _WriteTable(beam.PTransform):
         client = emulator_client(where.project)
         return rows | label >> beam.io.WriteToBigQuery(
             table=where.table(table),
-            schema=schemas.bigquery_schema(record_type),
+            schema=table_schema(record_type),
             method=method,
             create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
             write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND,
@@ -194,6 +231,14 @@ class _WriteTable(beam.PTransform):
         if method is None:
             method = METHODS['streaming_inserts'] if sink.context.streaming \
                 else METHODS['file_loads']
+        # In the global window: Beam's streaming inserts group their rows
+        # (a Reshuffle) in the rows' own windows, and that GroupByKey drops
+        # a row whose window is behind the watermark, i.e. every LATE pane
+        # (and every pane a restart writes again behind its resumed
+        # watermark).  A row is a finished value: its window is in its
+        # columns.
+        rows = rows | 'Unwindowed' >> beam.WindowInto(
+            beam.window.GlobalWindows())
         result = self._write(
             'Write', rows | 'ToRow' >> beam.Map(
                 _to_row, Metrics.counter(job, sink.rows_counter(self._table))),
@@ -221,3 +266,191 @@ class BigQuerySink(Sink):
 
 def open_sink(uri, context):
     return BigQuerySink(uri, context)
+
+
+# --------------------------------------------------------------------------
+# A restart's roll-back (pipelines/run.py) and Pub/Sub state.
+
+def _client(project):
+    """A google-cloud-bigquery client: the emulator's or production's."""
+    client = emulator_client(project)
+    return client.gcp_client if client is not None else \
+        _production_client(project)
+
+
+def _query(client, uri, sql, parameters):
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+    config = bigquery.QueryJobConfig(query_parameters=parameters)
+    try:
+        job = client.query(sql, job_config=config)
+        rows = list(job.result())
+    except exceptions.GoogleAPIError as e:
+        reason = ' '.join(str(e).split())[:300]
+        if 'streaming buffer' in reason:
+            raise UriError(
+                f'{uri.text}: the rows to roll back are still in BigQuery\'s '
+                f'streaming buffer, which refuses DELETE (streaming inserts '
+                f'of the last 30 minutes or so); restart later') from None
+        raise UriError(f'{uri.text}: rolling back failed '
+                       f'({type(e).__name__}: {reason})') from None
+    return job, rows
+
+
+# The latest timestamp BigQuery holds (9999-12-31), in seconds.
+_MAX_SECONDS = 253402300799.0
+
+
+def roll_back(uri, tables, horizon, committed_at, lateness) -> int:
+    """Removes from the ``tables`` (names after the prefix) of the
+    ``bigquery://`` sink ``uri`` what a killed run wrote after its source's
+    last commit: rows written after ``committed_at``, and rows of windows
+    not final at ``horizon`` (``window_end`` + ``lateness`` after it; the
+    dead letters have no window).  The restart writes them again.  Returns
+    the number of rows removed."""
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+    preflight_sink(uri)       # one line, soon, where BigQuery does not answer
+    where = location(uri)
+    client = _client(where.project)
+    removed = 0
+    for name in tables:
+        table_id = f'{where.project}.{where.dataset}.{where.prefix}{name}'
+        try:
+            columns = {f.name for f in client.get_table(table_id).schema}
+        except exceptions.NotFound:
+            continue
+        except exceptions.GoogleAPIError as e:
+            raise UriError(f'{uri.text}: BigQuery does not answer '
+                           f'({type(e).__name__})') from None
+        conditions, parameters = [], []
+        if WRITTEN_AT in columns:
+            conditions.append(f'{WRITTEN_AT} > @committed_at')
+            parameters.append(bigquery.ScalarQueryParameter(
+                'committed_at', 'TIMESTAMP', datetime.datetime.fromtimestamp(
+                    min(committed_at, _MAX_SECONDS), datetime.timezone.utc)))
+        if name != DEAD_LETTER_TABLE and 'window_end' in columns and \
+                horizon - lateness < _MAX_SECONDS:
+            conditions.append('window_end > @final_before')
+            parameters.append(bigquery.ScalarQueryParameter(
+                'final_before', 'TIMESTAMP', datetime.datetime.fromtimestamp(
+                    horizon - lateness, datetime.timezone.utc)))
+        if not conditions:
+            continue
+        job, _ = _query(client, uri, f'DELETE FROM `{table_id}` WHERE '
+                        + ' OR '.join(conditions), parameters)
+        removed += job.num_dml_affected_rows or 0
+    return removed
+
+
+def origins_written(uri, source) -> set:
+    """The tags of the dead letters from ``source`` (its URI text) in the
+    dead-letter table of the ``bigquery://`` sink ``uri`` (as
+    ``deadletter.origins_written`` reads them from files)."""
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+    where = location(uri)
+    client = _client(where.project)
+    table_id = f'{where.project}.{where.dataset}.{where.prefix}' \
+               f'{DEAD_LETTER_TABLE}'
+    try:
+        client.get_table(table_id)
+    except exceptions.NotFound:
+        return set()
+    prefix = f'{source}#'
+    _, rows = _query(
+        client, uri, f'SELECT DISTINCT source FROM `{table_id}` '
+        f'WHERE STARTS_WITH(source, @prefix)',
+        [bigquery.ScalarQueryParameter('prefix', 'STRING', prefix)])
+    return {r['source'][len(prefix):] for r in rows}
+
+
+class AckState:
+    """Where a local Pub/Sub read into a ``bigquery://`` sink keeps its
+    acknowledgement state (``transforms/io/_pubsub_acks.py``): the table
+    ``TABLE_PREFIX + pubsub_acks`` of the sink's dataset, one row appended
+    per state (streaming inserts: no DML, which BigQuery queues and which
+    cannot touch the streaming buffer), the latest one read back.
+
+    Why a table beside the sink's tables and not a local file or a state
+    option: the state describes what the sink holds, so it goes where the
+    sink goes (any machine restarting into the same dataset finds it, with
+    the same permissions) and cannot be paired with another sink."""
+    CREATED_WAIT_SECONDS = 120
+    SCHEMA = (('subscription', 'STRING'), ('state', 'STRING'),
+              ('sequence', 'INT64'), (WRITTEN_AT, 'TIMESTAMP'))
+
+    def __init__(self, uri, subscription):
+        self.uri = uri
+        self.subscription = subscription
+        where = location(uri)
+        self.table_id = f'{where.project}.{where.dataset}.{where.prefix}' \
+                        f'{ACK_STATE_TABLE}'
+        self._client = None
+        self._lock = threading.Lock()
+        self._sequence = 0
+
+    def __str__(self):
+        return f'{self.uri.text} (table {self.table_id})'
+
+    def client(self):
+        if self._client is None:
+            self._client = _client(location(self.uri).project)
+        return self._client
+
+    def read(self):
+        """The latest state (a dict), or None where none was written."""
+        from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+        from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+        preflight_sink(self.uri)
+        try:
+            try:
+                self.client().get_table(self.table_id)
+            except exceptions.NotFound:
+                # Made now, before the run writes to it.
+                self.client().create_table(bigquery.Table(
+                    self.table_id, schema=[
+                        bigquery.SchemaField(name, kind, mode='REQUIRED')
+                        for name, kind in self.SCHEMA]), exists_ok=True)
+                return None
+        except exceptions.GoogleAPIError as e:
+            reason = ' '.join(str(e).split())[:300]
+            raise UriError(f'{self.uri.text}: the Pub/Sub state table '
+                           f'{self.table_id} cannot be read or made '
+                           f'({type(e).__name__}: {reason})') from None
+        _, rows = _query(
+            self.client(), self.uri,
+            f'SELECT state, sequence FROM `{self.table_id}` '
+            f'WHERE subscription = @subscription '
+            f'ORDER BY sequence DESC LIMIT 1',
+            [bigquery.ScalarQueryParameter('subscription', 'STRING',
+                                           self.subscription)])
+        if not rows:
+            return None
+        with self._lock:
+            self._sequence = max(self._sequence, rows[0]['sequence'])
+        return json.loads(rows[0]['state'])
+
+    def write(self, state):
+        client = self.client()
+        with self._lock:
+            # Ordered even when two states share a microsecond.
+            self._sequence = max(self._sequence + 1, time.time_ns() // 1000)
+            sequence = self._sequence
+        row = {'subscription': self.subscription,
+               'state': json.dumps(state, separators=(',', ':')),
+               'sequence': sequence, WRITTEN_AT: _stamp(time.time())}
+        from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+        deadline = time.monotonic() + self.CREATED_WAIT_SECONDS
+        while True:
+            try:
+                errors = client.insert_rows_json(self.table_id, [row])
+                break
+            except exceptions.NotFound:
+                # BigQuery takes a while before a table made by read()
+                # takes streaming inserts.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2.0)
+        if errors:
+            raise OSError(f'{self}: state refused: {errors}')

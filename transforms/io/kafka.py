@@ -1155,10 +1155,13 @@ def create_topic(brokers, topic, partitions, topic_config=None, config=(),
 class _ProduceFn(beam.DoFn):
     """Rows -> JSON messages; a bundle ends when the broker has them all."""
 
-    def __init__(self, brokers, topic, table, config, job, rows_counter):
+    def __init__(self, brokers, topic, table, config, job, rows_counter,
+                 run_id=''):
         self._brokers = brokers
         self._topic = _messages.topic_for(topic, table)
         self._table = table
+        self._headers = [(k, v.encode()) for k, v in
+                         _messages.attributes(table, run_id).items()]
         self._config = config
         self._rows = Metrics.counter(job, rows_counter)
         self._publisher = None
@@ -1169,8 +1172,7 @@ class _ProduceFn(beam.DoFn):
     def process(self, row):
         message = _messages.to_message(row, self._topic, self._table)
         self._publisher.send(message.topic, message.value, message.key,
-                             message.event_time_ms,
-                             [('table', self._table.encode())])
+                             message.event_time_ms, self._headers)
         self._rows.inc()
 
     def finish_bundle(self):
@@ -1191,7 +1193,8 @@ class KafkaSink(Sink):
                         topic=_messages.topic_for(topic, table)))
         return beam.ParDo(_ProduceFn(brokers, topic, table, config,
                                      self.context.job,
-                                     self.rows_counter(table)))
+                                     self.rows_counter(table),
+                                     self.context.run_id))
 
 
 def _key_value(row, topic, table):

@@ -27,7 +27,8 @@ see below).  Parameters:
   messages).
 
 As a sink each row is one JSON message (see :mod:`transforms.io._messages`)
-with attributes ``table``, ``key`` (the row's entity) and ``event_time``
+with attributes ``table``, ``run`` (the run that published it), ``key`` (the
+row's entity) and ``event_time``
 (RFC 3339).  ``{table}`` in the topic name gives each table its own topic.
 
 Against the Pub/Sub emulator, set ``PUBSUB_EMULATOR_HOST=HOST:PORT``: Google's
@@ -232,8 +233,10 @@ def _ensure_subscription(client, subscription, topic):
     return found.ack_deadline_seconds
 
 
-def recover(uri, directory):
-    """Before a local job reads ``uri`` into file sinks under ``directory``:
+def recover(uri, directory, state=None):
+    """Before a local job reads ``uri`` into file sinks under ``directory``
+    (or, ``state`` given, a sink keeping the state itself: ``state(
+    subscription)`` is where, e.g. ``bigquery.AckState``):
     ``(horizon, committed_at)`` to roll them back to, or None (see
     :mod:`transforms.io._pubsub_acks`).  A topic source with
     ``subscription=`` has its subscription made here if absent; one without
@@ -262,8 +265,8 @@ def recover(uri, directory):
         raise UriError(f'{uri.text}: Pub/Sub does not answer '
                        f'({type(e).__name__}: {reason})') from None
     return _pubsub_acks.recover(
-        subscription, _pubsub_acks.state_path(directory, subscription),
-        deadline)
+        subscription, state(subscription) if state is not None else
+        _pubsub_acks.state_path(directory, subscription), deadline)
 
 
 def dead_lettered(uri, tags):
@@ -671,15 +674,16 @@ class _Deduplicate(beam.PTransform):
 
 
 class _ToPubsubMessage(beam.DoFn):
-    def __init__(self, table, topic, job, rows_counter):
+    def __init__(self, table, topic, job, rows_counter, run_id=''):
         self._table = table
         self._topic = topic
+        self._run_id = run_id
         self._rows = Metrics.counter(job, rows_counter)
 
     def process(self, row):
         from apache_beam.io.gcp.pubsub import PubsubMessage  # pylint: disable=import-outside-toplevel
         message = _messages.to_message(row, self._topic, self._table)
-        attributes = {'table': self._table}
+        attributes = _messages.attributes(self._table, self._run_id)
         if message.key is not None:
             attributes['key'] = message.key.decode()
         if message.event_time_ms is not None:
@@ -694,7 +698,8 @@ class PubSubSink(Sink):
         topic = f'projects/{match["project"]}/topics/' \
             f'{_messages.topic_for(match["name"], table)}'
         return (beam.ParDo(_ToPubsubMessage(
-                    table, topic, self.context.job, self.rows_counter(table)))
+                    table, topic, self.context.job, self.rows_counter(table),
+                    self.context.run_id))
                 | beam.io.WriteToPubSub(topic, with_attributes=True))
 
 
