@@ -74,6 +74,13 @@ class Context(typing.NamedTuple):
     # .PayloadEventTime): where a source's watermark comes from when its own
     # record timestamps may not be event times (Kafka).
     event_time: typing.Optional[typing.Callable] = None
+    # Event time (seconds) -> the earliest event time after which a record
+    # may be late for one of the job's groupings (transforms.windows
+    # .LateFrom), where each of the job's late dead letters names its
+    # output (transforms.deadletter.BindOrigins): a local read then
+    # registers such a record's origin (the message) even though some of
+    # its windows take it still; None: only once all its windows are final.
+    late_from: typing.Optional[typing.Callable] = None
 
 
 def parse_uri(text: str) -> Uri:

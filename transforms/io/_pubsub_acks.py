@@ -83,6 +83,10 @@ class Resume(typing.NamedTuple):
     hold_seconds: float       # until the killed run's leases have expired
     # messages whose dead letters the sink holds (set by dead_lettered)
     dead_lettered: frozenset = frozenset()
+    # message id -> the outputs ('window=NAME&key=K') whose late dead
+    # letters the sink holds, of a message with several (set by
+    # dead_lettered; see deadletter.output_source)
+    outputs_written: typing.Optional[dict] = None
 
     @property
     def complete(self) -> bool:
@@ -142,15 +146,19 @@ def recover(subscription, path, ack_deadline):
     return horizon, committed_at
 
 
-def dead_lettered(subscription, message_ids):
+def dead_lettered(subscription, message_ids, outputs=None):
     """After the roll-back: the messages of ``subscription`` whose dead
     letters the sink holds (``deadletter.origins_written``); a restart
-    skips them when they come again."""
+    skips them when they come again.  ``outputs``: message id -> the
+    outputs of a message with several whose late dead letters the sink
+    holds; such a message is read again and kept out of those alone."""
     with _LOCK:
         found = _RESUMES.get(subscription)
         if found is not None:
             _RESUMES[subscription] = found._replace(
-                dead_lettered=frozenset(message_ids))
+                dead_lettered=frozenset(message_ids),
+                outputs_written={m: frozenset(o) for m, o in
+                                 (outputs or {}).items()})
 
 
 def origin_tag(message_id) -> str:
