@@ -36,7 +36,10 @@ and a restart (``recover``, called before the run by pipelines/run.py)
   only output, written before the kill but maybe well before its
   acknowledgement: the dead letter carries the message id, see
   ``deadletter.register_origin``; counted
-  ``filtered.replayed_dead_letter``, and acknowledged);
+  ``filtered.replayed_dead_letter``, and acknowledged); a message with
+  several outputs (video_qoe: a report's session and rollups) whose late
+  dead letters name their output is read again, and kept out of just the
+  outputs whose dead letters the sink holds (``deadletter.output_source``);
 * starts the watermark at ``h`` (windows final then stay closed) and holds
   it there until the killed run's leases have expired (the subscription's
   ack deadline, at least ``LEASE_SECONDS``), so that its messages, which
