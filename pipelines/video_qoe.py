@@ -193,7 +193,8 @@ def build(pipeline, args, context):
         if carried:
             bound = decoded.ok | 'Origins' >> beam.ParDo(
                 deadletter.BindOrigins())
-            reports = bound | 'Reports' >> beam.Map(lambda p: (p[0], p[2]))
+            reports = bound | 'Reports' >> beam.Map(
+                lambda p: (p[0], deadletter.origin_of(p[1])))
             by_session = bound | 'KeyBySession' >> beam.Map(
                 lambda p: (p[0].session_id, p))
         else:

@@ -49,8 +49,7 @@ class _CountAssignments(beam.DoFn):
 
 
 class _CountCarried(_CountAssignments):
-    """The same where each value is a (value, raw payload[, origin]) tuple:
-    it leaves as a ``windows.WithRaw``, which the grouping that keeps late
+    """The same where each value is a (value, raw payload) pair: it leaves as a ``windows.WithRaw``, which the grouping that keeps late
     records strips of its payload unless it is late.
 
     ``output`` (a name): a value whose origin says that the sink holds its
@@ -68,7 +67,7 @@ class _CountCarried(_CountAssignments):
         if not isinstance(carried, windows.WithRaw):
             carried = windows.WithRaw(*carried)
             kv = key, carried
-        origin = carried.origin
+        origin = deadletter.origin_of(carried.raw)
         if origin is not None and origin.written and self._output and \
                 deadletter.output_tag(self._output, key) in origin.written:
             self._replayed.inc(self._count_of(carried.value))
@@ -170,7 +169,9 @@ class _SplitLate(beam.DoFn):
         for value in values.values:
             origin = None
             if isinstance(value, windows.WithRaw):
-                value, raw, origin = value
+                value, raw = value
+                if isinstance(raw, deadletter.Sourced):
+                    raw, origin = raw
                 records = self._count_of(value)
                 payloads = _payloads(raw)
                 if payloads is not None and len(payloads) == records:
@@ -345,9 +346,9 @@ class AggregatePerKey(beam.PTransform):
 
     ``late_output`` (with ``carries_raw``): a name for this grouping, where
     a record has several outputs that may each be late (video_qoe: its
-    session and its rollups).  Values then carry the record's origin
-    (``windows.WithRaw(value, raw, origin)``, ``raw`` None for a value kept
-    as JSON); a late dead letter names it with this output and the key
+    session and its rollups).  Values then may carry the record's origin
+    (``windows.WithRaw(value, deadletter.Sourced(raw, origin))``, ``raw``
+    None for a value kept as JSON); a late dead letter names it with this output and the key
     (``URI#message=ID&window=NAME&key=K``), and a value whose origin says
     the sink holds that dead letter (a restart) does not enter the grouping
     again.

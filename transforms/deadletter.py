@@ -167,15 +167,32 @@ def claim_origin(raw):
     return _claim_origin(to_bytes(raw))
 
 
+class Sourced(typing.NamedTuple):
+    """What a value on its way to a grouping carries (``windows.WithRaw``'s
+    ``raw``) where its record's origin is known: the payload its late dead
+    letter holds (None: the value, as JSON) and the record's Origin."""
+    raw: typing.Any
+    origin: Origin
+
+
+def origin_of(raw):
+    """The Origin a carried ``raw`` names, or None."""
+    return raw.origin if isinstance(raw, Sourced) else None
+
+
 class BindOrigins(beam.DoFn):
-    """``(record, payload)`` -> ``(record, payload, Origin or None)``: the
-    message or record the payload was read from, where a local read
-    registered it (a record that may be late), bound to the decoded record
-    so that every late dead letter it makes names it."""
+    """``(record, payload)`` -> ``(record, payload)`` or, where a local read
+    registered the payload (a record that may be late), ``(record,
+    Sourced(payload, origin))``: the message or record it was read from,
+    bound to the decoded record so that every late dead letter it makes
+    names it."""
 
     def process(self, pair):
-        record, raw = pair
-        yield record, raw, claim_origin(raw)
+        origin = claim_origin(pair[1]) if _ORIGINS else None
+        if origin is None:
+            yield pair
+        else:
+            yield pair[0], Sourced(pair[1], origin)
 
 
 def origins_written(directory: str, source: str,

@@ -377,14 +377,11 @@ class WithRaw(typing.NamedTuple):
     a columnar partial's lines).  The grouping keeps ``value`` alone in its
     state; only a late value keeps ``raw``, which its dead letters hold (see
     pipelines/local_runner.py and transforms/aggregate.py).  ``raw`` None:
-    the late dead letter holds the value as JSON.  ``origin``: the
-    ``deadletter.Origin`` of the record the value stands for, where a local
-    read registered it: its late dead letters name it, with their output,
-    and a restart keeps it out of an output whose late dead letter the
-    sink holds."""
+    the late dead letter holds the value as JSON; a ``deadletter.Sourced``:
+    that payload (or None) and the origin of the record the value stands
+    for, which its late dead letters name with their output."""
     value: typing.Any
     raw: typing.Any
-    origin: typing.Any = None
 
 
 class LateRecords(typing.NamedTuple):

@@ -285,11 +285,11 @@ def test_late_letters_of_a_record_with_several_outputs_name_their_output():
     bound = [next(deadletter.BindOrigins().process((name, raw)))
              for name, raw in (('r7', b'report'), ('r8', b'again'),
                                ('r9', b'other'))]
-    assert [b[2] for b in bound] == [
-        deadletter.Origin('message=7'),
-        deadletter.Origin('message=8',
-                          frozenset({'window=rollup&key=cdn%3Da'})),
-        None]
+    assert bound == [
+        ('r7', deadletter.Sourced(b'report', deadletter.Origin('message=7'))),
+        ('r8', deadletter.Sourced(b'again', deadletter.Origin(
+            'message=8', frozenset({'window=rollup&key=cdn%3Da'})))),
+        ('r9', b'other')]
     assert deadletter.claim_origin(b'report') is None     # taken once
     session = aggregate._SplitLate('video_qoe', lambda value: 1, 30.0,
                                    carries_raw=True, source='pubsub://s',
@@ -307,7 +307,7 @@ def test_late_letters_of_a_record_with_several_outputs_name_their_output():
                                   output='rollup')
     [letter] = [out.value for out in rollup.process(
         ('cdn=a', windows.LateRecords([windows.WithRaw(
-            {'n': 1}, None, bound[0][2])], 5.0)),
+            {'n': 1}, deadletter.Sourced(None, bound[0][1].origin))], 5.0)),
         window=IntervalWindow(T0, T0 + 60))]
     assert letter.raw == b'{"n":1}' and letter.source == \
         'pubsub://s#message=7&window=rollup&key=cdn%3Da'

@@ -38,7 +38,7 @@ from apache_beam.transforms.userstate import (BagStateSpec,
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import windows
+from transforms import deadletter, windows
 from transforms.combiners import MergingCombineFn, Quantiles
 from transforms.video.sessions import point_of
 
@@ -147,7 +147,7 @@ class _TimelineFn(beam.DoFn):
         self._late = Metrics.counter(job, 'rollups.late_reports')
         # reports come as (report, deadletter.Origin or None) and every
         # contribution leaves as a windows.WithRaw, a report's own
-        # contribution with the report's origin
+        # contribution with the report's origin (deadletter.Sourced)
         self._carries_origin = carries_origin
 
     def _report(self, item):
@@ -159,7 +159,8 @@ class _TimelineFn(beam.DoFn):
             return
         for tv in contributions:
             yield TimestampedValue(windows.WithRaw(
-                tv.value, None, origin if tv.value.reports else None),
+                tv.value, deadletter.Sourced(None, origin)
+                if origin is not None and tv.value.reports else None),
                 tv.timestamp)
 
     def process(self, kv, pending=beam.DoFn.StateParam(PENDING),
@@ -259,9 +260,10 @@ class SessionTimeline(beam.PTransform):
 
     ``carries_origin`` (a stream): the input is ``(report,
     deadletter.Origin or None)`` pairs and every contribution leaves as a
-    ``windows.WithRaw(contribution, None, origin)``, the origin that of the
-    report for its own contribution (``reports`` 1) and None for a
-    duration or an exit, which come from the walk of several reports."""
+    ``windows.WithRaw(contribution, raw)``: ``raw`` a
+    ``deadletter.Sourced(None, origin)`` for a report's own contribution
+    (``reports`` 1) whose origin is known, else None (a duration or an
+    exit comes from the walk of several reports)."""
 
     def __init__(self, gap_seconds: float, job: str, streaming: bool,
                  carries_origin=False, label=None):
