@@ -119,10 +119,15 @@ def build(pipeline, args, context):
     json_fast = args.cmcd_format in ('auto', 'json')
     # The source's watermark follows the event times the decoder reads
     # (a block's canonical lines read at once, as the fast path reads them).
+    # A local read registers the message of a report that may be late for
+    # its session or its rollups (context.late_from): its late dead letters
+    # name it with their output.
     source = io.open_source(args.source, context._replace(
         event_time=PayloadEventTime(
             decoder, args.max_record_bytes,
-            EventTimes(args.max_record_bytes) if json_fast else None)))
+            EventTimes(args.max_record_bytes) if json_fast else None),
+        late_from=windows.LateFrom((window, rollup_window), trigger)
+        if context.keeps_late else None))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
     rules = [
@@ -171,7 +176,13 @@ def build(pipeline, args, context):
         # contributions (rollups) after the allowed lateness become dead
         # letters, stage window.late, instead of being dropped; a late
         # report's letter holds the payload it was read from, which travels
-        # with it to the sessions' grouping.
+        # with it to the sessions' grouping.  A report may be late for its
+        # session and for its rollups: the message it came from, where the
+        # read registered it (one that may be late), travels with it to
+        # both groupings, and each late dead letter names it with its
+        # output ('#message=ID&window=session|rollup&key=K'), so that a
+        # restart keeps the report out of just the groupings whose late
+        # dead letters the sink holds (transforms/deadletter.py).
         keep_late = trigger.lateness if context.keeps_late else None
         carried = keep_late is not None
         decoded = (pipeline
@@ -180,23 +191,34 @@ def build(pipeline, args, context):
                        decoder, stage='decode.video', job=JOB,
                        source=args.source, max_bytes=args.max_record_bytes,
                        with_raw=carried))
-        reports, by_session = records_and_keyed(
-            decoded.ok, operator.attrgetter('session_id'), carried,
-            'KeyBySession', 'Reports')
+        if carried:
+            bound = decoded.ok | 'Origins' >> beam.ParDo(
+                deadletter.BindOrigins())
+            reports = bound | 'Reports' >> beam.Map(
+                lambda p: (p[0], deadletter.origin_of(p[1])))
+            by_session = bound | 'KeyBySession' >> beam.Map(
+                lambda p: (p[0].session_id, p))
+        else:
+            reports, by_session = records_and_keyed(
+                decoded.ok, operator.attrgetter('session_id'), False,
+                'KeyBySession')
         session_aggregate = AggregatePerKey(
             SessionFn(), to_session, session_count,
             trigger.accumulates_panes, JOB, merging=True,
-            keep_late=keep_late, carries_raw=carried)
+            keep_late=keep_late, carries_raw=carried, source=args.source,
+            late_output='session')
         sessions = (by_session
                     | 'SessionWindow' >> windows.ApplyWindow(window, trigger)
                     | 'Sessions' >> session_aggregate
                     .with_output_types(Session))
         rollup_aggregate = AggregatePerKey(
             RollupFn(), to_rollup, rollup_count,
-            trigger.accumulates_panes, JOB, keep_late=keep_late)
+            trigger.accumulates_panes, JOB, keep_late=keep_late,
+            carries_raw=carried, source=args.source, late_output='rollup')
         rollups = (reports
                    | 'Timeline' >> SessionTimeline(window.size, JOB,
-                                                  context.streaming)
+                                                  context.streaming,
+                                                  carries_origin=carried)
                    | 'ByDimension' >> beam.FlatMap(by_dimension)
                    | 'RollupWindow' >> windows.ApplyWindow(rollup_window,
                                                            trigger)

@@ -49,15 +49,29 @@ class _CountAssignments(beam.DoFn):
 
 
 class _CountCarried(_CountAssignments):
-    """The same where each value is a (value, raw payload) pair: it leaves
-    as a ``windows.WithRaw``, which the grouping that keeps late records
-    strips of its payload unless it is late."""
+    """The same where each value is a (value, raw payload) pair: it leaves as a ``windows.WithRaw``, which the grouping that keeps late
+    records strips of its payload unless it is late.
+
+    ``output`` (a name): a value whose origin says that the sink holds its
+    late dead letter for this output and key (a restart: the record was
+    late here before the kill, and that dead letter is its only output
+    here) does not enter the grouping again; counted ``late_replayed``."""
+
+    def __init__(self, job, count_of, output=None):
+        super().__init__(job, count_of)
+        self._output = output
+        self._replayed = Metrics.counter(job, 'late_replayed')
 
     def process(self, kv, window=beam.DoFn.WindowParam):
         key, carried = kv
         if not isinstance(carried, windows.WithRaw):
             carried = windows.WithRaw(*carried)
             kv = key, carried
+        origin = deadletter.origin_of(carried.raw)
+        if origin is not None and origin.written and self._output and \
+                deadletter.output_tag(self._output, key) in origin.written:
+            self._replayed.inc(self._count_of(carried.value))
+            return
         self._assigned.inc(self._count_of(carried.value))
         yield kv
 
@@ -109,8 +123,13 @@ class _SplitLate(beam.DoFn):
     one per value, counted ``late_kept`` by the records they hold."""
 
     def __init__(self, job, count_of, lateness, carries_raw=False,
-                 source=''):
+                 source='', output=None):
         self._count_of = count_of
+        # ``output``: the name late dead letters give their output (with
+        # the key) after the origin their value carries
+        # (deadletter.output_source); None: a registered payload names its
+        # message (deadletter.dead_letter)
+        self._output = output
         # the source URI a late record's dead letter names; with it, the
         # dead letter of a payload a local read registered
         # (deadletter.register_origin) names the message or record too
@@ -148,8 +167,11 @@ class _SplitLate(beam.DoFn):
             why = (f'arrived {values.seconds_late:.3f} s after it closed '
                    f'({allowed})')
         for value in values.values:
+            origin = None
             if isinstance(value, windows.WithRaw):
                 value, raw = value
+                if isinstance(raw, deadletter.Sourced):
+                    raw, origin = raw
                 records = self._count_of(value)
                 payloads = _payloads(raw)
                 if payloads is not None and len(payloads) == records:
@@ -158,22 +180,26 @@ class _SplitLate(beam.DoFn):
                     for payload in payloads:
                         yield self._letter(payload, 1, key, span, why)
                     continue
-                if payloads is not None:
+                if payloads is not None or raw is None:
                     # (a partial whose payloads do not match its count:
-                    # kept as JSON by its fields, never silently)
+                    # kept as JSON by its fields, never silently; or a
+                    # value that carries its origin alone)
                     raw = _as_json(value)
             else:
                 raw = _as_json(value)
                 records = self._count_of(value)
             self._kept.inc(records)
-            yield self._letter(raw, records, key, span, why)
+            yield self._letter(raw, records, key, span, why, origin)
 
-    def _letter(self, raw, records, key, span, why):
+    def _letter(self, raw, records, key, span, why, origin=None):
         self._letters.inc()
+        reason = f'{records} record(s) of {key!r} for window {span} {why}'
+        if self._output is not None:
+            return beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
+                raw, LATE_STAGE, reason, deadletter.output_source(
+                    self._source, origin, self._output, key), claim=False))
         return beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
-            raw, LATE_STAGE,
-            f'{records} record(s) of {key!r} for window {span} {why}',
-            self._source))
+            raw, LATE_STAGE, reason, self._source))
 
 
 def _payloads(raw):
@@ -317,17 +343,28 @@ class AggregatePerKey(beam.PTransform):
     source URI those dead letters name; a payload a local read registered
     (``deadletter.register_origin``: a Pub/Sub message that may be late)
     names its message after it, so that a restart does not write it again.
+
+    ``late_output`` (with ``carries_raw``): a name for this grouping, where
+    a record has several outputs that may each be late (video_qoe: its
+    session and its rollups).  Values then may carry the record's origin
+    (``windows.WithRaw(value, deadletter.Sourced(raw, origin))``, ``raw``
+    None for a value kept as JSON); a late dead letter names it with this output and the key
+    (``URI#message=ID&window=NAME&key=K``), and a value whose origin says
+    the sink holds that dead letter (a restart) does not enter the grouping
+    again.
     """
 
     def __init__(self, combine_fn, make_row, count_of, accumulating, job,
                  key_type=str, window_in_key=False, merging=False,
-                 keep_late=None, carries_raw=False, source='', label=None):
+                 keep_late=None, carries_raw=False, source='', late_output=None,
+                 label=None):
         super().__init__(label)
         if carries_raw and (keep_late is None or window_in_key):
             raise ValueError('carries_raw needs keep_late on windowed input')
         self._carries_raw = carries_raw
         # (with carries_raw) the source URI late dead letters name
         self._source = source if carries_raw else ''
+        self._late_output = late_output if carries_raw else None
         self._merging = merging
         # keep_late: the allowed lateness (seconds) of a streaming input,
         # whose later records become dead letters in ``self.late``; None
@@ -343,16 +380,21 @@ class AggregatePerKey(beam.PTransform):
         self._job = job
 
     def expand(self, kvs):
-        count = (_CountKeyed if self._window_in_key else
-                 _CountCarried if self._carries_raw else _CountAssignments)
-        assigned = kvs | 'CountAssigned' >> beam.ParDo(
-            count(self._job, self._count_of))
+        if self._window_in_key:
+            count = _CountKeyed(self._job, self._count_of)
+        elif self._carries_raw:
+            count = _CountCarried(self._job, self._count_of,
+                                  self._late_output)
+        else:
+            count = _CountAssignments(self._job, self._count_of)
+        assigned = kvs | 'CountAssigned' >> beam.ParDo(count)
         if self._keep_late is not None and not self._window_in_key:
             split = (assigned
                      | windows.KEEP_LATE_LABEL >> beam.GroupByKey()
                      | 'SplitLate' >> beam.ParDo(_SplitLate(
                          self._job, self._count_of, self._keep_late,
-                         self._carries_raw, self._source))
+                         self._carries_raw, self._source,
+                         self._late_output))
                      .with_outputs(LATE, main='groups'))
             # Dead letters travel in the global window, as the decoders'
             # do: the job flattens both into one dead-letter table.

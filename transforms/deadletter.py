@@ -50,12 +50,16 @@ def one_line(reason: str) -> str:
     return reason
 
 
-def dead_letter(raw, stage: str, reason: str, source: str = '') -> DeadLetter:
+def dead_letter(raw, stage: str, reason: str, source: str = '',
+                claim: bool = True) -> DeadLetter:
+    """``claim``: a payload a local read registered names its message or
+    record after ``source`` (False where the caller names it: ``source``
+    then has its fragment already, see :func:`output_source`)."""
     raw = to_bytes(raw)
-    if _ORIGINS and source:
-        tag = _claim_origin(raw)
-        if tag is not None:
-            source = f'{source}#{tag}'
+    if _ORIGINS and source and claim:
+        origin = _claim_origin(raw)
+        if origin is not None:
+            source = f'{source}#{origin.tag}'
     return DeadLetter(
         raw=raw,
         stage=stage,
@@ -73,13 +77,55 @@ def dead_letter(raw, stage: str, reason: str, source: str = '') -> DeadLetter:
 # a restart finds in the dead-letter files which of the messages delivered
 # again were dead-lettered already.  Equal payloads take their tags in the
 # order they were registered.  Empty unless a local read registers some.
-_ORIGINS = {}                   # raw payload -> deque of tags
+#
+# A record with several windowed outputs (video_qoe: a report's session and
+# its rollups) may be late for each, and each late dead letter is written
+# on its own, so a kill may leave some of them in the sink and not the
+# others.  Such a job binds the origin to the decoded record
+# (:class:`BindOrigins`), and each late dead letter names the output it
+# stands for after it ('message=ID&window=session&key=K', see
+# :func:`output_source`).  A restart registers a message delivered again
+# with the outputs whose late dead letters the sink still holds
+# (``written``); the record is then kept out of those outputs' groupings
+# alone (``transforms.aggregate``) and goes through the others again.
+_ORIGINS = {}                   # raw payload -> deque of Origin
 _ORIGINS_LOCK = threading.Lock()
 
 
-def register_origin(raw: bytes, tag: str) -> None:
+class Origin(typing.NamedTuple):
+    """Where a record came from (``tag``: 'message=ID'), and the outputs
+    whose late dead letters a killed run wrote ('window=NAME&key=K')."""
+    tag: str
+    written: frozenset = frozenset()
+
+
+def register_origin(raw: bytes, tag: str, written=()) -> None:
     with _ORIGINS_LOCK:
-        _ORIGINS.setdefault(raw, collections.deque()).append(tag)
+        _ORIGINS.setdefault(raw, collections.deque()).append(
+            Origin(tag, frozenset(written)))
+
+
+def output_tag(output: str, key) -> str:
+    """The part of a late dead letter's tag naming its output: the grouping
+    (``output``) and the key it was late for."""
+    from urllib.parse import quote  # pylint: disable=import-outside-toplevel
+    return f'window={output}&key={quote(str(key), safe="")}'
+
+
+def output_source(source: str, origin, output: str, key) -> str:
+    """The ``source`` of a late dead letter of ``output`` (a grouping) for
+    ``key``: ``URI#message=ID&window=OUTPUT&key=K`` where the record's
+    ``origin`` is known, else the URI."""
+    if origin is None or not source:
+        return source
+    return f'{source}#{origin.tag}&{output_tag(output, key)}'
+
+
+def split_tag(tag: str):
+    """A dead letter's tag -> ``(origin tag, output tag or '')``:
+    'message=1&window=session&key=s' -> ('message=1', 'window=session&key=s')."""
+    head, sep, rest = tag.partition('&window=')
+    return head, f'window={rest}' if sep else ''
 
 
 def forget_origins(pairs=None) -> None:
@@ -93,15 +139,16 @@ def forget_origins(pairs=None) -> None:
             tags = _ORIGINS.get(raw)
             if tags is None:
                 continue
-            try:
-                tags.remove(tag)
-            except ValueError:
+            found = next((o for o in tags if o.tag == tag), None)
+            if found is None:
                 continue
+            tags.remove(found)
             if not tags:
                 del _ORIGINS[raw]
 
 
 def _claim_origin(raw: bytes):
+    """The Origin registered first for ``raw`` (taken), or None."""
     with _ORIGINS_LOCK:
         tags = _ORIGINS.get(raw)
         if not tags:
@@ -110,6 +157,42 @@ def _claim_origin(raw: bytes):
         if not tags:
             del _ORIGINS[raw]
         return tag
+
+
+def claim_origin(raw):
+    """The Origin a local read registered for the payload ``raw``, taken
+    (each registration names one record), or None."""
+    if not _ORIGINS:
+        return None
+    return _claim_origin(to_bytes(raw))
+
+
+class Sourced(typing.NamedTuple):
+    """What a value on its way to a grouping carries (``windows.WithRaw``'s
+    ``raw``) where its record's origin is known: the payload its late dead
+    letter holds (None: the value, as JSON) and the record's Origin."""
+    raw: typing.Any
+    origin: Origin
+
+
+def origin_of(raw):
+    """The Origin a carried ``raw`` names, or None."""
+    return raw.origin if isinstance(raw, Sourced) else None
+
+
+class BindOrigins(beam.DoFn):
+    """``(record, payload)`` -> ``(record, payload)`` or, where a local read
+    registered the payload (a record that may be late), ``(record,
+    Sourced(payload, origin))``: the message or record it was read from,
+    bound to the decoded record so that every late dead letter it makes
+    names it."""
+
+    def process(self, pair):
+        origin = claim_origin(pair[1]) if _ORIGINS else None
+        if origin is None:
+            yield pair
+        else:
+            yield pair[0], Sourced(pair[1], origin)
 
 
 def origins_written(directory: str, source: str,

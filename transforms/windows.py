@@ -107,6 +107,37 @@ class FinalAt(typing.NamedTuple):
         return max(w.closes_at(seconds, self.lateness) for w in self.windows)
 
 
+class LateFrom(typing.NamedTuple):
+    """Event time -> the earliest event time (the watermark at a grouping)
+    after which a record at that time may be late for one of ``windows``:
+    the first of its windows to close (its end plus the allowed lateness);
+    for sessions its own window's, ``[t, t + gap)``, or, where a session's
+    trigger may finish before its lateness runs out (no late firings, or
+    no allowed lateness), ``t`` itself (it may join a session that has
+    finished)."""
+    windows: tuple            # WindowSpec, ...
+    trigger: 'TriggerSpec'
+
+    def __call__(self, seconds: float) -> float:
+        lateness = self.trigger.lateness
+        found = []
+        for w in self.windows:
+            if w.kind == 'session':
+                finishes = not self.trigger.late or not lateness
+                found.append(seconds if finishes
+                             else seconds + w.size + lateness)
+                continue
+            step = w.size if w.kind == 'fixed' else w.period
+            micros = int(round(seconds * 1e6))
+            step_us = int(round(step * 1e6))
+            size_us = int(round(w.size * 1e6))
+            start = micros - micros % step_us
+            while start - step_us > micros - size_us:
+                start -= step_us
+            found.append((start + size_us) / 1e6 + lateness)
+        return min(found)
+
+
 def parse_window(text: str) -> WindowSpec:
     """'fixed:60s' | 'sliding:5m/1m' | 'session:30m' -> WindowSpec."""
     try:
@@ -345,7 +376,10 @@ class WithRaw(typing.NamedTuple):
     a sequence of payloads, one per record it covers (an Arrow binary array:
     a columnar partial's lines).  The grouping keeps ``value`` alone in its
     state; only a late value keeps ``raw``, which its dead letters hold (see
-    pipelines/local_runner.py and transforms/aggregate.py)."""
+    pipelines/local_runner.py and transforms/aggregate.py).  ``raw`` None:
+    the late dead letter holds the value as JSON; a ``deadletter.Sourced``:
+    that payload (or None) and the origin of the record the value stands
+    for, which its late dead letters name with their output."""
     value: typing.Any
     raw: typing.Any
 

@@ -268,3 +268,56 @@ def test_a_late_dead_letter_names_the_message_it_came_from():
         (b'late line', aggregate.LATE_STAGE, 'pubsub://s#message=7'),
         (b'other line', aggregate.LATE_STAGE, 'pubsub://s')]
     _kafka_commits.forget()
+
+
+def test_late_letters_of_a_record_with_several_outputs_name_their_output():
+    # video_qoe: a report may be late for its session and for its rollups,
+    # each a dead letter of its own.  The origin is bound to the decoded
+    # record (BindOrigins takes the registration), each late letter names
+    # it with its output and key, and a restart that finds some of them in
+    # the sink keeps the record out of those outputs alone.
+    from apache_beam.transforms.window import IntervalWindow
+    from transforms import aggregate, deadletter
+    _kafka_commits.forget()
+    deadletter.register_origin(b'report', 'message=7')
+    deadletter.register_origin(b'again', 'message=8',
+                               ['window=rollup&key=cdn%3Da'])
+    bound = [next(deadletter.BindOrigins().process((name, raw)))
+             for name, raw in (('r7', b'report'), ('r8', b'again'),
+                               ('r9', b'other'))]
+    assert bound == [
+        ('r7', deadletter.Sourced(b'report', deadletter.Origin('message=7'))),
+        ('r8', deadletter.Sourced(b'again', deadletter.Origin(
+            'message=8', frozenset({'window=rollup&key=cdn%3Da'})))),
+        ('r9', b'other')]
+    assert deadletter.claim_origin(b'report') is None     # taken once
+    session = aggregate._SplitLate('video_qoe', lambda value: 1, 30.0,
+                                   carries_raw=True, source='pubsub://s',
+                                   output='session')
+    late = windows.LateRecords([windows.WithRaw(*b) for b in bound], 5.0)
+    letters = [out.value for out in session.process(
+        ('sid 1', late), window=IntervalWindow(T0, T0 + 60))]
+    assert [(d.raw, d.source) for d in letters] == [
+        (b'report', 'pubsub://s#message=7&window=session&key=sid%201'),
+        (b'again', 'pubsub://s#message=8&window=session&key=sid%201'),
+        (b'other', 'pubsub://s')]
+    # A value that carries its origin alone is kept as JSON.
+    rollup = aggregate._SplitLate('video_qoe', lambda value: 1, 30.0,
+                                  carries_raw=True, source='pubsub://s',
+                                  output='rollup')
+    [letter] = [out.value for out in rollup.process(
+        ('cdn=a', windows.LateRecords([windows.WithRaw(
+            {'n': 1}, deadletter.Sourced(None, bound[0][1].origin))], 5.0)),
+        window=IntervalWindow(T0, T0 + 60))]
+    assert letter.raw == b'{"n":1}' and letter.source == \
+        'pubsub://s#message=7&window=rollup&key=cdn%3Da'
+    # Restart: message 8's rollup letter for cdn=a is written: it stays
+    # out of that grouping (and key) only.
+    count = aggregate._CountCarried('video_qoe', lambda value: 1, 'rollup')
+    passed = [(key, b[0]) for key in ('cdn=a', 'all') for b in bound
+              if list(count.process((key, windows.WithRaw(*b))))]
+    assert passed == [('cdn=a', 'r7'), ('cdn=a', 'r9'), ('all', 'r7'),
+                      ('all', 'r8'), ('all', 'r9')]
+    assert deadletter.split_tag(letter.source.split('#')[1]) == (
+        'message=7', 'window=rollup&key=cdn%3Da')
+    _kafka_commits.forget()

@@ -63,3 +63,32 @@ def test_trigger_defaults_and_implied_late():
 def test_bad_trigger_specs(text):
     with pytest.raises(SpecError):
         parse_trigger(text)
+
+
+@pytest.mark.parametrize('spec', ['fixed:60s', 'sliding:5m/1m',
+                                  'sliding:90s/40s'])
+def test_late_from_is_where_the_first_window_of_a_record_closes(spec):
+    # The oracle: Beam's own window function assigns the windows.
+    from apache_beam.utils.timestamp import Timestamp
+    from transforms.windows import LateFrom, parse_window
+    window = parse_window(spec)
+    late_from = LateFrom((window,), TriggerSpec(late=1, lateness=120.0))
+    for seconds in (0.0, 59.999, 60.0, 1000.5, 1767225612.25):
+        assigned = window.window_fn().assign(
+            beam_window.WindowFn.AssignContext(Timestamp.of(seconds)))
+        first = min(float(w.end) for w in assigned)
+        assert late_from(seconds) == pytest.approx(first + 120.0)
+
+
+def test_late_from_of_a_session_is_its_own_window_unless_it_can_finish():
+    from transforms.windows import LateFrom, parse_window
+    session, rollup = parse_window('session:30m'), parse_window('fixed:60s')
+    late = TriggerSpec(late=1, lateness=120.0)
+    assert LateFrom((session,), late)(1000.0) == 1000.0 + 1800 + 120
+    # The earliest of the job's windows: the rollup's, [960, 1020) + 120 s.
+    assert LateFrom((session, rollup), late)(1000.0) == 1140.0
+    # A session whose trigger finishes at its ON_TIME pane (no late
+    # firings, or no lateness) may take a record joining it no more as
+    # soon as the watermark passes that record.
+    for trigger in (TriggerSpec(lateness=120.0), TriggerSpec(late=1)):
+        assert LateFrom((session,), trigger)(1000.0) == 1000.0

@@ -80,6 +80,13 @@ class Context(typing.NamedTuple):
     # of a window a killed run published once a restart publishes that
     # window again (docs/reliability.md, "Other sinks").  '' : none.
     run_id: str = ''
+    # Event time (seconds) -> the earliest event time after which a record
+    # may be late for one of the job's groupings (transforms.windows
+    # .LateFrom), where each of the job's late dead letters names its
+    # output (transforms.deadletter.BindOrigins): a local read then
+    # registers such a record's origin (the message) even though some of
+    # its windows take it still; None: only once all its windows are final.
+    late_from: typing.Optional[typing.Callable] = None
 
 
 def parse_uri(text: str) -> Uri:

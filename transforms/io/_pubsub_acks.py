@@ -39,7 +39,10 @@ before the run by pipelines/run.py)
   only output, written before the kill but maybe well before its
   acknowledgement: the dead letter carries the message id, see
   ``deadletter.register_origin``; counted
-  ``filtered.replayed_dead_letter``, and acknowledged);
+  ``filtered.replayed_dead_letter``, and acknowledged); a message with
+  several outputs (video_qoe: a report's session and rollups) whose late
+  dead letters name their output is read again, and kept out of just the
+  outputs whose dead letters the sink holds (``deadletter.output_source``);
 * starts the watermark at ``h`` (windows final then stay closed) and holds
   it there until the killed run's leases have expired (the subscription's
   ack deadline, at least ``LEASE_SECONDS``), so that its messages, which
@@ -87,6 +90,10 @@ class Resume(typing.NamedTuple):
     hold_seconds: float       # until the killed run's leases have expired
     # messages whose dead letters the sink holds (set by dead_lettered)
     dead_lettered: frozenset = frozenset()
+    # message id -> the outputs ('window=NAME&key=K') whose late dead
+    # letters the sink holds, of a message with several (set by
+    # dead_lettered; see deadletter.output_source)
+    outputs_written: typing.Optional[dict] = None
 
     @property
     def complete(self) -> bool:
@@ -154,15 +161,19 @@ def recover(subscription, path, ack_deadline):
     return horizon, committed_at
 
 
-def dead_lettered(subscription, message_ids):
+def dead_lettered(subscription, message_ids, outputs=None):
     """After the roll-back: the messages of ``subscription`` whose dead
     letters the sink holds (``deadletter.origins_written``); a restart
-    skips them when they come again."""
+    skips them when they come again.  ``outputs``: message id -> the
+    outputs of a message with several whose late dead letters the sink
+    holds; such a message is read again and kept out of those alone."""
     with _LOCK:
         found = _RESUMES.get(subscription)
         if found is not None:
             _RESUMES[subscription] = found._replace(
-                dead_lettered=frozenset(message_ids))
+                dead_lettered=frozenset(message_ids),
+                outputs_written={m: frozenset(o) for m, o in
+                                 (outputs or {}).items()})
 
 
 def origin_tag(message_id) -> str:

@@ -276,9 +276,18 @@ def dead_lettered(uri, tags):
     if subscription is None:
         return
     prefix = _pubsub_acks.ORIGIN_PREFIX
-    _pubsub_acks.dead_lettered(
-        subscription,
-        {t[len(prefix):] for t in tags if t.startswith(prefix)})
+    whole, outputs = set(), {}
+    for tag in tags:
+        if not tag.startswith(prefix):
+            continue
+        origin, output = deadletter.split_tag(tag)
+        if output:
+            # a late dead letter of one of the message's outputs
+            # (deadletter.output_source): that output alone is written
+            outputs.setdefault(origin[len(prefix):], set()).add(output)
+        else:
+            whole.add(origin[len(prefix):])
+    _pubsub_acks.dead_lettered(subscription, whole, outputs)
 
 
 def _message_id(message, attribute):
@@ -372,7 +381,8 @@ class _LocalRead(beam.PTransform):
         context = self._context
         fn = (_PullFn if self._spec.stop_idle_seconds is not None
               else _PullUnboundedFn)(
-            context.job, context.final_at, context.event_time, self._blocks)
+            context.job, context.final_at, context.event_time, self._blocks,
+            context.late_from)
         return (pbegin
                 | 'Impulse' >> beam.Impulse()
                 | 'Subscription' >> beam.Map(_subscribe, self._spec)
@@ -447,9 +457,11 @@ class _PullFn(beam.DoFn):
     """``_Spec`` -> the subscription's messages, held un-acknowledged until
     final (a bounded read: ``stop=idle``)."""
 
-    def __init__(self, job, final_at, event_time, blocks):
+    def __init__(self, job, final_at, event_time, blocks, late_from=None):
         self._job = job
         self._final_at = final_at
+        # (io.Context.late_from) where late dead letters name their output
+        self._late_from = late_from
         self._event_time = event_time
         self._blocks = blocks
         self._read = Metrics.counter(job, 'read')
@@ -483,6 +495,9 @@ class _PullFn(beam.DoFn):
         replayed = resume.ids if resume is not None else frozenset()
         dead_lettered = resume.dead_lettered if resume is not None \
             else frozenset()
+        # message id -> the outputs whose late dead letters the sink holds
+        outputs_written = (resume.outputs_written or {}) \
+            if resume is not None else {}
         stamp = self._event_time
         position = tracker.current_restriction().start
         started = time.monotonic()
@@ -551,16 +566,25 @@ class _PullFn(beam.DoFn):
                 # decides lateness is behind that watermark): its
                 # window.late dead letter, its only output, carries the
                 # message id too.  Forgotten when it is acknowledged.
+                # Where the job's late dead letters name their output
+                # (io.Context.late_from), so does a record that may be late
+                # for any of its groupings, and one delivered again some of
+                # whose outputs' late dead letters the sink holds: it is
+                # registered with those, and kept out of them alone.
+                written = outputs_written.get(message_id, ())
                 origin = data if stamp is not None and seconds is None or \
-                    seconds is not None and self._final_at and \
-                    final <= float(floor) else None
+                    seconds is not None and (
+                        self._final_at and final <= float(floor) or
+                        self._late_from is not None and
+                        self._late_from(seconds) <= float(floor)) or \
+                    written else None
                 if not ledger.hold(message_id, item.ack_id, final,
                                    float(at) + _AFTER, origin):
                     self._again.inc()     # held already: read once
                     continue
                 if origin is not None:
                     deadletter.register_origin(
-                        origin, _pubsub_acks.origin_tag(message_id))
+                        origin, _pubsub_acks.origin_tag(message_id), written)
                 if seconds is not None:
                     state.newest = seconds if state.newest is None \
                         else max(state.newest, seconds)

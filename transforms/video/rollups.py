@@ -38,6 +38,7 @@ from apache_beam.transforms.userstate import (BagStateSpec,
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms import deadletter, windows
 from transforms.combiners import MergingCombineFn, Quantiles
 from transforms.video.sessions import point_of
 
@@ -141,21 +142,41 @@ class _TimelineFn(beam.DoFn):
     FLUSH = TimerSpec('flush', TimeDomain.WATERMARK)
     CLOSE = TimerSpec('close', TimeDomain.WATERMARK)
 
-    def __init__(self, gap_ms: int, job: str):
+    def __init__(self, gap_ms: int, job: str, carries_origin=False):
         self._gap_ms = gap_ms
         self._late = Metrics.counter(job, 'rollups.late_reports')
+        # reports come as (report, deadletter.Origin or None) and every
+        # contribution leaves as a windows.WithRaw, a report's own
+        # contribution with the report's origin (deadletter.Sourced)
+        self._carries_origin = carries_origin
+
+    def _report(self, item):
+        return item[0] if self._carries_origin else item
+
+    def _out(self, contributions, origin):
+        if not self._carries_origin:
+            yield from contributions
+            return
+        for tv in contributions:
+            yield TimestampedValue(windows.WithRaw(
+                tv.value, deadletter.Sourced(None, origin)
+                if origin is not None and tv.value.reports else None),
+                tv.timestamp)
 
     def process(self, kv, pending=beam.DoFn.StateParam(PENDING),
                 walk_state=beam.DoFn.StateParam(WALK),
                 next_state=beam.DoFn.StateParam(NEXT),
                 flush=beam.DoFn.TimerParam(FLUSH)):
-        sid, report = kv
+        sid, item = kv
+        report = self._report(item)
         walk = walk_state.read() or _Walk()
         if walk.last_ts is not None and report.ts_ms < walk.last_ts:
             self._late.inc()
-            yield from self._report_only(sid, report, walk, walk_state)
+            yield from self._out(
+                self._report_only(sid, report, walk, walk_state),
+                item[1] if self._carries_origin else None)
             return
-        pending.add(report)
+        pending.add(item)
         due = next_state.read()
         if due is None or report.ts_ms < due:
             next_state.write(report.ts_ms)
@@ -178,22 +199,29 @@ class _TimelineFn(beam.DoFn):
                 flush=beam.DoFn.TimerParam(FLUSH),
                 close=beam.DoFn.TimerParam(CLOSE)):
         limit = fired.micros // 1000
-        reports = list(pending.read())
-        due = sorted((r for r in reports if r.ts_ms <= limit), key=_order)
-        rest = [r for r in reports if r.ts_ms > limit]
+        items = list(pending.read())
+        report = self._report
+        due = sorted((i for i in items if report(i).ts_ms <= limit),
+                     key=lambda i: _order(report(i)))
+        rest = [i for i in items if report(i).ts_ms > limit]
         pending.clear()
-        for r in rest:
-            pending.add(r)
+        for i in rest:
+            pending.add(i)
         if rest:
-            first = min(r.ts_ms for r in rest)
+            first = min(report(i).ts_ms for i in rest)
             next_state.write(first)
             flush.set(Timestamp(micros=first * 1000))
         else:
             next_state.clear()
         walk = walk_state.read() or _Walk()
-        for report in due:
-            walk = yield from walk_report(key, report, walk,
-                                          self._gap_ms)
+        for item in due:
+            if self._carries_origin:
+                contributions, walk = _walked(walk_report(
+                    key, item[0], walk, self._gap_ms))
+                yield from self._out(contributions, item[1])
+            else:
+                walk = yield from walk_report(key, item, walk,
+                                              self._gap_ms)
         walk_state.write(walk)
         if walk.last_ts is not None:
             close.set(Timestamp(micros=(walk.last_ts + self._gap_ms) * 1000))
@@ -206,9 +234,19 @@ class _TimelineFn(beam.DoFn):
         if walk is None or walk.last_ts is None or \
                 fired.micros // 1000 < walk.last_ts + self._gap_ms:
             return
-        yield from close_session(key, walk, self._gap_ms)
+        yield from self._out(close_session(key, walk, self._gap_ms), None)
         # The session is over; a later report starts a new one.
         walk_state.write(_Walk(last_ts=walk.last_ts))
+
+
+def _walked(walking):
+    """A walk step's contributions (a list) and the walk after it."""
+    contributions = []
+    try:
+        while True:
+            contributions.append(next(walking))
+    except StopIteration as stop:
+        return contributions, stop.value
 
 
 class SessionTimeline(beam.PTransform):
@@ -218,23 +256,36 @@ class SessionTimeline(beam.PTransform):
     In a stream, a stateful DoFn walks each session as the watermark passes
     its reports; in a batch run (bounded input, one pass) all reports of a
     session id are grouped and walked at once, which is the same walk (the
-    local runner does not hold a batch's watermark for a DoFn's timers)."""
+    local runner does not hold a batch's watermark for a DoFn's timers).
+
+    ``carries_origin`` (a stream): the input is ``(report,
+    deadletter.Origin or None)`` pairs and every contribution leaves as a
+    ``windows.WithRaw(contribution, raw)``: ``raw`` a
+    ``deadletter.Sourced(None, origin)`` for a report's own contribution
+    (``reports`` 1) whose origin is known, else None (a duration or an
+    exit comes from the walk of several reports)."""
 
     def __init__(self, gap_seconds: float, job: str, streaming: bool,
-                 label=None):
+                 carries_origin=False, label=None):
         super().__init__(label)
         self._gap_ms = int(round(gap_seconds * 1000))
         self._job = job
         self._streaming = streaming
+        self._carries_origin = carries_origin and streaming
 
     def expand(self, reports):
-        keyed = (reports
-                 | 'KeyBySession' >> beam.Map(
-                     lambda r: (r.session_id, r)).with_output_types(
-                         typing.Tuple[str, typing.Any]))
+        if self._carries_origin:
+            keyed = reports | 'KeyBySession' >> beam.Map(
+                lambda p: (p[0].session_id, p)).with_output_types(
+                    typing.Tuple[str, typing.Any])
+        else:
+            keyed = (reports
+                     | 'KeyBySession' >> beam.Map(
+                         lambda r: (r.session_id, r)).with_output_types(
+                             typing.Tuple[str, typing.Any]))
         if self._streaming:
             return keyed | 'Walk' >> beam.ParDo(
-                _TimelineFn(self._gap_ms, self._job))
+                _TimelineFn(self._gap_ms, self._job, self._carries_origin))
         return (keyed
                 | 'GlobalWindow' >> beam.WindowInto(
                     beam.transforms.window.GlobalWindows())
@@ -243,11 +294,14 @@ class SessionTimeline(beam.PTransform):
 
 
 def by_dimension(c: Contribution):
-    """A contribution once per dimension: (dimension key, contribution)."""
+    """A contribution once per dimension: (dimension key, contribution); a
+    ``windows.WithRaw`` (carrying its origin) goes on as it is, keyed by
+    its contribution's dimensions."""
+    d = c.value if isinstance(c, windows.WithRaw) else c
     yield 'all', c
-    yield f'content={c.content_id}', c
-    yield f'cdn={c.cdn}', c
-    yield f'stream_type={c.stream_type}', c
+    yield f'content={d.content_id}', c
+    yield f'cdn={d.cdn}', c
+    yield f'stream_type={d.stream_type}', c
 
 
 class RollupAcc:
