@@ -288,11 +288,8 @@ def dead_lettered(uri, job, tags):
 
 
 _ORIGIN = re.compile(r'partition=(\d+)&offset=(\d+)')
-
-
-def _origin_tag(partition, offset) -> str:
-    """The tag a record's dead letter carries after the source URI."""
-    return f'partition={partition}&offset={offset}'
+# The tag a record's dead letter carries after the source URI.
+_origin_tag = _kafka_commits.origin_tag
 
 
 def unbounded(uri) -> bool:
@@ -528,16 +525,21 @@ class _ReadPartitionFn(beam.DoFn):
             _kafka_commits.track(spec, self._final_at,
                                  lambda offsets, s=spec:
                                  self._commit_final(s, offsets))
-            _kafka_commits.started(spec, spec.partition, restriction.start)
             with _BACKLOG_LOCK:
                 resume = _RESUME.get(key)
                 dead_lettered = _DEAD_LETTERED.get(key, frozenset())
+            _kafka_commits.started(
+                spec, spec.partition, restriction.start,
+                resume.horizon if resume is not None else None)
             if resume is not None and not resume.complete:
                 # Windows final before the restart stay closed.
                 self._advance(watermark, resume.horizon, key)
         newest_read = None
         stamped = None            # the latest timestamp emitted
         steps = []                # (offset, newest event time before it)
+        # (offset, final at, stamped, payload) of the records that may be
+        # late: their windows final under the watermark they are read under
+        late = []
         with _BACKLOG_LOCK:
             last_record, newest = _LAST_RECORD.setdefault(key, (started, None))
             pending = _PENDING_COMMITS.pop(key, None)
@@ -580,6 +582,12 @@ class _ReadPartitionFn(beam.DoFn):
                     floor = watermark.current_watermark() or MIN_TIMESTAMP
                     if exact:
                         times = _event_times(messages, stamp)
+                if final_only:
+                    # The read's watermark: the grouping that decides
+                    # lateness is behind it (per record where the values
+                    # carry the record timestamps).
+                    mark = float(watermark.current_watermark() or
+                                 MIN_TIMESTAMP)
                 # A poll reaching back before the restart's read offset is
                 # read record by record (its already counted records are
                 # skipped, the rest still travel in one block).
@@ -599,6 +607,9 @@ class _ReadPartitionFn(beam.DoFn):
                             newest_read = _max_time(newest_read, times)
                             _register_undated(messages, times,
                                               spec.partition)
+                            _register_late(messages, times, mark,
+                                           self._final_at, spec.partition,
+                                           late)
                         stamped = _later(stamped, floor)
                         yield _line_block(data, floor)
                     else:
@@ -637,10 +648,11 @@ class _ReadPartitionFn(beam.DoFn):
                             self._read.inc()
                             self._replayed.inc()
                             continue
-                        if event_time is None and offset in dead_lettered:
+                        if offset in dead_lettered:
                             # Read before the restart, after its last
                             # commit's look: its dead letter (its only
-                            # output) is written.
+                            # output: it could not be dated, or it was
+                            # late) is written.
                             self._read.inc()
                             self._replayed_dead.inc()
                             continue
@@ -648,9 +660,21 @@ class _ReadPartitionFn(beam.DoFn):
                                 newest_read is not None:
                             steps.append((offset, newest_read))
                         newest_read = _max_time(newest_read, (event_time,))
-                        if event_time is None and exact:
-                            deadletter.register_origin(
-                                value, _origin_tag(spec.partition, offset))
+                        if event_time is None:
+                            if exact:
+                                deadletter.register_origin(
+                                    value, _origin_tag(spec.partition,
+                                                       offset))
+                        elif event_time < mark:
+                            final = self._final_at(event_time)
+                            if final <= mark:
+                                # May be late: its window.late dead letter
+                                # names it (see _register_late).
+                                deadletter.register_origin(
+                                    value, _origin_tag(spec.partition,
+                                                       offset))
+                                late.append((offset, final, mark if exact
+                                             else seconds, value))
                     if stamp is not None:
                         seconds = floor
                     stamped = _later(stamped, seconds)
@@ -659,6 +683,8 @@ class _ReadPartitionFn(beam.DoFn):
                         yield TimestampedValue(value, seconds)
                     if stamp is None:
                         self._advance(watermark, seconds - lag, key)
+                        if final_only:
+                            mark = max(mark, seconds - lag)
                         newest = seconds if newest is None else max(
                             newest, seconds)
                 if block:
@@ -727,7 +753,7 @@ class _ReadPartitionFn(beam.DoFn):
             if final_only:
                 if next_offset is not None:
                     _kafka_commits.emitted(spec, spec.partition, next_offset,
-                                           newest_read, stamped, steps)
+                                           newest_read, stamped, steps, late)
             elif next_offset is not None:
                 if finalizer is not None:
                     finalizer.register(
@@ -909,6 +935,26 @@ def _register_undated(messages, times, partition):
         if value is not None:
             deadletter.register_origin(
                 value, _origin_tag(partition, messages[index].offset()))
+
+
+def _register_late(messages, times, mark, final_at, partition, late):
+    """A poll's records that may be late (their windows final at or before
+    ``mark``, the watermark they are read under: the grouping that decides
+    lateness is behind it, so a superset; in an ordered stream only the
+    records older than the watermark are tried) are registered as their
+    dead letters' origins: a window.late dead letter, a late record's only
+    output, names it, so that a restart does not write it again.  Added
+    to ``late`` for the commit ledger, which forgets those that turn out
+    in their windows (``_kafka_commits.release``)."""
+    for index in np.flatnonzero(times < mark).tolist():
+        seconds = float(times[index])
+        final = final_at(seconds)
+        if final <= mark:
+            message = messages[index]
+            value = message.value()
+            deadletter.register_origin(
+                value, _origin_tag(partition, message.offset()))
+            late.append((message.offset(), final, mark, value))
 
 
 def _dated(seconds):
