@@ -31,12 +31,34 @@ A restart of the group then (``Resume``)
   is already in those final panes; and one before ``p`` that the job
   cannot date: it is in the dead letters (counted
   ``filtered.replayed_final``);
-* skips a later record the job cannot date whose dead letter the sink
-  holds (written after the look but before the kill): the dead letter
-  names it (``deadletter.register_origin``; counted
+* skips a record whose dead letter the sink holds (written before the
+  kill, maybe after the look): one the job cannot date, or one that was
+  late (window.late); the dead letter names it
+  (``deadletter.register_origin``; counted
   ``filtered.replayed_dead_letter``);
 * finds later records of final windows late, as a run that had not stopped
   would have, and keeps them as dead letters;
+
+Late records.  A record's windows may be final under the watermark it is
+read under (the grouping that decides lateness is behind it: a superset
+of the late records, in an ordered stream only the disordered ones): the
+read registers it as its dead letter's origin, and tells the ledger
+(``emitted(late=...)``).  Once *settled* (processed, or handed over with
+nothing pending stamped at or before its value's timestamp, after which
+what it produced is: it is in its window, or its late dead letter is
+written) it is forgotten, its registration too unless a dead letter took
+it.  One handed over but not settled may be in its window (if that
+window's final pane is written, a restart must skip it) or pending before
+its decode, late (its dead letter not yet written, a restart must read it
+again), which the restart cannot tell apart: so no commit carries a
+horizon past its windows.  The horizon committed stops just before them
+(the restart rolls those windows back and reads them again, the record
+with them), or, where an earlier commit's horizon is already past them
+(it is late, its windows final before it came), nothing is committed
+until it is settled.  A horizon committed never goes back (the runner's
+dips below final windows while a late record is pending, and the windows
+final at a commit, or at the commit a restart resumes, were kept by the
+roll-back: their records are not read again).
 
 (a run that ended commits the horizon ``COMPLETE``: nothing to skip or
 roll back, and the next run's watermark starts afresh), and the sinks drop
