@@ -555,6 +555,7 @@ class _ReadPartitionFn(beam.DoFn):
         # it, read for every record (the first record whose windows are not
         # final may be anywhere in a poll), else the record timestamp.
         exact = final_only and stamp is not None
+        lateness = getattr(self._final_at, 'lateness', 0.0)
         replaying = resume is not None and not resume.complete
         # Records read before the restart whose dead letters are written
         # may lie past its read offset (written before the kill, but after
@@ -665,7 +666,9 @@ class _ReadPartitionFn(beam.DoFn):
                                 deadletter.register_origin(
                                     value, _origin_tag(spec.partition,
                                                        offset))
-                        elif event_time < mark:
+                        elif event_time + lateness < mark:
+                            # (a window closes after its records' times
+                            # plus the allowed lateness)
                             final = self._final_at(event_time)
                             if final <= mark:
                                 # May be late: its window.late dead letter
@@ -945,8 +948,11 @@ def _register_late(messages, times, mark, final_at, partition, late):
     dead letters' origins: a window.late dead letter, a late record's only
     output, names it, so that a restart does not write it again.  Added
     to ``late`` for the commit ledger, which forgets those that turn out
-    in their windows (``_kafka_commits.release``)."""
-    for index in np.flatnonzero(times < mark).tolist():
+    in their windows (``_kafka_commits.release``).  Only records more than
+    the allowed lateness older than ``mark`` are tried (a window closes
+    after its records' times plus the lateness)."""
+    lateness = getattr(final_at, 'lateness', 0.0)
+    for index in np.flatnonzero(times + lateness < mark).tolist():
         seconds = float(times[index])
         final = final_at(seconds)
         if final <= mark:
