@@ -39,15 +39,15 @@ A restart of the group then (``Resume``)
 * finds later records of final windows late, as a run that had not stopped
   would have, and keeps them as dead letters;
 
-Late records.  A record's windows may be final under the watermark it is
-read under (the grouping that decides lateness is behind it: a superset
-of the late records, in an ordered stream only the disordered ones): the
-read registers it as its dead letter's origin, and tells the ledger
-(``emitted(late=...)``).  Once *settled* (processed, or handed over with
-nothing pending stamped at or before its value's timestamp, after which
-what it produced is: it is in its window, or its late dead letter is
-written) it is forgotten, its registration too unless a dead letter took
-it.  One handed over but not settled may be in its window (if that
+Late records.  A record's windows may be final under its partition's
+watermark when it is read (the grouping that decides lateness is behind
+it: a superset of the late records, in an ordered stream only the
+disordered ones): the read registers it as its dead letter's origin, and
+tells the ledger (``emitted(late=...)``).  Once *settled* (handed over,
+nothing pending stamped at or before the later of its value's timestamp
+and its windows' close: what it produced is done, it is in its window or
+its late dead letter is written) it is forgotten, its registration too
+unless a dead letter took it.  One handed over but not settled may be in its window (if that
 window's final pane is written, a restart must skip it) or pending before
 its decode, late (its dead letter not yet written, a restart must read it
 again), which the restart cannot tell apart: so no commit carries a
@@ -359,24 +359,28 @@ _BEFORE = 0.001
 
 
 def _settle(ledger, pending, high, forgotten):
-    """Drops the records that may be late and are settled: processed, or
-    handed over with nothing stamped at or before what they produced
-    pending (their values are stamped at or after their windows close,
-    what they produce before: they are in their window, whose final pane
-    is then written if it closes by the horizon, or their late dead
-    letters are written).  Their origins no dead letter took are
+    """Drops the records that may be late and are settled: handed over,
+    with nothing pending stamped at or before the later of their values'
+    timestamp and their windows' close (what they produce is stamped
+    before: their decoded records and partials by event time, a late
+    value at its window's end): they are in their window, whose final
+    pane is then written if it closes by the horizon, or their late dead
+    letters are written.  (Not the processed position: it counts a read
+    processed once nothing stamped at or before its values is pending,
+    and the values of a local read are stamped with its estimator's
+    watermark, which starts empty: its decoded records may still be
+    pending then.)  Their origins no dead letter took are
     forgotten (``forgotten``: ``(payload, tag)``), so that no other
     payload's dead letter takes them.  Returns the earliest "final at" of
     those handed over but not settled whose windows close by ``high``
     (None: none)."""
     undecided = None
     for partition, entries in ledger.maybe_late.items():
-        processed = ledger.processed.get(partition, 0)
         read = ledger.read_looked.get(partition, 0)
         kept = []
         for entry in entries:
             offset, final, settled, raw = entry
-            if offset < processed or offset < read and settled <= pending:
+            if offset < read and settled <= pending:
                 forgotten.append((raw, origin_tag(partition, offset)))
                 continue
             kept.append(entry)

@@ -386,6 +386,16 @@ def _backlog_key(spec):
     return (spec.brokers, spec.topic, spec.partition, spec.group)
 
 
+def _known_watermark(key, estimator) -> float:
+    """A partition's watermark (seconds): the later of its read's
+    estimator and the last estimate of a read in this process."""
+    current = estimator.current_watermark()
+    with _BACKLOG_LOCK:
+        known = _WATERMARKS.get(key)
+    marks = [float(m) for m in (current, known) if m is not None]
+    return max(marks) if marks else float(MIN_TIMESTAMP)
+
+
 def _most_advanced(spec):
     """The highest watermark of the topic's partitions read in this process
     (for the group), or None."""
@@ -584,11 +594,13 @@ class _ReadPartitionFn(beam.DoFn):
                     if exact:
                         times = _event_times(messages, stamp)
                 if final_only:
-                    # The read's watermark: the grouping that decides
-                    # lateness is behind it (per record where the values
-                    # carry the record timestamps).
-                    mark = float(watermark.current_watermark() or
-                                 MIN_TIMESTAMP)
+                    # The partition's watermark as last estimated (the
+                    # estimator of a read on the local runner starts
+                    # empty): the grouping that decides lateness is behind
+                    # it (per record where the values carry the record
+                    # timestamps).
+                    mark = _known_watermark(key, watermark)
+                    at = float(floor) if stamp is not None else None
                 # A poll reaching back before the restart's read offset is
                 # read record by record (its already counted records are
                 # skipped, the rest still travel in one block).
@@ -610,7 +622,7 @@ class _ReadPartitionFn(beam.DoFn):
                                               spec.partition)
                             _register_late(messages, times, mark,
                                            self._final_at, spec.partition,
-                                           late)
+                                           late, at)
                         stamped = _later(stamped, floor)
                         yield _line_block(data, floor)
                     else:
@@ -676,7 +688,7 @@ class _ReadPartitionFn(beam.DoFn):
                                 deadletter.register_origin(
                                     value, _origin_tag(spec.partition,
                                                        offset))
-                                late.append((offset, final, mark if exact
+                                late.append((offset, final, at if exact
                                              else seconds, value))
                     if stamp is not None:
                         seconds = floor
@@ -940,7 +952,8 @@ def _register_undated(messages, times, partition):
                 value, _origin_tag(partition, messages[index].offset()))
 
 
-def _register_late(messages, times, mark, final_at, partition, late):
+def _register_late(messages, times, mark, final_at, partition, late,
+                   stamped=None):
     """A poll's records that may be late (their windows final at or before
     ``mark``, the watermark they are read under: the grouping that decides
     lateness is behind it, so a superset; in an ordered stream only the
@@ -948,7 +961,8 @@ def _register_late(messages, times, mark, final_at, partition, late):
     dead letters' origins: a window.late dead letter, a late record's only
     output, names it, so that a restart does not write it again.  Added
     to ``late`` for the commit ledger, which forgets those that turn out
-    in their windows (``_kafka_commits.release``).  Only records more than
+    in their windows (``_kafka_commits.release``), the values stamped
+    ``stamped`` (default ``mark``).  Only records more than
     the allowed lateness older than ``mark`` are tried (a window closes
     after its records' times plus the lateness)."""
     lateness = getattr(final_at, 'lateness', 0.0)
@@ -960,7 +974,8 @@ def _register_late(messages, times, mark, final_at, partition, late):
             value = message.value()
             deadletter.register_origin(
                 value, _origin_tag(partition, message.offset()))
-            late.append((message.offset(), final, mark, value))
+            late.append((message.offset(), final,
+                         mark if stamped is None else stamped, value))
 
 
 def _dated(seconds):
