@@ -373,6 +373,9 @@ def start_offset(consumer, spec: PartitionSpec) -> int:
 _BACKLOG = {}
 _LAST_RECORD = {}
 _WATERMARKS = {}
+# The highest of them so far (a read's estimator starts empty, and its
+# first estimate may be below an idle partition's last one).
+_HIGHEST = {}
 _PENDING_COMMITS = {}
 _RESUME = {}
 # partition -> offsets whose dead letters a resumed run's sink holds
@@ -388,10 +391,11 @@ def _backlog_key(spec):
 
 def _known_watermark(key, estimator) -> float:
     """A partition's watermark (seconds): the later of its read's
-    estimator and the last estimate of a read in this process."""
+    estimator and the highest estimate of a read in this process (the
+    runner holds what the read emits at one of those)."""
     current = estimator.current_watermark()
     with _BACKLOG_LOCK:
-        known = _WATERMARKS.get(key)
+        known = _HIGHEST.get(key)
     marks = [float(m) for m in (current, known) if m is not None]
     return max(marks) if marks else float(MIN_TIMESTAMP)
 
@@ -793,6 +797,8 @@ class _ReadPartitionFn(beam.DoFn):
             estimator.set_watermark(mark)
             with _BACKLOG_LOCK:
                 _WATERMARKS[key] = mark
+                if key not in _HIGHEST or mark > _HIGHEST[key]:
+                    _HIGHEST[key] = mark
 
     @staticmethod
     def local_watermark(spec):
