@@ -31,12 +31,34 @@ A restart of the group then (``Resume``)
   is already in those final panes; and one before ``p`` that the job
   cannot date: it is in the dead letters (counted
   ``filtered.replayed_final``);
-* skips a later record the job cannot date whose dead letter the sink
-  holds (written after the look but before the kill): the dead letter
-  names it (``deadletter.register_origin``; counted
+* skips a record whose dead letter the sink holds (written before the
+  kill, maybe after the look): one the job cannot date, or one that was
+  late (window.late); the dead letter names it
+  (``deadletter.register_origin``; counted
   ``filtered.replayed_dead_letter``);
 * finds later records of final windows late, as a run that had not stopped
   would have, and keeps them as dead letters;
+
+Late records.  A record's windows may be final under its partition's
+watermark when it is read (the grouping that decides lateness is behind
+it: a superset of the late records, in an ordered stream only the
+disordered ones): the read registers it as its dead letter's origin, and
+tells the ledger (``emitted(late=...)``).  Once *settled* (handed over,
+nothing pending stamped at or before the later of its value's timestamp
+and its windows' close: what it produced is done, it is in its window or
+its late dead letter is written) it is forgotten, its registration too
+unless a dead letter took it.  One handed over but not settled may be in its window (if that
+window's final pane is written, a restart must skip it) or pending before
+its decode, late (its dead letter not yet written, a restart must read it
+again), which the restart cannot tell apart: so no commit carries a
+horizon past its windows.  The horizon committed stops just before them
+(the restart rolls those windows back and reads them again, the record
+with them), or, where an earlier commit's horizon is already past them
+(it is late, its windows final before it came), nothing is committed
+until it is settled.  A horizon committed never goes back (the runner's
+dips below final windows while a late record is pending, and the windows
+final at a commit, or at the commit a restart resumes, were kept by the
+roll-back: their records are not read again).
 
 (a run that ended commits the horizon ``COMPLETE``: nothing to skip or
 roll back, and the next run's watermark starts afresh), and the sinks drop
@@ -130,9 +152,20 @@ class _Ledger:
         # written or in window state (nothing of it pending)
         self.processed = {}
         self.committable = {}         # partition -> offset
+        # partition -> [[offset, final at, settled (once nothing stamped
+        # at or before it is pending, all the record produced is done),
+        # payload]] of the records that may be late (their windows final
+        # under the watermark they were read under), in offset order: each
+        # registered as its dead letter's origin (deadletter.register_origin)
+        self.maybe_late = {}
         self.handed = 0               # the runner's commits of reads so far
         self.looked = 0               # those before the runner's last look
         self.horizon = None
+        # the highest horizon the committable offsets were taken under
+        # (or the resumed commit's): windows final then stay final, so no
+        # commit carries a lower one (the runner's horizon dips below
+        # final windows while a late record is pending)
+        self.high = None
         self.committed_at = 0.0
         self.dirty = False
 
@@ -150,10 +183,15 @@ def track(spec, final_at, commit):
         return ledger
 
 
-def started(spec, partition, offset):
-    """A read of ``partition`` starts at ``offset`` (nothing read yet)."""
+def started(spec, partition, offset, horizon=None):
+    """A read of ``partition`` starts at ``offset`` (nothing read yet);
+    ``horizon``: that of the commit it resumes (its final windows stay
+    final)."""
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
+        if horizon is not None and horizon < COMPLETE and \
+                (ledger.high is None or horizon > ledger.high):
+            ledger.high = horizon
         ledger.read.setdefault(partition, offset)
         ledger.read_looked.setdefault(partition, offset)
         ledger.processed.setdefault(partition, offset)
@@ -161,16 +199,24 @@ def started(spec, partition, offset):
 
 
 def emitted(spec, partition, next_offset, newest_seconds, stamped=None,
-            steps=()):
+            steps=(), late=()):
     """Records up to ``next_offset`` were emitted, the newest (by the event
     time the windows use) at ``newest_seconds`` (None: nothing new since the
     last), the latest value the read emitted timestamped ``stamped``
     (seconds; None: it emitted none, all were skipped).  ``steps``:
     ``(offset, newest)`` within the read, in offset order (the records
     before ``offset`` are no newer than ``newest``), so that a commit may
-    stop inside a read (a read may take a whole partition's backlog)."""
+    stop inside a read (a read may take a whole partition's backlog).
+    ``late``: ``(offset, final at, stamped, payload)`` of the records that
+    may be late (final at or before the watermark they were read under,
+    their values stamped ``stamped``), registered as their dead letters'
+    origins (see ``release``)."""
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
+        if late:
+            ledger.maybe_late.setdefault(partition, []).extend(
+                [offset, final, max(final, stamp + _AFTER), raw]
+                for offset, final, stamp, raw in late)
         final = ledger.final_at_max.get(partition, float('-inf'))
         stamped = float('-inf') if stamped is None else stamped + _AFTER
         points = ledger.checkpoints.setdefault(partition, [])
@@ -215,8 +261,19 @@ def release(horizon, pending=None):
     to the first record not yet final (its windows are not final, or what
     its read emitted may still be pending: a record the job cannot date is
     a dead letter once decoded), the horizon of Pub/Sub's
-    acknowledgements (transforms/io/_pubsub_acks.py) per partition."""
+    acknowledgements (transforms/io/_pubsub_acks.py) per partition.
+
+    A record that may be late, handed over but maybe still pending before
+    its decode, is not yet decided: in its window (its final pane written
+    if the horizon is past it) or late (its dead letter, its only output,
+    written after this look).  A restart must skip it in the first case
+    and read it again in the second, so no commit may carry a horizon past
+    its windows: the horizon committed stops just before them (the
+    restart then rolls its windows back and reads them again, it with
+    them), or, where an earlier commit's horizon is past them already (it
+    is surely late), nothing is committed until it is settled."""
     due = []
+    forgotten = []
     now = time.time()
     told, pending = pending, float('inf') if pending is None else pending
     with _LOCK:
@@ -224,13 +281,17 @@ def release(horizon, pending=None):
             if horizon == float('inf'):
                 _handed(ledger)
                 ledger.looked = ledger.handed
-            moved = False
+                high = horizon
+            else:
+                high = horizon if ledger.high is None else \
+                    max(horizon, ledger.high)
+            processed = {}
             for partition, points in ledger.checkpoints.items():
                 # Checkpoints are in offset order: a prefix of them is
                 # processed (handed over before the runner looked, nothing
                 # they emitted pending), and of that a prefix final ("final
                 # at" only grows).
-                processed = 0
+                count = 0
                 for point in points:
                     if point[3] is None or point[3] > ledger.looked:
                         break
@@ -240,38 +301,99 @@ def release(horizon, pending=None):
                     if point[3] is None or point[3] > ledger.looked or \
                             point[2] > pending:
                         break
-                    processed += 1
-                if processed:
+                    count += 1
+                processed[partition] = count
+                if count:
                     ledger.processed[partition] = max(
                         ledger.processed.get(partition, 0),
-                        points[processed - 1][0])
+                        points[count - 1][0])
+            undecided = _settle(ledger, pending, high, forgotten)
+            defer = False
+            if undecided is not None:
+                if ledger.high is not None and undecided <= ledger.high:
+                    defer, high = True, ledger.high
+                else:
+                    high = undecided - _BEFORE if ledger.high is None \
+                        else max(ledger.high, undecided - _BEFORE)
+            if horizon != float('inf'):
+                ledger.high = high
+            moved = False
+            for partition, points in ledger.checkpoints.items():
                 done = 0
-                while done < processed and points[done][1] <= horizon:
+                while done < processed.get(partition, 0) and \
+                        points[done][1] <= high:
                     done += 1
                 if done:
                     ledger.committable[partition] = points[done - 1][0]
                     del points[:done]
                     moved = True
             ledger.dirty = ledger.dirty or moved
-            if ledger.horizon is not None and horizon <= ledger.horizon \
+            if defer:
+                continue
+            if ledger.horizon is not None and high <= ledger.horizon \
                     and not ledger.dirty:
                 continue
             if horizon != float('inf') and \
                     now - ledger.committed_at < MIN_INTERVAL:
                 continue
-            ledger.horizon = horizon
+            ledger.horizon = high
             ledger.committed_at = now
             ledger.dirty = False
             offsets = [(p, offset, metadata(
-                horizon if horizon != float('inf') else COMPLETE, now,
+                high if high != float('inf') else COMPLETE, now,
                 max(offset, ledger.read_looked.get(p, offset)),
                 max(offset, ledger.processed.get(p, offset))))
                 for p, offset in sorted(ledger.committable.items())]
             due.append((ledger.commit, offsets))
+    if forgotten:
+        from transforms import deadletter  # pylint: disable=import-outside-toplevel
+        deadletter.forget_origins(forgotten)
     for commit, offsets in due:
         commit(offsets)
     for listener, _, _ in list(_LISTENERS):
         listener(horizon, horizon if told is None else told)
+
+
+# A horizon committed "just before" a window closes (seconds).
+_BEFORE = 0.001
+
+
+def _settle(ledger, pending, high, forgotten):
+    """Drops the records that may be late and are settled: handed over,
+    with nothing pending stamped at or before the later of their values'
+    timestamp and their windows' close (what they produce is stamped
+    before: their decoded records and partials by event time, a late
+    value at its window's end): they are in their window, whose final
+    pane is then written if it closes by the horizon, or their late dead
+    letters are written.  (Not the processed position: it counts a read
+    processed once nothing stamped at or before its values is pending,
+    and the values of a local read are stamped with its estimator's
+    watermark, which starts empty: its decoded records may still be
+    pending then.)  Their origins no dead letter took are
+    forgotten (``forgotten``: ``(payload, tag)``), so that no other
+    payload's dead letter takes them.  Returns the earliest "final at" of
+    those handed over but not settled whose windows close by ``high``
+    (None: none)."""
+    undecided = None
+    for partition, entries in ledger.maybe_late.items():
+        read = ledger.read_looked.get(partition, 0)
+        kept = []
+        for entry in entries:
+            offset, final, settled, raw = entry
+            if offset < read and settled <= pending:
+                forgotten.append((raw, origin_tag(partition, offset)))
+                continue
+            kept.append(entry)
+            if offset < read and final <= high and \
+                    (undecided is None or final < undecided):
+                undecided = final
+        entries[:] = kept
+    return undecided
+
+
+def origin_tag(partition, offset) -> str:
+    """The tag a record's dead letter carries after the source URI."""
+    return f'partition={partition}&offset={offset}'
 
 
 def prepare():

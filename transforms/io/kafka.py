@@ -288,11 +288,8 @@ def dead_lettered(uri, job, tags):
 
 
 _ORIGIN = re.compile(r'partition=(\d+)&offset=(\d+)')
-
-
-def _origin_tag(partition, offset) -> str:
-    """The tag a record's dead letter carries after the source URI."""
-    return f'partition={partition}&offset={offset}'
+# The tag a record's dead letter carries after the source URI.
+_origin_tag = _kafka_commits.origin_tag
 
 
 def unbounded(uri) -> bool:
@@ -376,6 +373,9 @@ def start_offset(consumer, spec: PartitionSpec) -> int:
 _BACKLOG = {}
 _LAST_RECORD = {}
 _WATERMARKS = {}
+# The highest of them so far (a read's estimator starts empty, and its
+# first estimate may be below an idle partition's last one).
+_HIGHEST = {}
 _PENDING_COMMITS = {}
 _RESUME = {}
 # partition -> offsets whose dead letters a resumed run's sink holds
@@ -387,6 +387,17 @@ _BACKLOG_LOCK = threading.Lock()
 
 def _backlog_key(spec):
     return (spec.brokers, spec.topic, spec.partition, spec.group)
+
+
+def _known_watermark(key, estimator) -> float:
+    """A partition's watermark (seconds): the later of its read's
+    estimator and the highest estimate of a read in this process (the
+    runner holds what the read emits at one of those)."""
+    current = estimator.current_watermark()
+    with _BACKLOG_LOCK:
+        known = _HIGHEST.get(key)
+    marks = [float(m) for m in (current, known) if m is not None]
+    return max(marks) if marks else float(MIN_TIMESTAMP)
 
 
 def _most_advanced(spec):
@@ -528,16 +539,21 @@ class _ReadPartitionFn(beam.DoFn):
             _kafka_commits.track(spec, self._final_at,
                                  lambda offsets, s=spec:
                                  self._commit_final(s, offsets))
-            _kafka_commits.started(spec, spec.partition, restriction.start)
             with _BACKLOG_LOCK:
                 resume = _RESUME.get(key)
                 dead_lettered = _DEAD_LETTERED.get(key, frozenset())
+            _kafka_commits.started(
+                spec, spec.partition, restriction.start,
+                resume.horizon if resume is not None else None)
             if resume is not None and not resume.complete:
                 # Windows final before the restart stay closed.
                 self._advance(watermark, resume.horizon, key)
         newest_read = None
         stamped = None            # the latest timestamp emitted
         steps = []                # (offset, newest event time before it)
+        # (offset, final at, stamped, payload) of the records that may be
+        # late: their windows final under the watermark they are read under
+        late = []
         with _BACKLOG_LOCK:
             last_record, newest = _LAST_RECORD.setdefault(key, (started, None))
             pending = _PENDING_COMMITS.pop(key, None)
@@ -553,6 +569,7 @@ class _ReadPartitionFn(beam.DoFn):
         # it, read for every record (the first record whose windows are not
         # final may be anywhere in a poll), else the record timestamp.
         exact = final_only and stamp is not None
+        lateness = getattr(self._final_at, 'lateness', 0.0)
         replaying = resume is not None and not resume.complete
         # Records read before the restart whose dead letters are written
         # may lie past its read offset (written before the kill, but after
@@ -580,6 +597,14 @@ class _ReadPartitionFn(beam.DoFn):
                     floor = watermark.current_watermark() or MIN_TIMESTAMP
                     if exact:
                         times = _event_times(messages, stamp)
+                if final_only:
+                    # The partition's watermark as last estimated (the
+                    # estimator of a read on the local runner starts
+                    # empty): the grouping that decides lateness is behind
+                    # it (per record where the values carry the record
+                    # timestamps).
+                    mark = _known_watermark(key, watermark)
+                    at = float(floor) if stamp is not None else None
                 # A poll reaching back before the restart's read offset is
                 # read record by record (its already counted records are
                 # skipped, the rest still travel in one block).
@@ -599,6 +624,9 @@ class _ReadPartitionFn(beam.DoFn):
                             newest_read = _max_time(newest_read, times)
                             _register_undated(messages, times,
                                               spec.partition)
+                            _register_late(messages, times, mark,
+                                           self._final_at, spec.partition,
+                                           late, at)
                         stamped = _later(stamped, floor)
                         yield _line_block(data, floor)
                     else:
@@ -637,10 +665,11 @@ class _ReadPartitionFn(beam.DoFn):
                             self._read.inc()
                             self._replayed.inc()
                             continue
-                        if event_time is None and offset in dead_lettered:
+                        if offset in dead_lettered:
                             # Read before the restart, after its last
                             # commit's look: its dead letter (its only
-                            # output) is written.
+                            # output: it could not be dated, or it was
+                            # late) is written.
                             self._read.inc()
                             self._replayed_dead.inc()
                             continue
@@ -648,9 +677,23 @@ class _ReadPartitionFn(beam.DoFn):
                                 newest_read is not None:
                             steps.append((offset, newest_read))
                         newest_read = _max_time(newest_read, (event_time,))
-                        if event_time is None and exact:
-                            deadletter.register_origin(
-                                value, _origin_tag(spec.partition, offset))
+                        if event_time is None:
+                            if exact:
+                                deadletter.register_origin(
+                                    value, _origin_tag(spec.partition,
+                                                       offset))
+                        elif event_time + lateness < mark:
+                            # (a window closes after its records' times
+                            # plus the allowed lateness)
+                            final = self._final_at(event_time)
+                            if final <= mark:
+                                # May be late: its window.late dead letter
+                                # names it (see _register_late).
+                                deadletter.register_origin(
+                                    value, _origin_tag(spec.partition,
+                                                       offset))
+                                late.append((offset, final, at if exact
+                                             else seconds, value))
                     if stamp is not None:
                         seconds = floor
                     stamped = _later(stamped, seconds)
@@ -659,6 +702,8 @@ class _ReadPartitionFn(beam.DoFn):
                         yield TimestampedValue(value, seconds)
                     if stamp is None:
                         self._advance(watermark, seconds - lag, key)
+                        if final_only:
+                            mark = max(mark, seconds - lag)
                         newest = seconds if newest is None else max(
                             newest, seconds)
                 if block:
@@ -727,7 +772,7 @@ class _ReadPartitionFn(beam.DoFn):
             if final_only:
                 if next_offset is not None:
                     _kafka_commits.emitted(spec, spec.partition, next_offset,
-                                           newest_read, stamped, steps)
+                                           newest_read, stamped, steps, late)
             elif next_offset is not None:
                 if finalizer is not None:
                     finalizer.register(
@@ -752,6 +797,8 @@ class _ReadPartitionFn(beam.DoFn):
             estimator.set_watermark(mark)
             with _BACKLOG_LOCK:
                 _WATERMARKS[key] = mark
+                if key not in _HIGHEST or mark > _HIGHEST[key]:
+                    _HIGHEST[key] = mark
 
     @staticmethod
     def local_watermark(spec):
@@ -909,6 +956,32 @@ def _register_undated(messages, times, partition):
         if value is not None:
             deadletter.register_origin(
                 value, _origin_tag(partition, messages[index].offset()))
+
+
+def _register_late(messages, times, mark, final_at, partition, late,
+                   stamped=None):
+    """A poll's records that may be late (their windows final at or before
+    ``mark``, the watermark they are read under: the grouping that decides
+    lateness is behind it, so a superset; in an ordered stream only the
+    records older than the watermark are tried) are registered as their
+    dead letters' origins: a window.late dead letter, a late record's only
+    output, names it, so that a restart does not write it again.  Added
+    to ``late`` for the commit ledger, which forgets those that turn out
+    in their windows (``_kafka_commits.release``), the values stamped
+    ``stamped`` (default ``mark``).  Only records more than
+    the allowed lateness older than ``mark`` are tried (a window closes
+    after its records' times plus the lateness)."""
+    lateness = getattr(final_at, 'lateness', 0.0)
+    for index in np.flatnonzero(times + lateness < mark).tolist():
+        seconds = float(times[index])
+        final = final_at(seconds)
+        if final <= mark:
+            message = messages[index]
+            value = message.value()
+            deadletter.register_origin(
+                value, _origin_tag(partition, message.offset()))
+            late.append((message.offset(), final,
+                         mark if stamped is None else stamped, value))
 
 
 def _dated(seconds):
