@@ -39,6 +39,7 @@ NEWLINE = 10
 RFC3339 = (r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?'
            r'(Z|[+-]\d{2}:\d{2})$')
 OPEN_BRACE = ord('{')
+CLOSE_BRACE = ord('}')
 # Lines whose objects and arrays Arrow reads as types nested deeper than
 # this go to the reference decoder (see json_block).
 MAX_JSON_DEPTH = 32
@@ -98,7 +99,8 @@ def utf8_invalid_lines(data: bytes, starts, ends) -> np.ndarray:
 
 def json_candidates(data: bytes, starts, ends, max_bytes: int) -> np.ndarray:
     """Boolean mask of lines worth giving to the JSON reader: they start with
-    '{', are within the size limit and are valid UTF-8."""
+    '{', end with '}' (before trailing blanks: a truncated line does not),
+    are within the size limit and are valid UTF-8."""
     if len(starts) == 0:
         return np.zeros(0, bool)
     raw = np.frombuffer(data, np.uint8)
@@ -107,8 +109,58 @@ def json_candidates(data: bytes, starts, ends, max_bytes: int) -> np.ndarray:
     nonempty = lengths > 0
     first[nonempty] = raw[starts[nonempty]]
     mask = (first == OPEN_BRACE) & (lengths <= max_bytes)
+    mask &= _last_byte(raw, starts, ends) == CLOSE_BRACE
     mask[utf8_invalid_lines(data, starts, ends)] = False
     return mask
+
+
+def _last_byte(raw: np.ndarray, starts, ends, blanks: int = 16):
+    """Each line's last byte but JSON's blanks (space, tab, CR), 0 for a
+    line of blanks, or of more trailing blanks than ``blanks`` (such a line
+    is left to the reference decoder)."""
+    last = ends - 1
+    byte = np.zeros(len(starts), np.uint8)
+    inside = last >= starts
+    byte[inside] = raw[last[inside]]
+    for _ in range(blanks):
+        blank = inside & _blank(byte)
+        if not blank.any():
+            return byte
+        last[blank] -= 1
+        inside = last >= starts
+        byte[blank & ~inside] = 0
+        more = blank & inside
+        byte[more] = raw[last[more]]
+    byte[inside & _blank(byte)] = 0
+    return byte
+
+
+def _blank(byte: np.ndarray) -> np.ndarray:
+    return (byte == 32) | (byte == 9) | (byte == 13)    # space, tab, CR
+
+
+def _typed_as_text(data: bytes, ends, schema: pa.Schema) -> np.ndarray:
+    """Lines where a field the schema types as a number or boolean holds a
+    string, object or array written the compact way (``"status":"abc"``):
+    Arrow's reader refuses the whole read there, and the lines before it
+    are read twice (see json_block).  Found with ``bytes.find`` (a few
+    needles, no match on most blocks); other spellings still reach the
+    reader, which refuses them as before."""
+    found = []
+    for field in schema:
+        if not (pa.types.is_integer(field.type) or
+                pa.types.is_floating(field.type) or
+                pa.types.is_boolean(field.type)):
+            continue
+        for opener in (b'"', b'{', b'['):
+            needle = b'"' + field.name.encode() + b'":' + opener
+            at = data.find(needle)
+            while at >= 0:
+                found.append(at)
+                at = data.find(needle, at + len(needle))
+    if not found:
+        return np.zeros(0, np.int64)
+    return np.unique(np.searchsorted(ends, np.asarray(found, np.int64)))
 
 
 def _too_deep(schema: pa.Schema, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -157,6 +209,13 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
     lines = np.flatnonzero(candidates)
     if lines.size == 0:
         return [], np.zeros(0, np.int64)
+    # Lines the reader would refuse for a mistyped field, known beforehand.
+    mistyped = _typed_as_text(data, ends, schema)
+    mistyped = mistyped[candidates[mistyped]] if mistyped.size else mistyped
+    if mistyped.size:
+        lines = np.setdiff1d(lines, mistyped, assume_unique=True)
+        if lines.size == 0:
+            return [], mistyped
     # One blob of the candidate lines, built from a few large slices.
     blob = b'\n'.join(data[starts[a]:ends[b]] for a, b in _runs(lines))
     blob_starts, blob_ends = line_bounds(blob)
@@ -202,8 +261,11 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
         read(mid, hi)
 
     read(0, len(blob_starts))
-    return segments, lines[np.asarray(sorted(refused), dtype=np.int64)] \
+    refused = lines[np.asarray(sorted(refused), dtype=np.int64)] \
         if refused else np.zeros(0, np.int64)
+    if mistyped.size:
+        refused = np.union1d(refused, mistyped)
+    return segments, refused
 
 
 def decode_one_by_one(decode_each, data: bytes, bounds, lines: list = None):
