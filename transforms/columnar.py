@@ -44,6 +44,8 @@ CLOSE_BRACE = ord('}')
 # this go to the reference decoder (see json_block).
 MAX_JSON_DEPTH = 32
 _ROW = re.compile(r'\bin row (\d+)')
+# Arrow's reader refusing a top-level field's value for its type.
+_MISTYPED = re.compile(r'\bColumn\(/([^/()]+)\) changed from ')
 
 
 def keeps_semantics(trigger, *window_specs) -> bool:
@@ -139,28 +141,19 @@ def _blank(byte: np.ndarray) -> np.ndarray:
     return (byte == 32) | (byte == 9) | (byte == 13)    # space, tab, CR
 
 
-def _typed_as_text(data: bytes, ends, schema: pa.Schema) -> np.ndarray:
-    """Lines where a field the schema types as a number or boolean holds a
-    string, object or array written the compact way (``"status":"abc"``):
-    Arrow's reader refuses the whole read there, and the lines before it
-    are read twice (see json_block).  Found with ``bytes.find`` (a few
-    needles, no match on most blocks); other spellings still reach the
-    reader, which refuses them as before."""
+def _typed_as_text(data: bytes, ends, name: str) -> list:
+    """The lines of ``data`` (``ends``: their ends) where the field ``name``
+    holds a string, object or array written the compact way
+    (``"status":"abc"``), found with ``bytes.find``."""
     found = []
-    for field in schema:
-        if not (pa.types.is_integer(field.type) or
-                pa.types.is_floating(field.type) or
-                pa.types.is_boolean(field.type)):
-            continue
-        for opener in (b'"', b'{', b'['):
-            needle = b'"' + field.name.encode() + b'":' + opener
-            at = data.find(needle)
-            while at >= 0:
-                found.append(at)
-                at = data.find(needle, at + len(needle))
-    if not found:
-        return np.zeros(0, np.int64)
-    return np.unique(np.searchsorted(ends, np.asarray(found, np.int64)))
+    for opener in (b'"', b'{', b'['):
+        needle = b'"' + name.encode() + b'":' + opener
+        at = data.find(needle)
+        while at >= 0:
+            found.append(at)
+            at = data.find(needle, at + len(needle))
+    return np.unique(np.searchsorted(
+        ends, np.asarray(found, np.int64))).tolist() if found else []
 
 
 def _too_deep(schema: pa.Schema, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -209,22 +202,27 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
     lines = np.flatnonzero(candidates)
     if lines.size == 0:
         return [], np.zeros(0, np.int64)
-    # Lines the reader would refuse for a mistyped field, known beforehand.
-    mistyped = _typed_as_text(data, ends, schema)
-    mistyped = mistyped[candidates[mistyped]] if mistyped.size else mistyped
-    if mistyped.size:
-        lines = np.setdiff1d(lines, mistyped, assume_unique=True)
-        if lines.size == 0:
-            return [], mistyped
     # One blob of the candidate lines, built from a few large slices.
     blob = b'\n'.join(data[starts[a]:ends[b]] for a, b in _runs(lines))
     blob_starts, blob_ends = line_bounds(blob)
     parse = pajson.ParseOptions(explicit_schema=schema,
                                 unexpected_field_behavior='infer')
     segments, refused = [], []
+    # Rows a field of the schema refuses (a number holding text, say), found
+    # in the whole blob once the reader names that field: Arrow refuses the
+    # whole read at such a row, and the rows before it were read twice at
+    # each.  Later reads leave them out.
+    mistyped, looked_for = set(), set()
 
     def read(lo, hi):            # rows [lo, hi) of the blob
         while lo < hi:
+            known = [r for r in mistyped if lo <= r < hi]
+            if known:
+                bad = min(known)
+                read(lo, bad)
+                refused.append(bad)
+                lo = bad + 1
+                continue
             chunk = memoryview(blob)[blob_starts[lo]:blob_ends[hi - 1]]
             try:
                 table = pajson.read_json(
@@ -233,6 +231,14 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
                         use_threads=False, block_size=len(chunk) + 1),
                     parse_options=parse)
             except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+                field = _MISTYPED.search(str(e))
+                if field and field.group(1) not in looked_for and \
+                        field.group(1) in schema.names:
+                    looked_for.add(field.group(1))
+                    found = _typed_as_text(blob, blob_ends, field.group(1))
+                    if any(lo <= r < hi for r in found):
+                        mistyped.update(found)
+                        continue
                 match = _ROW.search(str(e))
                 if match and int(match.group(1)) < hi - lo:
                     bad = lo + int(match.group(1))
@@ -261,11 +267,8 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
         read(mid, hi)
 
     read(0, len(blob_starts))
-    refused = lines[np.asarray(sorted(refused), dtype=np.int64)] \
+    return segments, lines[np.asarray(sorted(refused), dtype=np.int64)] \
         if refused else np.zeros(0, np.int64)
-    if mistyped.size:
-        refused = np.union1d(refused, mistyped)
-    return segments, refused
 
 
 def decode_one_by_one(decode_each, data: bytes, bounds, lines: list = None):

@@ -86,12 +86,13 @@ def test_json_block_accounts_for_every_candidate_once(seed):
                 assert f'"service":"{service}"'.encode() in lines[line]
 
 
-def test_lines_the_reader_would_refuse_are_known_before_reading():
-    """A truncated line (no closing brace) is no candidate, a field typed
-    as a number that holds text is refused before the read (the reader
-    would refuse the whole read there and the lines before it be read
-    twice); trailing blanks are JSON's; the block decodes as the reference
-    decoder decodes it, line by line."""
+def test_lines_the_reader_would_refuse_are_left_out_of_its_reads():
+    """A truncated line (no closing brace) is no candidate; once the reader
+    names a field typed as a number that holds text, every line where it
+    does (written the compact way) is refused before the next read (the
+    reader refused the whole read at each, and the lines before it were
+    read twice); trailing blanks are JSON's; the block decodes as the
+    reference decoder decodes it, line by line."""
     good = [GOOD % (i % 60, i % 3, 200, b'1.5') for i in range(40)]
     odd = {3: good[3][:30], 7: GOOD % (7, 1, 200, b'1.5') + b' \r',
            11: b'{"timestamp":"2026-01-01T00:00:11Z","service":"s1",'
