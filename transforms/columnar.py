@@ -309,7 +309,8 @@ def decode_json_lines(data: bytes, bounds, *, schema: pa.Schema,
         if lines is not None:
             lines.append(rows)
     others = np.sort(np.concatenate(fallback))
-    payloads = [data[starts[i]:ends[i]] for i in others]
+    payloads = [data[a:b] for a, b in zip(starts[others].tolist(),
+                                          ends[others].tolist())]
     if lines is None:
         columns, refused_lines, _ = decode_each(payloads)
     else:
