@@ -200,29 +200,47 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
     (to be decoded one by one by the reference decoder).
     """
     lines = np.flatnonzero(candidates)
+    parse = pajson.ParseOptions(explicit_schema=schema,
+                                unexpected_field_behavior='infer')
+    # Lines where a field of the schema holds what its type refuses (a
+    # number holding text, say), found in the whole blob once the reader
+    # names that field: Arrow refuses a whole read at each such line, and
+    # the lines before it were read twice at each.  They are left out of
+    # the blob, which is read again (once per field at most).
+    mistyped, looked_for = [], set()
+    while True:
+        segments, refused = _json_blob(data, starts, ends, lines, schema,
+                                       parse, bisect_below, looked_for)
+        if isinstance(segments, JsonSegment):     # left out: read again
+            mistyped.append(segments.lines)
+            lines = np.setdiff1d(lines, segments.lines, assume_unique=True)
+            continue
+        break
+    refused = [lines[np.asarray(sorted(refused), dtype=np.int64)]] \
+        if refused else []
+    refused = np.sort(np.concatenate(refused + mistyped)) \
+        if refused or mistyped else np.zeros(0, np.int64)
+    return segments, refused
+
+
+def _json_blob(data, starts, ends, lines, schema, parse, bisect_below,
+               looked_for):
+    """:func:`json_block`'s reading of ``lines`` as one blob: ``(segments,
+    refused rows of lines)``, or ``(JsonSegment(lines to leave out, None),
+    None)`` when the reader names a mistyped field not in ``looked_for``
+    (added) that some lines hold."""
     if lines.size == 0:
-        return [], np.zeros(0, np.int64)
+        return [], []
     # One blob of the candidate lines, built from a few large slices.
     blob = b'\n'.join(data[starts[a]:ends[b]] for a, b in _runs(lines))
     blob_starts, blob_ends = line_bounds(blob)
-    parse = pajson.ParseOptions(explicit_schema=schema,
-                                unexpected_field_behavior='infer')
     segments, refused = [], []
-    # Rows a field of the schema refuses (a number holding text, say), found
-    # in the whole blob once the reader names that field: Arrow refuses the
-    # whole read at such a row, and the rows before it were read twice at
-    # each.  Later reads leave them out.
-    mistyped, looked_for = set(), set()
+
+    class _LeaveOut(Exception):
+        pass
 
     def read(lo, hi):            # rows [lo, hi) of the blob
         while lo < hi:
-            known = [r for r in mistyped if lo <= r < hi]
-            if known:
-                bad = min(known)
-                read(lo, bad)
-                refused.append(bad)
-                lo = bad + 1
-                continue
             chunk = memoryview(blob)[blob_starts[lo]:blob_ends[hi - 1]]
             try:
                 table = pajson.read_json(
@@ -236,9 +254,8 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
                         field.group(1) in schema.names:
                     looked_for.add(field.group(1))
                     found = _typed_as_text(blob, blob_ends, field.group(1))
-                    if any(lo <= r < hi for r in found):
-                        mistyped.update(found)
-                        continue
+                    if found:
+                        raise _LeaveOut(lines[np.asarray(found, np.int64)])
                 match = _ROW.search(str(e))
                 if match and int(match.group(1)) < hi - lo:
                     bad = lo + int(match.group(1))
@@ -266,9 +283,11 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
         read(lo, mid)
         read(mid, hi)
 
-    read(0, len(blob_starts))
-    return segments, lines[np.asarray(sorted(refused), dtype=np.int64)] \
-        if refused else np.zeros(0, np.int64)
+    try:
+        read(0, len(blob_starts))
+    except _LeaveOut as out:
+        return JsonSegment(out.args[0], None), None
+    return segments, refused
 
 
 def decode_one_by_one(decode_each, data: bytes, bounds, lines: list = None):
