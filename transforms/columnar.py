@@ -344,12 +344,12 @@ def decode_json_lines(data: bytes, bounds, *, schema: pa.Schema,
 def block_lines(data: bytes, starts, ends) -> pa.Array:
     """The lines of a block as an Arrow binary array, exactly as ``data
     [starts[i]:ends[i]]`` (lines that hold no b'\\n', each followed by
-    one, the last by none, as ``line_bounds`` cuts them): one pass of numpy
-    over the bytes, no Python object per line."""
+    one, the last by none, as ``line_bounds`` cuts them): the bytes without
+    their newlines (``bytes.replace``, a pass in C) and the offsets from
+    numpy, no Python object per line."""
     if len(starts) == 0:
         return pa.array([], pa.binary())
-    raw = np.frombuffer(data, np.uint8)
-    values = raw[raw != NEWLINE]
+    values = bytes(data).replace(b'\n', b'')
     # line i starts after the i newlines before it
     offsets = np.append(starts - np.arange(len(starts)),
                         ends[-1] - (len(starts) - 1))
