@@ -5,7 +5,9 @@ dead-lettered, and every decoded record reached an output pane or, arriving
 after the allowed lateness, the dead letters (stage ``window.late``; on the
 local runner) — counted, never silent.
 """
+import contextlib
 import datetime
+import gc
 import importlib
 import json
 import os
@@ -378,10 +380,30 @@ def run(job_module, argv, out=sys.stdout):
     """Parse argv for the job, build and run it; returns the summary dict
     (local runners) or None."""
     started = time.time()
-    result, args, local = start(job_module, argv, out)
-    if not local:
-        return None
-    return finish(job_module, result, args, started, out)
+    with _collector_spared():
+        result, args, local = start(job_module, argv, out)
+        if not local:
+            return None
+        return finish(job_module, result, args, started, out)
+
+
+@contextlib.contextmanager
+def _collector_spared():
+    """While a run lasts, what existed before it (the imported modules:
+    some 200,000 objects) is left out of the cyclic garbage collector's
+    full collections (``gc.freeze``), and put back after it.  A full
+    collection during a run scanned them all for nothing: a tenth of a
+    CPU-second, a twentieth of make run's stream.  Objects stay freed by
+    their reference counts meanwhile; cycles among them are collected after
+    the run.  An outer freeze (a caller's) is left as it is."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def finish(job_module, result, args, started=None, out=sys.stdout):

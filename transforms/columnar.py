@@ -39,10 +39,13 @@ NEWLINE = 10
 RFC3339 = (r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?'
            r'(Z|[+-]\d{2}:\d{2})$')
 OPEN_BRACE = ord('{')
+CLOSE_BRACE = ord('}')
 # Lines whose objects and arrays Arrow reads as types nested deeper than
 # this go to the reference decoder (see json_block).
 MAX_JSON_DEPTH = 32
 _ROW = re.compile(r'\bin row (\d+)')
+# Arrow's reader refusing a top-level field's value for its type.
+_MISTYPED = re.compile(r'\bColumn\(/([^/()]+)\) changed from ')
 
 
 def keeps_semantics(trigger, *window_specs) -> bool:
@@ -98,7 +101,8 @@ def utf8_invalid_lines(data: bytes, starts, ends) -> np.ndarray:
 
 def json_candidates(data: bytes, starts, ends, max_bytes: int) -> np.ndarray:
     """Boolean mask of lines worth giving to the JSON reader: they start with
-    '{', are within the size limit and are valid UTF-8."""
+    '{', end with '}' (before trailing blanks: a truncated line does not),
+    are within the size limit and are valid UTF-8."""
     if len(starts) == 0:
         return np.zeros(0, bool)
     raw = np.frombuffer(data, np.uint8)
@@ -107,8 +111,49 @@ def json_candidates(data: bytes, starts, ends, max_bytes: int) -> np.ndarray:
     nonempty = lengths > 0
     first[nonempty] = raw[starts[nonempty]]
     mask = (first == OPEN_BRACE) & (lengths <= max_bytes)
+    mask &= _last_byte(raw, starts, ends) == CLOSE_BRACE
     mask[utf8_invalid_lines(data, starts, ends)] = False
     return mask
+
+
+def _last_byte(raw: np.ndarray, starts, ends, blanks: int = 16):
+    """Each line's last byte but JSON's blanks (space, tab, CR), 0 for a
+    line of blanks, or of more trailing blanks than ``blanks`` (such a line
+    is left to the reference decoder)."""
+    last = ends - 1
+    byte = np.zeros(len(starts), np.uint8)
+    inside = last >= starts
+    byte[inside] = raw[last[inside]]
+    for _ in range(blanks):
+        blank = inside & _blank(byte)
+        if not blank.any():
+            return byte
+        last[blank] -= 1
+        inside = last >= starts
+        byte[blank & ~inside] = 0
+        more = blank & inside
+        byte[more] = raw[last[more]]
+    byte[inside & _blank(byte)] = 0
+    return byte
+
+
+def _blank(byte: np.ndarray) -> np.ndarray:
+    return (byte == 32) | (byte == 9) | (byte == 13)    # space, tab, CR
+
+
+def _typed_as_text(data: bytes, ends, name: str) -> list:
+    """The lines of ``data`` (``ends``: their ends) where the field ``name``
+    holds a string, object or array written the compact way
+    (``"status":"abc"``), found with ``bytes.find``."""
+    found = []
+    for opener in (b'"', b'{', b'['):
+        needle = b'"' + name.encode() + b'":' + opener
+        at = data.find(needle)
+        while at >= 0:
+            found.append(at)
+            at = data.find(needle, at + len(needle))
+    return np.unique(np.searchsorted(
+        ends, np.asarray(found, np.int64))).tolist() if found else []
 
 
 def _too_deep(schema: pa.Schema, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -155,14 +200,44 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
     (to be decoded one by one by the reference decoder).
     """
     lines = np.flatnonzero(candidates)
+    parse = pajson.ParseOptions(explicit_schema=schema,
+                                unexpected_field_behavior='infer')
+    # Lines where a field of the schema holds what its type refuses (a
+    # number holding text, say), found in the whole blob once the reader
+    # names that field: Arrow refuses a whole read at each such line, and
+    # the lines before it were read twice at each.  They are left out of
+    # the blob, which is read again (once per field at most).
+    mistyped, looked_for = [], set()
+    while True:
+        segments, refused = _json_blob(data, starts, ends, lines, schema,
+                                       parse, bisect_below, looked_for)
+        if isinstance(segments, JsonSegment):     # left out: read again
+            mistyped.append(segments.lines)
+            lines = np.setdiff1d(lines, segments.lines, assume_unique=True)
+            continue
+        break
+    refused = [lines[np.asarray(sorted(refused), dtype=np.int64)]] \
+        if refused else []
+    refused = np.sort(np.concatenate(refused + mistyped)) \
+        if refused or mistyped else np.zeros(0, np.int64)
+    return segments, refused
+
+
+def _json_blob(data, starts, ends, lines, schema, parse, bisect_below,
+               looked_for):
+    """:func:`json_block`'s reading of ``lines`` as one blob: ``(segments,
+    refused rows of lines)``, or ``(JsonSegment(lines to leave out, None),
+    None)`` when the reader names a mistyped field not in ``looked_for``
+    (added) that some lines hold."""
     if lines.size == 0:
-        return [], np.zeros(0, np.int64)
+        return [], []
     # One blob of the candidate lines, built from a few large slices.
     blob = b'\n'.join(data[starts[a]:ends[b]] for a, b in _runs(lines))
     blob_starts, blob_ends = line_bounds(blob)
-    parse = pajson.ParseOptions(explicit_schema=schema,
-                                unexpected_field_behavior='infer')
     segments, refused = [], []
+
+    class _LeaveOut(Exception):
+        pass
 
     def read(lo, hi):            # rows [lo, hi) of the blob
         while lo < hi:
@@ -174,6 +249,13 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
                         use_threads=False, block_size=len(chunk) + 1),
                     parse_options=parse)
             except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+                field = _MISTYPED.search(str(e))
+                if field and field.group(1) not in looked_for and \
+                        field.group(1) in schema.names:
+                    looked_for.add(field.group(1))
+                    found = _typed_as_text(blob, blob_ends, field.group(1))
+                    if found:
+                        raise _LeaveOut(lines[np.asarray(found, np.int64)])
                 match = _ROW.search(str(e))
                 if match and int(match.group(1)) < hi - lo:
                     bad = lo + int(match.group(1))
@@ -201,9 +283,11 @@ def json_block(data: bytes, starts, ends, candidates: np.ndarray,
         read(lo, mid)
         read(mid, hi)
 
-    read(0, len(blob_starts))
-    return segments, lines[np.asarray(sorted(refused), dtype=np.int64)] \
-        if refused else np.zeros(0, np.int64)
+    try:
+        read(0, len(blob_starts))
+    except _LeaveOut as out:
+        return JsonSegment(out.args[0], None), None
+    return segments, refused
 
 
 def decode_one_by_one(decode_each, data: bytes, bounds, lines: list = None):
@@ -244,7 +328,8 @@ def decode_json_lines(data: bytes, bounds, *, schema: pa.Schema,
         if lines is not None:
             lines.append(rows)
     others = np.sort(np.concatenate(fallback))
-    payloads = [data[starts[i]:ends[i]] for i in others]
+    payloads = [data[a:b] for a, b in zip(starts[others].tolist(),
+                                          ends[others].tolist())]
     if lines is None:
         columns, refused_lines, _ = decode_each(payloads)
     else:
@@ -259,12 +344,12 @@ def decode_json_lines(data: bytes, bounds, *, schema: pa.Schema,
 def block_lines(data: bytes, starts, ends) -> pa.Array:
     """The lines of a block as an Arrow binary array, exactly as ``data
     [starts[i]:ends[i]]`` (lines that hold no b'\\n', each followed by
-    one, the last by none, as ``line_bounds`` cuts them): one pass of numpy
-    over the bytes, no Python object per line."""
+    one, the last by none, as ``line_bounds`` cuts them): the bytes without
+    their newlines (``bytes.replace``, a pass in C) and the offsets from
+    numpy, no Python object per line."""
     if len(starts) == 0:
         return pa.array([], pa.binary())
-    raw = np.frombuffer(data, np.uint8)
-    values = raw[raw != NEWLINE]
+    values = bytes(data).replace(b'\n', b'')
     # line i starts after the i newlines before it
     offsets = np.append(starts - np.arange(len(starts)),
                         ends[-1] - (len(starts) - 1))

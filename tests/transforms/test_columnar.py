@@ -86,6 +86,42 @@ def test_json_block_accounts_for_every_candidate_once(seed):
                 assert f'"service":"{service}"'.encode() in lines[line]
 
 
+def test_lines_the_reader_would_refuse_are_left_out_of_its_reads():
+    """A truncated line (no closing brace) is no candidate; once the reader
+    names a field typed as a number that holds text, every line where it
+    does (written the compact way) is refused before the next read (the
+    reader refused the whole read at each, and the lines before it were
+    read twice); trailing blanks are JSON's; the block decodes as the
+    reference decoder decodes it, line by line."""
+    good = [GOOD % (i % 60, i % 3, 200, b'1.5') for i in range(40)]
+    odd = {3: good[3][:30], 7: GOOD % (7, 1, 200, b'1.5') + b' \r',
+           11: b'{"timestamp":"2026-01-01T00:00:11Z","service":"s1",'
+               b'"status":"abc"}',
+           12: b'{"service":"s1","latency_ms":{"p":1}}',
+           20: b'{"status": "abc"}', 25: GOOD % (5, 1, 200, b'1.5') + b' x',
+           30: b'{"message":"said \\"status\\":\\"ok\\""}',
+           31: GOOD % (1, 1, 200, b'1.5') + b' ' * 40}
+    lines = [odd.get(i, line) for i, line in enumerate(good)]
+    data = b'\n'.join(lines)
+    starts, ends = columnar.line_bounds(data)
+    candidates = columnar.json_candidates(data, starts, ends, 1 << 20)
+    assert np.flatnonzero(~candidates).tolist() == [3, 25, 31]
+    segments, refused = columnar.json_block(data, starts, ends, candidates,
+                                            SCHEMA)
+    read = np.concatenate([s.lines for s in segments])
+    assert sorted(read.tolist() + refused.tolist()) == \
+        np.flatnonzero(candidates).tolist()
+    assert {11, 12, 20} <= set(refused.tolist())
+    assert {7, 30} <= set(read.tolist())
+    decoder = BlockDecoder(make_decoder('auto'), 'decode.logs')
+    columns, dead, count = decoder.decode(data)
+    records, dead_ref = decoder.reference(lines)
+    assert count == len(records)
+    assert sorted(columns.event_us.tolist()) == sorted(
+        r.event_time.micros for r in records)
+    assert sorted(d.raw for d in dead) == sorted(d.raw for d in dead_ref)
+
+
 def test_group_rows_matches_a_dict_grouping():
     rng = np.random.default_rng(0)
     a = rng.choice(['x', 'y', 'z'], 500).astype(object)

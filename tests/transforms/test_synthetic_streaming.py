@@ -144,3 +144,24 @@ def test_logs_stream_is_the_same_for_a_seed_and_has_every_kind_of_line():
     # Event times advance at the rate; arrivals are never before them.
     assert all(a >= t for t, a, _, _ in first)
     assert first[1][0] - first[0][0] == pytest.approx(1 / params['rate'])
+
+
+@pytest.mark.parametrize('module,params', CASES[:3],
+                         ids=['logs-0', 'logs-1', 'trades-2'])
+def test_a_stream_is_played_as_its_ticks(module, params):
+    """The source plays a stream as ticks of columns: from the logs
+    stream's own columns (numpy event times, no tuple per record), or from
+    any stream's ``(records, watermark)`` ticks; either way the records,
+    their order and the watermarks are the stream's ticks."""
+    import numpy as np
+    from transforms.io import synthetic as synthetic_io
+    stream = module.generate(params)
+    expected = list(stream.ticks)
+    for ticks in (stream.ticks, expected):      # a list has no columns
+        played = synthetic_io._as_played(ticks)
+        assert [(list(t.records()), t.watermark) for t in played] == expected
+        assert [t.first() for t in played if t.payloads] == [
+            min(time for time, _ in records) for records, _ in expected
+            if records]
+    columns = synthetic_io._as_played(stream.ticks)
+    assert isinstance(columns[0].times, np.ndarray) == (module is logs)

@@ -26,10 +26,11 @@ import collections
 import importlib
 import importlib.util
 import math
-import operator
 import threading
+import typing
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
@@ -38,10 +39,6 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.columnar import LineBlock
 
 from transforms.io import Source, UriError, counted, parse_uri
-
-# A record of a tick: (event time, payload).
-_TIME = operator.itemgetter(0)
-_PAYLOAD = operator.itemgetter(1)
 
 DESCRIPTION = ('built-in deterministic stream, e.g. synthetic://logs?events='
                '30000&seed=7 (parameters: see the job\'s --help)')
@@ -130,16 +127,46 @@ _PLAYED_LOCK = threading.Lock()
 _PLAYED_KEPT = 2
 
 
+class _Tick(typing.NamedTuple):
+    """A tick as played: the event times (seconds; a numpy array, or a
+    list) and payloads of its records, in arrival order, and its
+    watermark."""
+    times: typing.Any
+    payloads: list
+    watermark: float
+
+    def records(self):
+        """``(event time, payload)`` pairs."""
+        times = self.times.tolist() if isinstance(self.times, np.ndarray) \
+            else self.times
+        return zip(times, self.payloads)
+
+    def first(self) -> float:
+        """The earliest event time (the tick has records)."""
+        return float(self.times.min()) if isinstance(
+            self.times, np.ndarray) else min(self.times)
+
+
+def _as_played(ticks) -> list:
+    """A stream's ticks as :class:`_Tick` s: from its columns where it has
+    them (no tuple per record), else from its ``(records, watermark)``."""
+    columns = getattr(ticks, 'columns', None)
+    if columns is not None:
+        return [_Tick(*tick) for tick in columns()]
+    return [_Tick([t for t, _ in records], [p for _, p in records], mark)
+            for records, mark in ticks]
+
+
 def _played(text: str):
-    """``(ticks as a list, seconds per tick)`` of the stream ``text`` names
-    (generated once)."""
+    """``(ticks as a list of _Tick, seconds per tick)`` of the stream
+    ``text`` names (generated once)."""
     with _PLAYED_LOCK:
         played = _PLAYED.get(text)
         if played is not None:
             _PLAYED.move_to_end(text)
             return played
     stream = generate(parse_uri(text))
-    played = list(stream.ticks), stream.tick_seconds
+    played = _as_played(stream.ticks), stream.tick_seconds
     with _PLAYED_LOCK:
         _PLAYED[text] = played
         while len(_PLAYED) > _PLAYED_KEPT:
@@ -148,18 +175,21 @@ def _played(text: str):
 
 
 def tick_stream(ticks, tick_seconds) -> TestStream:
-    """The ticks as a TestStream: per tick, its index (if it has records,
-    stamped with their earliest event time), then its watermark, then the
-    clock.  Processing time starts at the epoch, as in :func:`test_stream`."""
+    """The ticks (``(records, watermark)`` pairs, or :class:`_Tick` s) as a
+    TestStream: per tick, its index (if it has records, stamped with their
+    earliest event time), then its watermark, then the clock.  Processing
+    time starts at the epoch, as in :func:`test_stream`."""
     ts = TestStream(coder=beam.coders.VarIntCoder())
     watermark = None
-    for index, (records, tick_watermark) in enumerate(ticks):
-        if records:
-            ts.add_elements([TimestampedValue(index,
-                                              min(map(_TIME, records)))])
-        if watermark is None or tick_watermark > watermark:
-            ts.advance_watermark_to(Timestamp.of(tick_watermark))
-            watermark = tick_watermark
+    for index, tick in enumerate(ticks):
+        if not isinstance(tick, _Tick):
+            records, mark = tick
+            tick = _Tick([t for t, _ in records], [], mark)
+        if len(tick.times):
+            ts.add_elements([TimestampedValue(index, tick.first())])
+        if watermark is None or tick.watermark > watermark:
+            ts.advance_watermark_to(Timestamp.of(tick.watermark))
+            watermark = tick.watermark
         ts.advance_processing_time(tick_seconds)
     return ts.advance_watermark_to_infinity()
 
@@ -179,24 +209,25 @@ class _TickRecords(beam.DoFn):
         self._ticks, _ = _played(self._text)
 
     def process(self, index):
-        records = self._ticks[index][0]
-        self._read.inc(len(records))
+        tick = self._ticks[index]
+        payloads = tick.payloads
+        self._read.inc(len(payloads))
         if not self._blocks:
-            for t, payload in records:
+            for t, payload in tick.records():
                 yield TimestampedValue(payload, t)
             return
-        if not records:
+        if not payloads:
             return
-        block = b'\n'.join(map(_PAYLOAD, records))
-        if block.count(b'\n') == len(records) - 1:     # no payload has one
-            yield TimestampedValue(LineBlock(block), min(map(_TIME, records)))
+        block = b'\n'.join(payloads)
+        if block.count(b'\n') == len(payloads) - 1:     # no payload has one
+            yield TimestampedValue(LineBlock(block), tick.first())
             return
-        lines = [(t, p) for t, p in records if b'\n' not in p]
+        lines = [(t, p) for t, p in tick.records() if b'\n' not in p]
         if lines:
             yield TimestampedValue(
                 LineBlock(b'\n'.join(p for _, p in lines)),
                 min(t for t, _ in lines))
-        for t, payload in records:
+        for t, payload in tick.records():
             if b'\n' in payload:
                 yield TimestampedValue(payload, t)
 

@@ -111,6 +111,28 @@ def stream_ticks(records, tick_seconds, disorder, start):
         tick += 1
 
 
+class ColumnTicks(Ticks):
+    """:class:`Ticks` made from ticks of columns, ``(event times, payloads,
+    watermark)``: the event times a numpy array, the payloads a list, in
+    arrival order.  Iterating gives the ``(records, watermark)`` pairs, as
+    every stream does; :meth:`columns` the columns themselves (no tuple per
+    record: what a source that plays a tick as one block needs)."""
+    __slots__ = ('_columns',)
+
+    def __init__(self, make_columns):
+        super().__init__(lambda: tick_pairs(make_columns()))
+        self._columns = make_columns
+
+    def columns(self):
+        return iter(self._columns())
+
+
+def tick_pairs(column_ticks):
+    """Ticks of columns -> ticks of ``(event time, payload)`` pairs."""
+    for times, payloads, watermark in column_ticks:
+        yield list(zip(times.tolist(), payloads)), watermark
+
+
 def chunk_ticks(chunks, tick_seconds, disorder, start):
     """:func:`stream_ticks` for records that come in chunks of arrays:
     ``(event_times, arrival_times, payloads, later)`` with ``later`` a lower
@@ -119,15 +141,23 @@ def chunk_ticks(chunks, tick_seconds, disorder, start):
     time (ties in arrival time by event time, then by generation order),
     selected and ordered with numpy a tick at a time instead of a heap
     operation per record."""
+    return tick_pairs(chunk_tick_columns(chunks, tick_seconds, disorder,
+                                         start))
+
+
+def chunk_tick_columns(chunks, tick_seconds, disorder, start):
+    """:func:`chunk_ticks` as ticks of columns: ``(event times (numpy),
+    payloads (list), watermark)``, the records pending held in arrays (no
+    Python object per record but its payload)."""
     source = iter(chunks)
     arrival = np.zeros(0)
     event = np.zeros(0)
     seq = np.zeros(0, np.int64)
-    held = {}                    # seq -> (event time, payload)
+    held = np.zeros(0, object)          # the payloads, aligned with seq
     state = {'later': -math.inf, 'done': False, 'next': 0}
 
     def pull():
-        nonlocal arrival, event, seq
+        nonlocal arrival, event, seq, held
         try:
             events, arrivals, payloads, later = next(source)
         except StopIteration:
@@ -141,7 +171,9 @@ def chunk_ticks(chunks, tick_seconds, disorder, start):
         seq = np.concatenate((seq, numbers))
         # (Payloads made by orjson must be copied to their size first:
         # orjson's bytes keep their 4 KiB buffer.)
-        held.update(zip(numbers.tolist(), zip(events.tolist(), payloads)))
+        fresh = np.empty(len(payloads), object)
+        fresh[:] = payloads
+        held = np.concatenate((held, fresh))
         state['later'] = later
 
     tick = 0
@@ -154,15 +186,16 @@ def chunk_ticks(chunks, tick_seconds, disorder, start):
         while not state['done'] and state['later'] < end:
             pull()
         due = arrival < end
-        batch = []
+        times, payloads = np.zeros(0), []
         if due.any():
             index = np.flatnonzero(due)
             order = index[np.lexsort((seq[index], event[index],
                                       arrival[index]))]
-            batch = [held.pop(n) for n in seq[order].tolist()]
+            times, payloads = event[order], held[order].tolist()
             keep = ~due
-            arrival, event, seq = arrival[keep], event[keep], seq[keep]
-        yield batch, end - disorder
+            arrival, event, seq, held = (arrival[keep], event[keep],
+                                         seq[keep], held[keep])
+        yield times, payloads, end - disorder
         tick += 1
 
 

@@ -17,8 +17,8 @@ What it contains (all deterministic for a seed):
 import numpy as np
 import orjson
 
-from transforms.synthetic import SyntheticStream, Ticks, chunk_ticks, \
-    parse_start
+from transforms.synthetic import ColumnTicks, SyntheticStream, \
+    chunk_tick_columns, parse_start
 
 PARAMS = {
     'events': (int, 30000, 'number of records (malformed ones included)'),
@@ -172,9 +172,9 @@ def generate(params: dict) -> SyntheticStream:
     """The stream for ``params``, generated lazily each time its ticks are
     iterated."""
     return SyntheticStream(
-        Ticks(lambda: chunk_ticks(_chunks(params), params['tick'],
-                                  params['disorder'],
-                                  parse_start(params['start']))),
+        ColumnTicks(lambda: chunk_tick_columns(
+            _chunks(params), params['tick'], params['disorder'],
+            parse_start(params['start']))),
         params['tick'])
 
 
