@@ -60,6 +60,18 @@ dips below final windows while a late record is pending, and the windows
 final at a commit, or at the commit a restart resumes, were kept by the
 roll-back: their records are not read again).
 
+Records a restart reads again.  Where a job's late dead letters name
+their output (``io.Context.late_from``: video_qoe, a report in its
+session and in rollup windows), a record's windows close at different
+times, and the session, never final before the read ends, keeps its
+offset from being committed: a restart reads it again whatever the
+horizon.  A horizon past one of its windows would keep that window's
+pane and make the record late for it at the restart (counted twice), so
+no commit carries a horizon at or past the first window close of a
+record handed over before the runner's look whose windows are not all
+final by it (a read tells it, ``emitted(first=...)``); where an earlier
+commit is past it, nothing is committed until the read ends.
+
 (a run that ended commits the horizon ``COMPLETE``: nothing to skip or
 roll back, and the next run's watermark starts afresh), and the sinks drop
 what the killed run wrote after the commit
