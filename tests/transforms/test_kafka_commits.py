@@ -483,3 +483,72 @@ def test_a_late_registration_stays_while_what_its_record_made_is_pending(
     _kafka_commits.release(T0 - 50, T0 + 1 - 1e-6)  # decoded, pending
     letter = deadletter.dead_letter(b'late', 'window.late', 'late', source)
     assert letter.source == f'{source}#partition=0&offset=10'
+
+
+VIDEO_WINDOWS = (windows.parse_window('session:30m'),
+                 windows.parse_window('fixed:60s'))
+VIDEO_TRIGGER = windows.parse_trigger('late=1,lateness=30s,accumulating')
+
+
+def test_no_horizon_passes_a_window_of_a_record_read_again(ledger):
+    # video_qoe: a report is in its session (never final before the read
+    # ends: "final at" infinite, so its offset is never committed and a
+    # restart reads it again) and in a rollup window, which is final once
+    # the watermark passes its end plus the lateness.  A commit carrying a
+    # horizon past that rollup window would keep its pane at a restart,
+    # which reads the report again and finds it late for that window: a
+    # late dead letter beside its contribution in the kept pane (counted
+    # twice), whether the report was in the window or (pending when the
+    # runner looked) late for it.  So the horizon committed stops before
+    # the first window to close of every record a restart reads again;
+    # one read but not handed over when the runner looked is not in that
+    # horizon (late for the windows final there: its letters name their
+    # output); and a horizon committed never goes back: a record handed
+    # over later whose first window closes before it holds the horizon
+    # where it is.  The oracle: no window of a handed-over record that is
+    # read again is final at a committed horizon.
+    spec, commits = ledger
+    final_at = windows.FinalAt(VIDEO_WINDOWS, VIDEO_TRIGGER.lateness)
+    late_from = windows.LateFrom(VIDEO_WINDOWS, VIDEO_TRIGGER)
+    _kafka_commits.forget()
+    _kafka_commits.track(spec, final_at, commits.append)
+    _kafka_commits.started(spec, 0, 0)
+    assert late_from(T0 + 10) == T0 + 90 and final_at(T0 + 10) == \
+        float('inf')
+    # records 0-9 at T0+10..T0+19 (rollup window [T0, T0+60))
+    _kafka_commits.emitted(spec, 0, 10, T0 + 19, stamped=T0 + 5,
+                           first=late_from(T0 + 10))
+    # records 10-19 at T0+70: read, not yet handed over
+    _kafka_commits.emitted(spec, 0, 20, T0 + 70, stamped=T0 + 65,
+                           first=late_from(T0 + 70))
+    _kafka_commits.read_committed()
+    _kafka_commits.emitted(spec, 0, 30, T0 + 200, stamped=T0 + 195,
+                           first=late_from(T0 + 75))
+    _kafka_commits.prepare()
+    _kafka_commits.release(T0 + 300, None)
+    _, offset, meta = commits[-1][0]
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert offset == 0 and resume.read == 20
+    assert resume.horizon < late_from(T0 + 10)
+    assert resume.horizon == pytest.approx(T0 + 90, abs=0.01)
+    # Records 10-29 handed over now: records 0-9 still hold the horizon.
+    _kafka_commits.read_committed()
+    _kafka_commits.prepare()
+    time.sleep(_kafka_commits.MIN_INTERVAL)
+    _kafka_commits.release(T0 + 300, None)
+    # A record handed over after a commit past its first window (read
+    # late for its rollup): no commit until the read ends, none with a
+    # lower horizon.
+    count = len(commits)
+    _kafka_commits.emitted(spec, 0, 31, T0 + 200, stamped=T0 + 195,
+                           first=late_from(T0 - 60))
+    _handed_over()
+    time.sleep(_kafka_commits.MIN_INTERVAL)
+    _kafka_commits.release(T0 + 400, None)
+    assert len(commits) == count
+    assert all(_kafka_commits.Resume.parse(o, m).horizon < T0 + 90
+               for commit in commits for _, o, m in commit)
+    _kafka_commits.release(float('inf'), None)
+    _, offset, meta = commits[-1][0]
+    assert offset == 31 and _kafka_commits.Resume.parse(offset,
+                                                        meta).complete

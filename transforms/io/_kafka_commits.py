@@ -60,6 +60,18 @@ dips below final windows while a late record is pending, and the windows
 final at a commit, or at the commit a restart resumes, were kept by the
 roll-back: their records are not read again).
 
+Records a restart reads again.  Where a job's late dead letters name
+their output (``io.Context.late_from``: video_qoe, a report in its
+session and in rollup windows), a record's windows close at different
+times, and the session, never final before the read ends, keeps its
+offset from being committed: a restart reads it again whatever the
+horizon.  A horizon past one of its windows would keep that window's
+pane and make the record late for it at the restart (counted twice), so
+no commit carries a horizon at or past the first window close of a
+record handed over before the runner's look whose windows are not all
+final by it (a read tells it, ``emitted(first=...)``); where an earlier
+commit is past it, nothing is committed until the read ends.
+
 (a run that ended commits the horizon ``COMPLETE``: nothing to skip or
 roll back, and the next run's watermark starts afresh), and the sinks drop
 what the killed run wrote after the commit
@@ -137,7 +149,9 @@ class _Ledger:
         self.commit = commit          # [(partition, offset, metadata)] -> None
         # partition -> [[next offset, final at, stamped (the latest
         # timestamp of what the read emitted), handed over (the number of
-        # the runner's commit of a read that found it; None: not yet)]]
+        # the runner's commit of a read that found it; None: not yet),
+        # first (the earliest window close of the read's records, where
+        # the job gives late_from; else None)]]
         self.checkpoints = {}
         self.fresh = []               # checkpoints not yet handed over
         self.final_at_max = {}        # partition -> latest final_at so far
@@ -199,7 +213,7 @@ def started(spec, partition, offset, horizon=None):
 
 
 def emitted(spec, partition, next_offset, newest_seconds, stamped=None,
-            steps=(), late=()):
+            steps=(), late=(), first=None):
     """Records up to ``next_offset`` were emitted, the newest (by the event
     time the windows use) at ``newest_seconds`` (None: nothing new since the
     last), the latest value the read emitted timestamped ``stamped``
@@ -210,7 +224,12 @@ def emitted(spec, partition, next_offset, newest_seconds, stamped=None,
     ``late``: ``(offset, final at, stamped, payload)`` of the records that
     may be late (final at or before the watermark they were read under,
     their values stamped ``stamped``), registered as their dead letters'
-    origins (see ``release``)."""
+    origins (see ``release``).  ``first``: where the job's late dead
+    letters name their output (``io.Context.late_from``), the earliest
+    close of a window of the records emitted (the first of the earliest
+    record's windows to close; None: none dated): a restart reads them
+    again unless final, so no commit carries a horizon past it (see
+    ``release``)."""
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         if late:
@@ -224,7 +243,7 @@ def emitted(spec, partition, next_offset, newest_seconds, stamped=None,
             if newest is not None:
                 final = max(final, ledger.final_at(newest)
                             if ledger.final_at else float('inf'))
-            point = [offset, final, stamped, None]
+            point = [offset, final, stamped, None, first]
             points.append(point)
             ledger.fresh.append(point)
         ledger.final_at_max[partition] = final
@@ -309,12 +328,23 @@ def release(horizon, pending=None):
                         points[count - 1][0])
             undecided = _settle(ledger, pending, high, forgotten)
             defer = False
-            if undecided is not None:
-                if ledger.high is not None and undecided <= ledger.high:
-                    defer, high = True, ledger.high
-                else:
+            while True:
+                if undecided is not None:
+                    if ledger.high is not None and \
+                            undecided <= ledger.high:
+                        defer, high = True, ledger.high
+                        break
                     high = undecided - _BEFORE if ledger.high is None \
                         else max(ledger.high, undecided - _BEFORE)
+                # A record a restart reads again (its windows not all
+                # final at the horizon committed) must have none of them
+                # final there: the restart would keep that window's pane
+                # and find the record late for it, counting it twice (a
+                # report of video_qoe in its session, never final before
+                # the read ends, and in a rollup window that is).
+                undecided = _first_open(ledger, high)
+                if undecided is None:
+                    break
             if horizon != float('inf'):
                 ledger.high = high
             moved = False
@@ -389,6 +419,27 @@ def _settle(ledger, pending, high, forgotten):
                 undecided = final
         entries[:] = kept
     return undecided
+
+
+def _first_open(ledger, high):
+    """The earliest window close, by ``high``, of the records a restart
+    would read again under a commit carrying ``high``: handed over before
+    the runner's look (what was not is late for the windows final at its
+    horizon: its late dead letters name their output), their windows not
+    all final by ``high`` (else they are committed, or skipped as in
+    final panes).  None: none closes by ``high``.  Only where the job
+    gives ``late_from`` (``first``); for fixed windows the first close is
+    the last, and this holds nothing back."""
+    found = None
+    for points in ledger.checkpoints.values():
+        for point in points:
+            if point[3] is None or point[3] > ledger.looked:
+                break
+            first = point[4]
+            if first is not None and point[1] > high and first <= high \
+                    and (found is None or first < found):
+                found = first
+    return found
 
 
 def origin_tag(partition, offset) -> str:

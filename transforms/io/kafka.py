@@ -271,20 +271,37 @@ def dead_lettered(uri, job, tags):
     """After the roll-back of a resumed run: ``tags`` are those of the
     dead letters the sink holds (``deadletter.origins_written``,
     ``partition=P&offset=O``); a restart does not read those records
-    again."""
+    again.  A tag naming an output too (``partition=P&offset=O&window=NAME
+    &key=K``, see ``deadletter.output_source``) is a late dead letter of
+    one of a record's several outputs (video_qoe: its session, its
+    rollups): that record is read again, registered with the outputs whose
+    letters the sink holds, and kept out of those alone."""
     spec = spec_of(uri, job)
-    found = {}
+    found, outputs = {}, {}
     for tag in tags:
-        match = _ORIGIN.fullmatch(tag)
-        if match:
-            found.setdefault(int(match[1]), set()).add(int(match[2]))
+        origin, output = deadletter.split_tag(tag)
+        match = _ORIGIN.fullmatch(origin)
+        if not match:
+            continue
+        partition, offset = int(match[1]), int(match[2])
+        if output:
+            outputs.setdefault(partition, {}).setdefault(
+                offset, set()).add(output)
+        else:
+            found.setdefault(partition, set()).add(offset)
     with _BACKLOG_LOCK:
-        for key in [k for k in _DEAD_LETTERED if k[:2] == (spec.brokers,
-                                                            spec.topic)]:
-            del _DEAD_LETTERED[key]
+        for table in (_DEAD_LETTERED, _OUTPUTS_WRITTEN):
+            for key in [k for k in table if k[:2] == (spec.brokers,
+                                                      spec.topic)]:
+                del table[key]
         for partition, offsets in found.items():
             _DEAD_LETTERED[_backlog_key(spec._replace(
                 partition=partition))] = frozenset(offsets)
+        for partition, written in outputs.items():
+            _OUTPUTS_WRITTEN[_backlog_key(spec._replace(
+                partition=partition))] = {
+                    offset: frozenset(names)
+                    for offset, names in written.items()}
 
 
 _ORIGIN = re.compile(r'partition=(\d+)&offset=(\d+)')
@@ -380,6 +397,9 @@ _PENDING_COMMITS = {}
 _RESUME = {}
 # partition -> offsets whose dead letters a resumed run's sink holds
 _DEAD_LETTERED = {}
+# partition -> {offset: the outputs ('window=NAME&key=K') whose late dead
+# letters a resumed run's sink holds} of records with several outputs
+_OUTPUTS_WRITTEN = {}
 # When a partition's last read ended caught up (monotonic clock).
 _CAUGHT_UP = {}
 _BACKLOG_LOCK = threading.Lock()
@@ -470,10 +490,14 @@ class PartitionRestrictions(RestrictionProvider):
 class _ReadPartitionFn(beam.DoFn):
     """``PartitionSpec`` -> the partition's record values, event-timestamped."""
 
-    def __init__(self, job, final_at=None, event_time=None, blocks=False):
+    def __init__(self, job, final_at=None, event_time=None, blocks=False,
+                 late_from=None):
         self._job = job
         # event time -> when the record's windows are final (commit rule)
         self._final_at = final_at
+        # event time -> when the first of them closes, where each of the
+        # job's late dead letters names its output (io.Context.late_from)
+        self._late_from = late_from
         # payload -> event time (None: the record timestamps are event times)
         self._event_time = event_time
         # emit a poll's records as one LineBlock (the columnar fast path)
@@ -542,6 +566,7 @@ class _ReadPartitionFn(beam.DoFn):
             with _BACKLOG_LOCK:
                 resume = _RESUME.get(key)
                 dead_lettered = _DEAD_LETTERED.get(key, frozenset())
+                outputs_written = _OUTPUTS_WRITTEN.get(key, {})
             _kafka_commits.started(
                 spec, spec.partition, restriction.start,
                 resume.horizon if resume is not None else None)
@@ -554,6 +579,10 @@ class _ReadPartitionFn(beam.DoFn):
         # (offset, final at, stamped, payload) of the records that may be
         # late: their windows final under the watermark they are read under
         late = []
+        late_from = self._late_from
+        # the earliest event time of the records this read emitted (where
+        # the job gives late_from: the first of their windows to close)
+        earliest = None
         with _BACKLOG_LOCK:
             last_record, newest = _LAST_RECORD.setdefault(key, (started, None))
             pending = _PENDING_COMMITS.pop(key, None)
@@ -579,6 +608,10 @@ class _ReadPartitionFn(beam.DoFn):
             reread = max(reread, max(dead_lettered) + 1)
         else:
             dead_lettered = frozenset()
+        if replaying and outputs_written:
+            reread = max(reread, max(outputs_written) + 1)
+        else:
+            outputs_written = {}
         batch = BLOCK_BATCH if self._blocks else BATCH
         try:
             while True:
@@ -626,7 +659,9 @@ class _ReadPartitionFn(beam.DoFn):
                                               spec.partition)
                             _register_late(messages, times, mark,
                                            self._final_at, spec.partition,
-                                           late, at)
+                                           late, at, late_from)
+                            if late_from is not None:
+                                earliest = _min_time(earliest, times)
                         stamped = _later(stamped, floor)
                         yield _line_block(data, floor)
                     else:
@@ -682,6 +717,26 @@ class _ReadPartitionFn(beam.DoFn):
                                 deadletter.register_origin(
                                     value, _origin_tag(spec.partition,
                                                        offset))
+                        elif late_from is not None:
+                            # Its late dead letters name their output: a
+                            # record that may be late for any of its
+                            # groupings (the first of its windows to close
+                            # is final under the partition's watermark), or
+                            # one some of whose outputs' late dead letters
+                            # the sink holds (read again, registered with
+                            # those, and kept out of them alone).
+                            earliest = event_time if earliest is None \
+                                else min(earliest, event_time)
+                            written = outputs_written.get(offset)
+                            first = late_from(event_time)
+                            if written or event_time < mark and \
+                                    first <= mark:
+                                deadletter.register_origin(
+                                    value, _origin_tag(spec.partition,
+                                                       offset),
+                                    written or ())
+                                late.append((offset, first, at if exact
+                                             else seconds, value))
                         elif event_time + lateness < mark:
                             # (a window closes after its records' times
                             # plus the allowed lateness)
@@ -771,8 +826,10 @@ class _ReadPartitionFn(beam.DoFn):
             consumer.unassign()
             if final_only:
                 if next_offset is not None:
-                    _kafka_commits.emitted(spec, spec.partition, next_offset,
-                                           newest_read, stamped, steps, late)
+                    _kafka_commits.emitted(
+                        spec, spec.partition, next_offset, newest_read,
+                        stamped, steps, late,
+                        None if earliest is None else late_from(earliest))
             elif next_offset is not None:
                 if finalizer is not None:
                     finalizer.register(
@@ -959,7 +1016,7 @@ def _register_undated(messages, times, partition):
 
 
 def _register_late(messages, times, mark, final_at, partition, late,
-                   stamped=None):
+                   stamped=None, late_from=None):
     """A poll's records that may be late (their windows final at or before
     ``mark``, the watermark they are read under: the grouping that decides
     lateness is behind it, so a superset; in an ordered stream only the
@@ -970,11 +1027,16 @@ def _register_late(messages, times, mark, final_at, partition, late,
     in their windows (``_kafka_commits.release``), the values stamped
     ``stamped`` (default ``mark``).  Only records more than
     the allowed lateness older than ``mark`` are tried (a window closes
-    after its records' times plus the lateness)."""
-    lateness = getattr(final_at, 'lateness', 0.0)
+    after its records' times plus the lateness).  ``late_from`` (where the
+    job's late dead letters name their output, ``io.Context.late_from``):
+    a record that may be late for any of its groupings, the first of its
+    windows to close by ``mark``, is registered (older than ``mark``
+    tried)."""
+    lateness = 0.0 if late_from is not None else \
+        getattr(final_at, 'lateness', 0.0)
     for index in np.flatnonzero(times + lateness < mark).tolist():
         seconds = float(times[index])
-        final = final_at(seconds)
+        final = (late_from or final_at)(seconds)
         if final <= mark:
             message = messages[index]
             value = message.value()
@@ -1013,6 +1075,15 @@ def _newest_event_time(messages, event_time, times=None):
     return None
 
 
+def _min_time(earliest, times):
+    """``earliest`` and the dated event times in ``times`` (NaN: undated),
+    the least, or None."""
+    if times.size == 0 or np.isnan(times).all():
+        return earliest
+    least = float(np.nanmin(times))
+    return least if earliest is None else min(earliest, least)
+
+
 def _max_time(newest, times):
     """``newest`` and the event times in ``times`` (None or NaN: undated),
     the greatest, or None."""
@@ -1028,19 +1099,19 @@ def _max_time(newest, times):
 
 
 def read_fn(job, bounded, finalizes_bundles, final_at=None, event_time=None,
-            blocks=False) -> _ReadPartitionFn:
+            blocks=False, late_from=None) -> _ReadPartitionFn:
     """The reading DoFn for a bounded or unbounded read, committing offsets in
     bundle finalization where the runner finalizes bundles, else (given
     ``final_at``) once the records' windows are final; its watermark follows
     ``event_time(payload)`` where given, and it emits a poll's records as one
-    LineBlock if ``blocks``."""
+    LineBlock if ``blocks``; ``late_from``: see ``io.Context.late_from``."""
     fn_class = {
         (True, False): _ReadPartitionFn,
         (True, True): _ReadPartitionFinalizingFn,
         (False, False): _ReadPartitionUnboundedFn,
         (False, True): _ReadPartitionFinalizingUnboundedFn,
     }[bounded, finalizes_bundles]
-    return fn_class(job, final_at, event_time, blocks)
+    return fn_class(job, final_at, event_time, blocks, late_from)
 
 
 def _partitions(unused_impulse, spec_template: PartitionSpec):
@@ -1116,7 +1187,8 @@ class KafkaSource(Source):
                 | 'ReadPartitions' >> beam.ParDo(read_fn(
                     self.context.job, spec.stop.bounded,
                     self.context.finalizes_bundles, self.context.final_at,
-                    self.context.event_time, blocks)))
+                    self.context.event_time, blocks,
+                    self.context.late_from)))
 
     def _xlang(self):
         from apache_beam.io.kafka import ReadFromKafka  # pylint: disable=import-outside-toplevel
