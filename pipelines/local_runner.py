@@ -520,9 +520,9 @@ def _install_timer_holds():
                            default=None)
             if earliest is not None:
                 if floor is None:
-                    floor = self._evaluation_context._watermark_manager \
-                        .get_watermarks(self._applied_ptransform) \
-                        .output_watermark  # pylint: disable=protected-access
+                    manager = self._evaluation_context._watermark_manager  # pylint: disable=protected-access
+                    floor = manager.get_watermarks(
+                        self._applied_ptransform).output_watermark  # pylint: disable=protected-access
                 earliest = max(earliest, floor)
             holds[key] = earliest
         return result
