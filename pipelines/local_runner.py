@@ -52,6 +52,14 @@ clears the end-of-window timer and fires a pane labelled LATE; the window's
 watermark hold then has no timer left to release it, and the run stalls.  A
 processing-time firing is given the input watermark instead.
 
+Event-time timers of a stateful DoFn: Beam's model holds the DoFn's output
+watermark at a timer's time until it has fired (the portable runners,
+Dataflow and Flink do); the local runner set no hold, so a grouping after
+the DoFn saw the watermark pass a window before the timers of its records
+had fired, and took what they emitted as late (video_qoe's session walk on
+an in-order backlog: most rollup contributions kept late).  Each key a
+bundle touched now holds the step at its earliest event-time timer.
+
 Records after the allowed lateness: Beam's trigger driver skips them inside
 the GroupByKey without a trace.  In a grouping step labelled
 ``transforms.windows.KEEP_LATE_LABEL`` the same decision (same rule, same
@@ -159,6 +167,7 @@ from transforms import memory, windows
 from transforms.io import _kafka_commits
 
 _INSTALLED = '_realtime_pipelines_fresh_sampler'
+_HOLDS = '_realtime_pipelines_timer_holds'
 
 
 def install():
@@ -172,6 +181,7 @@ def install():
     _install_fresh_sampler()
     _install_override_order()
     _install_sdf_fix()
+    _install_timer_holds()
     _install_read_commits()
     _install_grouping_chunks()
 
@@ -478,6 +488,48 @@ def _install_sdf_watermark_hold():
             self.keyed_holds[key] = estimated
 
     evaluator.process_element = process_element
+
+
+def _install_timer_holds():
+    """A stateful DoFn's pending event-time timers hold its output
+    watermark at their time until their firing has run (Beam's model: a
+    timer's output timestamp defaults to its firing time; the portable
+    runners, Dataflow and Flink hold there).  Beam's local runner sets no
+    hold ("TODO(ccy): add corresponding watermark holds"): the DoFn's output
+    watermark followed its input at once, so a grouping after it saw the
+    watermark pass a window before the timers of that window's records had
+    fired, and took what they emitted as late (video_qoe's session walk:
+    the rollups of an in-order backlog kept late).  After each bundle, each
+    key it touched holds at its earliest event-time timer (never below the
+    step's output watermark, which a hold cannot move back)."""
+    evaluator = transform_evaluator._ParDoEvaluator  # pylint: disable=protected-access
+    original = evaluator.finish_bundle
+    if getattr(original, _HOLDS, False):
+        return
+
+    def finish_bundle(self):
+        result = original(self)
+        if self.user_state_context is None:
+            return result
+        floor = None
+        holds = result.keyed_watermark_holds
+        for key, state in self._step_context.partial_keyed_state.items():  # pylint: disable=protected-access
+            earliest = min((stamp for timers in state.timers.values()
+                            for (_, domain, _), stamp in timers.items()
+                            if domain == userstate.TimeDomain.WATERMARK),
+                           default=None)
+            if earliest is not None:
+                if floor is None:
+                    manager = self._evaluation_context._watermark_manager  # pylint: disable=protected-access
+                    floor = manager.get_watermarks(
+                        self._applied_ptransform).output_watermark  # pylint: disable=protected-access
+                earliest = max(earliest, floor)
+            holds[key] = earliest
+        return result
+
+    setattr(finish_bundle, _HOLDS, True)
+    setattr(finish_bundle, _INSTALLED, True)
+    evaluator.finish_bundle = finish_bundle
 
 
 def _install_override_order():
