@@ -76,8 +76,10 @@ def main(argv=None):
     finally:
         shutil.rmtree(out, ignore_errors=True)
     in_steps = sum(s[0] for s in steps.values())
+    bundles = sum(s[1] for s in steps.values())
     print(f'{source}: {cpu:.2f} CPU s ({args.events / cpu:,.0f} events per '
-          f'CPU-second), {in_steps:.2f} of them in the runner\'s steps; panes '
+          f'CPU-second), {in_steps:.2f} of them in the runner\'s steps '
+          f'({bundles:,} bundles); panes '
           f'{summary["panes_early"]}/{summary["panes_on_time"]}/'
           f'{summary["panes_late"]}')
     print('| step | CPU s | bundles | ms per bundle |')
