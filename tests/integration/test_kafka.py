@@ -37,6 +37,29 @@ def produce(kafka_broker, topic, records, key=None):
     assert producer.flush(30) == 0
 
 
+def killed_past_every_window(kafka_broker, records, group):
+    """``records`` on a new one-partition topic, and the last commit a
+    killed run of ``group`` left: offset 0 (nothing read before its look),
+    every window of the stream final at its horizon (a day after the last
+    record), taken a minute from now (dead letters a test writes predate
+    it).  The source URI that resumes it."""
+    import time
+    import confluent_kafka
+    from transforms.io import _kafka_commits
+    topic = fresh(kafka_broker, partitions=1)
+    produce(kafka_broker, topic, records)
+    horizon = max(float(t) for t, _ in records) + 86400
+    consumer = confluent_kafka.Consumer({
+        'bootstrap.servers': kafka_broker.brokers, 'group.id': group})
+    try:
+        consumer.commit(offsets=[confluent_kafka.TopicPartition(
+            topic, 0, 0, metadata=_kafka_commits.metadata(
+                horizon, time.time() + 60, 0))], asynchronous=False)
+    finally:
+        consumer.close()
+    return f'kafka://{kafka_broker.brokers}/{topic}?group={group}&stop=idle:2s'
+
+
 def read_all(uri, streaming=False, runner='BundleBasedDirectRunner'):
     """Values and timestamps a pipeline reads from a kafka:// source."""
     options = PipelineOptions([f'--runner={runner}']
@@ -673,29 +696,11 @@ def test_a_restart_skips_late_records_whose_dead_letters_were_written(
     dead letters exactly once.  (Before, a Kafka record's window.late dead
     letter named nothing, and a restart wrote it again.)"""
     import collections
-    import time
-    import confluent_kafka
     from transforms import aggregate, deadletter
-    from transforms.io import _kafka_commits, parquet
+    from transforms.io import parquet
     records = list(synthetic.generate(transforms_io.parse_uri(
         'synthetic://logs?events=200&seed=3')).records())
-    topic = fresh(kafka, partitions=1)
-    produce(kafka, topic, records)
-    group = 'late-dead-lettered'
-    # The killed run's last commit: offset 0, nothing read before its look;
-    # every window of the stream final at its horizon (a day after the last
-    # record; the allowed lateness is an hour); taken a minute from now
-    # (the dead letters below predate it).
-    horizon = max(float(t) for t, _ in records) + 86400
-    consumer = confluent_kafka.Consumer({'bootstrap.servers': kafka.brokers,
-                                         'group.id': group})
-    try:
-        consumer.commit(offsets=[confluent_kafka.TopicPartition(
-            topic, 0, 0, metadata=_kafka_commits.metadata(
-                horizon, time.time() + 60, 0))], asynchronous=False)
-    finally:
-        consumer.close()
-    source = f'kafka://{kafka.brokers}/{topic}?group={group}&stop=idle:2s'
+    source = killed_past_every_window(kafka, records, 'late-dead-lettered')
     sink = tmp_path / 'out'
     folder = sink / 'dead_letter' / 'unwindowed'
     folder.mkdir(parents=True)
@@ -786,80 +791,27 @@ def test_a_restart_writes_each_late_letter_of_a_video_report_once(
     report's letters are there exactly once.  (Before, the read registered
     no video record, session windows never being final: no letter named
     its record, and the restart wrote those 8 letters again.)"""
-    import collections
-    import time
-    from urllib.parse import quote
-    import confluent_kafka
     from pipelines import video_qoe
-    from transforms import aggregate, deadletter
-    from transforms.io import _kafka_commits, parquet
-    from transforms.video import decoders, rollups
+    from transforms import aggregate
+    from tests.integration.video_letters import Letters
     records = [(t, payload) for t, payload in synthetic.generate(
         transforms_io.parse_uri('synthetic://video?sessions=8&seed=3'))
         .records() if payload]
     payloads = [payload for _, payload in records]
-    topic = fresh(kafka, partitions=1)
-    produce(kafka, topic, records)
-    group = 'video-late'
-    # The killed run's last commit: offset 0, every window of the stream
-    # final at its horizon, taken a minute from now (the letters below
-    # predate it).
-    horizon = max(float(t) for t, _ in records) + 86400
-    consumer = confluent_kafka.Consumer({'bootstrap.servers': kafka.brokers,
-                                         'group.id': group})
-    try:
-        consumer.commit(offsets=[confluent_kafka.TopicPartition(
-            topic, 0, 0, metadata=_kafka_commits.metadata(
-                horizon, time.time() + 60, 0))], asynchronous=False)
-    finally:
-        consumer.close()
-    source = f'kafka://{kafka.brokers}/{topic}?group={group}&stop=idle:2s'
-    decode = decoders.make_decoder('auto')
-
-    def report(payload):
-        try:
-            return decode(payload.decode())
-        except Exception:  # pylint: disable=broad-except
-            return None       # a decode dead letter, named as before
-
-    def outputs(offset):
-        """The late letters' tags of the record at ``offset``: its
-        session's and one per rollup dimension of its report."""
-        found = report(payloads[offset])
-        keys = [key for key, _ in rollups.by_dimension(rollups.Contribution(
-            found.session_id, *rollups.dims_of(found)))]
-        origin = f'{source}#partition=0&offset={offset}'
-        return ([f'{origin}&window=session&key='
-                 f'{quote(found.session_id, safe="")}'] +
-                [f'{origin}&window=rollup&key={quote(key, safe="")}'
-                 for key in keys])
-    reports = [i for i, p in enumerate(payloads) if report(p) is not None]
-    both, session_only, two_rollups = reports[3], reports[20], reports[40]
-    killed = (outputs(both) + outputs(session_only)[:1] +
-              outputs(two_rollups)[2:4])
+    source = killed_past_every_window(kafka, records, 'video-late')
+    letters = Letters(payloads,
+                      lambda i: f'{source}#partition=0&offset={i}')
+    killed = letters.killed()
     sink = tmp_path / 'out'
-    folder = sink / 'dead_letter' / 'unwindowed'
-    folder.mkdir(parents=True)
-    (folder / 'dead_letter-killed.parquet').write_bytes(
-        parquet.encode_parquet([deadletter.dead_letter(
-            b'kept', aggregate.LATE_STAGE, 'late', tag, claim=False)
-            for tag in killed], deadletter.DeadLetter))
+    letters.leave_in(sink, killed)
     summary = run.run(video_qoe, [
         '--source', source, '--streaming', '--sink', f'parquet://{sink}',
         '--no-summary'])
     assert summary['read'] == len(payloads) and summary['balanced']
-    # Every report late for its session and each of its four rollups,
-    # less the outputs whose letters the sink held; no record skipped.
-    assert summary['aggregated'] == 0 and summary['dropped_late'] == 0
-    assert summary['late_kept'] == 5 * len(reports) - len(killed)
+    # No record skipped: each is read again and kept out of the outputs
+    # whose letters the sink held.
     assert not summary['filters'].get('replayed_dead_letter')
-    table = ds.dataset(f'{sink}/dead_letter').to_table(
-        columns=['stage', 'reason', 'source']).to_pylist()
-    # The oracle: each report's five late letters exactly once.
-    named = collections.Counter(row['source'] for row in table
-                                if '&window=' in row['source'])
-    assert named == collections.Counter(
-        tag for i in reports for tag in outputs(i))
+    table = letters.check(sink, summary, killed)
     # The letters that name no record are durations and exits of the
     # sessions' walks (they hold no report); the undecodable records'
     # letters name their record.

@@ -438,64 +438,26 @@ def test_a_restart_writes_each_late_letter_of_a_video_report_once(
     window, keeps each report out of exactly the outputs whose letters the
     sink holds: every report's letters are there exactly once.  (Before,
     those letters named no message: a restart wrote them all again.)"""
-    import collections
-    from urllib.parse import quote
-    import pyarrow.dataset as ds
     from pipelines import video_qoe
-    from transforms import aggregate, deadletter
-    from transforms.io import parquet, synthetic
-    from transforms.video import decoders, rollups
+    from transforms import aggregate
+    from transforms.io import synthetic
+    from tests.integration.video_letters import Letters
     records = list(synthetic.generate(transforms_io.parse_uri(
         'synthetic://video?sessions=8&seed=3')).records())
     payloads = [payload for _, payload in records if payload]
     sub, ids = _published(pubsub, 'video-late', payloads)
     source = f'pubsub://{sub}?stop=idle:2s'
-    decode = decoders.make_decoder('auto')
-
-    def report(payload):
-        try:
-            return decode(payload.decode())
-        except Exception:  # pylint: disable=broad-except
-            return None       # a decode dead letter, named as before
-
-    def outputs(i):
-        """The late letters' tags of message i: its session's and one per
-        rollup dimension of its report."""
-        found = report(payloads[i])
-        keys = [key for key, _ in rollups.by_dimension(rollups.Contribution(
-            found.session_id, *rollups.dims_of(found)))]
-        return ([f'{source}#message={ids[i]}&window=session&key='
-                 f'{quote(found.session_id, safe="")}'] +
-                [f'{source}#message={ids[i]}&window=rollup&key='
-                 f'{quote(key, safe="")}' for key in keys])
-    reports = [i for i, p in enumerate(payloads) if report(p) is not None]
-    both, session_only, two_rollups = reports[3], reports[20], reports[40]
-    killed = (outputs(both) + outputs(session_only)[:1] +
-              outputs(two_rollups)[2:4])
+    letters = Letters(payloads, lambda i: f'{source}#message={ids[i]}')
+    killed = letters.killed()
     sink = tmp_path / 'out'
-    folder = sink / 'dead_letter' / 'unwindowed'
-    folder.mkdir(parents=True)
-    (folder / 'dead_letter-killed.parquet').write_bytes(
-        parquet.encode_parquet([deadletter.dead_letter(
-            b'kept', aggregate.LATE_STAGE, 'late', tag, claim=False)
-            for tag in killed], deadletter.DeadLetter))
+    letters.leave_in(sink, killed)
     horizon = max(float(t) for t, _ in records) + 86400
     _killed_state(sink, sub, horizon, lease=60)
     summary = job_run.run(video_qoe, [
         '--source', source, '--streaming', '--sink', f'parquet://{sink}',
         '--no-summary'])
     assert summary['read'] == len(payloads) and summary['balanced']
-    # Every report late for its session and each of its four rollups,
-    # less the outputs whose letters the sink held.
-    assert summary['aggregated'] == 0 and summary['dropped_late'] == 0
-    assert summary['late_kept'] == 5 * len(reports) - len(killed)
-    table = ds.dataset(f'{sink}/dead_letter').to_table(
-        columns=['stage', 'reason', 'source']).to_pylist()
-    # The oracle: each report's five late letters exactly once.
-    named = collections.Counter(row['source'] for row in table
-                                if '&window=' in row['source'])
-    assert named == collections.Counter(
-        tag for i in reports for tag in outputs(i))
+    table = letters.check(sink, summary, killed)
     # The letters that name no message are durations and exits of the
     # sessions' walks (they hold no report), and the decode dead letter.
     for row in table:
