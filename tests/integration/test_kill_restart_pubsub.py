@@ -46,6 +46,18 @@ def _publish(topic, payloads):
         future.result(60)
 
 
+def _until_acknowledging(job, state, before, timeout):
+    """Waits until the running ``job`` has written a state (the file
+    ``state``, which read ``before`` at its start) listing acknowledged
+    messages, it ended, or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while job.poll() is None and time.monotonic() < deadline:
+        text = _text(state)
+        if text not in (before, None) and '"ids":[]' not in text:
+            return
+        time.sleep(0.05)
+
+
 def _text(path):
     try:
         with open(path, encoding='utf-8') as f:
@@ -124,12 +136,7 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         if attempt % 2:
             # Once this run has acknowledged messages (its state lists
             # some), a moment later: mid-acknowledgement or after.
-            deadline = time.monotonic() + 60
-            while job.poll() is None and time.monotonic() < deadline:
-                text = _text(state)
-                if text not in (before, None) and '"ids":[]' not in text:
-                    break
-                time.sleep(0.05)
+            _until_acknowledging(job, state, before, 60)
             time.sleep(moments.uniform(0.0, 1.0))
         else:
             # A moment always inside the run: a first run lasts at least
@@ -232,12 +239,7 @@ def test_a_topic_read_through_a_named_subscription_resumes(
     job = subprocess.Popen(argv, cwd=REPO, env=env,
                            stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while job.poll() is None and time.monotonic() < deadline:
-        text = _text(state)
-        if text not in (before, None) and '"ids":[]' not in text:
-            break
-        time.sleep(0.05)
+    _until_acknowledging(job, state, before, 120)
     time.sleep(random.uniform(0.0, 1.0))
     assert job.poll() is None, 'the run ended before its kill'
     job.send_signal(signal.SIGKILL)
