@@ -238,6 +238,57 @@ def test_a_message_is_acknowledged_once_final_and_written(pubsub, tmp_path):
     _kafka_commits.forget()
 
 
+def test_a_state_never_records_a_horizon_lower_than_one_recorded(
+        pubsub, tmp_path, monkeypatch):
+    """The runner's horizon dips while a late record is pending (it stops
+    just before that record's timestamp).  A message final at the dip (an
+    undatable one whose dead letter is written, say) is acknowledged then,
+    but the state must keep the higher horizon recorded before: windows
+    final then are written and their messages acknowledged, and a restart
+    that rolled them back would never see those messages again (lost)."""
+    from google.cloud import pubsub_v1
+    from transforms.io import _kafka_commits, _pubsub_acks
+    monkeypatch.setattr(_pubsub_acks, 'MIN_INTERVAL', 0.0)
+    topic = pubsub.topic(f'dip-{next(_names)}')
+    sub = pubsub.subscription(topic, f'dip-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    _publish(topic, [b'on time', b'undatable'])
+    state = _pubsub_acks.state_path(str(tmp_path), sub)
+    _kafka_commits.forget()
+    assert _pubsub_acks.recover(sub, state, 10) is None
+    try:
+        ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
+        received = []
+        while len(received) < 2:
+            received += ledger.client.pull(subscription=sub, max_messages=2,
+                                           timeout=10).received_messages
+        by_data = {m.message.data: m for m in received}
+        ids = {data: m.message.message_id for data, m in by_data.items()}
+        # A message whose window is final by 100 s.
+        ledger.hold(ids[b'on time'], by_data[b'on time'].ack_id, 100.0, 50.0)
+        ledger.read_started()
+        _kafka_commits.prepare()
+        _kafka_commits.release(150.0, 150.0)
+        with open(state, encoding='utf-8') as f:
+            assert orjson.loads(f.read())['h'] == 150.0
+        # An undatable message, final once its dead letter is written,
+        # acknowledged while a late record stamped at 20 s is pending.
+        ledger.hold(ids[b'undatable'], by_data[b'undatable'].ack_id,
+                    float('-inf'), 10.0)
+        ledger.read_started()
+        _kafka_commits.prepare()
+        _kafka_commits.release(20.0, 20.0)
+        with open(state, encoding='utf-8') as f:
+            written = orjson.loads(f.read())
+        assert written['ids'] == [ids[b'undatable']]
+        assert written['h'] == 150.0, written
+    finally:
+        _kafka_commits.forget()
+    # A restart keeps the window final at 150 s (its message acknowledged).
+    assert _pubsub_acks.recover(sub, state, 10)[0] == 150.0
+    _kafka_commits.forget()
+
+
 def test_a_restart_skips_messages_whose_final_panes_were_written(
         pubsub, tmp_path):
     """A killed run had written the final panes of some messages and was

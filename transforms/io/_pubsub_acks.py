@@ -205,6 +205,7 @@ class _Ledger:
         self.reads = 0          # read starts so far
         self.looked = 0         # read starts before the runner's last look
         self.horizon = None
+        self.recorded = None    # the horizon the last state recorded
         self.acked_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -340,17 +341,39 @@ def release(horizon, pending):
     for ledger, ids, ack_ids, ended in due:
         path = _STATE_PATHS.get(ledger.subscription)
         if path is not None and ids:
-            # Windows final when the killed run this one resumes stopped
-            # stay final (this run's horizon starts lower).
-            earlier = _RESUMES.get(ledger.subscription)
-            recorded = min(horizon, COMPLETE) if earlier is None or \
-                earlier.complete else max(horizon, earlier.horizon)
-            _write(path, {'h': recorded, 't': now, 'ids': ids,
-                          'ended': False})
+            _write(path, {'h': _recorded(ledger, horizon), 't': now,
+                          'ids': ids, 'ended': False})
         ledger.acknowledge(ack_ids)
         if path is not None and ended:
             _write(path, {'h': COMPLETE, 't': time.time(), 'ids': [],
                           'ended': True})
+
+
+def _recorded(ledger, horizon):
+    """The horizon a state records: ``horizon``, never below one this run
+    recorded before nor the killed run's this one resumes.
+
+    The runner's horizon dips while a late record is pending (it stops just
+    before that record's timestamp); messages final at the dip are
+    acknowledged then (a dead letter written, say) but the windows final
+    at the earlier, higher horizon are still final and written, and their
+    messages were acknowledged: a state recording the dip would make a
+    restart roll those windows back, and their messages never come again
+    (lost).  Recording the higher horizon is safe: a message in the final
+    pane of a window closing by it was acknowledged at the look that first
+    found that window final (nothing earlier was pending then), so a
+    message still held whose windows close by it came after they closed:
+    it is late for them, a restart reads it again as late (or skips it if
+    its dead letter is written).  Windows final when the killed run this
+    one resumes stopped stay final (this run's horizon starts lower)."""
+    recorded = min(horizon, COMPLETE)
+    earlier = _RESUMES.get(ledger.subscription)
+    if earlier is not None and not earlier.complete:
+        recorded = max(recorded, earlier.horizon)
+    if ledger.recorded is not None:
+        recorded = max(recorded, ledger.recorded)
+    ledger.recorded = recorded
+    return recorded
 
 
 def forget():
