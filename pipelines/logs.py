@@ -199,8 +199,11 @@ def build(pipeline, args, context):
     # that may be late for any of its windows (context.late_from), and a
     # restart keeps a record read again out of the windows whose late
     # letters the sink holds alone (docs/reliability.md).  Records travel
-    # one by one then, each with its origin.
-    per_window = context.keeps_late and window.kind == 'sliding'
+    # one by one then, each with its origin: only from the sources a run
+    # resumes after a kill (a file or synthetic stream keeps the columnar
+    # path).
+    per_window = context.keeps_late and window.kind == 'sliding' and \
+        io.parse_uri(args.source).scheme in ('kafka', 'pubsub')
     # The source's watermark follows the event times this decoder reads
     # (a block's JSON lines read at once, as the fast path reads them).
     source = io.open_source(args.source, context._replace(
