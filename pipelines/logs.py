@@ -193,12 +193,25 @@ def build(pipeline, args, context):
         args.timezone, args.log_pattern, args.time_format)
     json_fast = args.log_pattern is None and args.log_format in ('auto',
                                                                  'json')
+    # Sliding windows where late records are kept: a record in several
+    # windows may be late for some and in the others, so its late dead
+    # letters name their window (and key), a local read registers a record
+    # that may be late for any of its windows (context.late_from), and a
+    # restart keeps a record read again out of the windows whose late
+    # letters the sink holds alone (docs/reliability.md).  Records travel
+    # one by one then, each with its origin: only from the sources a run
+    # resumes after a kill (a file or synthetic stream keeps the columnar
+    # path).
+    per_window = context.keeps_late and window.kind == 'sliding' and \
+        io.parse_uri(args.source).scheme in ('kafka', 'pubsub')
     # The source's watermark follows the event times this decoder reads
     # (a block's JSON lines read at once, as the fast path reads them).
     source = io.open_source(args.source, context._replace(
         event_time=PayloadEventTime(
             decoder, args.max_record_bytes,
-            log_event_times(args.max_record_bytes) if json_fast else None)))
+            log_event_times(args.max_record_bytes) if json_fast else None),
+        late_from=windows.LateFrom((window,), trigger) if per_window
+        else None))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
     rules = [
@@ -210,7 +223,7 @@ def build(pipeline, args, context):
 
     mine = args.templates == 'on'
     carried = False
-    if args.execution == 'columnar' and not mine and \
+    if args.execution == 'columnar' and not mine and not per_window and \
             columnar.keeps_semantics(trigger, window):
         # Blocks of lines -> partial LogStats per (service, window).  In a
         # stream each partial travels in its window and the trigger is set
@@ -245,7 +258,10 @@ def build(pipeline, args, context):
                        decoder, stage='decode.logs', job=JOB,
                        source=args.source, max_bytes=args.max_record_bytes,
                        with_raw=carried))
-        masked = decoded.ok | 'MaskRecords' >> privacy.MaskFields(
+        ok = decoded.ok
+        if per_window:
+            ok = ok | 'Origins' >> beam.ParDo(deadletter.BindOrigins())
+        masked = ok | 'MaskRecords' >> privacy.MaskFields(
             masker, ('message',), paired=carried)
         records, keyed = records_and_keyed(
             masked, operator.attrgetter('service'), carried, 'KeyByService',
@@ -262,7 +278,9 @@ def build(pipeline, args, context):
         LogStatsFn(), to_service_stats, stats_count, trigger.accumulates_panes,
         JOB, window_in_key=bounded,
         keep_late=trigger.lateness if context.keeps_late else None,
-        carries_raw=carried, source=args.source)
+        carries_raw=carried, source=args.source,
+        late_output='service_stats' if per_window else None,
+        late_per_window=per_window)
     stats = keyed | 'ServiceStats' >> aggregate.with_output_types(ServiceStats)
     if template_late is not None:
         # A template hit after the allowed lateness is a late record's

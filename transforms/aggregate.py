@@ -55,11 +55,15 @@ class _CountCarried(_CountAssignments):
     ``output`` (a name): a value whose origin says that the sink holds its
     late dead letter for this output and key (a restart: the record was
     late here before the kill, and that dead letter is its only output
-    here) does not enter the grouping again; counted ``late_replayed``."""
+    here) does not enter the grouping again; counted ``late_replayed``.
+    ``per_window``: the output is one window of the grouping (sliding
+    windows: a record in several windows may be late for some of them
+    only), named ``OUTPUT@END`` (:func:`output_name`)."""
 
-    def __init__(self, job, count_of, output=None):
+    def __init__(self, job, count_of, output=None, per_window=False):
         super().__init__(job, count_of)
         self._output = output
+        self._per_window = per_window
         self._replayed = Metrics.counter(job, 'late_replayed')
 
     def process(self, kv, window=beam.DoFn.WindowParam):
@@ -69,11 +73,22 @@ class _CountCarried(_CountAssignments):
             kv = key, carried
         origin = deadletter.origin_of(carried.raw)
         if origin is not None and origin.written and self._output and \
-                deadletter.output_tag(self._output, key) in origin.written:
+                deadletter.output_tag(output_name(
+                    self._output, window, self._per_window),
+                    key) in origin.written:
             self._replayed.inc(self._count_of(carried.value))
             return
         self._assigned.inc(self._count_of(carried.value))
         yield kv
+
+
+def output_name(output, window, per_window):
+    """The output a late dead letter names: the grouping ``output``, or,
+    ``per_window``, that grouping's window ``window``
+    (``OUTPUT@END``, its end in microseconds since the epoch)."""
+    if not per_window:
+        return output
+    return f'{output}@{int(window.end.micros)}'
 
 
 class _CountKeyed(_CountAssignments):
@@ -123,8 +138,12 @@ class _SplitLate(beam.DoFn):
     one per value, counted ``late_kept`` by the records they hold."""
 
     def __init__(self, job, count_of, lateness, carries_raw=False,
-                 source='', output=None):
+                 source='', output=None, per_window=False):
         self._count_of = count_of
+        # (with ``output``) late dead letters name their window too
+        # (output_name): a record in several windows (sliding) may be late
+        # for some of them only
+        self._per_window = per_window
         # ``output``: the name late dead letters give their output (with
         # the key) after the origin their value carries
         # (deadletter.output_source); None: a registered payload names its
@@ -189,15 +208,18 @@ class _SplitLate(beam.DoFn):
                 raw = _as_json(value)
                 records = self._count_of(value)
             self._kept.inc(records)
-            yield self._letter(raw, records, key, span, why, origin)
+            yield self._letter(raw, records, key, span, why, origin, window)
 
-    def _letter(self, raw, records, key, span, why, origin=None):
+    def _letter(self, raw, records, key, span, why, origin=None,
+                window=None):
         self._letters.inc()
         reason = f'{records} record(s) of {key!r} for window {span} {why}'
         if self._output is not None:
             return beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
                 raw, LATE_STAGE, reason, deadletter.output_source(
-                    self._source, origin, self._output, key), claim=False))
+                    self._source, origin, output_name(
+                        self._output, window, self._per_window), key),
+                claim=False))
         return beam.pvalue.TaggedOutput(LATE, deadletter.dead_letter(
             raw, LATE_STAGE, reason, self._source))
 
@@ -352,12 +374,15 @@ class AggregatePerKey(beam.PTransform):
     (``URI#message=ID&window=NAME&key=K``), and a value whose origin says
     the sink holds that dead letter (a restart) does not enter the grouping
     again.
+    ``late_per_window`` (with ``late_output``): the letters name the
+    grouping's window too (``window=NAME@END&key=K``): a record in several
+    sliding windows may be late for some and in the others.
     """
 
     def __init__(self, combine_fn, make_row, count_of, accumulating, job,
                  key_type=str, window_in_key=False, merging=False,
                  keep_late=None, carries_raw=False, source='', late_output=None,
-                 label=None):
+                 late_per_window=False, label=None):
         super().__init__(label)
         if carries_raw and (keep_late is None or window_in_key):
             raise ValueError('carries_raw needs keep_late on windowed input')
@@ -365,6 +390,7 @@ class AggregatePerKey(beam.PTransform):
         # (with carries_raw) the source URI late dead letters name
         self._source = source if carries_raw else ''
         self._late_output = late_output if carries_raw else None
+        self._late_per_window = late_per_window
         self._merging = merging
         # keep_late: the allowed lateness (seconds) of a streaming input,
         # whose later records become dead letters in ``self.late``; None
@@ -384,7 +410,7 @@ class AggregatePerKey(beam.PTransform):
             count = _CountKeyed(self._job, self._count_of)
         elif self._carries_raw:
             count = _CountCarried(self._job, self._count_of,
-                                  self._late_output)
+                                  self._late_output, self._late_per_window)
         else:
             count = _CountAssignments(self._job, self._count_of)
         assigned = kvs | 'CountAssigned' >> beam.ParDo(count)
@@ -394,7 +420,7 @@ class AggregatePerKey(beam.PTransform):
                      | 'SplitLate' >> beam.ParDo(_SplitLate(
                          self._job, self._count_of, self._keep_late,
                          self._carries_raw, self._source,
-                         self._late_output))
+                         self._late_output, self._late_per_window))
                      .with_outputs(LATE, main='groups'))
             # Dead letters travel in the global window, as the decoders'
             # do: the job flattens both into one dead-letter table.

@@ -6,6 +6,7 @@ import time
 
 import apache_beam as beam
 import orjson
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from apache_beam.utils.timestamp import Timestamp
@@ -287,6 +288,79 @@ def test_a_state_never_records_a_horizon_lower_than_one_recorded(
     # A restart keeps the window final at 150 s (its message acknowledged).
     assert _pubsub_acks.recover(sub, state, 10)[0] == 150.0
     _kafka_commits.forget()
+
+
+def test_no_state_records_a_horizon_past_a_window_of_a_held_message(
+        pubsub, tmp_path):
+    """Sliding windows (2m/1m, no lateness): a message at T0+10 is in
+    [T0-60, T0+60) and [T0, T0+120).  Held (not acknowledged: its second
+    window is open) when the runner's horizon is T0+100, it comes again
+    after a kill; a state recording T0+100 would keep the first window's
+    pane at the restart, which would find the message late for it: counted
+    twice.  So the horizon used stops just before T0+60: a message whose
+    windows are all final by then is acknowledged, one that needs T0+100
+    is not yet; and once the first message is acknowledged the horizon
+    goes on (never below one recorded).  A message at T0-30 would hold
+    it lower still ([T0-60, T0+60) is its second window: not final just
+    before T0+60, its first [T0-120, T0) would be).  For fixed windows
+    (no first close given) nothing changes: the horizon is the
+    runner's."""
+    from google.cloud import pubsub_v1
+    from transforms import windows
+    from transforms.io import _kafka_commits, _pubsub_acks
+    spec = windows.parse_window('sliding:2m/1m')
+    trigger = windows.TriggerSpec(late=1, lateness=0.0)
+    final_at = windows.FinalAt((spec,), 0.0)
+    late_from = windows.LateFrom((spec,), trigger)
+    assert late_from(T0 + 10) == T0 + 60 and final_at(T0 + 10) == T0 + 120
+    topic = pubsub.topic(f'first-{next(_names)}')
+    sub = pubsub.subscription(topic, f'first-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    _publish(topic, [b'open', b'early', b'fixed'])
+    state = _pubsub_acks.state_path(str(tmp_path), sub)
+    _kafka_commits.forget()
+    assert _pubsub_acks.recover(sub, state, 10) is None
+    try:
+        ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
+        received = []
+        while len(received) < 3:
+            received += ledger.client.pull(subscription=sub, max_messages=3,
+                                           timeout=10).received_messages
+        by_data = {m.message.data: m for m in received}
+        ids = {data: m.message.message_id for data, m in by_data.items()}
+        # 'early' at T0-70: windows [T0-180, T0-60) and [T0-120, T0)
+        ledger.hold(ids[b'early'], by_data[b'early'].ack_id,
+                    final_at(T0 - 70), T0 - 70, first=late_from(T0 - 70))
+        ledger.hold(ids[b'open'], by_data[b'open'].ack_id,
+                    final_at(T0 + 10), T0 + 10, first=late_from(T0 + 10))
+        ledger.read_started()
+        _kafka_commits.prepare()
+        _kafka_commits.release(T0 + 100, T0 + 100)
+        with open(state, encoding='utf-8') as f:
+            written = orjson.loads(f.read())
+        # before: h T0+100 (the first window of 'open' final at it)
+        assert written['h'] < late_from(T0 + 10)
+        assert written['h'] == pytest.approx(T0 + 60, abs=0.01)
+        assert written['ids'] == [ids[b'early']]
+        # 'open' is final at T0+120: acknowledged, the horizon moves on
+        time.sleep(_pubsub_acks.MIN_INTERVAL)
+        _kafka_commits.release(T0 + 130, T0 + 130)
+        with open(state, encoding='utf-8') as f:
+            written = orjson.loads(f.read())
+        assert written['h'] == T0 + 130 and written['ids'] == [ids[b'open']]
+        # Fixed windows: no first close, the runner's horizon as before.
+        ledger.hold(ids[b'fixed'], by_data[b'fixed'].ack_id, T0 + 200,
+                    T0 + 130)
+        ledger.read_started()
+        _kafka_commits.prepare()
+        time.sleep(_pubsub_acks.MIN_INTERVAL)
+        _kafka_commits.release(T0 + 250, T0 + 250)
+        with open(state, encoding='utf-8') as f:
+            written = orjson.loads(f.read())
+        assert written['h'] == T0 + 250 and \
+            written['ids'] == [ids[b'fixed']]
+    finally:
+        _kafka_commits.forget()
 
 
 def test_a_restart_skips_messages_whose_final_panes_were_written(

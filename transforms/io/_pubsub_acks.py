@@ -199,13 +199,17 @@ class _Ledger:
         # message id -> [ack id, final at (its windows), stamped (its
         # element's timestamp), handed over (the number of the read start
         # that found its read's output committed; None: not yet), its
-        # payload where it is registered as a dead letter's origin]
+        # payload where it is registered as a dead letter's origin, the
+        # first of its windows to close where the job gives late_from
+        # (else None)]
         self.held = {}
         self.fresh = []         # ids of the current read (not yet handed)
         self.reads = 0          # read starts so far
         self.looked = 0         # read starts before the runner's last look
         self.horizon = None
         self.recorded = None    # the horizon the last state recorded
+        # whether a held message ever gave its first window close
+        self.has_first = False
         self.acked_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -213,10 +217,12 @@ class _Ledger:
         self._thread.start()
 
     def hold(self, message_id, ack_id, final_at, stamped,
-             origin=None) -> bool:
+             origin=None, first=None) -> bool:
         """Holds a pulled message until it is final: its windows are final
         by ``final_at`` and nothing it produced, stamped at ``stamped`` or
-        later, is pending.  False if it was held already (delivered again
+        later, is pending.  ``first``: the first of its windows to close,
+        where the job gives late_from (``io.Context.late_from``; see
+        ``release``).  False if it was held already (delivered again
         while held: the new ack id is kept)."""
         with _LOCK:
             entry = self.held.get(message_id)
@@ -224,7 +230,9 @@ class _Ledger:
                 entry[0] = ack_id
                 return False
             self.held[message_id] = [ack_id, final_at, stamped, None,
-                                     origin]
+                                     origin, first]
+            if first is not None:
+                self.has_first = True
             self.fresh.append(message_id)
             return True
 
@@ -307,7 +315,19 @@ def release(horizon, pending):
     end of a run) has emitted its final pane and all it produced is
     written, and no element pending downstream of the reads is stamped at
     or before ``pending``: acknowledge the messages held for them (the
-    state written first) that were handed over before the runner looked."""
+    state written first) that were handed over before the runner looked.
+
+    A message a restart receives again (held, not acknowledged) must have
+    none of its windows final at the horizon the state records, or the
+    restart would keep that window's pane and find the message late for
+    it: counted twice (sliding windows, video_qoe's session and rollups:
+    the jobs that give ``late_from``, whose windows close at different
+    times).  So the horizon used stops just before the first window close
+    of every message handed over before the look whose windows are not
+    all final by it, never below the one the last state recorded: a
+    message whose first window closed by then came after it closed (it is
+    late for it: its late dead letter names that window).  For fixed
+    windows the first close is the last: nothing changes."""
     due = []
     origins = []
     now = time.time()
@@ -318,7 +338,9 @@ def release(horizon, pending):
                 ledger.looked = ledger.reads
             elif now - ledger.acked_at < MIN_INTERVAL:
                 continue
-            ids = [m for m, (_, final, stamped, handed, _)
+            else:
+                horizon = _held_before_first(ledger, horizon)
+            ids = [m for m, (_, final, stamped, handed, _, _)
                    in ledger.held.items()
                    if handed is not None and handed <= ledger.looked and
                    final <= horizon and stamped <= pending]
@@ -374,6 +396,42 @@ def _recorded(ledger, horizon):
         recorded = max(recorded, ledger.recorded)
     ledger.recorded = recorded
     return recorded
+
+
+# A horizon recorded "just before" a window closes (seconds).
+_BEFORE = 0.001
+
+
+def _held_before_first(ledger, horizon):
+    """``horizon``, or just before the first window close of a message
+    handed over before the runner's look whose windows are not all final
+    by it (lowered until none is), not below the horizon the ledger last
+    acknowledged under (``ledger.horizon``) nor the resumed run's."""
+    if not ledger.has_first:
+        return horizon
+    floor = ledger.horizon
+    earlier = _RESUMES.get(ledger.subscription)
+    if earlier is not None and not earlier.complete:
+        floor = earlier.horizon if floor is None else \
+            max(floor, earlier.horizon)
+    high = horizon
+    while True:
+        found = None
+        for entry in ledger.held.values():
+            first, handed = entry[5], entry[3]
+            if first is None or handed is None or handed > ledger.looked:
+                continue
+            if entry[1] > high and first <= high and \
+                    (found is None or first < found):
+                found = first
+        if found is None:
+            return high
+        lowered = found - _BEFORE
+        if floor is not None and lowered <= floor:
+            # (its first window was final at a recorded horizon before it
+            # came: it is late for it)
+            return min(horizon, floor)
+        high = lowered
 
 
 def forget():

@@ -578,8 +578,14 @@ class _PullFn(beam.DoFn):
                         self._late_from is not None and
                         self._late_from(seconds) <= float(floor)) or \
                     written else None
+                # Where the job gives late_from, the first of its windows
+                # to close: no state records a horizon past it while it is
+                # held (see _pubsub_acks.release).
+                first = self._late_from(seconds) if \
+                    self._late_from is not None and seconds is not None \
+                    else None
                 if not ledger.hold(message_id, item.ack_id, final,
-                                   float(at) + _AFTER, origin):
+                                   float(at) + _AFTER, origin, first):
                     self._again.inc()     # held already: read once
                     continue
                 if origin is not None:
