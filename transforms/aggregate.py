@@ -58,13 +58,26 @@ class _CountCarried(_CountAssignments):
     here) does not enter the grouping again; counted ``late_replayed``.
     ``per_window``: the output is one window of the grouping (sliding
     windows: a record in several windows may be late for some of them
-    only), named ``OUTPUT@END`` (:func:`output_name`)."""
+    only), named ``OUTPUT@END`` (:func:`output_name`).
 
-    def __init__(self, job, count_of, output=None, per_window=False):
+    A value whose origin carries ``final_by`` (a record a restart reads
+    again that the killed run had handed on before the horizon it resumes:
+    ``deadletter.Origin``) does not enter the grouping of a window closing
+    (its end plus ``lateness``, as ``io.Context.final_at`` computes it) at
+    or before it: that window's final pane is written with the record in
+    it, or its late dead letter is; counted ``final_replayed`` by the
+    records it holds.  Not for merging windows (``merging``: a session
+    the record was assigned to is not the one it closes in)."""
+
+    def __init__(self, job, count_of, output=None, per_window=False,
+                 lateness=0.0, merging=False):
         super().__init__(job, count_of)
         self._output = output
         self._per_window = per_window
+        self._lateness = lateness or 0.0
+        self._merging = merging
         self._replayed = Metrics.counter(job, 'late_replayed')
+        self._final_replayed = Metrics.counter(job, 'final_replayed')
 
     def process(self, kv, window=beam.DoFn.WindowParam):
         key, carried = kv
@@ -78,8 +91,21 @@ class _CountCarried(_CountAssignments):
                     key) in origin.written:
             self._replayed.inc(self._count_of(carried.value))
             return
+        if origin is not None and origin.final_by is not None and \
+                not self._merging and \
+                closes_at(window, self._lateness) <= origin.final_by:
+            self._final_replayed.inc(self._count_of(carried.value))
+            return
         self._assigned.inc(self._count_of(carried.value))
         yield kv
+
+
+def closes_at(window, lateness) -> float:
+    """When ``window`` takes its last record (event time, seconds): its
+    end plus the allowed lateness, the same float
+    ``transforms.windows.WindowSpec.closes_at`` gives (a commit's horizon
+    is compared with it)."""
+    return int(window.end.micros) / 1e6 + lateness
 
 
 def output_name(output, window, per_window):
@@ -410,7 +436,8 @@ class AggregatePerKey(beam.PTransform):
             count = _CountKeyed(self._job, self._count_of)
         elif self._carries_raw:
             count = _CountCarried(self._job, self._count_of,
-                                  self._late_output, self._late_per_window)
+                                  self._late_output, self._late_per_window,
+                                  self._keep_late, self._merging)
         else:
             count = _CountAssignments(self._job, self._count_of)
         assigned = kvs | 'CountAssigned' >> beam.ParDo(count)

@@ -94,15 +94,23 @@ _ORIGINS_LOCK = threading.Lock()
 
 class Origin(typing.NamedTuple):
     """Where a record came from (``tag``: 'message=ID'), and the outputs
-    whose late dead letters a killed run wrote ('window=NAME&key=K')."""
+    whose late dead letters a killed run wrote ('window=NAME&key=K').
+    ``final_by``: a record a restart reads again that the killed run had
+    handed on before the horizon it resumes was taken (event time,
+    seconds): each of its windows closing by then (end plus the allowed
+    lateness) is final and written, the record in that final pane or its
+    late dead letter written, so the grouping keeps it out of those
+    windows (``transforms.aggregate``; None: none)."""
     tag: str
     written: frozenset = frozenset()
+    final_by: typing.Optional[float] = None
 
 
-def register_origin(raw: bytes, tag: str, written=()) -> None:
+def register_origin(raw: bytes, tag: str, written=(),
+                    final_by=None) -> None:
     with _ORIGINS_LOCK:
         _ORIGINS.setdefault(raw, collections.deque()).append(
-            Origin(tag, frozenset(written)))
+            Origin(tag, frozenset(written), final_by))
 
 
 def output_tag(output: str, key) -> str:

@@ -137,6 +137,18 @@ class LateFrom(typing.NamedTuple):
             found.append((start + size_us) / 1e6 + lateness)
         return min(found)
 
+    @property
+    def keeps_out(self) -> bool:
+        """Whether a restart may keep a record it reads again out of just
+        those of its windows that were final at the horizon it resumes
+        (``deadletter.Origin.final_by``, dropped where the grouping
+        assigns it, ``transforms.aggregate``), instead of the horizon
+        being held before them (``transforms.io._kafka_commits``): where
+        every window is fixed by the record's own event time (fixed and
+        sliding), not a session, which merges into windows whose close is
+        not the one the record was assigned."""
+        return all(w.kind != 'session' for w in self.windows)
+
 
 def parse_window(text: str) -> WindowSpec:
     """'fixed:60s' | 'sliding:5m/1m' | 'session:30m' -> WindowSpec."""

@@ -580,6 +580,12 @@ class _ReadPartitionFn(beam.DoFn):
         # late: their windows final under the watermark they are read under
         late = []
         late_from = self._late_from
+        # A restart keeps a record it reads again out of those of its
+        # windows final at the commit's horizon (deadletter.Origin
+        # .final_by), rather than the commits being held before them:
+        # where the job's windows allow it (windows.LateFrom.keeps_out).
+        keeps_out = late_from is not None and \
+            getattr(late_from, 'keeps_out', False)
         # the earliest event time of the records this read emitted (where
         # the job gives late_from: the first of their windows to close)
         earliest = None
@@ -729,12 +735,21 @@ class _ReadPartitionFn(beam.DoFn):
                                 else min(earliest, event_time)
                             written = outputs_written.get(offset)
                             first = late_from(event_time)
-                            if written or event_time < mark and \
-                                    first <= mark:
+                            # Handed on before the commit's look (before
+                            # its "r"), some of its windows final at its
+                            # horizon: in those final panes, or its late
+                            # dead letters for them written (the horizon
+                            # was held before its windows while it was
+                            # not settled): kept out of them.
+                            final_by = resume.horizon if keeps_out and \
+                                replaying and offset < resume.read and \
+                                first <= resume.horizon else None
+                            if written or final_by is not None or \
+                                    event_time < mark and first <= mark:
                                 deadletter.register_origin(
                                     value, _origin_tag(spec.partition,
                                                        offset),
-                                    written or ())
+                                    written or (), final_by)
                                 late.append((offset, first, at if exact
                                              else seconds, value))
                         elif event_time + lateness < mark:
@@ -829,7 +844,8 @@ class _ReadPartitionFn(beam.DoFn):
                     _kafka_commits.emitted(
                         spec, spec.partition, next_offset, newest_read,
                         stamped, steps, late,
-                        None if earliest is None else late_from(earliest))
+                        None if earliest is None or keeps_out
+                        else late_from(earliest))
             elif next_offset is not None:
                 if finalizer is not None:
                     finalizer.register(
