@@ -11,15 +11,17 @@ KILLS (environment, default 3) sets how many kills each case makes; the
 random moments come from a seed printed with the figures (pytest -s; SEED
 (environment) plays the same moments again)."""
 import collections
+import json
 import os
 import random
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
-from transforms import deadletter
+from transforms import deadletter, windows
 from transforms import io as transforms_io
 from transforms.decode import decode_payload
 from transforms.io import _pubsub_acks, synthetic
@@ -58,6 +60,43 @@ def _until_acknowledging(job, state, before, timeout):
         time.sleep(0.05)
 
 
+class _States:
+    """The states a run writes (``h`` and how many ids each lists), looked
+    at every 50 ms while the runs go on: whether messages were
+    acknowledged while the stream was read, before a read ended (a run
+    that ends records the horizon COMPLETE)."""
+
+    def __init__(self, path):
+        self._path = path
+        self.seen = []            # [(horizon, number of ids)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self):
+        last = None
+        while not self._stop.wait(0.05):
+            text = _text(self._path)
+            if text is None or text == last:
+                continue
+            last = text
+            try:
+                found = json.loads(text)
+            except ValueError:
+                continue
+            self.seen.append((found['h'], len(found.get('ids', ()))))
+
+    def acknowledged_mid_run(self, past):
+        """States listing messages, their horizon at or past ``past`` and
+        not the one of a run that ended."""
+        return [(h, n) for h, n in self.seen
+                if n and past <= h < _pubsub_acks.COMPLETE]
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
 def _text(path):
     try:
         with open(path, encoding='utf-8') as f:
@@ -93,7 +132,11 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         pubsub, tmp_path, request, streaming, loaded, several, window):
     """(sliding: each record in two windows; a message delivered again
     after a kill may have one final at the state's horizon: none may be a
-    late dead letter and in that final pane.  Half the records.)"""
+    late dead letter and in that final pane, nor lost from it (the state
+    lists it as kept: the restart keeps it out of that window alone).
+    Messages are acknowledged while the stream is read (a horizon held
+    before the first window of every held message acknowledged no dated
+    message before the read ended).  Half the records.)"""
     if loaded:
         request.getfixturevalue('cpu_load')
     # Two records a second: the stream spans hours, so that windows turn
@@ -128,12 +171,18 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
                 whole_records += 1
     _publish(topic, published)
     sink = tmp_path / 'out'
+    # (sliding: an allowed lateness of 10 minutes, so that windows turn
+    # final, and their messages are acknowledged, while the backlog is
+    # read: with an hour, the reads ran ahead of every look that found
+    # one final)
+    lateness = 600.0 if window else 3600.0
     argv = _job(f'pubsub://{subscription}?stop=idle:4s', sink, streaming,
-                window)
+                window, f'late=1,lateness={int(lateness)}s,accumulating')
     env = {**os.environ, 'PYTHONPATH': REPO}
     seed = int(os.environ.get('SEED') or random.randrange(10**6))
     moments = random.Random(seed)
     state = _pubsub_acks.state_path(str(sink), subscription)
+    states = _States(state)
     kills = partial = ended = 0
     for attempt in range(KILLS):
         before = _text(state)
@@ -163,7 +212,15 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         job.wait()
     last = subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
                           timeout=400, check=False)
+    states.stop()
     assert last.returncode == 0, last.stderr.decode()[-2000:]
+    # Acknowledged while the stream was read: a state listing messages
+    # whose horizon is past the stream's first window's close (its first
+    # record's last window: that message is final there).
+    first_final = windows.FinalAt(
+        (windows.parse_window(window or 'fixed:60s'),), lateness)(
+            min(t for t, _ in records))
+    mid_run = states.acknowledged_mid_run(first_final)
 
     (got, expected, oracle, lost, twice, late, decode_dead, dead_missing,
      dead_twice) = _against_replay(sink, [
@@ -189,8 +246,12 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
           f'lost {lost}, counted twice {twice}; dead letters {decode_dead} '
           f'(replay {oracle["dead_lettered"]}; missing '
           f'{sum(dead_missing.values())}, twice {sum(dead_twice.values())})'
-          f', late {late}')
+          f', late {late}; {len(mid_run)} states acknowledging mid-run'
+          f' (of {len(states.seen)} seen; horizons {sorted(mid_run)[:1]}'
+          f'..{sorted(mid_run)[-1:]})')
     assert kills >= 1
+    if window:
+        assert mid_run, states.seen
     assert lost == 0 and twice == 0
     assert got == expected
     assert late == 0

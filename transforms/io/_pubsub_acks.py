@@ -94,6 +94,9 @@ class Resume(typing.NamedTuple):
     # letters the sink holds, of a message with several (set by
     # dead_lettered; see deadletter.output_source)
     outputs_written: typing.Optional[dict] = None
+    # messages held then, handed over before the look that took
+    # ``horizon``: kept out of their windows closing by it (see release)
+    kept: frozenset = frozenset()
 
     @property
     def complete(self) -> bool:
@@ -131,7 +134,8 @@ def _read(path):
             if found is None:
                 return None
         return (float(found['h']), float(found['t']),
-                frozenset(found.get('ids', ())), bool(found.get('ended')))
+                frozenset(found.get('ids', ())), bool(found.get('ended')),
+                frozenset(found.get('kept', ())))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as e:
@@ -154,10 +158,10 @@ def recover(subscription, path, ack_deadline):
             _write(path, {'h': COMPLETE, 't': now, 'ids': [],
                           'ended': False})
             return None
-        horizon, committed_at, ids, _ = found
+        horizon, committed_at, ids, _, kept = found
         _RESUMES[subscription] = Resume(
             horizon, committed_at, ids,
-            max(LEASE_SECONDS, ack_deadline or 0) + 1.0)
+            max(LEASE_SECONDS, ack_deadline or 0) + 1.0, kept=kept)
     return horizon, committed_at
 
 
@@ -200,8 +204,12 @@ class _Ledger:
         # element's timestamp), handed over (the number of the read start
         # that found its read's output committed; None: not yet), its
         # payload where it is registered as a dead letter's origin, the
-        # first of its windows to close where the job gives late_from
-        # (else None)]
+        # first of its windows to close where the job gives late_from and
+        # a restart cannot keep it out of its final windows (else None),
+        # the same where it can (windows.LateFrom.keeps_out; else None),
+        # where it may be late (registered, its first window final under
+        # the watermark it was read under) when it is settled (nothing
+        # pending stamped at or before it; else None)]
         self.held = {}
         self.fresh = []         # ids of the current read (not yet handed)
         self.reads = 0          # read starts so far
@@ -217,20 +225,30 @@ class _Ledger:
         self._thread.start()
 
     def hold(self, message_id, ack_id, final_at, stamped,
-             origin=None, first=None) -> bool:
+             origin=None, first=None, kept_from=None,
+             maybe_late=False) -> bool:
         """Holds a pulled message until it is final: its windows are final
         by ``final_at`` and nothing it produced, stamped at ``stamped`` or
         later, is pending.  ``first``: the first of its windows to close,
-        where the job gives late_from (``io.Context.late_from``; see
-        ``release``).  False if it was held already (delivered again
+        where the job gives late_from (``io.Context.late_from``) and a
+        restart cannot keep it out of single windows (sessions: no state
+        records a horizon past it, see ``release``); ``kept_from``: the
+        same where it can (``windows.LateFrom.keeps_out``: a restart keeps
+        it out of its windows closing by a state's horizon, see
+        ``release``); ``maybe_late``: with ``kept_from``, it may be late
+        (registered as its dead letters' origin), not settled until
+        nothing pending is stamped at or before the later of ``kept_from``
+        and ``stamped``.  False if it was held already (delivered again
         while held: the new ack id is kept)."""
         with _LOCK:
             entry = self.held.get(message_id)
             if entry is not None:
                 entry[0] = ack_id
                 return False
-            self.held[message_id] = [ack_id, final_at, stamped, None,
-                                     origin, first]
+            self.held[message_id] = [
+                ack_id, final_at, stamped, None, origin, first, kept_from,
+                max(kept_from, stamped) if maybe_late and
+                kept_from is not None else None]
             if first is not None:
                 self.has_first = True
             self.fresh.append(message_id)
@@ -336,14 +354,20 @@ def release(horizon, pending):
             if horizon == float('inf'):
                 ledger._written()     # pylint: disable=protected-access
                 ledger.looked = ledger.reads
+                used = horizon
             elif now - ledger.acked_at < MIN_INTERVAL:
                 continue
             else:
-                horizon = _held_before_first(ledger, horizon)
-            ids = [m for m, (_, final, stamped, handed, _, _)
-                   in ledger.held.items()
-                   if handed is not None and handed <= ledger.looked and
-                   final <= horizon and stamped <= pending]
+                used = _kept_before_unsettled(
+                    ledger, _held_before_first(ledger, horizon), pending)
+                if used is None:
+                    # A message that may be late for a window final at
+                    # the horizon already recorded is not settled yet:
+                    # no state until it is.
+                    continue
+            ids = [m for m, entry in ledger.held.items()
+                   if entry[3] is not None and entry[3] <= ledger.looked
+                   and entry[1] <= used and entry[2] <= pending]
             ended = horizon == float('inf') and not ledger.held.keys() - \
                 set(ids)
             if not ids and not ended:
@@ -353,18 +377,29 @@ def release(horizon, pending):
             origins.extend((entry[4], origin_tag(m))
                            for m, entry in zip(ids, entries)
                            if entry[4] is not None)
-            ledger.horizon = horizon
+            ledger.horizon = used
             ledger.acked_at = now
-            due.append((ledger, ids, ack_ids, ended))
+            recorded = _recorded(ledger, used)
+            # Held on, handed over before the look, some of their windows
+            # final at the horizon recorded: a restart keeps them out of
+            # those (none may be late and unsettled, see
+            # _kept_before_unsettled).
+            kept = sorted(m for m, entry in ledger.held.items()
+                          if entry[6] is not None and entry[6] <= recorded
+                          and entry[3] is not None and
+                          entry[3] <= ledger.looked)
+            due.append((ledger, ids, ack_ids, ended, recorded, kept))
     if origins:
         # Acknowledged: a payload no dead letter took is not one of
         # theirs any longer.
         deadletter.forget_origins(origins)
-    for ledger, ids, ack_ids, ended in due:
+    for ledger, ids, ack_ids, ended, recorded, kept in due:
         path = _STATE_PATHS.get(ledger.subscription)
         if path is not None and ids:
-            _write(path, {'h': _recorded(ledger, horizon), 't': now,
-                          'ids': ids, 'ended': False})
+            state = {'h': recorded, 't': now, 'ids': ids, 'ended': False}
+            if kept:
+                state['kept'] = kept
+            _write(path, state)
         ledger.acknowledge(ack_ids)
         if path is not None and ended:
             _write(path, {'h': COMPLETE, 't': time.time(), 'ids': [],
@@ -432,6 +467,43 @@ def _held_before_first(ledger, horizon):
             # came: it is late for it)
             return min(horizon, floor)
         high = lowered
+
+
+def _kept_before_unsettled(ledger, horizon, pending):
+    """The horizon to acknowledge under, for the messages a restart keeps
+    out of their final windows (``kept_from``): ``horizon``, or just
+    before the first window close of a message handed over before the
+    look that may be late and is not settled (in its window, or pending
+    before its decode with its late dead letter not yet written: a
+    restart could not tell), so that no state records a horizon past a
+    window of such a message; None (write no state) where the horizon
+    already recorded (or resumed) is past it: it came after that window
+    was final, and a state listing it as kept would keep it out of the
+    window whose late dead letter is not written.  Settled entries are
+    no longer ``maybe late``."""
+    floor = ledger.recorded
+    earlier = _RESUMES.get(ledger.subscription)
+    if earlier is not None and not earlier.complete:
+        floor = earlier.horizon if floor is None else \
+            max(floor, earlier.horizon)
+    top = horizon if floor is None else max(horizon, floor)
+    found = None
+    for entry in ledger.held.values():
+        settles = entry[7]
+        if settles is None:
+            continue
+        if settles <= pending and entry[3] is not None and \
+                entry[3] <= ledger.looked:
+            entry[7] = None       # settled
+            continue
+        if entry[3] is not None and entry[3] <= ledger.looked and \
+                entry[6] <= top and (found is None or entry[6] < found):
+            found = entry[6]
+    if found is None:
+        return horizon
+    if floor is not None and found <= floor:
+        return None
+    return min(horizon, found - _BEFORE)
 
 
 def forget():

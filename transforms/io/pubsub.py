@@ -498,6 +498,12 @@ class _PullFn(beam.DoFn):
         # message id -> the outputs whose late dead letters the sink holds
         outputs_written = (resume.outputs_written or {}) \
             if resume is not None else {}
+        # Held by the killed run, handed over before the look that took
+        # the horizon it recorded: kept out of their windows final then.
+        kept = resume.kept if resume is not None and \
+            not resume.complete else frozenset()
+        keeps_out = self._late_from is not None and \
+            getattr(self._late_from, 'keeps_out', False)
         stamp = self._event_time
         position = tracker.current_restriction().start
         started = time.monotonic()
@@ -572,25 +578,43 @@ class _PullFn(beam.DoFn):
                 # whose outputs' late dead letters the sink holds: it is
                 # registered with those, and kept out of them alone.
                 written = outputs_written.get(message_id, ())
-                origin = data if stamp is not None and seconds is None or \
-                    seconds is not None and (
-                        self._final_at and final <= float(floor) or
-                        self._late_from is not None and
-                        self._late_from(seconds) <= float(floor)) or \
-                    written else None
                 # Where the job gives late_from, the first of its windows
                 # to close: no state records a horizon past it while it is
-                # held (see _pubsub_acks.release).
+                # held (see _pubsub_acks.release), or, where a restart can
+                # keep it out of its windows final at a state's horizon
+                # (keeps_out), none while it may be late and is not
+                # settled.
                 first = self._late_from(seconds) if \
                     self._late_from is not None and seconds is not None \
                     else None
-                if not ledger.hold(message_id, item.ack_id, final,
-                                   float(at) + _AFTER, origin, first):
+                final_by = None
+                if first is not None and keeps_out and \
+                        message_id in kept and first <= resume.horizon:
+                    if final <= resume.horizon:
+                        # All its windows final: in their final panes.
+                        skipped.append(item.ack_id)
+                        self._read.inc()
+                        self._replayed.inc()
+                        continue
+                    final_by = resume.horizon
+                maybe_late = seconds is not None and (
+                    self._final_at and final <= float(floor) or
+                    first is not None and first <= float(floor))
+                origin = data if stamp is not None and seconds is None or \
+                    maybe_late or written or final_by is not None \
+                    else None
+                if not ledger.hold(
+                        message_id, item.ack_id, final,
+                        float(at) + _AFTER, origin,
+                        None if keeps_out else first,
+                        first if keeps_out else None,
+                        bool(maybe_late) or final_by is not None):
                     self._again.inc()     # held already: read once
                     continue
                 if origin is not None:
                     deadletter.register_origin(
-                        origin, _pubsub_acks.origin_tag(message_id), written)
+                        origin, _pubsub_acks.origin_tag(message_id), written,
+                        final_by)
                 if seconds is not None:
                     state.newest = seconds if state.newest is None \
                         else max(state.newest, seconds)
