@@ -642,3 +642,99 @@ def test_an_in_order_video_backlog_rolls_up_as_a_file_replay(
 def synthetic_records(uri):
     from transforms.io import synthetic
     return synthetic.generate(transforms_io.parse_uri(uri)).records()
+
+
+def test_a_state_lists_the_held_messages_a_restart_keeps_out_of_final_windows(
+        pubsub, tmp_path):
+    """Sliding windows (2m/1m, no lateness), where a restart keeps a
+    message it receives again out of those of its windows final at the
+    state's horizon (windows.LateFrom.keeps_out): the horizon is not held
+    before the windows of held messages.  'open' at T0+10 ([T0-60, T0+60)
+    and [T0, T0+120)), held when the runner's horizon is T0+100: the state
+    records T0+100 and lists 'open' as kept (in the final pane of its
+    first window).  A message that may be late and is not settled (pending
+    before its decode: in its window or its late letter not yet written, a
+    restart could not tell) is never listed: where its first window is
+    final at the horizon already recorded no state is written until it
+    settles; else the horizon stops just before that window.  The oracle:
+    each state's kept messages are those handed over, held, with a window
+    closing by its horizon; none of them unsettled."""
+    from google.cloud import pubsub_v1
+    from transforms import windows
+    from transforms.io import _kafka_commits, _pubsub_acks
+    spec = windows.parse_window('sliding:2m/1m')
+    trigger = windows.TriggerSpec(late=1, lateness=0.0)
+    final_at = windows.FinalAt((spec,), 0.0)
+    late_from = windows.LateFrom((spec,), trigger)
+    assert late_from.keeps_out
+    assert not windows.LateFrom((windows.parse_window('session:5m'), spec),
+                                trigger).keeps_out
+    names = [b'open', b'early', b'late', b'lagging', b'fixed']
+    topic = pubsub.topic(f'kept-{next(_names)}')
+    sub = pubsub.subscription(topic, f'kept-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    _publish(topic, names)
+    state = _pubsub_acks.state_path(str(tmp_path), sub)
+    _kafka_commits.forget()
+    assert _pubsub_acks.recover(sub, state, 10) is None
+
+    def written():
+        with open(state, encoding='utf-8') as f:
+            return orjson.loads(f.read())
+
+    def hold(name, at, stamped=None, maybe_late=False):
+        ledger.hold(ids[name], by_data[name].ack_id, final_at(at),
+                    at if stamped is None else stamped,
+                    kept_from=late_from(at), maybe_late=maybe_late)
+
+    def look_and_release(horizon, pending):
+        ledger.read_started()
+        _kafka_commits.prepare()
+        time.sleep(_pubsub_acks.MIN_INTERVAL)
+        _kafka_commits.release(horizon, pending)
+
+    try:
+        ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
+        received = []
+        while len(received) < len(names):
+            received += ledger.client.pull(
+                subscription=sub, max_messages=len(names),
+                timeout=10).received_messages
+        by_data = {m.message.data: m for m in received}
+        ids = {data: m.message.message_id for data, m in by_data.items()}
+        hold(b'early', T0 - 70)               # final at T0
+        hold(b'open', T0 + 10)                # first window closes T0+60
+        look_and_release(T0 + 100, T0 + 100)
+        first = written()
+        # Before: just before T0+60 (the first window of 'open').
+        assert first['h'] == T0 + 100
+        assert first['ids'] == [ids[b'early']]
+        assert first['kept'] == [ids[b'open']]
+        # 'late' at T0-30 ([T0-120, T0), [T0-60, T0+60)), read after that
+        # state (late for its first window), pending (stamped T0+100)
+        hold(b'late', T0 - 30, T0 + 100, maybe_late=True)
+        look_and_release(T0 + 110, T0 + 99)
+        assert written() == first             # no state until it settles
+        look_and_release(T0 + 110, T0 + 200)  # settled: its letter written
+        second = written()
+        assert second['h'] == T0 + 110 and second['ids'] == [ids[b'late']]
+        assert second['kept'] == [ids[b'open']]
+        # 'lagging' at T0+70 ([T0, T0+120), [T0+60, T0+180)), may be late,
+        # not settled: the horizon stops just before T0+120 ('fixed',
+        # final at T0+115, is acknowledged under it), 'lagging' not kept.
+        hold(b'lagging', T0 + 70, T0 + 150, maybe_late=True)
+        ledger.hold(ids[b'fixed'], by_data[b'fixed'].ack_id, T0 + 115,
+                    T0 + 115)
+        look_and_release(T0 + 130, T0 + 140)
+        third = written()
+        assert third['h'] == pytest.approx(T0 + 120, abs=0.01) and \
+            third['h'] < T0 + 120
+        assert third['ids'] == [ids[b'fixed']]
+        assert third['kept'] == [ids[b'open']]
+        # A restart finds the kept messages in the state.
+        _kafka_commits.forget()
+        assert _pubsub_acks.recover(sub, state, 10) == (third['h'],
+                                                        third['t'])
+        assert _pubsub_acks.resume(sub).kept == {ids[b'open']}
+    finally:
+        _kafka_commits.forget()

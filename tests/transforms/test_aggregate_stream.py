@@ -273,3 +273,38 @@ def test_carrying_payloads_needs_late_records_kept(keep_late, window_in_key):
         AggregatePerKey(LogStatsFn(), to_service_stats, stats_count, False,
                         JOB, keep_late=keep_late, window_in_key=window_in_key,
                         carries_raw=True)
+
+
+def test_a_record_read_again_is_kept_out_of_its_windows_final_at_the_horizon():
+    """A restart registers a record it reads again, handed on before the
+    horizon it resumes was taken, with that horizon (Origin.final_by):
+    each of its windows closing (end plus the allowed lateness) at or
+    before it holds it in its final pane, so the grouping's count step
+    drops (and counts) its assignment there and passes the others; not
+    for merging windows (a session's proto-window is not the session).
+    The closes compared are those windows.WindowSpec.closes_at gives."""
+    from apache_beam.transforms.window import IntervalWindow
+    from transforms import aggregate, deadletter
+    t0 = 1767225600
+    spec = windows.parse_window('sliding:2m/1m')
+    lateness = 30.0
+    final_by = spec.closes_at(t0 + 10 - 60, lateness)      # T0+90
+    assert final_by == t0 + 90
+    origin = deadletter.Origin('partition=0&offset=7', final_by=final_by)
+    carried = ('svc', ('value', deadletter.Sourced(b'payload', origin)))
+    first, second = IntervalWindow(t0 - 60, t0 + 60), \
+        IntervalWindow(t0, t0 + 120)
+    assert aggregate.closes_at(first, lateness) == final_by
+    count = aggregate._CountCarried(          # pylint: disable=protected-access
+        'keepout', lambda value: 1, 'service_stats', True, lateness)
+    assert list(count.process(carried, window=first)) == []
+    passed = list(count.process(carried, window=second))
+    assert [(k, v.value) for k, v in passed] == [('svc', 'value')]
+    # a horizon a microsecond before the first window closes keeps nothing
+    early = ('svc', ('value', deadletter.Sourced(b'payload', origin._replace(
+        final_by=final_by - 1e-6))))
+    assert len(list(count.process(early, window=first))) == 1
+    merging = aggregate._CountCarried(        # pylint: disable=protected-access
+        'keepout', lambda value: 1, 'session', False, lateness,
+        merging=True)
+    assert len(list(merging.process(carried, window=first))) == 1

@@ -552,3 +552,85 @@ def test_no_horizon_passes_a_window_of_a_record_read_again(ledger):
     _, offset, meta = commits[-1][0]
     assert offset == 31 and _kafka_commits.Resume.parse(offset,
                                                         meta).complete
+
+
+def test_sliding_commits_move_on_and_a_restart_keeps_records_out_of_final_windows(
+        ledger):
+    # Sliding windows (2m/1m, no lateness: a record at T0+10 is in
+    # [T0-60, T0+60) and [T0, T0+120)), where a restart keeps a record it
+    # reads again out of its windows final at the committed horizon
+    # (windows.LateFrom.keeps_out: the read gives no first close).  The
+    # commit carries the runner's horizon, not one held before the first
+    # window of every record not yet final (which, in a stream with no
+    # gap of a period, held it below the earliest record: nothing
+    # committed until the read ended).  The oracle, per (record, window):
+    # in the final pane written before the kill (handed over before the
+    # look, the window closing by the horizon) or assigned again at the
+    # restart (read again, not already counted, the window not closing by
+    # the horizon, as transforms.aggregate keeps it out), exactly once.
+    spec, commits = ledger
+    trigger = windows.TriggerSpec(late=1, lateness=0.0)
+    sliding = (windows.parse_window('sliding:2m/1m'),)
+    final_at = windows.FinalAt(sliding, 0.0)
+    late_from = windows.LateFrom(sliding, trigger)
+    assert late_from.keeps_out
+    _kafka_commits.forget()
+    _kafka_commits.track(spec, final_at, commits.append)
+    _kafka_commits.started(spec, 0, 0)
+    times = [T0 + 10] * 10 + [T0 + 70] * 10 + [T0 + 130] * 10
+    for stop in (10, 20, 30):
+        _kafka_commits.emitted(spec, 0, stop, times[stop - 1],
+                               stamped=times[stop - 1] - 5)
+    _handed_over()
+    _kafka_commits.release(T0 + 125, None)
+    _, offset, meta = commits[-1][0]
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert (offset, resume.horizon, resume.read) == (10, T0 + 125, 30)
+
+    def ends(at):
+        end = (int(at) // 60 + 1) * 60
+        return (end, end + 60)
+
+    counted = {(o, e): 0 for o, t in enumerate(times) for e in ends(t)}
+    for o, t in enumerate(times):
+        for end in ends(t):
+            if end <= resume.horizon:        # final before the kill
+                counted[o, end] += 1
+            elif o >= resume.offset and \
+                    not resume.already_counted(o, t, final_at):
+                counted[o, end] += 1         # assigned at the restart
+    assert set(counted.values()) == {1}, counted
+    # (the restart reads records 10-29 again: 10-19 kept out of
+    # [T0, T0+120), 20-29 out of nothing)
+    assert [o for o, t in enumerate(times) if o >= resume.offset and
+            late_from(t) <= resume.horizon] == list(range(10, 20))
+    # A record that may be late, not settled, still holds the horizon
+    # before each of its windows: record 30 at T0+80 ([T0, T0+120),
+    # [T0+60, T0+180)), read when a commit's horizon is past its first:
+    # no commit until it is settled.
+    _kafka_commits.emitted(spec, 0, 31, T0 + 130, stamped=T0 + 135,
+                           late=[(30, late_from(T0 + 80), T0 + 135, b'x')])
+    _handed_over()
+    count = len(commits)
+    time.sleep(_kafka_commits.MIN_INTERVAL)
+    _kafka_commits.release(T0 + 190, T0 + 130)
+    assert len(commits) == count
+    time.sleep(_kafka_commits.MIN_INTERVAL)
+    _kafka_commits.release(T0 + 190, T0 + 200)        # settled
+    _, offset, meta = commits[-1][0]
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert (offset, resume.horizon, resume.read) == (20, T0 + 190, 31)
+    # Where the read gives the first close (sessions: video_qoe), the
+    # horizon is held before it, as before.
+    _kafka_commits.forget()
+    commits.clear()
+    _kafka_commits.track(spec, final_at, commits.append)
+    _kafka_commits.started(spec, 0, 0)
+    for stop in (10, 20, 30):
+        _kafka_commits.emitted(spec, 0, stop, times[stop - 1],
+                               stamped=times[stop - 1] - 5,
+                               first=late_from(times[stop - 10]))
+    _handed_over()
+    _kafka_commits.release(T0 + 125, None)
+    _, offset, meta = commits[-1][0]
+    assert _kafka_commits.Resume.parse(offset, meta).horizon < T0 + 60
