@@ -35,11 +35,10 @@ FIELDS = ['count', 'errors', 'latency_count', 'latency_min_ms',
           'latency_max_ms']
 
 
-def _job(source, sink, streaming, window=None,
-         trigger='late=1,lateness=1h,accumulating'):
+def _job(source, sink, streaming, window=None):
     argv = [sys.executable, '-m', 'pipelines', 'logs', '--source', source,
-            '--sink', f'parquet://{sink}', '--trigger', trigger,
-            '--no-summary']
+            '--sink', f'parquet://{sink}', '--trigger',
+            'late=1,lateness=1h,accumulating', '--no-summary']
     return argv + (['--streaming'] if streaming else []) + \
         (['--window', window] if window else [])
 

@@ -61,17 +61,38 @@ final at a commit, or at the commit a restart resumes, were kept by the
 roll-back: their records are not read again).
 
 Records a restart reads again.  Where a job's late dead letters name
-their output (``io.Context.late_from``: video_qoe, a report in its
-session and in rollup windows; logs with sliding windows, a record in
-several windows), a record's windows close at different
-times, and the session, never final before the read ends, keeps its
-offset from being committed: a restart reads it again whatever the
-horizon.  A horizon past one of its windows would keep that window's
-pane and make the record late for it at the restart (counted twice), so
-no commit carries a horizon at or past the first window close of a
-record handed over before the runner's look whose windows are not all
-final by it (a read tells it, ``emitted(first=...)``); where an earlier
-commit is past it, nothing is committed until the read ends.
+their output (``io.Context.late_from``), a record's windows close at
+different times (logs with sliding windows: a record in several windows;
+video_qoe: a report in its session, never final before the read ends,
+and in rollup windows), and a restart reads it again while its last
+window is not final at the horizon committed, though earlier ones may
+be: it must stay out of those.
+
+* Where the windows are fixed by the record's own event time
+  (``windows.LateFrom.keeps_out``: fixed and sliding), the horizon is the
+  runner's, and a restart keeps a record before ``r`` out of those of its
+  windows closing by ``h`` (``deadletter.Origin.final_by``, dropped by the
+  count step before the grouping, ``transforms.aggregate``, counted
+  ``final_replayed``) and reads it into the others.  Exact because such a
+  record was handed over before the look that took ``h``: each of its
+  windows closing by ``h`` was final and written then, and the record is
+  in that final pane, or it was late for it; a late one was registered as
+  possibly late (the grouping that decides lateness is behind the
+  watermark it was read under), and while it is not settled the horizon
+  committed stops just before its first window close (the rule above:
+  its entry carries ``late_from``, the first of its windows, so each
+  window of it is behind the horizon), so, under ``h``, it was settled
+  before the look: its late letter is written (before the commit's time,
+  kept by the roll-back) and the restart finds it (``written``).  Either
+  way the record is already counted there.  Records at or after ``r``: not
+  in ``h``'s panes (late for its windows final there), as before.
+* Sessions (video_qoe): the session a record was assigned to is not the
+  one it closes in, so the restart cannot keep it out by a window's
+  close; the read tells the ledger the first window close of its records
+  (``emitted(first=...)``), and no commit carries a horizon at or past the
+  first window close of a record handed over before the runner's look
+  whose windows are not all final by it; where an earlier commit is past
+  it, nothing is committed until the read ends.
 
 (a run that ended commits the horizon ``COMPLETE``: nothing to skip or
 roll back, and the next run's watermark starts afresh), and the sinks drop

@@ -22,7 +22,11 @@ leases expire.  Before each acknowledgement, where the job writes files on
 a local disk, a state file beside them (``STATE_FILE``) records::
 
     {"h": horizon (s), "t": wall-clock time (s), "ids": [message ids about
-     to be acknowledged], "ended": false}
+     to be acknowledged], "ended": false, "kept": {message id: the
+     horizon (s) by which its windows hold it, of the messages held on
+     that were handed over before the look that took it, some of their
+     windows closing by it; only where the job gives windows.LateFrom
+     with keeps_out}}
 
 (into a ``bigquery://`` sink, the same state is appended to a table of the
 sink's dataset: ``bigquery.AckState``) and a restart (``recover``, called
@@ -43,10 +47,46 @@ before the run by pipelines/run.py)
   several outputs (video_qoe: a report's session and rollups) whose late
   dead letters name their output is read again, and kept out of just the
   outputs whose dead letters the sink holds (``deadletter.output_source``);
+* keeps a message delivered again whose id is in ``kept`` out of those of
+  its windows closing by the horizon listed with it (``deadletter.Origin.final_by``, dropped by
+  the count step before the grouping, ``transforms.aggregate``) and reads
+  it into the others (sliding windows: a message in several, the first
+  closing a period before the last; all of them closing by it: skipped
+  as above);
 * starts the watermark at ``h`` (windows final then stay closed) and holds
   it there until the killed run's leases have expired (the subscription's
   ack deadline, at least ``LEASE_SECONDS``), so that its messages, which
   come again only then, are not late (an idle stop waits as long).
+
+Why ``kept`` is exact.  A message handed over before the look that took
+``h`` is, for each of its windows closing by ``h`` (final and written at
+that look), in that final pane, or it was late for it.  A late one was
+registered as possibly late when it was pulled (its first window final
+under the watermark it was read under: the grouping that decides
+lateness is behind it; ``hold(maybe_late=True)``), and such a message is
+*settled* once handed over with nothing pending stamped at or before
+the later of its first window close and its own timestamp (in its
+windows, or its late letters written).  No state records a horizon past
+the first window of one handed over and not settled: the horizon stops
+just before it, or, where the horizon already recorded (or resumed) is
+past it (it came after that window was final), no state is written until
+it settles (``_kept_before_unsettled``).  So every message a state lists
+as kept is settled, its late letters written before the look and kept by
+the roll-back (the restart finds them, ``dead_lettered``), or in those
+panes: either way already counted there.  A message handed over after
+the look is not listed: it is late for the windows final at ``h`` and is
+read again whole, as before (its letters written after ``t`` are rolled
+back).  The recorded horizon never goes back (``_recorded``): a message
+kept at one state is kept at the next, its windows closing by the older
+horizon still holding it (listed with the newer one).  A restart lists
+the kept messages of the state it resumes, with their horizons, at its
+own states until they come again and are listed by their own entries
+(or are acknowledged): a restart's state written before the killed
+run's leases expire must not forget them.
+Without ``keeps_out`` (sessions: a session a message was assigned to is
+not the one it closes in) the horizon is held before the first window
+close of every held message instead (``_held_before_first``); jobs
+without ``late_from`` (fixed windows) acknowledge as before.
 
 A run that ends acknowledges everything and records ``"ended": true``: the
 next run starts afresh.  Without a local file sink or a BigQuery sink there
@@ -94,9 +134,10 @@ class Resume(typing.NamedTuple):
     # letters the sink holds, of a message with several (set by
     # dead_lettered; see deadletter.output_source)
     outputs_written: typing.Optional[dict] = None
-    # messages held then, handed over before the look that took
-    # ``horizon``: kept out of their windows closing by it (see release)
-    kept: frozenset = frozenset()
+    # message id -> the horizon by which its windows hold it, of messages
+    # held then, handed over before a look that took it: kept out of
+    # their windows closing by it (see release)
+    kept: typing.Optional[dict] = None
 
     @property
     def complete(self) -> bool:
@@ -135,7 +176,8 @@ def _read(path):
                 return None
         return (float(found['h']), float(found['t']),
                 frozenset(found.get('ids', ())), bool(found.get('ended')),
-                frozenset(found.get('kept', ())))
+                {str(m): float(h)
+                 for m, h in (found.get('kept') or {}).items()})
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as e:
@@ -218,6 +260,11 @@ class _Ledger:
         self.recorded = None    # the horizon the last state recorded
         # whether a held message ever gave its first window close
         self.has_first = False
+        # message id -> horizon: the resumed state's kept messages not yet
+        # listed by their own entries here nor acknowledged (see release)
+        resumed = _RESUMES.get(subscription)
+        self.carried = dict(resumed.kept or {}) if resumed is not None \
+            and not resumed.complete else {}
         self.acked_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -335,17 +382,20 @@ def release(horizon, pending):
     or before ``pending``: acknowledge the messages held for them (the
     state written first) that were handed over before the runner looked.
 
-    A message a restart receives again (held, not acknowledged) must have
-    none of its windows final at the horizon the state records, or the
-    restart would keep that window's pane and find the message late for
-    it: counted twice (sliding windows, video_qoe's session and rollups:
-    the jobs that give ``late_from``, whose windows close at different
-    times).  So the horizon used stops just before the first window close
-    of every message handed over before the look whose windows are not
-    all final by it, never below the one the last state recorded: a
-    message whose first window closed by then came after it closed (it is
-    late for it: its late dead letter names that window).  For fixed
-    windows the first close is the last: nothing changes."""
+    A message a restart receives again (held, not acknowledged) with
+    windows final at the horizon the state records must stay out of
+    them, or the restart would keep that window's pane and find the
+    message late for it: counted twice (sliding windows, video_qoe's
+    session and rollups: the jobs that give ``late_from``, whose windows
+    close at different times).  Where the job's windows allow it
+    (``kept_from``), the state lists such messages (``kept``) and the
+    restart keeps them out of those windows; the horizon used stops only
+    before the first window of a message that may be late and is not
+    settled (or no state is written, see ``_kept_before_unsettled``).
+    Else (sessions: ``first``) the horizon used stops just before the
+    first window close of every message handed over before the look whose
+    windows are not all final by it, never below the one the last state
+    recorded.  For fixed windows nothing changes."""
     due = []
     origins = []
     now = time.time()
@@ -384,10 +434,13 @@ def release(horizon, pending):
             # final at the horizon recorded: a restart keeps them out of
             # those (none may be late and unsettled, see
             # _kept_before_unsettled).
-            kept = sorted(m for m, entry in ledger.held.items()
-                          if entry[6] is not None and entry[6] <= recorded
-                          and entry[3] is not None and
-                          entry[3] <= ledger.looked)
+            listed = {m: recorded for m, entry in ledger.held.items()
+                      if entry[6] is not None and entry[6] <= recorded
+                      and entry[3] is not None and
+                      entry[3] <= ledger.looked}
+            for m in list(ids) + list(listed):
+                ledger.carried.pop(m, None)
+            kept = {**ledger.carried, **listed}
             due.append((ledger, ids, ack_ids, ended, recorded, kept))
     if origins:
         # Acknowledged: a payload no dead letter took is not one of

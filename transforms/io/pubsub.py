@@ -500,8 +500,8 @@ class _PullFn(beam.DoFn):
             if resume is not None else {}
         # Held by the killed run, handed over before the look that took
         # the horizon it recorded: kept out of their windows final then.
-        kept = resume.kept if resume is not None and \
-            not resume.complete else frozenset()
+        kept = (resume.kept or {}) if resume is not None and \
+            not resume.complete else {}
         keeps_out = self._late_from is not None and \
             getattr(self._late_from, 'keeps_out', False)
         stamp = self._event_time
@@ -587,16 +587,16 @@ class _PullFn(beam.DoFn):
                 first = self._late_from(seconds) if \
                     self._late_from is not None and seconds is not None \
                     else None
-                final_by = None
-                if first is not None and keeps_out and \
-                        message_id in kept and first <= resume.horizon:
-                    if final <= resume.horizon:
-                        # All its windows final: in their final panes.
-                        skipped.append(item.ack_id)
-                        self._read.inc()
-                        self._replayed.inc()
-                        continue
-                    final_by = resume.horizon
+                final_by = kept.get(message_id) if first is not None \
+                    and keeps_out else None
+                if final_by is not None and first > final_by:
+                    final_by = None
+                if final_by is not None and final <= final_by:
+                    # All its windows final: in their final panes.
+                    skipped.append(item.ack_id)
+                    self._read.inc()
+                    self._replayed.inc()
+                    continue
                 maybe_late = seconds is not None and (
                     self._final_at and final <= float(floor) or
                     first is not None and first <= float(floor))
