@@ -150,13 +150,9 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     # Two records a second: the stream spans hours, so that windows turn
     # final (end + 1h lateness) while it is read and messages are
     # acknowledged mid-run, before some of the kills.
-    # (sliding: half the records, one a second, so that windows turn
-    # final, and messages are acknowledged, while the backlog is read:
-    # the runner's horizon lags the read, and at two a second a fresh run
-    # read to its end before it passed the first window's close)
     uri = transforms_io.parse_uri(
         f'synthetic://logs?events={EVENTS // 2 if window else EVENTS}'
-        f'&seed=11&rate={1 if window else 2}')
+        '&seed=11&rate=2')
     records = list(synthetic.generate(uri).records())
     name = f'kills-{request.node.callspec.id}'
     topic = pubsub.topic(name)
@@ -198,15 +194,18 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     kills = partial = ended = 0
     for attempt in range(KILLS):
         before = _text(state)
-        job = subprocess.Popen(argv, cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        if window and not attempt:
-            # (sliding) Once the first run has acknowledged dated messages
-            # while it reads (a restart holds its watermark until the
-            # killed run's leases expire, and may read to its end under
-            # it), a moment later: the restart resumes a horizon past
-            # windows of messages it receives again.
+        # (sliding) The first run reads without end (stop=never) until it
+        # acknowledges dated messages: the runner's horizon lags a backlog
+        # read, and a run that stops once idle may end before it passed a
+        # window.  Killed a moment later, its restart resumes a horizon
+        # past windows of messages it receives again.
+        never = bool(window) and not attempt
+        job = subprocess.Popen(
+            _job(f'pubsub://{subscription}?stop=never', sink, streaming,
+                 window) if never else argv,
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        if never:
             _until_acknowledging(job, state, before, 120, first_final)
             time.sleep(moments.uniform(0.0, 1.0))
         elif attempt % 2:
