@@ -198,7 +198,8 @@ def build(pipeline, args, context):
     # letters name their window (and key), a local read registers a record
     # that may be late for any of its windows (context.late_from), and a
     # restart keeps a record read again out of the windows whose late
-    # letters the sink holds alone (docs/reliability.md).  Records travel
+    # letters the sink holds, and out of those final at the horizon it
+    # resumes, alone (docs/reliability.md).  Records travel
     # one by one then, each with its origin: only from the sources a run
     # resumes after a kill (a file or synthetic stream keeps the columnar
     # path).

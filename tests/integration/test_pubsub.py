@@ -292,7 +292,11 @@ def test_a_state_never_records_a_horizon_lower_than_one_recorded(
 
 def test_no_state_records_a_horizon_past_a_window_of_a_held_message(
         pubsub, tmp_path):
-    """Sliding windows (2m/1m, no lateness): a message at T0+10 is in
+    """Where a restart cannot keep a message out of its final windows one
+    by one (a first close given: video_qoe's sessions, whose rule this
+    is; sliding windows take the keep-out rule now, see the next test),
+    shown with sliding windows' closes
+    (2m/1m, no lateness): a message at T0+10 is in
     [T0-60, T0+60) and [T0, T0+120).  Held (not acknowledged: its second
     window is open) when the runner's horizon is T0+100, it comes again
     after a kill; a state recording T0+100 would keep the first window's

@@ -295,7 +295,8 @@ def test_a_record_read_again_is_kept_out_of_its_windows_final_at_the_horizon():
     first, second = IntervalWindow(t0 - 60, t0 + 60), \
         IntervalWindow(t0, t0 + 120)
     assert aggregate.closes_at(first, lateness) == final_by
-    count = aggregate._CountCarried(          # pylint: disable=protected-access
+    # pylint: disable=protected-access
+    count = aggregate._CountCarried(
         'keepout', lambda value: 1, 'service_stats', True, lateness)
     assert list(count.process(carried, window=first)) == []
     passed = list(count.process(carried, window=second))
@@ -304,7 +305,7 @@ def test_a_record_read_again_is_kept_out_of_its_windows_final_at_the_horizon():
     early = ('svc', ('value', deadletter.Sourced(b'payload', origin._replace(
         final_by=final_by - 1e-6))))
     assert len(list(count.process(early, window=first))) == 1
-    merging = aggregate._CountCarried(        # pylint: disable=protected-access
+    merging = aggregate._CountCarried(
         'keepout', lambda value: 1, 'session', False, lateness,
         merging=True)
     assert len(list(merging.process(carried, window=first))) == 1

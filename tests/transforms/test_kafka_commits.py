@@ -554,7 +554,7 @@ def test_no_horizon_passes_a_window_of_a_record_read_again(ledger):
                                                         meta).complete
 
 
-def test_sliding_commits_move_on_and_a_restart_keeps_records_out_of_final_windows(
+def test_sliding_commits_move_on_and_a_restart_keeps_out_final_windows(
         ledger):
     # Sliding windows (2m/1m, no lateness: a record at T0+10 is in
     # [T0-60, T0+60) and [T0, T0+120)), where a restart keeps a record it

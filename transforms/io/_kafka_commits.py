@@ -247,11 +247,13 @@ def emitted(spec, partition, next_offset, newest_seconds, stamped=None,
     may be late (final at or before the watermark they were read under,
     their values stamped ``stamped``), registered as their dead letters'
     origins (see ``release``).  ``first``: where the job's late dead
-    letters name their output (``io.Context.late_from``), the earliest
-    close of a window of the records emitted (the first of the earliest
-    record's windows to close; None: none dated): a restart reads them
-    again unless final, so no commit carries a horizon past it (see
-    ``release``)."""
+    letters name their output (``io.Context.late_from``) and a restart
+    cannot keep a record out of its final windows one by one (sessions:
+    ``windows.LateFrom.keeps_out`` false), the earliest close of a window
+    of the records emitted (the first of the earliest record's windows to
+    close; None: none dated, or the restart keeps them out): a restart
+    reads them again unless final, so no commit carries a horizon past it
+    (see ``release``)."""
     with _LOCK:
         ledger = _LEDGERS[_key(spec)]
         if late:

@@ -48,8 +48,9 @@ before the run by pipelines/run.py)
   dead letters name their output is read again, and kept out of just the
   outputs whose dead letters the sink holds (``deadletter.output_source``);
 * keeps a message delivered again whose id is in ``kept`` out of those of
-  its windows closing by the horizon listed with it (``deadletter.Origin.final_by``, dropped by
-  the count step before the grouping, ``transforms.aggregate``) and reads
+  its windows closing by the horizon listed with it
+  (``deadletter.Origin.final_by``, dropped by the count step before the
+  grouping, ``transforms.aggregate``) and reads
   it into the others (sliding windows: a message in several, the first
   closing a period before the last; all of them closing by it: skipped
   as above);
