@@ -759,3 +759,45 @@ def test_a_state_lists_the_held_messages_a_restart_keeps_out_of_final_windows(
         assert fourth['kept'] == {ids[b'open']: third['h']}
     finally:
         _kafka_commits.forget()
+
+
+def test_a_message_acknowledged_and_delivered_again_is_read_once(
+        pubsub, tmp_path):
+    """Pub/Sub delivers at least once: a message whose acknowledgement
+    crosses its redelivery comes again after the run acknowledged it (no
+    longer held).  The ledger remembers what this run acknowledged
+    (REMEMBER_SECONDS), so that the read skips it (counted
+    ``pubsub.delivered_again``, acknowledged again) instead of writing its
+    outputs twice; a message never acknowledged is not remembered."""
+    from google.cloud import pubsub_v1
+    from transforms.io import _kafka_commits, _pubsub_acks
+    topic = pubsub.topic(f'again-{next(_names)}')
+    sub = pubsub.subscription(topic, f'again-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    _publish(topic, [b'one', b'two'])
+    _kafka_commits.forget()
+    _pubsub_acks.recover(sub, _pubsub_acks.state_path(str(tmp_path), sub),
+                         10)
+    try:
+        ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
+        received = []
+        while len(received) < 2:
+            received += ledger.client.pull(subscription=sub, max_messages=2,
+                                           timeout=10).received_messages
+        one, two = sorted(received, key=lambda m: m.message.data)
+        ledger.hold(one.message.message_id, one.ack_id, T0, T0)
+        ledger.hold(two.message.message_id, two.ack_id, T0 + 500, T0)
+        ledger.read_started()
+        _kafka_commits.prepare()
+        _kafka_commits.release(T0 + 100, T0 + 100)
+        assert ledger.acknowledged(one.message.message_id)
+        assert not ledger.acknowledged(two.message.message_id)
+        # (held, not acknowledged: a delivery again keeps the new ack id)
+        assert not ledger.hold(two.message.message_id, 'again', T0 + 500,
+                               T0)
+        # forgotten after REMEMBER_SECONDS
+        _pubsub_acks._remember_acknowledged(  # pylint: disable=protected-access
+            ledger, [], time.time() + _pubsub_acks.REMEMBER_SECONDS + 1)
+        assert not ledger.acknowledged(one.message.message_id)
+    finally:
+        _kafka_commits.forget()

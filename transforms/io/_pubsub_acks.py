@@ -267,6 +267,9 @@ class _Ledger:
         self.carried = dict(resumed.kept or {}) if resumed is not None \
             and not resumed.complete else {}
         self.acked_at = 0.0
+        # message id -> when (wall clock) this run acknowledged it, kept
+        # REMEMBER_SECONDS (see acknowledged)
+        self.acked = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._renew, name=f'lease {subscription}', daemon=True)
@@ -301,6 +304,14 @@ class _Ledger:
                 self.has_first = True
             self.fresh.append(message_id)
             return True
+
+    def acknowledged(self, message_id) -> bool:
+        """Whether this run acknowledged ``message_id`` lately
+        (``REMEMBER_SECONDS``): Pub/Sub delivers at least once, and a
+        message whose acknowledgement crossed its redelivery comes again;
+        read once (its outputs are written)."""
+        with _LOCK:
+            return message_id in self.acked
 
     def read_started(self):
         """A read starts: the runner committed the output of the last one
@@ -425,6 +436,7 @@ def release(horizon, pending):
                 continue
             entries = [ledger.held.pop(m) for m in ids]
             ack_ids = [entry[0] for entry in entries]
+            _remember_acknowledged(ledger, ids, now)
             origins.extend((entry[4], origin_tag(m))
                            for m, entry in zip(ids, entries)
                            if entry[4] is not None)
@@ -489,6 +501,25 @@ def _recorded(ledger, horizon):
 
 # A horizon recorded "just before" a window closes (seconds).
 _BEFORE = 0.001
+# How long a run remembers the messages it acknowledged (seconds): well
+# past a lease, the time a redelivery that crossed an acknowledgement
+# takes to come.
+REMEMBER_SECONDS = 120.0
+
+
+def _remember_acknowledged(ledger, ids, now):
+    """Notes ``ids`` as acknowledged at ``now`` and forgets those older
+    than ``REMEMBER_SECONDS`` (under the lock)."""
+    old = now - REMEMBER_SECONDS
+    expired = []
+    for m, at in ledger.acked.items():     # in the order acknowledged
+        if at >= old:
+            break
+        expired.append(m)
+    for m in expired:
+        del ledger.acked[m]
+    for m in ids:
+        ledger.acked[m] = now
 
 
 def _held_before_first(ledger, horizon):

@@ -526,6 +526,13 @@ class _PullFn(beam.DoFn):
                 message = item.message
                 message_id = message.message_id
                 data = message.data or b''
+                if ledger.acknowledged(message_id):
+                    # Acknowledged by this run, delivered again (Pub/Sub
+                    # delivers at least once: the acknowledgement crossed
+                    # a redelivery): its outputs are written; read once.
+                    skipped.append(item.ack_id)
+                    self._again.inc()
+                    continue
                 if message_id in replayed:
                     # Its final panes were written before the restart; its
                     # acknowledgement may not have reached the service.
