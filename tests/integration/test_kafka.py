@@ -777,8 +777,10 @@ def test_every_late_dead_letter_of_a_disordered_stream_names_its_record(
                .values()) == 1
 
 
+@pytest.mark.parametrize('rollup_window', [None, 'sliding:2m/1m'],
+                         ids=['fixed', 'sliding'])
 def test_a_restart_writes_each_late_letter_of_a_video_report_once(
-        kafka, tmp_path):
+        kafka, tmp_path, rollup_window):
     """video_qoe on Kafka, as on Pub/Sub: a report too late for its
     session and for its rollups makes one late dead letter for the session
     and one per rollup dimension, each written on its own, each naming the
@@ -790,7 +792,15 @@ def test_a_restart_writes_each_late_letter_of_a_video_report_once(
     each out of exactly the outputs whose letters the sink holds: every
     report's letters are there exactly once.  (Before, the read registered
     no video record, session windows never being final: no letter named
-    its record, and the restart wrote those 8 letters again.)"""
+    its record, and the restart wrote those 8 letters again.)  With
+    sliding rollup windows (2m/1m) a report's contribution is in two
+    windows per dimension and its rollup letters name their window
+    (``window=rollup@END``): the killed run left one report's letters for
+    two dimensions of one of its windows, and the restart writes the
+    other window's.  (Before, both windows' letters had one name, so a
+    letter left for one window kept the report out of both: that other
+    letter lost; here the restart kept 538 late, not 528, the letters
+    named as the sink's were written again.)"""
     from pipelines import video_qoe
     from transforms import aggregate
     from tests.integration.video_letters import Letters
@@ -798,15 +808,18 @@ def test_a_restart_writes_each_late_letter_of_a_video_report_once(
         transforms_io.parse_uri('synthetic://video?sessions=8&seed=3'))
         .records() if payload]
     payloads = [payload for _, payload in records]
-    source = killed_past_every_window(kafka, records, 'video-late')
+    source = killed_past_every_window(
+        kafka, records, f'video-late-{bool(rollup_window)}')
     letters = Letters(payloads,
-                      lambda i: f'{source}#partition=0&offset={i}')
+                      lambda i: f'{source}#partition=0&offset={i}',
+                      None if rollup_window is None else (120, 60))
     killed = letters.killed()
     sink = tmp_path / 'out'
     letters.leave_in(sink, killed)
     summary = run.run(video_qoe, [
         '--source', source, '--streaming', '--sink', f'parquet://{sink}',
-        '--no-summary'])
+        '--no-summary'] + (['--rollup_window', rollup_window]
+                           if rollup_window else []))
     assert summary['read'] == len(payloads) and summary['balanced']
     # No record skipped: each is read again and kept out of the outputs
     # whose letters the sink held.
