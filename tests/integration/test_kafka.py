@@ -838,38 +838,7 @@ def test_a_restart_writes_each_late_letter_of_a_video_report_once(
             assert row['source'].startswith(f'{source}#partition=0&offset=')
 
 
-def _logs_key(payload):
-    from transforms.logs import decoders
-    record = decoders.make_decoder('auto')(payload.decode())
-    return float(record.event_time), record.service
-
-
-def _trades_key(payload):
-    from transforms.market import decoders
-    record = decoders.make_decoder('auto')(payload.decode())
-    return float(record.event_time), record.symbol
-
-
-def _sensors_key(payload):
-    from transforms.sensors import decoders
-    record = decoders.make_decoder('auto')(payload.decode())
-    return float(record.event_time), (record.sensor_id, record.metric)
-
-
-# job -> (its synthetic stream, the grouping its late letters name, the
-# event time and key of a record from its payload: the test's oracle,
-# read by the job's own decoder)
-SLIDING_JOBS = {
-    'logs': ('synthetic://logs?events=200&seed=3', 'service_stats',
-             _logs_key),
-    'trades': ('synthetic://trades?events=200&seed=3&rate=1', 'bars',
-               _trades_key),
-    'sensors': ('synthetic://sensors?events=200&seed=3&sensors=4',
-                'stats', _sensors_key),
-}
-
-
-@pytest.mark.parametrize('job', sorted(SLIDING_JOBS))
+@pytest.mark.parametrize('job', ['logs', 'trades', 'sensors'])
 def test_a_restart_writes_each_sliding_window_late_letter_once(
         kafka, tmp_path, job):
     """Sliding windows (2m/1m: each record in two windows): a killed run
@@ -881,68 +850,15 @@ def test_a_restart_writes_each_sliding_window_late_letter_once(
     among the dead letters exactly once; for every job that keeps late
     records.  (Before, a late letter named its record only, and a restart
     skipped the record whole: its other window's assignment was lost; the
-    trades and sensors jobs named no record at all: 200 records, each
-    letter written again.)"""
-    import collections
-    import importlib
-    from urllib.parse import quote
-    from transforms import aggregate, deadletter
-    from transforms.io import parquet
-    module = importlib.import_module(f'pipelines.{job}')
-    uri, output, key_of = SLIDING_JOBS[job]
-    records = list(synthetic.generate(transforms_io.parse_uri(uri))
-                   .records())
-
-    def dated(payload):
-        try:
-            return key_of(payload)
-        except Exception:  # pylint: disable=broad-except
-            return None        # a decode dead letter
-    found = [dated(payload) for _, payload in records]
-    source = killed_past_every_window(kafka, records, f'sliding-late-{job}')
+    trades and sensors jobs named no record at all: 198 and 200 letters
+    named nothing, and were written again.)"""
+    from tests.integration.sliding_letters import SlidingLetters
+    letters = SlidingLetters(job)
+    source = killed_past_every_window(kafka, letters.records,
+                                      f'sliding-late-{job}')
     sink = tmp_path / 'out'
-    folder = sink / 'dead_letter' / 'unwindowed'
-    folder.mkdir(parents=True)
-    killed = next(i for i in range(5, len(records)) if found[i])
-    at, key = found[killed]
-    first_end = (int(at) // 60 * 60 + 60) * 1_000_000
-    tag = (f'partition=0&offset={killed}&window={output}@{first_end}'
-           f'&key={quote(str(key), safe="")}')
-    (folder / 'dead_letter-killed.parquet').write_bytes(
-        parquet.encode_parquet([deadletter.dead_letter(
-            records[killed][1], aggregate.LATE_STAGE, 'late',
-            f'{source}#{tag}')], deadletter.DeadLetter))
-    summary = run.run(module, [
-        '--source', source, '--streaming', '--sink', f'parquet://{sink}',
-        '--window', 'sliding:2m/1m',
-        '--trigger', 'late=1,lateness=1h,accumulating', '--no-summary'])
-    assert summary['read'] == len(records) and summary['balanced']
-    table = ds.dataset(f'{sink}/dead_letter').to_table(
-        columns=['stage', 'source']).to_pylist()
-    # the restart kept every late assignment but the one whose letter the
-    # sink held
-    assert summary['late_kept'] == sum(
-        r['stage'] == aggregate.LATE_STAGE for r in table) - 1
-    assert max(collections.Counter(r['source'] for r in table)
-               .values()) == 1
-    by_offset = collections.defaultdict(list)
-    for row in table:
-        assert row['source'].startswith(f'{source}#'), row
-        origin, named = deadletter.split_tag(
-            row['source'][len(source) + 1:])
-        offset = int(origin.rpartition('=')[2])
-        by_offset[offset].append((row['stage'], named))
-    assert sorted(by_offset) == list(range(len(records)))
-    for offset, letters in by_offset.items():
-        if found[offset] is None:
-            assert [stage for stage, _ in letters] == \
-                [f'decode.{job}'], (offset, letters)
-            continue
-        # the oracle: a dated record's two windows, from its event time,
-        # for one key, both read from its payload by the job's decoder
-        at, key = found[offset]
-        end = (int(at) // 60 * 60 + 60) * 1_000_000
-        assert sorted(letters) == sorted(
-            (aggregate.LATE_STAGE,
-             f'window={output}@{e}&key={quote(str(key), safe="")}')
-            for e in (end, end + 60_000_000)), (offset, letters)
+    letters.leave_killed(
+        sink, f'{source}#partition=0&offset={letters.killed}')
+    summary = letters.run(source, sink)
+    letters.check(sink, source, summary,
+                  lambda origin: int(origin.rpartition('=')[2]))
