@@ -105,7 +105,8 @@ class LogsOptions(JobOptions):
                  'pre-aggregates per service and window before the shuffle '
                  '(same results, several times faster); "element" handles one '
                  'record at a time (the reference). Session windows, '
-                 'late=N>1 and --templates on always run "element" '
+                 'late=N>1, --templates on and a local stream with sliding '
+                 'windows from kafka:// or pubsub:// always run "element" '
                  '(default: %(default)s)')
         group.add_argument(
             '--templates', default='off', choices=('off', 'on'),

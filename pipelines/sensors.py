@@ -97,8 +97,9 @@ class SensorsOptions(JobOptions):
                  'and numpy and pre-aggregates statistics per sensor and '
                  'window before the shuffle (same results); "element" handles '
                  'one reading at a time (the reference). Session windows, '
-                 'late=N>1 and a calibration refreshed from a live source '
-                 'always run "element" (default: %(default)s)')
+                 'late=N>1, a calibration refreshed from a live source and '
+                 'a local stream with sliding windows from kafka:// or '
+                 'pubsub:// always run "element" (default: %(default)s)')
         group.add_argument(
             '--anomalies', default='on', choices=('on', 'off'),
             help='"off" computes the stats table only (no per-reading '

@@ -59,8 +59,10 @@ class TradesOptions(JobOptions):
             help='"columnar" decodes blocks of lines with Arrow and '
                  'pre-aggregates bars and price samples per symbol and window '
                  'before the shuffle (same results); "element" handles one '
-                 'trade at a time (the reference). Session windows and '
-                 'late=N>1 always run "element" (default: %(default)s)')
+                 'trade at a time (the reference). Session windows, '
+                 'late=N>1 and a local stream with sliding windows from '
+                 'kafka:// or pubsub:// always run "element" '
+                 '(default: %(default)s)')
         group.add_argument(
             '--anomaly_window', default='fixed:5m', type=window_spec,
             help='window of trades a price is judged against: fixed or '

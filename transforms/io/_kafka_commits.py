@@ -62,8 +62,9 @@ roll-back: their records are not read again).
 
 Records a restart reads again.  Where a job's late dead letters name
 their output (``io.Context.late_from``: video_qoe, a report in its
-session and in rollup windows; logs with sliding windows, a record in
-several windows), a record's windows close at different
+session and in rollup windows; logs, trades and sensors with sliding
+windows, a record in several windows: ``aggregate.per_window_late_from``),
+a record's windows close at different
 times, and the session, never final before the read ends, keeps its
 offset from being committed: a restart reads it again whatever the
 horizon.  A horizon past one of its windows would keep that window's
