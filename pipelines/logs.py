@@ -25,7 +25,7 @@ from pipelines.options import (JobOptions, checked, fraction,
                                non_negative_int, positive_float)
 from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
-from transforms.aggregate import AggregatePerKey
+from transforms.aggregate import AggregatePerKey, per_window_late_from
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode, PayloadEventTime, records_and_keyed
 from transforms.detectors import Alert, Rule, ThresholdAlerts
@@ -105,7 +105,8 @@ class LogsOptions(JobOptions):
                  'pre-aggregates per service and window before the shuffle '
                  '(same results, several times faster); "element" handles one '
                  'record at a time (the reference). Session windows, '
-                 'late=N>1 and --templates on always run "element" '
+                 'late=N>1, --templates on and a local stream with sliding '
+                 'windows from kafka:// or pubsub:// always run "element" '
                  '(default: %(default)s)')
         group.add_argument(
             '--templates', default='off', choices=('off', 'on'),
@@ -193,26 +194,22 @@ def build(pipeline, args, context):
         args.timezone, args.log_pattern, args.time_format)
     json_fast = args.log_pattern is None and args.log_format in ('auto',
                                                                  'json')
-    # Sliding windows where late records are kept: a record in several
-    # windows may be late for some and in the others, so its late dead
-    # letters name their window (and key), a local read registers a record
-    # that may be late for any of its windows (context.late_from), and a
+    # Sliding windows from a source a restart resumes, where late records
+    # are kept: late dead letters name their window and key, the read
+    # registers a record that may be late for any of its windows, a
     # restart keeps a record read again out of the windows whose late
-    # letters the sink holds, and out of those final at the horizon it
-    # resumes, alone (docs/reliability.md).  Records travel
-    # one by one then, each with its origin: only from the sources a run
-    # resumes after a kill (a file or synthetic stream keeps the columnar
-    # path).
-    per_window = context.keeps_late and window.kind == 'sliding' and \
-        io.parse_uri(args.source).scheme in ('kafka', 'pubsub')
+    # letters the sink holds and of those final at the horizon it resumes,
+    # and each record travels one by one with its origin
+    # (docs/reliability.md).
+    late_from = per_window_late_from(context, args.source, window, trigger)
+    per_window = late_from is not None
     # The source's watermark follows the event times this decoder reads
     # (a block's JSON lines read at once, as the fast path reads them).
     source = io.open_source(args.source, context._replace(
         event_time=PayloadEventTime(
             decoder, args.max_record_bytes,
             log_event_times(args.max_record_bytes) if json_fast else None),
-        late_from=windows.LateFrom((window,), trigger) if per_window
-        else None))
+        late_from=late_from))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
     rules = [

@@ -23,7 +23,7 @@ from pipelines.options import (JobOptions, duration, non_negative_int,
                                positive_float)
 from transforms import columnar, deadletter, io, privacy, windows
 from transforms.combiners import DEFAULT_K
-from transforms.aggregate import AggregatePerKey
+from transforms.aggregate import AggregatePerKey, per_window_late_from
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode, PayloadEventTime, records_and_keyed
 from transforms.sensors import calibration, decoders
@@ -97,8 +97,9 @@ class SensorsOptions(JobOptions):
                  'and numpy and pre-aggregates statistics per sensor and '
                  'window before the shuffle (same results); "element" handles '
                  'one reading at a time (the reference). Session windows, '
-                 'late=N>1 and a calibration refreshed from a live source '
-                 'always run "element" (default: %(default)s)')
+                 'late=N>1, a calibration refreshed from a live source and '
+                 'a local stream with sliding windows from kafka:// or '
+                 'pubsub:// always run "element" (default: %(default)s)')
         group.add_argument(
             '--anomalies', default='on', choices=('on', 'off'),
             help='"off" computes the stats table only (no per-reading '
@@ -183,6 +184,14 @@ def build(pipeline, args, context):
     live = context.streaming and io.unbounded(args.source) and \
         args.calibration is not None
     json_fast = args.reading_format in ('auto', 'json')
+    # Sliding windows from a source a restart resumes, where late readings
+    # are kept: a reading is in several windows and may be late for some
+    # of them only, so its late dead letters name their window and key,
+    # the read registers a reading that may be late for any of its
+    # windows, and each reading travels one by one with its origin
+    # (docs/reliability.md).
+    late_from = per_window_late_from(context, args.source, window, trigger)
+    per_window = late_from is not None
     # The source's watermark follows the event times the decoder reads
     # (a block's JSON lines read at once, as the fast path reads them).
     source = io.open_source(args.source, context._replace(
@@ -190,14 +199,15 @@ def build(pipeline, args, context):
             decoders.make_decoder(args.reading_format),
             args.max_record_bytes,
             reading_event_times(args.max_record_bytes) if json_fast
-            else None)))
+            else None),
+        late_from=late_from))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
 
     tables = pipeline | 'CalibrationTable' >> calibration.CalibrationTables(
         args.calibration, refresh if live else None, JOB)
     carried = False
-    if args.execution == 'columnar' and not live and \
+    if args.execution == 'columnar' and not live and not per_window and \
             columnar.keeps_semantics(trigger, window):
         # Blocks of lines -> calibrated columns -> partial statistics per
         # (sensor, metric, window) and one block of readings per sensor for
@@ -244,7 +254,10 @@ def build(pipeline, args, context):
                        decoders.make_decoder(args.reading_format),
                        stage='decode.sensors', job=JOB, source=args.source,
                        max_bytes=args.max_record_bytes, with_raw=carried))
-        calibrated = decoded.ok | 'Calibrate' >> calibration.Calibrate(
+        ok = decoded.ok
+        if per_window:
+            ok = ok | 'Origins' >> beam.ParDo(deadletter.BindOrigins())
+        calibrated = ok | 'Calibrate' >> calibration.Calibrate(
             tables, refresh if live else None, JOB, paired=carried)
         # (the detector sees readings; with it off nothing reads them)
         readings, keyed = records_and_keyed(
@@ -259,7 +272,9 @@ def build(pipeline, args, context):
         trigger.accumulates_panes, JOB, key_type=typing.Tuple[str, str],
         window_in_key=bounded,
         keep_late=trigger.lateness if context.keeps_late else None,
-        carries_raw=carried, source=args.source)
+        carries_raw=carried, source=args.source,
+        late_output='stats' if per_window else None,
+        late_per_window=per_window)
     stats = keyed | 'Stats' >> aggregate.with_output_types(SensorStats)
     # Readings after the allowed lateness (local runner, streaming): dead
     # letters, stage window.late, with the decoding's own.

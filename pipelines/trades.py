@@ -21,7 +21,7 @@ from apache_beam.transforms import window as beam_window
 from pipelines.options import (JobOptions, duration, non_negative_int,
                                positive_float, window_spec)
 from transforms import columnar, deadletter, io, privacy, windows
-from transforms.aggregate import AggregatePerKey
+from transforms.aggregate import AggregatePerKey, per_window_late_from
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode, PayloadEventTime, records_and_keyed
 from transforms.market import decoders
@@ -59,8 +59,10 @@ class TradesOptions(JobOptions):
             help='"columnar" decodes blocks of lines with Arrow and '
                  'pre-aggregates bars and price samples per symbol and window '
                  'before the shuffle (same results); "element" handles one '
-                 'trade at a time (the reference). Session windows and '
-                 'late=N>1 always run "element" (default: %(default)s)')
+                 'trade at a time (the reference). Session windows, '
+                 'late=N>1 and a local stream with sliding windows from '
+                 'kafka:// or pubsub:// always run "element" '
+                 '(default: %(default)s)')
         group.add_argument(
             '--anomaly_window', default='fixed:5m', type=window_spec,
             help='window of trades a price is judged against: fixed or '
@@ -101,19 +103,28 @@ def build(pipeline, args, context):
                   if c.strip()]
     decoder = decoders.make_decoder(args.trade_format)
     json_fast = args.trade_format in ('auto', 'json')
+    # Sliding bar windows from a source a restart resumes, where late
+    # trades are kept: a trade is in several bars and may be late for some
+    # of them only, so its late dead letters name their window and symbol,
+    # the read registers a trade that may be late for any of its bars, and
+    # each trade travels one by one with its origin (docs/reliability.md).
+    # (The price-anomaly windows keep no late trade: no letter names them.)
+    late_from = per_window_late_from(context, args.source, window, trigger)
+    per_window = late_from is not None
     # The source's watermark follows the event times this decoder reads
     # (a block's JSON lines read at once, as the fast path reads them).
     source = io.open_source(args.source, context._replace(
         event_time=PayloadEventTime(
             decoder, args.max_record_bytes,
             trade_event_times(args.max_record_bytes) if json_fast
-            else None)))
+            else None),
+        late_from=late_from))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
 
     bounded = False
     carried = False
-    if args.execution == 'columnar' and \
+    if args.execution == 'columnar' and not per_window and \
             columnar.keeps_semantics(trigger, window, anomaly_window):
         # Blocks of lines -> partial bars per (symbol, window) and price
         # samples per (symbol, anomaly window); in a batch run the window
@@ -150,9 +161,12 @@ def build(pipeline, args, context):
                        decoder, stage='decode.trades', job=JOB,
                        source=args.source, max_bytes=args.max_record_bytes,
                        with_raw=carried))
+        ok = decoded.ok
+        if per_window:
+            ok = ok | 'Origins' >> beam.ParDo(deadletter.BindOrigins())
         trades, keyed = records_and_keyed(
-            decoded.ok, operator.attrgetter('symbol'), carried,
-            'KeyBySymbol', 'Trades')
+            ok, operator.attrgetter('symbol'), carried, 'KeyBySymbol',
+            'Trades')
         keyed = keyed | 'Window' >> windows.ApplyWindow(window, trigger)
         price = trades | 'PriceAnomalies' >> PriceAnomalies(
             anomaly_window, args.anomaly_k, args.anomaly_min_trades, JOB)
@@ -161,7 +175,9 @@ def build(pipeline, args, context):
         trigger.accumulates_panes,
         JOB, window_in_key=bounded,
         keep_late=trigger.lateness if context.keeps_late else None,
-        carries_raw=carried, source=args.source)
+        carries_raw=carried, source=args.source,
+        late_output='bars' if per_window else None,
+        late_per_window=per_window)
     bars = keyed | 'Bars' >> aggregate.with_output_types(Bar)
     dead = decoded.dead if aggregate.late is None else (
         (decoded.dead, aggregate.late) | 'DeadAndLate' >> beam.Flatten())

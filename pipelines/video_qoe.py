@@ -214,7 +214,10 @@ def build(pipeline, args, context):
         rollup_aggregate = AggregatePerKey(
             RollupFn(), to_rollup, rollup_count,
             trigger.accumulates_panes, JOB, keep_late=keep_late,
-            carries_raw=carried, source=args.source, late_output='rollup')
+            carries_raw=carried, source=args.source, late_output='rollup',
+            # sliding rollup windows: a contribution is in several, and may
+            # be late for some of them only: its letters name their window
+            late_per_window=rollup_window.kind == 'sliding')
         rollups = (reports
                    | 'Timeline' >> SessionTimeline(window.size, JOB,
                                                   context.streaming,

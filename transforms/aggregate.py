@@ -117,6 +117,29 @@ def output_name(output, window, per_window):
     return f'{output}@{int(window.end.micros)}'
 
 
+def per_window_late_from(context, source, window, trigger):
+    """Where a job's late dead letters of a grouping in ``window`` windows
+    must name their window (``AggregatePerKey(late_output=...,
+    late_per_window=True)``), the ``io.Context.late_from`` its source gets
+    (``windows.LateFrom``); else None.
+
+    That is where late records are kept (``context.keeps_late``), the
+    windows slide (a record in several windows may be late for some of
+    them and in the others: a restart must keep it out of just those
+    whose letters the sink holds) and a run resumes the ``source`` URI
+    after a kill (``io.resumes``).  The job then binds each record to its
+    origin (``deadletter.BindOrigins``) and hands it one by one to the
+    grouping (not as columnar partials, which carry no origin); a file or
+    synthetic stream, which no restart resumes, keeps its path.  The same
+    wiring for every job (logs, trades, sensors; video_qoe's rollups carry
+    their origins anyway)."""
+    from transforms import io  # pylint: disable=import-outside-toplevel
+    if not context.keeps_late or window.kind != 'sliding' or \
+            not io.resumes(source):
+        return None
+    return windows.LateFrom((window,), trigger)
+
+
 class _CountKeyed(_CountAssignments):
     """The same where the window travels in the key (bounded input, global
     window): one assignment per element, so no WindowParam, which would make

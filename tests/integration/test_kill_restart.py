@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 
 import pyarrow.dataset as ds
 import pytest
@@ -35,22 +36,38 @@ FIELDS = ['count', 'errors', 'latency_count', 'latency_min_ms',
           'latency_max_ms']
 
 
-def _job(source, sink, streaming, window=None):
-    argv = [sys.executable, '-m', 'pipelines', 'logs', '--source', source,
-            '--sink', f'parquet://{sink}', '--trigger',
-            'late=1,lateness=1h,accumulating', '--no-summary']
+class Job(typing.NamedTuple):
+    """A job as the kill tests run it: its module, the windowed table whose
+    final panes are compared with a replay, that table's key columns, the
+    fields compared (the first: the records a pane holds) and options
+    beyond the source, sink and trigger."""
+    module: typing.Any
+    table: str
+    keys: tuple
+    fields: tuple
+    args: tuple = ()
+
+
+LOGS = Job(logs, 'service_stats', ('service',), tuple(FIELDS))
+
+
+def _job(source, sink, streaming, window=None, job=LOGS):
+    argv = [sys.executable, '-m', 'pipelines', job.module.JOB,
+            '--source', source, '--sink', f'parquet://{sink}', '--trigger',
+            'late=1,lateness=1h,accumulating', '--no-summary', *job.args]
     return argv + (['--streaming'] if streaming else []) + \
         (['--window', window] if window else [])
 
 
-def _final_panes(directory):
-    """(service, window start) -> the fields of its highest pane."""
-    table = _rows(directory, 'service_stats')
+def _final_panes(directory, job=LOGS):
+    """(key..., window start) -> the fields of its highest pane."""
+    table = _rows(directory, job.table)
     if table is None:
         return {}
     final = table.sort_values('pane_index').groupby(
-        ['service', 'window_start']).tail(1)
-    return {(r.service, r.window_start): tuple(getattr(r, f) for f in FIELDS)
+        [*job.keys, 'window_start']).tail(1)
+    return {tuple(getattr(r, k) for k in (*job.keys, 'window_start')):
+            tuple(getattr(r, f) for f in job.fields)
             for r in final.itertuples(index=False)}
 
 
@@ -61,7 +78,7 @@ def _rows(directory, table):
         return None
 
 
-def _against_replay(sink, records, tmp_path, window=None):
+def _against_replay(sink, records, tmp_path, window=None, job=LOGS):
     """What the killed and restarted runs wrote to ``sink`` against a file
     replay of the same ``records``: (final panes got, final panes expected,
     the replay's summary, records lost, records counted twice, late dead
@@ -69,10 +86,12 @@ def _against_replay(sink, records, tmp_path, window=None):
     payloads written twice, each as a multiset against the replay's)."""
     replay = tmp_path / 'all.log'
     replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
-    oracle = run.run(logs, ['--source', f'file://{replay}', '--sink',
-                            f'parquet://{tmp_path}/replay', '--no-summary']
-                     + (['--window', window] if window else []))
-    got, expected = _final_panes(sink), _final_panes(tmp_path / 'replay')
+    oracle = run.run(job.module, [
+        '--source', f'file://{replay}', '--sink',
+        f'parquet://{tmp_path}/replay', '--no-summary', *job.args]
+        + (['--window', window] if window else []))
+    got = _final_panes(sink, job)
+    expected = _final_panes(tmp_path / 'replay', job)
     lost = sum(expected[w][0] - got.get(w, (0,))[0] for w in expected
                if got.get(w, (0,))[0] < expected[w][0])
     twice = sum(got[w][0] - expected.get(w, (0,))[0] for w in got
@@ -135,6 +154,64 @@ class _Commits:
                 f'({self.seen})')
 
 
+def kill_and_restart(kafka, topic, argv, tmp_path, group='kills',
+                     first_moments=(1.5, 4.5), commit_wait=(60, 60),
+                     first_argv=None):
+    """Runs the job ``argv`` (reading ``topic`` as ``group``) KILLS times,
+    each killed with SIGKILL: every other run once it has committed offsets
+    of its own, or ``commit_wait`` seconds (a random moment in that range)
+    after its start if that comes first (a kill that finds the run ended is
+    not counted), the others at a random moment ``first_moments`` (seconds)
+    after its start; then once more, to its end (which must succeed).
+    ``first_argv``: the first run's command instead, killed once it has
+    committed offsets of its own (within 120 s).
+    Returns (kills, the seed of the moments, the group's commits as
+    watched)."""
+    env = {**os.environ, 'PYTHONPATH': REPO}
+    seed = int(os.environ.get('SEED') or random.randrange(10**6))
+    moments = random.Random(seed)
+    kills = 0
+    commits = _Commits(kafka, topic, group)
+    for attempt in range(KILLS):
+        commits.start = commits.total()
+        never = first_argv is not None and not attempt
+        job = subprocess.Popen(first_argv if never else argv, cwd=REPO,
+                               env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        if never:
+            committed = commits.watch(job, 120, until_advance=True)
+            time.sleep(moments.uniform(0.0, 0.3))
+        elif attempt % 2:
+            # Once this run has committed offsets of its own (mid-run),
+            # at once: the restart then resumes mid-stream.
+            committed = commits.watch(job, moments.uniform(*commit_wait),
+                                      until_advance=True)
+            time.sleep(moments.uniform(0.0, 0.3))
+        else:
+            # A run lasts at least 5.5 s (a start-up of 1.5 s or more, a
+            # read of about a second, then stop=idle:4s while its windows
+            # are processed): a moment before 4.5 s always finds it
+            # running (later moments found fast runs ended, and no kill).
+            committed = commits.watch(job,
+                                      moments.uniform(*first_moments))
+        if job.poll() is None:
+            job.send_signal(signal.SIGKILL)
+            kills += 1
+            commits.at_kills.append(committed)
+        job.wait()
+    # The last run, watched to its end: how far it commits before it ends.
+    with open(tmp_path / 'last.err', 'wb') as err:
+        job = subprocess.Popen(argv, cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=err)
+        commits.watch(job, 400)
+        job.wait(timeout=400)
+    last = subprocess.CompletedProcess(argv, job.returncode, b'',
+                                       (tmp_path / 'last.err').read_bytes())
+    commits.close()
+    assert last.returncode == 0, last.stderr.decode()[-2000:]
+    return kills, seed, commits
+
+
 @pytest.fixture
 def cpu_load():
     """A CPU-bound process beside the job (stopped by its id)."""
@@ -183,54 +260,15 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     sink = tmp_path / 'out'
     source = f'kafka://{kafka.brokers}/{topic}?group=kills&stop=idle:4s'
     argv = _job(source, sink, streaming, window)
-    env = {**os.environ, 'PYTHONPATH': REPO}
-    seed = int(os.environ.get('SEED') or random.randrange(10**6))
-    moments = random.Random(seed)
-    kills = 0
-    commits = _Commits(kafka, topic, 'kills')
-    for attempt in range(KILLS):
-        commits.start = commits.total()
-        # (sliding) The first run reads without end (stop=never) until it
-        # commits: the runner's horizon lags a backlog read, and a run
-        # that stops once idle may end before it passed a window.  Its
-        # commits are then mid-run, and the restart resumes a horizon
-        # past windows of records it reads again.
-        never = bool(window) and not attempt
-        job = subprocess.Popen(
-            _job(source.replace('stop=idle:4s', 'stop=never'), sink,
-                 streaming, window) if never else argv,
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        if never:
-            committed = commits.watch(job, 120, until_advance=True)
-            time.sleep(moments.uniform(0.0, 0.3))
-        elif attempt % 2:
-            # Once this run has committed offsets of its own (mid-run),
-            # at once: the restart then resumes mid-stream.
-            committed = commits.watch(job, 60, until_advance=True)
-            time.sleep(moments.uniform(0.0, 0.3))
-        else:
-            # A run lasts at least 5.5 s (a start-up of 1.5 s or more, a
-            # read of about a second, then stop=idle:4s while its windows
-            # are processed): a moment before 4.5 s always finds it
-            # running (later moments found fast runs ended, and no kill).
-            committed = commits.watch(job, moments.uniform(1.5, 4.5))
-        if job.poll() is None:
-            job.send_signal(signal.SIGKILL)
-            kills += 1
-            commits.at_kills.append(committed)
-        job.wait()
-    # The last run, watched to its end: how far it commits before it ends.
-    with open(tmp_path / 'last.err', 'wb') as err:
-        job = subprocess.Popen(argv, cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=err)
-        commits.watch(job, 400)
-        job.wait(timeout=400)
-    last = subprocess.CompletedProcess(argv, job.returncode, b'',
-                                       (tmp_path / 'last.err').read_bytes())
-    commits.close()
-    assert last.returncode == 0, last.stderr.decode()[-2000:]
-
+    # (sliding) The first run reads without end (stop=never) until it
+    # commits: the runner's horizon lags a backlog read, and a run that
+    # stops once idle may end before it passed a window.  Its commits are
+    # then mid-run, and the restart resumes a horizon past windows of
+    # records it reads again.
+    first = _job(source.replace('stop=idle:4s', 'stop=never'), sink,
+                 streaming, window) if window else None
+    kills, seed, commits = kill_and_restart(kafka, topic, argv, tmp_path,
+                                            first_argv=first)
     (got, expected, oracle, lost, twice, late, decode_dead, dead_missing,
      dead_twice) = _against_replay(sink, records, tmp_path, window)
     print(f'\nkill test ({request.node.callspec.id}, seed {seed}): {kills} '

@@ -596,6 +596,30 @@ def test_a_restart_writes_each_late_letter_of_a_video_report_once(
                 row['reason'].startswith('0 record(s)')
 
 
+@pytest.mark.parametrize('job', ['logs', 'trades', 'sensors'])
+def test_a_restart_writes_each_sliding_window_late_letter_once(
+        pubsub, tmp_path, job):
+    """The Kafka test's twin (``tests/integration/sliding_letters.py``):
+    sliding windows (2m/1m), a killed run left, unacknowledged, one
+    message's late letter for its first window only; the restart, whose
+    watermark starts past every window, keeps that message out of that
+    window alone: every (message, window) late letter is in the sink
+    exactly once, each naming its message, window and key
+    (``#message=ID&window=OUTPUT@END&key=K``)."""
+    from tests.integration.sliding_letters import SlidingLetters
+    letters = SlidingLetters(job)
+    sub, ids = _published(pubsub, f'sliding-late-{job}',
+                          [p for _, p in letters.records])
+    source = f'pubsub://{sub}?stop=idle:2s'
+    sink = tmp_path / 'out'
+    letters.leave_killed(sink, f'{source}#message={ids[letters.killed]}')
+    horizon = max(float(t) for t, _ in letters.records) + 86400
+    _killed_state(sink, sub, horizon, lease=60)
+    summary = letters.run(source, sink)
+    index = {f'message={m}': i for i, m in enumerate(ids)}
+    letters.check(sink, source, summary, index.__getitem__)
+
+
 def test_an_in_order_video_backlog_rolls_up_as_a_file_replay(
         pubsub, tmp_path):
     """video_qoe streaming from a Pub/Sub backlog of reports published in

@@ -15,11 +15,14 @@ from transforms.video import decoders, rollups
 class Letters:
     """The late letters' tags of ``payloads`` (the stream's records in
     order), each named by ``origin(i)`` (``URI#partition=0&offset=i``,
-    ``URI#message=ID``)."""
+    ``URI#message=ID``).  ``sliding``: the job's ``--rollup_window``, a
+    sliding ``(size, period)`` in seconds, whose rollup letters name
+    their window too (``window=rollup@END``); None: fixed windows."""
 
-    def __init__(self, payloads, origin):
+    def __init__(self, payloads, origin, sliding=None):
         decode = decoders.make_decoder('auto')
         self.origin = origin
+        self.sliding = sliding
         self.found = {}
         for i, payload in enumerate(payloads):
             try:
@@ -32,20 +35,36 @@ class Letters:
 
     def outputs(self, i):
         """The tags of record i's letters: its session's and one per
-        rollup dimension of its report."""
+        rollup dimension of its report (and, sliding, per rollup window
+        holding its event time, latest first)."""
         found = self.found[i]
         keys = [key for key, _ in rollups.by_dimension(rollups.Contribution(
             found.session_id, *rollups.dims_of(found)))]
         origin = self.origin(i)
         return ([f'{origin}&window=session&key='
                  f'{quote(found.session_id, safe="")}'] +
-                [f'{origin}&window=rollup&key={quote(key, safe="")}'
-                 for key in keys])
+                [f'{origin}&window={name}&key={quote(key, safe="")}'
+                 for name in self._rollups(found) for key in keys])
+
+    def _rollups(self, found):
+        """The names of the rollup windows holding a report: 'rollup', or
+        'rollup@END' per sliding window (END in microseconds)."""
+        if self.sliding is None:
+            return ['rollup']
+        size, period = (int(s * 1_000_000) for s in self.sliding)
+        micros = found.event_time.micros
+        start = micros - micros % period
+        names = []
+        while start > micros - size:
+            names.append(f'rollup@{start + size}')
+            start -= period
+        return names
 
     def killed(self):
         """What a killed run left: one report's letters for both outputs,
         one report's for its session only, one report's for two of its
-        four rollup dimensions only."""
+        four rollup dimensions only (sliding: in its latest window
+        only)."""
         both, session_only, two_rollups = (
             self.reports[3], self.reports[20], self.reports[40])
         return (self.outputs(both) + self.outputs(session_only)[:1] +
@@ -66,7 +85,9 @@ class Letters:
         whose letters the sink held; each report's five letters exactly
         once.  Returns the dead letters' rows (stage, reason, source)."""
         assert summary['aggregated'] == 0 and summary['dropped_late'] == 0
-        assert summary['late_kept'] == 5 * len(self.reports) - len(killed)
+        per_report = 1 + 4 * len(self._rollups(self.found[self.reports[0]]))
+        assert summary['late_kept'] == \
+            per_report * len(self.reports) - len(killed)
         table = ds.dataset(f'{sink}/dead_letter').to_table(
             columns=['stage', 'reason', 'source']).to_pylist()
         named = collections.Counter(row['source'] for row in table

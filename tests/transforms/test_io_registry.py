@@ -327,3 +327,32 @@ def test_the_test_scheme_is_gone_afterwards(test_scheme_module):
     assert TEST_SCHEME not in io.schemes()
     with pytest.raises(UriError, match=f'unknown scheme {TEST_SCHEME}://'):
         check_uri(f'{TEST_SCHEME}://x', 'source')
+
+
+@pytest.mark.parametrize('source,window,keeps_late,named', [
+    ('kafka://localhost:9092/t?group=g', 'sliding:2m/1m', True, True),
+    ('pubsub://projects/p/subscriptions/s', 'sliding:2m/1m', True, True),
+    ('kafka://localhost:9092/t?group=g', 'fixed:60s', True, False),
+    ('kafka://localhost:9092/t?group=g', 'sliding:2m/1m', False, False),
+    ('file://trades.csv', 'sliding:2m/1m', True, False),
+    ('synthetic://trades?events=10', 'sliding:2m/1m', True, False),
+])
+def test_late_letters_name_their_window_for_sliding_windows_read_again(
+        source, window, keeps_late, named):
+    """Where a restart resumes the source (kafka://, pubsub://), late
+    records are kept and windows slide, a job's late letters name their
+    window: its source gets late_from, the first window close of a
+    record; elsewhere none (the job keeps its path)."""
+    from transforms import windows
+    from transforms.aggregate import per_window_late_from
+    assert io.resumes(source) == source.startswith(('kafka', 'pubsub'))
+    spec = windows.parse_window(window)
+    trigger = windows.parse_trigger('late=1,lateness=30s')
+    found = per_window_late_from(Context(job='t', keeps_late=keeps_late),
+                                 source, spec, trigger)
+    if not named:
+        assert found is None
+        return
+    # a record at 130 s is in [60, 180) and [120, 240): the first closes
+    # at 180 s, plus the lateness
+    assert found(130.0) == 210.0

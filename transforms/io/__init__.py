@@ -7,7 +7,9 @@ read defines ``open_source(uri, context)``; one that can write defines
 ``open_sink(uri, context)``; either may define ``DESCRIPTION`` (one line for
 ``--help``) and ``validate(uri)`` (raises :class:`UriError` with the reason),
 and ``preflight(uri)`` / ``preflight_sink(uri)`` (checked before a local run:
-the source answers, the sink can be written).
+the source answers, the sink can be written), and ``RESUMES = True`` where a
+local run of a killed job resumes the read (``kafka://``, ``pubsub://``:
+see :func:`resumes`).
 Adding a scheme (Pub/Sub, Kafka, BigQuery ...) is adding one module: nothing
 else changes.
 
@@ -158,6 +160,16 @@ def unbounded(text: str) -> bool:
     uri = parse_uri(text)
     check = getattr(_module(uri.scheme), 'unbounded', None)
     return bool(check is not None and check(uri))
+
+
+def resumes(text: str) -> bool:
+    """Whether a local run of a killed job resumes reading this source URI
+    where the killed run's commits (acknowledgements) left it, rather than
+    reading it anew: where a record read again may find some of its windows
+    final, and its late dead letters must say which (the scheme module's
+    ``RESUMES``)."""
+    uri = parse_uri(text)
+    return bool(getattr(_module(uri.scheme), 'RESUMES', False))
 
 
 def preflight(text: str, kind: str = 'source') -> None:

@@ -62,7 +62,8 @@ roll-back: their records are not read again).
 
 Records a restart reads again.  Where a job's late dead letters name
 their output (``io.Context.late_from``), a record's windows close at
-different times (logs with sliding windows: a record in several windows;
+different times (logs, trades and sensors with sliding windows,
+``aggregate.per_window_late_from``: a record in several windows;
 video_qoe: a report in its session, never final before the read ends,
 and in rollup windows), and a restart reads it again while its last
 window is not final at the horizon committed, though earlier ones may

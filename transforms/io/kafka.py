@@ -309,6 +309,10 @@ _ORIGIN = re.compile(r'partition=(\d+)&offset=(\d+)')
 _origin_tag = _kafka_commits.origin_tag
 
 
+# A local run of a killed job resumes from the last commit (io.resumes).
+RESUMES = True
+
+
 def unbounded(uri) -> bool:
     """Whether reading this URI never ends (the job then runs streaming)."""
     return not parse_stop(uri.param('stop', 'never')).bounded

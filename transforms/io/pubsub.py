@@ -190,6 +190,11 @@ def preflight_sink(uri, timeout=10):
                        f'({type(e).__name__}: {reason})') from None
 
 
+# A local run of a killed job resumes from the last acknowledgements
+# (io.resumes).
+RESUMES = True
+
+
 def unbounded(uri) -> bool:
     return _stop_seconds(uri) is None
 
