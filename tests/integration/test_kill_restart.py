@@ -12,6 +12,7 @@ random moments come from a seed printed with the figures (pytest -s; SEED
 (environment) plays the same moments again)."""
 import collections
 import os
+import typing
 import random
 import signal
 import subprocess
@@ -35,21 +36,36 @@ FIELDS = ['count', 'errors', 'latency_count', 'latency_min_ms',
           'latency_max_ms']
 
 
-def _job(source, sink, streaming):
-    argv = [sys.executable, '-m', 'pipelines', 'logs', '--source', source,
+class Table(typing.NamedTuple):
+    """A windowed output table compared with the replay's: its name, the
+    columns naming a window of it, and the fields compared (the first one
+    counts the records in the window)."""
+    name: str
+    keys: tuple
+    fields: tuple
+
+
+SERVICE_STATS = Table('service_stats', ('service', 'window_start'),
+                      tuple(FIELDS))
+
+
+def _job(source, sink, streaming, job='logs'):
+    argv = [sys.executable, '-m', 'pipelines', job, '--source', source,
             '--sink', f'parquet://{sink}', '--trigger',
             'late=1,lateness=1h,accumulating', '--no-summary']
     return argv + (['--streaming'] if streaming else [])
 
 
-def _final_panes(directory):
-    """(service, window start) -> the fields of its highest pane."""
-    table = _rows(directory, 'service_stats')
-    if table is None:
+def _final_panes(directory, table=SERVICE_STATS):
+    """(the table's keys: service, window start) -> the fields of its
+    highest pane."""
+    rows = _rows(directory, table.name)
+    if rows is None:
         return {}
-    final = table.sort_values('pane_index').groupby(
-        ['service', 'window_start']).tail(1)
-    return {(r.service, r.window_start): tuple(getattr(r, f) for f in FIELDS)
+    final = rows.sort_values('pane_index', kind='stable').groupby(
+        list(table.keys)).tail(1)
+    return {tuple(getattr(r, k) for k in table.keys):
+            tuple(getattr(r, f) for f in table.fields)
             for r in final.itertuples(index=False)}
 
 
@@ -60,17 +76,19 @@ def _rows(directory, table):
         return None
 
 
-def _against_replay(sink, records, tmp_path):
-    """What the killed and restarted runs wrote to ``sink`` against a file
-    replay of the same ``records``: (final panes got, final panes expected,
+def _against_replay(sink, records, tmp_path, job=logs, table=SERVICE_STATS):
+    """What the killed and restarted runs of ``job`` wrote to ``sink``
+    against a file replay of the same ``records`` (in ``tmp_path/replay``),
+    compared on ``table``: (final panes got, final panes expected,
     the replay's summary, records lost, records counted twice, late dead
     letters, decode dead letters, dead letters' payloads missing and
     payloads written twice, each as a multiset against the replay's)."""
     replay = tmp_path / 'all.log'
     replay.write_bytes(b'\n'.join(p for _, p in records) + b'\n')
-    oracle = run.run(logs, ['--source', f'file://{replay}', '--sink',
-                            f'parquet://{tmp_path}/replay', '--no-summary'])
-    got, expected = _final_panes(sink), _final_panes(tmp_path / 'replay')
+    oracle = run.run(job, ['--source', f'file://{replay}', '--sink',
+                           f'parquet://{tmp_path}/replay', '--no-summary'])
+    got = _final_panes(sink, table)
+    expected = _final_panes(tmp_path / 'replay', table)
     lost = sum(expected[w][0] - got.get(w, (0,))[0] for w in expected
                if got.get(w, (0,))[0] < expected[w][0])
     twice = sum(got[w][0] - expected.get(w, (0,))[0] for w in got
