@@ -103,11 +103,21 @@ def build(pipeline, args, context):
     json_fast = args.trade_format in ('auto', 'json')
     # The source's watermark follows the event times this decoder reads
     # (a block's JSON lines read at once, as the fast path reads them).
+    # A trade is in a bar window and in a longer anomaly window: its bar
+    # may be final (and kept by a restart's roll-back) while the anomaly
+    # window still takes it.  A local read is told when it may first be
+    # late (context.late_from: its bar window's close), so that no Kafka
+    # commit carries a horizon past the bar of a trade a restart reads
+    # again (which would find it late for a bar that holds it: counted
+    # twice), and a trade that may be late for its bar is registered as
+    # its late dead letter's origin.
     source = io.open_source(args.source, context._replace(
         event_time=PayloadEventTime(
             decoder, args.max_record_bytes,
             trade_event_times(args.max_record_bytes) if json_fast
-            else None)))
+            else None),
+        late_from=windows.LateFrom((window, anomaly_window), trigger)
+        if context.keeps_late else None))
     sink = io.open_sink(args.sink, context)
     dead_sink = io.open_sink(args.dead_letter or args.sink, context)
 

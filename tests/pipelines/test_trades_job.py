@@ -17,8 +17,9 @@ from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
+from pipelines import options as job_options
 from pipelines import run, trades
-from tests.pipelines.job_streams import add, run_job
+from tests.pipelines.job_streams import Played, add, run_job
 from transforms.synthetic import trades as synthetic_trades
 
 EVENTS = int(os.environ.get('TRADES_ORACLE_EVENTS', '20000'))
@@ -268,3 +269,59 @@ def test_a_late_trade_is_a_dead_letter_with_its_payload(
     assert summary['dropped_late'] == 0
     assert summary['window_assignments'] == 6 == \
         summary['aggregated'] + summary['late_kept']
+
+
+def test_a_kafka_commit_keeps_no_bar_of_a_trade_a_restart_reads_again(
+        monkeypatch, tmp_path):
+    """A trade is in a 60 s bar and in a 5 m anomaly window: its bar is
+    final an anomaly window earlier than its offset may be committed (every
+    window of it final).  A commit whose horizon passes the bar keeps that
+    bar at a restart (the roll-back keeps windows final at the horizon),
+    which reads the trade again (its offset was not committed) and finds it
+    late for that bar: a late dead letter beside the trade in the kept bar,
+    counted twice (the Kafka kill test of the trades job found 11 such
+    trades).  The job tells its read when a trade may first be late (its
+    bar's close), and the commits of the Kafka ledger, driven here as the
+    read drives them, then stop before it."""
+    from transforms import io, windows
+    from transforms.io import _kafka_commits
+    from transforms.io.kafka import PartitionSpec, StartSpec, StopSpec
+    seen = {}
+    monkeypatch.setattr(io, 'open_source', lambda text, context: (
+        seen.setdefault('context', context),
+        Played(test_stream.TestStream(), 'trades'))[1])
+    args, beam_options = job_options.parse(trades.OPTIONS, [
+        '--streaming', '--sink', f'parquet://{tmp_path / "out"}',
+        '--trigger', 'late=1,lateness=1h,accumulating'])
+    final_at = run._final_at(args)
+    trades.build(beam.Pipeline(options=beam_options), args, io.Context(
+        job='trades', streaming=True, keeps_late=True, final_at=final_at))
+    late_from = seen['context'].late_from
+    # (what the read tells the ledger of the trades it emits: the first
+    # close of the earliest one's windows, where the job gives it)
+    first = None if late_from is None else late_from(T0 + 10)
+    bar_closes = T0 + 60 + 3600
+    assert final_at(T0 + 10) == T0 + 300 + 3600     # the anomaly window
+
+    _kafka_commits.forget()
+    spec = PartitionSpec('b:1', 't', 0, 'g', StartSpec('committed'),
+                         StopSpec('never'), 5.0, ())
+    commits = []
+    try:
+        _kafka_commits.track(spec, final_at, commits.append)
+        _kafka_commits.started(spec, 0, 0)
+        # trades 0-9 at T0+10..T0+19, handed over; the runner's horizon
+        # past their bar, not their anomaly window
+        _kafka_commits.emitted(spec, 0, 10, T0 + 19, stamped=T0 + 5,
+                               first=first)
+        _kafka_commits.read_committed()
+        _kafka_commits.prepare()
+        _kafka_commits.release(bar_closes + 100, None)
+        _, offset, meta = commits[-1][0]
+    finally:
+        _kafka_commits.forget()
+    resume = _kafka_commits.Resume.parse(offset, meta)
+    assert offset == 0 and resume.read == 10     # read again at a restart
+    # ... into a bar the restart rolls back (not final at the horizon)
+    assert resume.horizon < bar_closes
+    assert first == bar_closes
