@@ -68,8 +68,8 @@ class Job(typing.NamedTuple):
 
 
 # Each stream spans hours of event time, well past the lateness of the kill
-# tests' trigger (late=1,lateness=1h,accumulating), and arrives over
-# CHUNKS seconds, a chunk a second: windows turn final, and offsets are
+# tests' trigger (late=1,lateness=1h,accumulating), and arrives in
+# CHUNKS parts, one a second: windows turn final, and offsets are
 # committed or messages acknowledged, while it is read.
 CHUNKS = 6
 JOBS = {
