@@ -21,7 +21,7 @@ from apache_beam.transforms import window as beam_window
 from pipelines.options import (JobOptions, duration, non_negative_int,
                                positive_float, window_spec)
 from transforms import columnar, deadletter, io, privacy, windows
-from transforms.aggregate import AggregatePerKey, per_window_late_from
+from transforms.aggregate import AggregatePerKey
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode, PayloadEventTime, records_and_keyed
 from transforms.market import decoders
@@ -60,9 +60,9 @@ class TradesOptions(JobOptions):
                  'pre-aggregates bars and price samples per symbol and window '
                  'before the shuffle (same results); "element" handles one '
                  'trade at a time (the reference). Session windows, '
-                 'late=N>1 and a local stream with sliding windows from '
-                 'kafka:// or pubsub:// always run "element" '
-                 '(default: %(default)s)')
+                 'late=N>1 and a local stream from kafka:// or pubsub:// '
+                 '(a restart resumes it: each trade carries its origin) '
+                 'always run "element" (default: %(default)s)')
         group.add_argument(
             '--anomaly_window', default='fixed:5m', type=window_spec,
             help='window of trades a price is judged against: fixed or '
@@ -103,14 +103,22 @@ def build(pipeline, args, context):
                   if c.strip()]
     decoder = decoders.make_decoder(args.trade_format)
     json_fast = args.trade_format in ('auto', 'json')
-    # Sliding bar windows from a source a restart resumes, where late
-    # trades are kept: a trade is in several bars and may be late for some
-    # of them only, so its late dead letters name their window and symbol,
-    # the read registers a trade that may be late for any of its bars, and
-    # each trade travels one by one with its origin (docs/reliability.md).
-    # (The price-anomaly windows keep no late trade: no letter names them.)
-    late_from = per_window_late_from(context, args.source, window, trigger)
-    per_window = late_from is not None
+    # From a source a restart resumes, where late trades are kept: a trade
+    # is in a bar window and in a longer price-anomaly window, so its bar
+    # may be final (kept by a restart's roll-back) while the anomaly window
+    # still takes it, and a restart reads it again.  The read is told when
+    # it may first be late (context.late_from: its bar's close): it
+    # registers a trade that may be late for its bar as its late letter's
+    # origin, and a restart registers a trade read again with the horizon
+    # it resumes, so that the bars grouping keeps it out of bars final then
+    # (docs/reliability.md).  For that each trade travels one by one with
+    # its origin (not as columnar partials, which carry none).  With
+    # sliding bar windows a trade is in several bars and may be late for
+    # some only: its late letters name their window and symbol.
+    resumed = context.keeps_late and io.resumes(args.source)
+    late_from = windows.LateFrom((window, anomaly_window), trigger) \
+        if resumed else None
+    per_window = resumed and window.kind == 'sliding'
     # The source's watermark follows the event times this decoder reads
     # (a block's JSON lines read at once, as the fast path reads them).
     source = io.open_source(args.source, context._replace(
@@ -124,7 +132,7 @@ def build(pipeline, args, context):
 
     bounded = False
     carried = False
-    if args.execution == 'columnar' and not per_window and \
+    if args.execution == 'columnar' and not resumed and \
             columnar.keeps_semantics(trigger, window, anomaly_window):
         # Blocks of lines -> partial bars per (symbol, window) and price
         # samples per (symbol, anomaly window); in a batch run the window
@@ -162,7 +170,7 @@ def build(pipeline, args, context):
                        source=args.source, max_bytes=args.max_record_bytes,
                        with_raw=carried))
         ok = decoded.ok
-        if per_window:
+        if resumed:
             ok = ok | 'Origins' >> beam.ParDo(deadletter.BindOrigins())
         trades, keyed = records_and_keyed(
             ok, operator.attrgetter('symbol'), carried, 'KeyBySymbol',

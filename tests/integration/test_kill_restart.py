@@ -12,6 +12,7 @@ random moments come from a seed printed with the figures (pytest -s; SEED
 (environment) plays the same moments again)."""
 import collections
 import os
+import typing
 import random
 import signal
 import subprocess
