@@ -217,20 +217,25 @@ def _recover(args, job, final_at, out):
         return
     horizon, committed_at = found
     removed = rows = 0
-    tables = list(importlib.import_module(JOBS[job]).TABLES) \
-        if job in JOBS else []
+    module = importlib.import_module(JOBS[job]) if job in JOBS else None
+    tables = list(module.TABLES) if module is not None else []
+    # Rows made by a grouping of another allowed lateness than the job's
+    # (price anomalies: none) are rolled back by that grouping's lateness.
+    row_lateness = getattr(module, 'ROW_LATENESS', None)
     dead_letters = args.dead_letter or args.sink
     for uri in {args.sink, dead_letters}:
         target = io.parse_uri(uri)
         if _local_files(target):
             removed += _windowed_files.roll_back(
-                target.location, horizon, committed_at, final_at.lateness)
+                target.location, horizon, committed_at, final_at.lateness,
+                row_lateness=row_lateness)
         elif target.scheme == 'bigquery':
             names = set(tables if uri == args.sink else []) | (
                 {bigquery.DEAD_LETTER_TABLE} if uri == dead_letters
                 else set())
             rows += bigquery.roll_back(target, sorted(names), horizon,
-                                       committed_at, final_at.lateness)
+                                       committed_at, final_at.lateness,
+                                       row_lateness)
     if removed or rows:
         what = ' and '.join(part for part in (
             f'{removed} file(s)' if removed else '',
@@ -303,6 +308,7 @@ def start(job_module, argv, out=sys.stdout):
         runner=job_options.runner_name(beam_options),
         final_at=final_at if local else None,
         keeps_late=streaming and local,
+        row_lateness=getattr(job_module, 'ROW_LATENESS', None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime(
             '%Y%m%dT%H%M%S.%fZ'))
     pipeline = beam.Pipeline(options=beam_options)

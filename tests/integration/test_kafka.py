@@ -43,12 +43,20 @@ def killed_past_every_window(kafka_broker, records, group):
     every window of the stream final at its horizon (a day after the last
     record), taken a minute from now (dead letters a test writes predate
     it).  The source URI that resumes it."""
+    topic = fresh(kafka_broker, partitions=1)
+    produce(kafka_broker, topic, records)
+    return killed_at(kafka_broker, topic, group,
+                     max(float(t) for t, _ in records) + 86400)
+
+
+def killed_at(kafka_broker, topic, group, horizon):
+    """The last commit a killed run of ``group`` left on the one-partition
+    ``topic``: offset 0 (nothing read before its look), ``horizon``, taken
+    a minute from now (what a test puts in the sink predates it).  The
+    source URI that resumes it."""
     import time
     import confluent_kafka
     from transforms.io import _kafka_commits
-    topic = fresh(kafka_broker, partitions=1)
-    produce(kafka_broker, topic, records)
-    horizon = max(float(t) for t, _ in records) + 86400
     consumer = confluent_kafka.Consumer({
         'bootstrap.servers': kafka_broker.brokers, 'group.id': group})
     try:
@@ -823,3 +831,65 @@ def test_a_restart_writes_each_late_letter_of_a_video_report_once(
                 row['reason'].startswith('0 record(s)')
         else:
             assert row['source'].startswith(f'{source}#partition=0&offset=')
+
+
+# The trades job of the price-anomaly restart test: bars of a minute, price
+# anomaly windows of 5 minutes (judged with no allowed lateness), an hour of
+# lateness for the bars.
+TRADES_RESTART = ['--window', 'fixed:60s', '--anomaly_window', 'fixed:5m',
+                  '--anomaly_min_trades', '5', '--trigger',
+                  'late=1,lateness=1h,accumulating', '--streaming',
+                  '--no-summary']
+TRADES_STREAM = ('synthetic://trades?events=4000&seed=11&rate=0.5'
+                 '&fat_finger=0.02')
+
+
+def _anomalies(directory, kind):
+    """The ``kind`` rows of the anomalies table: identity, price and
+    deviation, a Counter (a row written twice counts 2)."""
+    import collections
+    table = ds.dataset(f'{directory}/anomalies').to_table().to_pylist()
+    return collections.Counter(
+        (r['symbol'], r['event_time'], r['trade_id'], r['window_start'],
+         r['window_end'], r['price'], round(r['deviation'], 9))
+        for r in table if r['kind'] == kind)
+
+
+def test_a_restart_keeps_the_price_anomalies_of_windows_judged_before_its_horizon(
+        kafka, tmp_path):
+    """Price anomalies are judged by a grouping with no allowed lateness:
+    an anomaly window that ends by a commit's horizon was judged before the
+    kill, and the trades a restart reads again are too late for it (dropped
+    there).  So the restart must keep its rows although its end plus the
+    job's lateness (that of the bars) is after the horizon.  A killed run's
+    sink (all an uninterrupted run wrote, dated before its last commit) and
+    a commit at offset 0 whose horizon is 1.5 h into the 1.8 h stream: the
+    resumed run's price anomalies equal the uninterrupted run's, none lost,
+    none twice.  (Before, the 10 windows ending within the hour before the
+    horizon were rolled back and never judged again: 43 of 68 prices
+    lost; the 4 windows after it were judged again.)"""
+    import shutil
+    from pipelines import trades
+    records = list(synthetic.generate(
+        transforms_io.parse_uri(TRADES_STREAM)).records())
+    topic = fresh(kafka, partitions=1)
+    produce(kafka, topic, records)
+    whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
+    run.run(trades, TRADES_RESTART + [
+        '--source', f'kafka://{kafka.brokers}/{topic}?group=whole'
+                    f'&stop=idle:2s', '--sink', f'parquet://{whole}'])
+    expected = _anomalies(whole, 'price')
+    shutil.copytree(whole, resumed)       # file times kept: before the commit
+    first = min(t for t, _ in records)
+    horizon = first + 5400      # 1.5 h into a stream of 1.8 h
+    source = killed_at(kafka, topic, 'resumed', horizon)
+    summary = run.run(trades, TRADES_RESTART + [
+        '--source', source, '--sink', f'parquet://{resumed}'])
+    assert summary['read'] == len(records) and summary['balanced']
+    ends = {key[4].timestamp() for key in expected}
+    # The case at stake: windows judged before the horizon whose end plus
+    # the bars' lateness is after it (kept), and windows after it (judged
+    # again by the restart).
+    assert any(horizon - 3600 < end <= horizon for end in ends)
+    assert any(end > horizon for end in ends)
+    assert _anomalies(resumed, 'price') == expected
