@@ -49,11 +49,11 @@ def killed_past_every_window(kafka_broker, records, group):
                      max(float(t) for t, _ in records) + 86400)
 
 
-def killed_at(kafka_broker, topic, group, horizon):
+def killed_at(kafka_broker, topic, group, horizon, read=0):
     """The last commit a killed run of ``group`` left on the one-partition
-    ``topic``: offset 0 (nothing read before its look), ``horizon``, taken
-    a minute from now (what a test puts in the sink predates it).  The
-    source URI that resumes it."""
+    ``topic``: offset 0, ``horizon``, ``read`` records read before its look
+    (0: none), taken a minute from now (what a test puts in the sink
+    predates it).  The source URI that resumes it."""
     import time
     import confluent_kafka
     from transforms.io import _kafka_commits
@@ -62,7 +62,7 @@ def killed_at(kafka_broker, topic, group, horizon):
     try:
         consumer.commit(offsets=[confluent_kafka.TopicPartition(
             topic, 0, 0, metadata=_kafka_commits.metadata(
-                horizon, time.time() + 60, 0))], asynchronous=False)
+                horizon, time.time() + 60, read))], asynchronous=False)
     finally:
         consumer.close()
     return f'kafka://{kafka_broker.brokers}/{topic}?group={group}&stop=idle:2s'
@@ -863,11 +863,14 @@ def test_a_restart_keeps_the_price_anomalies_of_windows_judged_before_its_horizo
     there).  So the restart must keep its rows although its end plus the
     job's lateness (that of the bars) is after the horizon.  A killed run's
     sink (all an uninterrupted run wrote, dated before its last commit) and
-    a commit at offset 0 whose horizon is 1.5 h into the 1.8 h stream: the
+    a commit at offset 0 whose horizon is 1.5 h into the 1.8 h stream, the
+    whole backlog read before its look (a backlog is read at once): the
     resumed run's price anomalies equal the uninterrupted run's, none lost,
-    none twice.  (Before, the 10 windows ending within the hour before the
+    none twice, and so do its bars and dead letters (the trades of windows
+    final at the horizon skipped, the others read again).  (Before, the 10 windows ending within the hour before the
     horizon were rolled back and never judged again: 43 of 68 prices
     lost; the 4 windows after it were judged again.)"""
+    import collections
     import shutil
     from pipelines import trades
     records = list(synthetic.generate(
@@ -882,10 +885,19 @@ def test_a_restart_keeps_the_price_anomalies_of_windows_judged_before_its_horizo
     shutil.copytree(whole, resumed)       # file times kept: before the commit
     first = min(t for t, _ in records)
     horizon = first + 5400      # 1.5 h into a stream of 1.8 h
-    source = killed_at(kafka, topic, 'resumed', horizon)
+    source = killed_at(kafka, topic, 'resumed', horizon, read=len(records))
     summary = run.run(trades, TRADES_RESTART + [
         '--source', source, '--sink', f'parquet://{resumed}'])
     assert summary['read'] == len(records) and summary['balanced']
+    assert 0 < summary['filters']['replayed_final'] < len(records)
+    for table, columns in (('bars', ['symbol', 'window_start', 'pane_index',
+                                     'trade_count', 'open', 'close', 'high',
+                                     'low']),
+                           ('dead_letter', ['raw', 'stage'])):
+        assert collections.Counter(map(tuple, map(dict.values, ds.dataset(
+            f'{resumed}/{table}').to_table(columns=columns).to_pylist()))) \
+            == collections.Counter(map(tuple, map(dict.values, ds.dataset(
+                f'{whole}/{table}').to_table(columns=columns).to_pylist())))
     ends = {key[4].timestamp() for key in expected}
     # The case at stake: windows judged before the horizon whose end plus
     # the bars' lateness is after it (kept), and windows after it (judged
