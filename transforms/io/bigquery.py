@@ -26,9 +26,10 @@ Every row carries one column more than its record type: ``written_at``
 group's last commit, or a Pub/Sub subscription's last acknowledgement,
 removes first (:func:`roll_back`, one ``DELETE`` per table) what the killed
 run wrote after it: rows written after the commit, and rows of windows not
-final at its horizon (``window_end`` + allowed lateness after it), which the
-restart writes again, as ``transforms/io/_windowed_files.py`` does for
-files.  The Pub/Sub acknowledgement state such a restart needs lives in the
+final at its horizon for the grouping that made them (``window_end`` +
+allowed lateness after it: the job's, or the one its ``ROW_LATENESS`` gives
+rows of a field's value), which the restart writes again, as
+``transforms/io/_windowed_files.py`` does for files.  The Pub/Sub acknowledgement state such a restart needs lives in the
 same dataset, in the table ``TABLE_PREFIX + pubsub_acks`` (:class:`AckState`:
 appended to, one row per state, never updated).  BigQuery refuses a
 ``DELETE`` of rows still in the streaming buffer of ``tabledata.insertAll``
