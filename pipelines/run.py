@@ -166,17 +166,21 @@ def _fail_on_io(prog, exception, steps, args):
         job_options.fail(prog, line, status=FAULT_STATUS)
 
 
-def _final_at(args):
+def _final_at(args, job_module=None):
     """When a record's windows are final, from the job's window options and
-    trigger (None for a job without them)."""
+    trigger (None for a job without them), each window by the allowed
+    lateness of its grouping: the trigger's, unless the job's
+    WINDOW_LATENESS (window option -> seconds) gives another."""
     from transforms import windows  # pylint: disable=import-outside-toplevel
-    specs = [windows.parse_window(getattr(args, name))
-             for name in ('window', 'anomaly_window')
+    names = [name for name in ('window', 'anomaly_window')
              if getattr(args, name, None)]
-    if not specs or not getattr(args, 'trigger', None):
+    if not names or not getattr(args, 'trigger', None):
         return None
-    return windows.FinalAt(tuple(specs),
-                           windows.parse_trigger(args.trigger).lateness)
+    own = getattr(job_module, 'WINDOW_LATENESS', None) or {}
+    return windows.FinalAt(
+        tuple(windows.parse_window(getattr(args, name)) for name in names),
+        windows.parse_trigger(args.trigger).lateness,
+        tuple(own.get(name) for name in names))
 
 
 def _local_files(sink) -> bool:
@@ -285,7 +289,7 @@ def start(job_module, argv, out=sys.stdout):
             'argument --kafka_io: xlang runs Beam\'s Java KafkaIO, which needs '
             'a runner with a Java expansion service (Dataflow, Flink); use '
             '--kafka_io=native on the local runner'))
-    final_at = _final_at(args)
+    final_at = _final_at(args, job_module)
     if local:
         from transforms.io import _kafka_commits  # pylint: disable=import-outside-toplevel
         _kafka_commits.forget()   # what an earlier run in this process kept

@@ -97,6 +97,10 @@ TABLES = {
 # grouping that made it (docs/reliability.md), and file sinks keep the
 # kinds in separate files.
 ROW_LATENESS = {'anomalies': ('kind', {'price': 0.0})}
+# The same per window option: a trade's anomaly window is final once its end
+# is passed (the commit rule and a restart's skip judge each of a trade's
+# windows by its own grouping's lateness, as the roll-back judges its rows).
+WINDOW_LATENESS = {'anomaly_window': 0.0}
 
 
 def build(pipeline, args, context):

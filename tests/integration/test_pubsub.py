@@ -599,9 +599,11 @@ def test_a_restart_keeps_the_price_anomalies_of_windows_judged_before_its_horizo
         '--sink', f'parquet://{whole}'])
     expected = _anomalies(whole, 'price')
     shutil.copytree(whole, resumed)
-    horizon = min(t for t, _ in records) + 5400
+    horizon = min(t for t, _ in records) + 5400 + 150
+    # The job's rule: bars with an hour of lateness, anomaly windows none.
     final_at = windows.FinalAt((windows.parse_window('fixed:60s'),
-                                windows.parse_window('fixed:5m')), 3600.0)
+                                windows.parse_window('fixed:5m')), 3600.0,
+                               (None, 0.0))
     acknowledged = [i for (t, _), i in zip(records, ids)
                     if final_at(t) <= horizon]
     _killed_state(resumed, resumed_sub, horizon, acknowledged, lease=60)
@@ -613,3 +615,4 @@ def test_a_restart_keeps_the_price_anomalies_of_windows_judged_before_its_horizo
     assert any(horizon - 3600 < key[4].timestamp() <= horizon
                for key in expected)
     assert _anomalies(resumed, 'price') == expected
+    assert not summary['late_kept']
