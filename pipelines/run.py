@@ -166,17 +166,21 @@ def _fail_on_io(prog, exception, steps, args):
         job_options.fail(prog, line, status=FAULT_STATUS)
 
 
-def _final_at(args):
+def _final_at(args, job_module=None):
     """When a record's windows are final, from the job's window options and
-    trigger (None for a job without them)."""
+    trigger (None for a job without them), each window by the allowed
+    lateness of its grouping: the trigger's, unless the job's
+    WINDOW_LATENESS (window option -> seconds) gives another."""
     from transforms import windows  # pylint: disable=import-outside-toplevel
-    specs = [windows.parse_window(getattr(args, name))
-             for name in ('window', 'anomaly_window')
+    names = [name for name in ('window', 'anomaly_window')
              if getattr(args, name, None)]
-    if not specs or not getattr(args, 'trigger', None):
+    if not names or not getattr(args, 'trigger', None):
         return None
-    return windows.FinalAt(tuple(specs),
-                           windows.parse_trigger(args.trigger).lateness)
+    own = getattr(job_module, 'WINDOW_LATENESS', None) or {}
+    return windows.FinalAt(
+        tuple(windows.parse_window(getattr(args, name)) for name in names),
+        windows.parse_trigger(args.trigger).lateness,
+        tuple(own.get(name) for name in names))
 
 
 def _local_files(sink) -> bool:
@@ -217,20 +221,25 @@ def _recover(args, job, final_at, out):
         return
     horizon, committed_at = found
     removed = rows = 0
-    tables = list(importlib.import_module(JOBS[job]).TABLES) \
-        if job in JOBS else []
+    module = importlib.import_module(JOBS[job]) if job in JOBS else None
+    tables = list(module.TABLES) if module is not None else []
+    # Rows made by a grouping of another allowed lateness than the job's
+    # (price anomalies: none) are rolled back by that grouping's lateness.
+    row_lateness = getattr(module, 'ROW_LATENESS', None)
     dead_letters = args.dead_letter or args.sink
     for uri in {args.sink, dead_letters}:
         target = io.parse_uri(uri)
         if _local_files(target):
             removed += _windowed_files.roll_back(
-                target.location, horizon, committed_at, final_at.lateness)
+                target.location, horizon, committed_at, final_at.lateness,
+                row_lateness=row_lateness)
         elif target.scheme == 'bigquery':
             names = set(tables if uri == args.sink else []) | (
                 {bigquery.DEAD_LETTER_TABLE} if uri == dead_letters
                 else set())
             rows += bigquery.roll_back(target, sorted(names), horizon,
-                                       committed_at, final_at.lateness)
+                                       committed_at, final_at.lateness,
+                                       row_lateness)
     if removed or rows:
         what = ' and '.join(part for part in (
             f'{removed} file(s)' if removed else '',
@@ -280,7 +289,7 @@ def start(job_module, argv, out=sys.stdout):
             'argument --kafka_io: xlang runs Beam\'s Java KafkaIO, which needs '
             'a runner with a Java expansion service (Dataflow, Flink); use '
             '--kafka_io=native on the local runner'))
-    final_at = _final_at(args)
+    final_at = _final_at(args, job_module)
     if local:
         from transforms.io import _kafka_commits  # pylint: disable=import-outside-toplevel
         _kafka_commits.forget()   # what an earlier run in this process kept
@@ -303,6 +312,7 @@ def start(job_module, argv, out=sys.stdout):
         runner=job_options.runner_name(beam_options),
         final_at=final_at if local else None,
         keeps_late=streaming and local,
+        row_lateness=getattr(job_module, 'ROW_LATENESS', None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime(
             '%Y%m%dT%H%M%S.%fZ'))
     pipeline = beam.Pipeline(options=beam_options)

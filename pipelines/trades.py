@@ -90,6 +90,20 @@ TABLES = {
     'dead_letter': DeadLetter,
 }
 
+# Rows made by a grouping whose allowed lateness is not the job's
+# (--trigger's lateness=): table -> (field, {value: lateness in seconds}).
+# Price anomalies are judged once per symbol and anomaly window by a
+# grouping that keeps no late trade (PriceAnomalies, FlagPrices); gaps come
+# from bars, which have the job's lateness.  A restart rolls a row back
+# only where its window was not final at the commit's horizon for the
+# grouping that made it (docs/reliability.md), and file sinks keep the
+# kinds in separate files.
+ROW_LATENESS = {'anomalies': ('kind', {'price': 0.0})}
+# The same per window option: a trade's anomaly window is final once its end
+# is passed (the commit rule and a restart's skip judge each of a trade's
+# windows by its own grouping's lateness, as the roll-back judges its rows).
+WINDOW_LATENESS = {'anomaly_window': 0.0}
+
 
 def build(pipeline, args, context):
     """Wire the trades job: read -> decode -> window -> bars / anomalies ->

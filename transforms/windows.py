@@ -99,12 +99,27 @@ class WindowSpec(typing.NamedTuple):
 
 class FinalAt(typing.NamedTuple):
     """Event time -> when every window of a job holding an event at that time
-    has emitted its final pane (the latest ``closes_at`` of its windows)."""
+    has emitted its final pane (the latest ``closes_at`` of its windows).
+    ``lateness`` is the job's allowed lateness; ``own``, where given, the
+    allowed lateness of each window's grouping (None: the job's), for a
+    grouping that keeps none or another (trades' anomaly windows: none)."""
     windows: tuple            # WindowSpec, ...
     lateness: float
+    own: tuple = ()           # float or None per window; () : the job's
 
     def __call__(self, seconds: float) -> float:
-        return max(w.closes_at(seconds, self.lateness) for w in self.windows)
+        return max(w.closes_at(seconds, self._of(i))
+                   for i, w in enumerate(self.windows))
+
+    def _of(self, i):
+        own = self.own[i] if i < len(self.own) else None
+        return self.lateness if own is None else own
+
+    @property
+    def least_lateness(self) -> float:
+        """The least allowed lateness of the windows' groupings: a window
+        holding an event closes at least this long after it."""
+        return min(self._of(i) for i in range(len(self.windows)))
 
 
 class LateFrom(typing.NamedTuple):

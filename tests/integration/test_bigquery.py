@@ -242,3 +242,81 @@ def test_a_roll_back_removes_rows_written_after_the_commit_and_open_windows(
     # A run that ended (horizon COMPLETE): only what was written after.
     assert sink.roll_back(uri, ['alerts'], 1e15, committed_at - 50,
                           lateness) == 4
+
+
+def test_a_roll_back_judges_each_row_by_the_lateness_of_its_grouping(
+        bigquery):
+    """A job's ROW_LATENESS (trades: price anomalies are judged with no
+    allowed lateness): a price row is removed only where its window ends
+    after the horizon, a gap row (or a row of any other kind) where its end
+    plus the job's lateness is after it; rows written after the commit go
+    whatever their window."""
+    from transforms.io import bigquery as sink
+    from transforms.market.anomalies import Anomaly
+    ds = dataset(bigquery)
+    committed_at = 1_800_000_000.0
+    lateness = 3600.0
+    horizon = T0 + 5 * 60
+
+    def row(kind, i):
+        return Anomaly('AAPL', kind, Timestamp(T0 + 60 * i), None, None,
+                       None, 1.0, Timestamp(T0 + 60 * i),
+                       Timestamp(T0 + 60 * (i + 1)), 'ON_TIME', 0)
+    # Windows i end at T0 + 60 (i + 1): i <= 4 ends by the horizon (final
+    # for prices), none is final for the job's hour of lateness.
+    rows = [(row(kind, i), committed_at - 10)
+            for kind in ('price', 'gap') for i in (3, 4, 5, 6)]
+    rows.append((row('price', 2), committed_at + 1))
+    _put(bigquery, f'{bigquery.PROJECT}.{ds}.t_anomalies', rows, Anomaly)
+    uri = transforms_io.parse_uri(f'bigquery://{bigquery.PROJECT}:{ds}.t_')
+    removed = sink.roll_back(uri, ['anomalies'], horizon, committed_at,
+                             lateness, {'anomalies': ('kind', {'price': 0.0})})
+    kept = rows_of(bigquery, f'{ds}.t_anomalies', 'window_start')
+    assert [(r['kind'], r['window_start'].timestamp()) for r in kept] == [
+        ('price', T0 + 60 * 3), ('price', T0 + 60 * 4)]
+    assert removed == len(rows) - 2
+    # Without the declaration, every window is open at the horizon.
+    _put(bigquery, f'{bigquery.PROJECT}.{ds}.u_anomalies', rows, Anomaly)
+    assert sink.roll_back(
+        transforms_io.parse_uri(f'bigquery://{bigquery.PROJECT}:{ds}.u_'),
+        ['anomalies'], horizon, committed_at, lateness) == len(rows)
+
+
+def test_a_restart_into_bigquery_keeps_the_price_anomalies_judged_before_it(
+        bigquery, kafka):
+    """The Kafka restart of test_kafka.py's price-anomaly case into a
+    BigQuery dataset: an uninterrupted run's rows (all written before the
+    killed run's last commit, offset 0, whose horizon is 1.5 h into the
+    stream and nothing read before its look), then the resumed run into the same tables: the price rows
+    equal the uninterrupted run's, none lost, none twice (before, the
+    DELETE took the windows ending within the job's lateness before the
+    horizon, never judged again)."""
+    import collections
+    from pipelines import trades
+    from tests.integration.test_kafka import (TRADES_RESTART, TRADES_STREAM,
+                                              fresh, killed_at, produce)
+    from transforms.io import synthetic
+    records = list(synthetic.generate(
+        transforms_io.parse_uri(TRADES_STREAM)).records())
+    topic = fresh(kafka, partitions=1)
+    produce(kafka, topic, records)
+    ds = dataset(bigquery)
+    sink = ['--sink', f'bigquery://{bigquery.PROJECT}:{ds}.t_'
+                      f'?method=streaming_inserts']
+
+    def prices():
+        return collections.Counter(
+            (r['symbol'], r['event_time'], r['trade_id'], r['window_end'],
+             r['price']) for r in rows_of(bigquery, f'{ds}.t_anomalies')
+            if r['kind'] == 'price')
+    run.run(trades, TRADES_RESTART + sink + [
+        '--source', f'kafka://{kafka.brokers}/{topic}?group=whole'
+                    f'&stop=idle:2s'])
+    expected = prices()
+    horizon = min(t for t, _ in records) + 5400 + 150
+    assert any(horizon - 3600 < end.timestamp() <= horizon
+               for _, _, _, end, _ in expected)
+    summary = run.run(trades, TRADES_RESTART + sink + [
+        '--source', killed_at(kafka, topic, 'resumed', horizon)])
+    assert summary['read'] == len(records)
+    assert prices() == expected

@@ -43,18 +43,26 @@ def killed_past_every_window(kafka_broker, records, group):
     every window of the stream final at its horizon (a day after the last
     record), taken a minute from now (dead letters a test writes predate
     it).  The source URI that resumes it."""
+    topic = fresh(kafka_broker, partitions=1)
+    produce(kafka_broker, topic, records)
+    return killed_at(kafka_broker, topic, group,
+                     max(float(t) for t, _ in records) + 86400)
+
+
+def killed_at(kafka_broker, topic, group, horizon, read=0):
+    """The last commit a killed run of ``group`` left on the one-partition
+    ``topic``: offset 0, ``horizon``, ``read`` records read before its look
+    (0: none), taken a minute from now (what a test puts in the sink
+    predates it).  The source URI that resumes it."""
     import time
     import confluent_kafka
     from transforms.io import _kafka_commits
-    topic = fresh(kafka_broker, partitions=1)
-    produce(kafka_broker, topic, records)
-    horizon = max(float(t) for t, _ in records) + 86400
     consumer = confluent_kafka.Consumer({
         'bootstrap.servers': kafka_broker.brokers, 'group.id': group})
     try:
         consumer.commit(offsets=[confluent_kafka.TopicPartition(
             topic, 0, 0, metadata=_kafka_commits.metadata(
-                horizon, time.time() + 60, 0))], asynchronous=False)
+                horizon, time.time() + 60, read))], asynchronous=False)
     finally:
         consumer.close()
     return f'kafka://{kafka_broker.brokers}/{topic}?group={group}&stop=idle:2s'
@@ -862,3 +870,83 @@ def test_a_restart_writes_each_sliding_window_late_letter_once(
     summary = letters.run(source, sink)
     letters.check(sink, source, summary,
                   lambda origin: int(origin.rpartition('=')[2]))
+
+
+# The trades job of the price-anomaly restart test: bars of a minute, price
+# anomaly windows of 5 minutes (judged with no allowed lateness), an hour of
+# lateness for the bars.
+TRADES_RESTART = ['--window', 'fixed:60s', '--anomaly_window', 'fixed:5m',
+                  '--anomaly_min_trades', '5', '--trigger',
+                  'late=1,lateness=1h,accumulating', '--streaming',
+                  '--no-summary']
+TRADES_STREAM = ('synthetic://trades?events=4000&seed=11&rate=0.5'
+                 '&fat_finger=0.02')
+
+
+def _anomalies(directory, kind):
+    """The ``kind`` rows of the anomalies table: identity, price and
+    deviation, a Counter (a row written twice counts 2)."""
+    import collections
+    table = ds.dataset(f'{directory}/anomalies').to_table().to_pylist()
+    return collections.Counter(
+        (r['symbol'], r['event_time'], r['trade_id'], r['window_start'],
+         r['window_end'], r['price'], round(r['deviation'], 9))
+        for r in table if r['kind'] == kind)
+
+
+def test_a_restart_keeps_the_price_anomalies_of_windows_judged_before_its_horizon(
+        kafka, tmp_path):
+    """Price anomalies are judged by a grouping with no allowed lateness:
+    an anomaly window that ends by a commit's horizon was judged before the
+    kill, and the trades a restart reads again are too late for it (dropped
+    there).  So the restart must keep its rows although its end plus the
+    job's lateness (that of the bars) is after the horizon.  A killed run's
+    sink (all an uninterrupted run wrote, dated before its last commit) and
+    a commit at offset 0 whose horizon is 1.5 h into the 1.8 h stream, the
+    whole backlog read before its look (a backlog is read at once): the
+    resumed run's price anomalies equal the uninterrupted run's, none lost,
+    none twice, and so do its bars and dead letters (the trades of windows
+    final at the horizon skipped, each window judged by its own grouping's
+    lateness, the others read again).  (Before, the 10 windows ending
+    within the hour before the horizon were rolled back and never judged
+    again: 43 of 68 prices lost; and the 58 trades of the final bars of an
+    anomaly window not final by the job's lateness were read again, late
+    dead letters beside their bars.)"""
+    import collections
+    import shutil
+    from pipelines import trades
+    records = list(synthetic.generate(
+        transforms_io.parse_uri(TRADES_STREAM)).records())
+    topic = fresh(kafka, partitions=1)
+    produce(kafka, topic, records)
+    whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
+    run.run(trades, TRADES_RESTART + [
+        '--source', f'kafka://{kafka.brokers}/{topic}?group=whole'
+                    f'&stop=idle:2s', '--sink', f'parquet://{whole}'])
+    expected = _anomalies(whole, 'price')
+    shutil.copytree(whole, resumed)       # file times kept: before the commit
+    first = min(t for t, _ in records)
+    # 1.5 h into a stream of 1.8 h; an hour before it, 2.5 min into an
+    # anomaly window: the trades of its first bars are final (their bars
+    # and their anomaly window, judged with no lateness) and skipped.
+    horizon = first + 5400 + 150
+    source = killed_at(kafka, topic, 'resumed', horizon, read=len(records))
+    summary = run.run(trades, TRADES_RESTART + [
+        '--source', source, '--sink', f'parquet://{resumed}'])
+    assert summary['read'] == len(records) and summary['balanced']
+    assert 0 < summary['filters']['replayed_final'] < len(records)
+    for table, columns in (('bars', ['symbol', 'window_start', 'pane_index',
+                                     'trade_count', 'open', 'close', 'high',
+                                     'low']),
+                           ('dead_letter', ['raw', 'stage'])):
+        assert collections.Counter(map(tuple, map(dict.values, ds.dataset(
+            f'{resumed}/{table}').to_table(columns=columns).to_pylist()))) \
+            == collections.Counter(map(tuple, map(dict.values, ds.dataset(
+                f'{whole}/{table}').to_table(columns=columns).to_pylist())))
+    ends = {key[4].timestamp() for key in expected}
+    # The case at stake: windows judged before the horizon whose end plus
+    # the bars' lateness is after it (kept), and windows after it (judged
+    # again by the restart).
+    assert any(horizon - 3600 < end <= horizon for end in ends)
+    assert any(end > horizon for end in ends)
+    assert _anomalies(resumed, 'price') == expected

@@ -825,3 +825,51 @@ def test_a_message_acknowledged_and_delivered_again_is_read_once(
         assert not ledger.acknowledged(one.message.message_id)
     finally:
         _kafka_commits.forget()
+
+
+def test_a_restart_keeps_the_price_anomalies_of_windows_judged_before_its_horizon(
+        pubsub, tmp_path):
+    """The Kafka case of tests/integration/test_kafka.py on a subscription:
+    an uninterrupted run of the trades job on one subscription, then, on a
+    second subscription of the same topic, the state a killed run left
+    (horizon 1.5 h into the stream, the trades whose windows were final
+    then acknowledged) beside a sink holding all the uninterrupted run
+    wrote: the resumed run's price anomalies equal the uninterrupted
+    run's, none lost, none twice."""
+    import shutil
+    from pipelines import trades
+    from transforms import windows
+    from transforms.io import synthetic
+    from tests.integration.test_kafka import (TRADES_RESTART, TRADES_STREAM,
+                                              _anomalies)
+    records = [(t, payload) for t, payload in synthetic.generate(
+        transforms_io.parse_uri(TRADES_STREAM)).records() if payload]
+    topic = pubsub.topic(f'trades-{next(_names)}')
+    whole_sub, resumed_sub = (
+        pubsub.subscription(topic, f'{name}-{next(_names)}',
+                            ack_deadline_seconds=10)
+        for name in ('whole', 'resumed'))
+    ids = _publish(topic, [payload for _, payload in records])
+    whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
+    job_run.run(trades, TRADES_RESTART + [
+        '--source', f'pubsub://{whole_sub}?stop=idle:2s',
+        '--sink', f'parquet://{whole}'])
+    expected = _anomalies(whole, 'price')
+    shutil.copytree(whole, resumed)
+    horizon = min(t for t, _ in records) + 5400 + 150
+    # The job's rule: bars with an hour of lateness, anomaly windows none.
+    final_at = windows.FinalAt((windows.parse_window('fixed:60s'),
+                                windows.parse_window('fixed:5m')), 3600.0,
+                               (None, 0.0))
+    acknowledged = [i for (t, _), i in zip(records, ids)
+                    if final_at(t) <= horizon]
+    _killed_state(resumed, resumed_sub, horizon, acknowledged, lease=60)
+    summary = job_run.run(trades, TRADES_RESTART + [
+        '--source', f'pubsub://{resumed_sub}?stop=idle:2s',
+        '--sink', f'parquet://{resumed}'])
+    assert summary['read'] == len(records) and summary['balanced']
+    assert summary['filters'].get('replayed_final') == len(acknowledged) > 0
+    assert any(horizon - 3600 < key[4].timestamp() <= horizon
+               for key in expected)
+    assert _anomalies(resumed, 'price') == expected
+    assert not summary['late_kept']

@@ -34,6 +34,31 @@ def test_final_at_is_the_windows_end_plus_the_lateness():
         == float('inf')
 
 
+def test_each_window_is_final_by_the_lateness_of_its_grouping():
+    """A job's WINDOW_LATENESS (trades: anomaly windows, judged with no
+    allowed lateness): a record at T0 + 70 is in the bar [T0+60, T0+120)
+    and the anomaly window [T0, T0+300); by the job's hour of lateness for
+    both it is final at T0 + 3900, by none for the anomaly window at
+    T0 + 3720 (its bar's close); with 10 s of lateness, at T0 + 300 (its
+    anomaly window's end)."""
+    from pipelines import options, run, trades
+    specs = (windows.parse_window('fixed:60s'),
+             windows.parse_window('fixed:5m'))
+    assert windows.FinalAt(specs, 3600.0)(T0 + 70) == T0 + 300 + 3600
+    own = windows.FinalAt(specs, 3600.0, (None, 0.0))
+    assert own(T0 + 70) == T0 + 120 + 3600
+    tight = windows.FinalAt(specs, 10.0, (None, 0.0))
+    assert tight(T0 + 70) == T0 + 300
+    assert own.least_lateness == tight.least_lateness == 0.0
+    assert own.lateness == 3600.0         # the job's, for the roll-back
+    args, _ = options.parse(trades.OPTIONS, [
+        '--window', 'fixed:60s', '--anomaly_window', 'fixed:5m',
+        '--trigger', 'late=1,lateness=2m'])
+    assert run._final_at(args, trades) == windows.FinalAt(
+        specs, 120.0, (None, 0.0))
+    assert run._final_at(args) == windows.FinalAt(specs, 120.0, (None, None))
+
+
 def test_an_offset_is_committed_once_every_record_before_it_is_final(ledger):
     spec, commits = ledger
     _kafka_commits.started(spec, 0, 100)

@@ -444,3 +444,46 @@ def test_the_console_sink_flushes_its_rows_when_a_bundle_ends(monkeypatch):
               if kind == 'write' and _.startswith('values\t')]
     assert len(writes) == 3
     assert ('flush', None) in recorder.events[writes[-1]:]
+
+
+class KindValue(typing.NamedTuple):
+    window_start: Timestamp
+    window_end: Timestamp
+    pane_timing: str
+    pane_index: int
+    kind: str
+    value: float
+
+
+@pytest.mark.parametrize('scheme', ['parquet', 'jsonl'])
+def test_a_table_split_by_a_field_keeps_its_values_apart_for_the_roll_back(
+        tmp_path, scheme):
+    """A job's ROW_LATENESS (table -> (field, {value: lateness})): rows of
+    one window and pane but of different values of the field go to
+    different files, the value in the name, so that a restart's roll-back
+    judges each by the lateness of the grouping that made it: at a horizon
+    at the window's end, the rows of the value without lateness are final
+    (kept), the others, under the job's hour, are not (removed)."""
+    import time
+    from transforms.io import _windowed_files
+    start, end = Timestamp.of(T0), Timestamp.of(T0 + 300)
+    rows = [KindValue(start, end, 'ON_TIME', 0, kind, float(i))
+            for i, kind in enumerate(['price', 'a-b/c', 'price', 'a-b/c'])]
+    declared = {'t': ('kind', {'price': 0.0})}
+    p = TestPipeline(options=PipelineOptions(runner='BundleBasedDirectRunner'))
+    p | beam.Create(rows) | open_sink(
+        f'{scheme}://{tmp_path}', Context(JOB, row_lateness=declared)).write(
+            't', KindValue)
+    p.run().wait_until_finish()
+    files = _files(tmp_path)
+    names = sorted(re.sub('-[0-9a-f]{16}', '', path.name) for path in files)
+    assert names == [f't-p0000-ON_TIME-kind=a-b%2Fc.{scheme}',
+                     f't-p0000-ON_TIME-kind=price.{scheme}']
+    removed = _windowed_files.roll_back(
+        tmp_path, T0 + 300, time.time() + 60, 3600, row_lateness=declared)
+    assert removed == 1
+    left = _files(tmp_path)
+    assert len(left) == 1 and 'kind=price' in left[0].name
+    # Without the declaration both windows are open at that horizon.
+    assert _windowed_files.roll_back(tmp_path, T0 + 300, time.time() + 60,
+                                     3600) == 1

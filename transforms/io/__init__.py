@@ -89,6 +89,13 @@ class Context(typing.NamedTuple):
     # registers such a record's origin (the message) even though some of
     # its windows take it still; None: only once all its windows are final.
     late_from: typing.Optional[typing.Callable] = None
+    # Tables some of whose rows were made by a grouping whose allowed
+    # lateness is not the job's: table -> (field, {value: lateness in
+    # seconds}), a job's ROW_LATENESS (see pipelines/trades.py).  File sinks
+    # never put rows of different values of the field in one file (the
+    # value is in the file's name), so that a restart's roll-back can judge
+    # each file by the lateness of the grouping that made it.
+    row_lateness: typing.Optional[dict] = None
 
 
 def parse_uri(text: str) -> Uri:

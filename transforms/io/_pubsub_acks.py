@@ -33,7 +33,8 @@ sink's dataset: ``bigquery.AckState``) and a restart (``recover``, called
 before the run by pipelines/run.py)
 
 * removes what the killed run wrote after ``t`` and the files (rows) of
-  windows not final at ``h`` (``_windowed_files.roll_back``,
+  windows not final at ``h`` for the grouping that made them (the job's
+  lateness, or its ROW_LATENESS; ``_windowed_files.roll_back``,
   ``bigquery.roll_back``): their messages were
   not acknowledged, they come again and are written again;
 * skips a message delivered again whose id is in ``ids``: its final panes

@@ -18,13 +18,25 @@ go under ``DIR/TABLE/unwindowed/``.  A row type with ``window_start``,
 one that also declares ``FILE_PERIOD_SECONDS`` (rows of session windows, one
 window per session) is placed by the period holding its ``window_start``, so
 that a file holds many windows' rows rather than one.
+
+A table some of whose rows were made by a grouping of another allowed
+lateness than the job's (``io.Context.row_lateness``, a job's
+``ROW_LATENESS``: the field that tells them apart) is split by that field's
+value too, the value in the name::
+
+    DIR/anomalies/20260101T000000Z_20260101T000500Z/anomalies-p0000-ON_TIME-kind=price-<digest>.parquet
+
+so that a restart's :func:`roll_back` judges each file by the lateness of
+the grouping that made its rows.
 """
 import collections
 import hashlib
 import io
 import operator
 import os
+import re
 import typing
+import urllib.parse
 import uuid
 
 import apache_beam as beam
@@ -84,8 +96,10 @@ class WriteWindowedFilesFn(beam.DoFn):
     """Buffers a bundle's rows per window and pane; writes one file per group."""
 
     def __init__(self, directory, table, record_type, encode, extension, job,
-                 rows_counter=None):
+                 rows_counter=None, split_field=None):
         self._directory = directory.rstrip('/')
+        # Rows of different values of this field never share a file.
+        self._split = split_field
         self._table = table
         self._record_type = record_type
         self._encode = encode          # (rows, record_type) -> bytes
@@ -122,6 +136,8 @@ class WriteWindowedFilesFn(beam.DoFn):
                    windows.TIMING_NAMES.get(pane.timing, 'UNKNOWN'), pane.index)
         else:
             key = None
+        if self._split is not None and key is not None:
+            key = key + (getattr(row, self._split),)
         # Grouped by the Beam window too: what finish_bundle emits must be in
         # a window of this PCollection's windowing.
         self._groups[(window, key)].append(row)
@@ -167,9 +183,11 @@ class WriteWindowedFilesFn(beam.DoFn):
         if key is None:
             folder, name = 'unwindowed', f'{self._table}-{digest}'
         else:
-            start, end, timing, index = key
+            start, end, timing, index = key[:4]
             folder = f'{_stamp(start)}_{_stamp(end)}'
-            name = f'{self._table}-p{index:04d}-{timing}-{digest}'
+            split = '' if len(key) == 4 else \
+                f'{self._split}={_quote(key[4])}-'
+            name = f'{self._table}-p{index:04d}-{timing}-{split}{digest}'
         final = '/'.join(
             (self._directory, self._table, folder, name + self._extension))
         self._rows.inc(count)
@@ -181,6 +199,18 @@ class WriteWindowedFilesFn(beam.DoFn):
             self._files.inc()
             return final
         return None
+
+
+def _quote(value) -> str:
+    """A split field's value as it stands in a file name."""
+    return urllib.parse.quote(str(value), safe='')
+
+
+def split_field(context, table):
+    """The field a job splits ``table``'s files by (its ROW_LATENESS, in
+    ``context.row_lateness``), or None."""
+    declared = (getattr(context, 'row_lateness', None) or {}).get(table)
+    return declared[0] if declared else None
 
 
 def _put_local(final: str, data: bytes) -> bool:
@@ -212,11 +242,11 @@ class WriteWindowedFiles(beam.PTransform):
     """``PCollection[record_type]`` (any windowing) -> ``PCollection[str]`` paths."""
 
     def __init__(self, directory, table, record_type, encode, extension, job,
-                 rows_counter=None):
+                 rows_counter=None, split_field=None):
         super().__init__()
         self._fn = WriteWindowedFilesFn(
             directory, table, record_type, encode, extension, job,
-            rows_counter)
+            rows_counter, split_field)
 
     def expand(self, rows):
         return rows | beam.ParDo(self._fn)
@@ -381,13 +411,32 @@ def _parse_stamp(text):
         tzinfo=datetime.timezone.utc).timestamp()
 
 
+def _file_lateness(name, declared, lateness):
+    """The allowed lateness of the grouping that made the rows of the file
+    ``name`` of a table whose ROW_LATENESS is ``declared`` ((field, {value:
+    seconds}), or None): the value's in its name, else ``lateness``."""
+    if not declared:
+        return lateness
+    field, by_value = declared
+    found = re.search(rf'-{re.escape(field)}=([^/]*)-[0-9a-f]{{16}}\.[^.]+$',
+                      name)
+    if found is None:
+        return lateness
+    return by_value.get(urllib.parse.unquote(found.group(1)), lateness)
+
+
 def roll_back(directory, horizon, committed_at, lateness,
-              dead_letter_table='dead_letter') -> int:
+              dead_letter_table='dead_letter', row_lateness=None) -> int:
     """Removes, under a local ``directory``, what a killed run wrote after its
     source's last commit (see transforms/io/_kafka_commits.py): every file
     written after ``committed_at``, and the files of windows that were not
-    final at ``horizon`` (end + ``lateness`` after it).  A restart writes
-    them again.  Returns the number of files removed."""
+    final at ``horizon`` (end + allowed lateness after it) for the grouping
+    that made their rows: ``lateness``, the job's, unless ``row_lateness``
+    (a job's ROW_LATENESS: table -> (field, {value: seconds})) gives the
+    file's value of the field another.  A restart writes them again (a
+    window final at the horizon for its grouping takes no record the
+    restart reads again: removed, it would be lost).  Returns the number of
+    files removed."""
     import pathlib  # pylint: disable=import-outside-toplevel
     root = pathlib.Path(directory)
     removed = 0
@@ -396,6 +445,7 @@ def roll_back(directory, horizon, committed_at, lateness,
     for table in root.iterdir():
         if not table.is_dir():
             continue
+        declared = (row_lateness or {}).get(table.name)
         for folder in table.iterdir():
             if not folder.is_dir():
                 continue
@@ -408,7 +458,8 @@ def roll_back(directory, horizon, committed_at, lateness,
                     continue
                 drop = path.stat().st_mtime > committed_at or (
                     table.name != dead_letter_table and end is not None
-                    and end + lateness > horizon)
+                    and end + _file_lateness(path.name, declared, lateness)
+                    > horizon)
                 if drop:
                     path.unlink()
                     removed += 1

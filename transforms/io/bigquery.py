@@ -26,9 +26,10 @@ Every row carries one column more than its record type: ``written_at``
 group's last commit, or a Pub/Sub subscription's last acknowledgement,
 removes first (:func:`roll_back`, one ``DELETE`` per table) what the killed
 run wrote after it: rows written after the commit, and rows of windows not
-final at its horizon (``window_end`` + allowed lateness after it), which the
-restart writes again, as ``transforms/io/_windowed_files.py`` does for
-files.  The Pub/Sub acknowledgement state such a restart needs lives in the
+final at its horizon for the grouping that made them (``window_end`` +
+allowed lateness after it: the job's, or the one its ``ROW_LATENESS`` gives
+rows of a field's value), which the restart writes again, as
+``transforms/io/_windowed_files.py`` does for files.  The Pub/Sub acknowledgement state such a restart needs lives in the
 same dataset, in the table ``TABLE_PREFIX + pubsub_acks`` (:class:`AckState`:
 appended to, one row per state, never updated).  BigQuery refuses a
 ``DELETE`` of rows still in the streaming buffer of ``tabledata.insertAll``
@@ -301,13 +302,60 @@ def _query(client, uri, sql, parameters):
 _MAX_SECONDS = 253402300799.0
 
 
-def roll_back(uri, tables, horizon, committed_at, lateness) -> int:
+def _stamp_parameter(name, seconds):
+    from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+    return bigquery.ScalarQueryParameter(
+        name, 'TIMESTAMP', datetime.datetime.fromtimestamp(
+            seconds, datetime.timezone.utc))
+
+
+def _open_windows(horizon, lateness, declared, columns):
+    """The SQL condition (and its parameters) of the rows whose window was
+    not final at ``horizon`` for the grouping that made them: ``window_end``
+    + ``lateness`` after it, or, for a row whose ``declared`` field (a
+    job's ROW_LATENESS: (field, {value: seconds})) has a value given there,
+    + that value's lateness.  None where no row's can be."""
+    from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+    field, by_value = declared if declared and declared[0] in columns \
+        else (None, {})
+    values = sorted(by_value)
+    parts = []
+    for i, value in enumerate(values):
+        if horizon - by_value[value] < _MAX_SECONDS:
+            parts.append(f'({field} = @value_{i} AND '
+                         f'window_end > @final_before_{i})')
+    if horizon - lateness < _MAX_SECONDS:
+        listed = ', '.join(f'@value_{i}' for i in range(len(values)))
+        parts.append(f'(({field} IS NULL OR {field} NOT IN ({listed})) AND '
+                     f'window_end > @final_before)' if values
+                     else '(window_end > @final_before)')
+    if not parts:
+        return None, []
+    sql = ' OR '.join(parts)
+    parameters = []
+    if re.search(r'@final_before\b', sql):
+        parameters.append(_stamp_parameter('final_before',
+                                           horizon - lateness))
+    for i, value in enumerate(values):
+        if re.search(rf'@value_{i}\b', sql):
+            parameters.append(bigquery.ScalarQueryParameter(
+                f'value_{i}', 'STRING', value))
+        if f'@final_before_{i})' in sql:
+            parameters.append(_stamp_parameter(f'final_before_{i}',
+                                               horizon - by_value[value]))
+    return sql, parameters
+
+
+def roll_back(uri, tables, horizon, committed_at, lateness,
+              row_lateness=None) -> int:
     """Removes from the ``tables`` (names after the prefix) of the
     ``bigquery://`` sink ``uri`` what a killed run wrote after its source's
     last commit: rows written after ``committed_at``, and rows of windows
-    not final at ``horizon`` (``window_end`` + ``lateness`` after it; the
-    dead letters have no window).  The restart writes them again.  Returns
-    the number of rows removed."""
+    not final at ``horizon`` for the grouping that made them
+    (``window_end`` + ``lateness`` after it, or the lateness a job's
+    ``row_lateness``, table -> (field, {value: seconds}), gives rows of that
+    value; the dead letters have no window).  The restart writes them
+    again.  Returns the number of rows removed."""
     from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
     from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
     preflight_sink(uri)       # one line, soon, where BigQuery does not answer
@@ -329,12 +377,12 @@ def roll_back(uri, tables, horizon, committed_at, lateness) -> int:
             parameters.append(bigquery.ScalarQueryParameter(
                 'committed_at', 'TIMESTAMP', datetime.datetime.fromtimestamp(
                     min(committed_at, _MAX_SECONDS), datetime.timezone.utc)))
-        if name != DEAD_LETTER_TABLE and 'window_end' in columns and \
-                horizon - lateness < _MAX_SECONDS:
-            conditions.append('window_end > @final_before')
-            parameters.append(bigquery.ScalarQueryParameter(
-                'final_before', 'TIMESTAMP', datetime.datetime.fromtimestamp(
-                    horizon - lateness, datetime.timezone.utc)))
+        if name != DEAD_LETTER_TABLE and 'window_end' in columns:
+            condition, found = _open_windows(
+                horizon, lateness, (row_lateness or {}).get(name), columns)
+            if condition is not None:
+                conditions.append(f'({condition})')
+                parameters.extend(found)
         if not conditions:
             continue
         job, _ = _query(client, uri, f'DELETE FROM `{table_id}` WHERE '

@@ -4,7 +4,8 @@ import orjson
 
 from transforms import schemas
 from transforms.io import Sink, UriError
-from transforms.io._windowed_files import WriteWindowedFiles, check_writable
+from transforms.io._windowed_files import (WriteWindowedFiles,
+                                            check_writable, split_field)
 
 DESCRIPTION = 'JSON lines under DIR/TABLE/, one set per window and pane'
 
@@ -29,7 +30,8 @@ class JsonlSink(Sink):
     def write(self, table, record_type):
         return WriteWindowedFiles(self.uri.location, table, record_type,
                                   encode_jsonl, '.jsonl', self.context.job,
-                                  self.rows_counter(table))
+                                  self.rows_counter(table),
+                                  split_field(self.context, table))
 
 
 def open_sink(uri, context):

@@ -608,7 +608,7 @@ class _ReadPartitionFn(beam.DoFn):
         # it, read for every record (the first record whose windows are not
         # final may be anywhere in a poll), else the record timestamp.
         exact = final_only and stamp is not None
-        lateness = getattr(self._final_at, 'lateness', 0.0)
+        lateness = getattr(self._final_at, 'least_lateness', 0.0)
         replaying = resume is not None and not resume.complete
         # Records read before the restart whose dead letters are written
         # may lie past its read offset (written before the kill, but after
@@ -1053,7 +1053,7 @@ def _register_late(messages, times, mark, final_at, partition, late,
     windows to close by ``mark``, is registered (older than ``mark``
     tried)."""
     lateness = 0.0 if late_from is not None else \
-        getattr(final_at, 'lateness', 0.0)
+        getattr(final_at, 'least_lateness', 0.0)
     for index in np.flatnonzero(times + lateness < mark).tolist():
         seconds = float(times[index])
         final = (late_from or final_at)(seconds)

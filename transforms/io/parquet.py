@@ -8,7 +8,7 @@ from transforms import schemas
 from transforms.io import Sink, UriError
 from transforms.io._windowed_files import (WriteWindowedFiles,
                                             WriteWindowedTables, buffer_bytes,
-                                            check_writable)
+                                            check_writable, split_field)
 
 DESCRIPTION = 'Parquet files under DIR/TABLE/, one set per window and pane'
 
@@ -65,11 +65,13 @@ class ParquetSink(Sink):
         return WriteWindowedFiles(
             self.uri.location, table, record_type,
             _Encoder(self.uri.param('compression', 'zstd')), '.parquet',
-            self.context.job, self.rows_counter(table))
+            self.context.job, self.rows_counter(table),
+            split_field(self.context, table))
 
     def write_tables(self, table, record_type):
         if not (hasattr(record_type, 'IDENTITY_FIELDS')
-                and 'window_start' in record_type._fields):
+                and 'window_start' in record_type._fields) or \
+                split_field(self.context, table):
             return super().write_tables(table, record_type)
         compression = self.uri.param('compression', 'zstd')
         return WriteWindowedTables(
