@@ -5,25 +5,38 @@ window must equal a file replay of the same records: nothing lost, nothing
 counted twice.  On a loaded machine too (a CPU-bound process runs beside it),
 and for a file replay published now (Kafka timestamps of today, payloads
 dated 2026-01-01: the windows, the watermark and the commits follow the
-payloads).
+payloads), and for a stream with records late beyond the allowed lateness
+(every 40th record two hours back in event time, in its place in the
+topic): each of those is in its window's final pane or in exactly one late
+dead letter (stage window.late), whichever the run's timing made it, and
+every window's final count plus its late letters is the number of
+records in it (a pandas count of the published records).
 
 KILLS (environment, default 3) sets how many kills each case makes; the
 random moments come from a seed printed with the figures (pytest -s; SEED
 (environment) plays the same moments again)."""
 import collections
+import datetime
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
 from pipelines import logs, run
+from transforms import privacy
 from transforms import io as transforms_io
+from transforms.aggregate import LATE_STAGE
+from transforms.decode import decode_payload
 from transforms.io import synthetic
+from transforms.logs import decoders
 
 from tests.integration.test_kafka import fresh, produce
 
@@ -88,6 +101,166 @@ def _against_replay(sink, records, tmp_path):
             wanted - written, written - wanted)
 
 
+# The 'disordered' cases: every EVERY-th record the job can date is moved
+# SHIFT seconds back in event time (its payload's time, and its Kafka
+# timestamp), staying in its place in the stream: far beyond the allowed
+# lateness (1 h) of windows the watermark has passed.
+EVERY = 40
+SHIFT = 7200
+_RFC3339 = re.compile(rb'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z')
+_CLF = re.compile(rb'\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d) \+0000\]')
+
+
+def _back(payload: bytes, seconds: int) -> bytes:
+    """``payload`` (a line of the synthetic log stream: JSON, syslog or
+    access log) with its time ``seconds`` earlier."""
+    found = _RFC3339.search(payload)
+    if found:
+        text = found.group().decode()
+        stamp = datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
+        moved = (stamp - datetime.timedelta(seconds=seconds)).isoformat(
+            timespec='milliseconds').replace('+00:00', 'Z')
+        return payload[:found.start()] + moved.encode() + \
+            payload[found.end():]
+    found = _CLF.search(payload)
+    if found:
+        stamp = datetime.datetime.strptime(found.group(1).decode(),
+                                           '%d/%b/%Y:%H:%M:%S')
+        moved = (stamp - datetime.timedelta(seconds=seconds)).strftime(
+            '%d/%b/%Y:%H:%M:%S')
+        return payload[:found.start(1)] + moved.encode() + \
+            payload[found.end(1):]
+    return payload
+
+
+def disordered(records):
+    """``records`` with every EVERY-th one the job can date moved SHIFT
+    seconds back in event time, in its place: (the stream, the indexes
+    moved)."""
+    decoder = decoders.make_decoder('auto')
+    stream, moved = list(records), []
+    for i in range(EVERY, len(records), EVERY):
+        t, payload = records[i]
+        before = decode_payload(payload, decoder, 'decode')
+        if not hasattr(before, 'event_time'):
+            continue                      # a record the job cannot date
+        shifted = _back(payload, SHIFT)
+        after = decode_payload(shifted, decoder, 'decode')
+        assert after.event_time.micros == \
+            before.event_time.micros - SHIFT * 10**6, (payload, shifted)
+        stream[i] = (t - SHIFT, shifted)
+        moved.append(i)
+    return stream, moved
+
+
+_LATE_REASON = re.compile(
+    r"^(\d+) record\(s\) of '([^']*)' for window \[([^,]+), ([^)]+)\)")
+
+
+def _same(got, expected) -> bool:
+    """Two final panes' fields equal (a window without latencies has NaN
+    for their minimum and maximum in both)."""
+    return got is not None and len(got) == len(expected) and all(
+        a == b or (pd.isna(a) and pd.isna(b)) for a, b in zip(got, expected))
+
+
+def over_time(publish, records, chunks=20, every=0.75):
+    """A thread that publishes ``records`` in ``chunks`` parts, one every
+    ``every`` seconds (started; join it): a stream that arrives while the
+    job runs, so that the watermark has passed the windows of the records
+    moved back when they come (a backlog read at once is stamped with the
+    watermark of its first poll, and nothing in it is late)."""
+    size = -(-len(records) // chunks)
+
+    def run_():
+        for start in range(0, len(records), size):
+            publish(records[start:start + size])
+            time.sleep(every)
+        thread.finished = time.monotonic()
+    thread = threading.Thread(target=run_, daemon=True)
+    thread.finished = None
+    thread.start()
+    return thread
+
+
+def against_counts(sink, records, moved, tmp_path):
+    """For a stream with late records: what the killed and restarted runs
+    wrote to ``sink`` against a pandas count of the published ``records``
+    (``moved``: the indexes of those moved back in event time), whatever
+    split between windows and late dead letters the runs' timing made.
+    Checks each late letter's form (one record, a window of 60 s) and that
+    only moved records are late; returns the figures by name: windows,
+    records moved, late letters, late letters written twice (the same
+    payload), records lost and counted twice (window by window, final
+    count plus late letters against the pandas count: a moved record in
+    neither its final pane nor a letter is lost), decode dead letters and
+    the replay's (with the payloads missing and written twice), and the
+    windows no record was late for whose final pane differs from the
+    replay's."""
+    decoder = decoders.make_decoder('auto')
+    mask = privacy._MaskRecordFields(privacy.Masker(mode='mask'), ('raw',))
+    # The oracle: each record's service and window (event time from its
+    # payload, fixed windows of 60 s), counted with pandas; the payloads
+    # of the moved records as the dead letters hold them (masked).
+    rows = []
+    for i, (_, payload) in enumerate(records):
+        record = decode_payload(payload, decoder, 'decode')
+        if hasattr(record, 'event_time'):
+            rows.append((record.service, record.event_time.micros // 10**6,
+                         i in moved, mask._mask_value(payload)))
+    frame = pd.DataFrame(rows, columns=['service', 'time', 'moved', 'raw'])
+    frame['window'] = frame.time // 60 * 60
+    in_window = frame.groupby(['service', 'window']).size()
+    moved_raw = collections.Counter(frame[frame.moved].raw)
+
+    stats = _rows(sink, 'service_stats')
+    final = stats.sort_values('pane_index').groupby(
+        ['service', 'window_start']).tail(1)
+    counts = {(r.service, int(r.window_start.timestamp())): r.count
+              for r in final.itertuples(index=False)}
+    dead = _rows(sink, 'dead_letter')
+    late = dead[dead.stage == LATE_STAGE]
+    late_windows = collections.Counter()
+    for reason in late.reason:
+        found = _LATE_REASON.match(reason)
+        assert found, reason
+        assert found.group(1) == '1', reason      # one letter per record
+        start = int(pd.Timestamp(found.group(3)).timestamp())
+        assert int(pd.Timestamp(found.group(4)).timestamp()) == start + 60
+        late_windows[(found.group(2), start)] += 1
+    letters = collections.Counter(late.raw)
+    # Only a moved record can be late (the others are at most 6 min late,
+    # the allowed lateness 1 h), each at most once.
+    assert not letters - moved_raw, 'late letters of records not moved'
+    late_twice = sum(n - 1 for n in letters.values() if n > 1)
+
+    lost = twice = 0
+    for window in set(in_window.index) | set(counts) | set(late_windows):
+        have = counts.get(window, 0) + late_windows.get(window, 0)
+        want = int(in_window.get(window, 0))
+        lost += max(0, want - have)
+        twice += max(0, have - want)
+
+    # Decode dead letters: the replay's, payload by payload; and the final
+    # panes of the windows no record was kept out of as late equal the
+    # replay's, field by field.
+    (got, expected, oracle, _, _, _, decode_dead, dead_missing,
+     dead_twice) = _against_replay(sink, records, tmp_path)
+    differ = [w for w in expected
+              if (w[0], int(w[1].timestamp())) not in late_windows
+              and not _same(got.get(w), expected[w])]
+    for w in sorted(differ)[:5]:
+        print('final pane differs from the replay\'s:', w, got.get(w),
+              expected[w], int(in_window.get((w[0], int(w[1].timestamp())),
+                                             0)))
+    return dict(windows=len(in_window), moved=len(moved),
+                late_letters=len(late), late_twice=late_twice,
+                lost=lost, twice=twice, decode_dead=decode_dead,
+                replay_dead=oracle['dead_lettered'],
+                dead_missing=sum(dead_missing.values()),
+                dead_twice=sum(dead_twice.values()), differ=len(differ))
+
+
 class _Commits:
     """The group's committed offsets (summed over the partitions), looked
     at while a run goes on: how far commits advance before each kill."""
@@ -144,12 +317,14 @@ def cpu_load():
         hog.wait()
 
 
-@pytest.mark.parametrize('streaming,loaded,published_now', [
-    (True, False, False), (True, True, False), (False, False, False),
-    (True, False, True)],
-    ids=['streaming', 'streaming-loaded', 'bounded', 'published-now'])
+@pytest.mark.parametrize('streaming,loaded,published_now,late', [
+    (True, False, False, False), (True, True, False, False),
+    (False, False, False, False), (True, False, True, False),
+    (True, False, False, True)],
+    ids=['streaming', 'streaming-loaded', 'bounded', 'published-now',
+         'disordered'])
 def test_killed_and_restarted_the_final_panes_equal_a_replay(
-        kafka, tmp_path, request, streaming, loaded, published_now):
+        kafka, tmp_path, request, streaming, loaded, published_now, late):
     if loaded:
         request.getfixturevalue('cpu_load')
     # Two records a second: the stream spans hours, so that windows turn
@@ -158,6 +333,11 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     uri = transforms_io.parse_uri(
         f'synthetic://logs?events={EVENTS}&seed=11&rate=2')
     records = list(synthetic.generate(uri).records())
+    moved = []
+    if late:
+        # Every 40th record two hours back in event time, in its place in
+        # the topic (its Kafka timestamp moved too, as the publisher does).
+        records, moved = disordered(records)
     topic = fresh(kafka)
     if published_now:
         # A file replay published now: the record timestamps say today,
@@ -165,6 +345,10 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         now = time.time()
         produce(kafka, topic, [(now + i / 1000.0, payload)
                                for i, (_, payload) in enumerate(records)])
+    elif late:
+        # (while the runs go on)
+        producer = over_time(lambda part: produce(kafka, topic, part),
+                             records)
     else:
         produce(kafka, topic, records)
     sink = tmp_path / 'out'
@@ -196,6 +380,8 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
             kills += 1
             commits.at_kills.append(committed)
         job.wait()
+    if late:
+        producer.join()
     # The last run, watched to its end: how far it commits before it ends.
     with open(tmp_path / 'last.err', 'wb') as err:
         job = subprocess.Popen(argv, cwd=REPO, env=env,
@@ -207,6 +393,19 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     commits.close()
     assert last.returncode == 0, last.stderr.decode()[-2000:]
 
+    if late:
+        figures = against_counts(sink, records, moved, tmp_path)
+        print(f'\nkill test ({request.node.callspec.id}, seed {seed}): '
+              f'{kills} kills, {len(records)} records ({len(moved)} moved '
+              f'{SHIFT} s back), {figures}; {commits}')
+        assert kills >= 1
+        assert figures['late_letters'] > 0
+        assert figures['lost'] == 0 and figures['twice'] == 0
+        assert figures['late_twice'] == 0
+        assert figures['differ'] == 0
+        assert not figures['dead_missing'] and not figures['dead_twice']
+        assert figures['decode_dead'] == figures['replay_dead']
+        return
     (got, expected, oracle, lost, twice, late, decode_dead, dead_missing,
      dead_twice) = _against_replay(sink, records, tmp_path)
     print(f'\nkill test ({request.node.callspec.id}, seed {seed}): {kills} '
