@@ -17,6 +17,7 @@ random moments come from a seed printed with the figures (pytest -s; SEED
 (environment) plays the same moments again)."""
 import collections
 import datetime
+import glob
 import os
 import random
 import re
@@ -27,7 +28,9 @@ import threading
 import time
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import logs, run
@@ -155,6 +158,32 @@ def disordered(records):
 
 _LATE_REASON = re.compile(
     r"^(\d+) record\(s\) of '([^']*)' for window \[([^,]+), ([^)]+)\)")
+
+
+def late_letters_in(sink, since=0.0) -> int:
+    """The late dead letters in ``sink`` (in files written since the
+    wall-clock time ``since``): what a killed run left, before the restart
+    rolls back those written after its last commit."""
+    total = 0
+    for path in glob.glob(f'{sink}/dead_letter/**/*.parquet',
+                          recursive=True):
+        try:
+            if os.stat(path).st_mtime < since:
+                continue
+            stages = pq.read_table(path, columns=['stage']).column('stage')
+        except (OSError, pa.ArrowInvalid):
+            continue          # rolled back, or not yet whole
+        total += stages.to_pylist().count(LATE_STAGE)
+    return total
+
+
+def until_late_letters(job, sink, since, timeout=60):
+    """Waits until the running ``job`` has written a late dead letter
+    (since ``since``), it ended, or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while job.poll() is None and time.monotonic() < deadline and \
+            not late_letters_in(sink, since):
+        time.sleep(0.2)
 
 
 def _same(got, expected) -> bool:
@@ -358,16 +387,24 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     seed = int(os.environ.get('SEED') or random.randrange(10**6))
     moments = random.Random(seed)
     kills = 0
+    late_at_kills = []        # late dead letters in the sink at each kill
     commits = _Commits(kafka, topic, 'kills')
     for attempt in range(KILLS):
         commits.start = commits.total()
+        started = time.time()
         job = subprocess.Popen(argv, cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         if attempt % 2:
             # Once this run has committed offsets of its own (mid-run),
-            # at once: the restart then resumes mid-stream.
+            # at once: the restart then resumes mid-stream.  With late
+            # records, once it has also written late dead letters of its
+            # own, a moment later.
             committed = commits.watch(job, 60, until_advance=True)
+            if late:
+                until_late_letters(job, sink, started)
+                time.sleep(moments.uniform(0.0, 1.0))
+                committed = commits.total()
             time.sleep(moments.uniform(0.0, 0.3))
         else:
             # A run lasts at least 5.5 s (a start-up of 1.5 s or more, a
@@ -379,6 +416,8 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
             job.send_signal(signal.SIGKILL)
             kills += 1
             commits.at_kills.append(committed)
+            job.wait()
+            late_at_kills.append(late_letters_in(sink))
         job.wait()
     if late:
         producer.join()
@@ -397,7 +436,8 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         figures = against_counts(sink, records, moved, tmp_path)
         print(f'\nkill test ({request.node.callspec.id}, seed {seed}): '
               f'{kills} kills, {len(records)} records ({len(moved)} moved '
-              f'{SHIFT} s back), {figures}; {commits}')
+              f'{SHIFT} s back), {figures}; late letters in the sink at '
+              f'the kills {late_at_kills}; {commits}')
         assert kills >= 1
         assert figures['late_letters'] > 0
         assert figures['lost'] == 0 and figures['twice'] == 0

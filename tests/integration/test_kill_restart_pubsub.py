@@ -30,7 +30,7 @@ from transforms.logs import decoders
 
 from tests.integration.test_kill_restart import (  # noqa: F401  pylint: disable=unused-import
     SHIFT, _against_replay, _job, against_counts, cpu_load, disordered,
-    over_time)
+    late_letters_in, over_time, until_late_letters)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -146,15 +146,21 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
     moments = random.Random(seed)
     state = _pubsub_acks.state_path(str(sink), subscription)
     kills = partial = ended = 0
+    late_at_kills = []        # late dead letters in the sink at each kill
     for attempt in range(KILLS):
         before = _text(state)
+        started = time.time()
         job = subprocess.Popen(argv, cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         if attempt % 2:
             # Once this run has acknowledged messages (its state lists
-            # some), a moment later: mid-acknowledgement or after.
+            # some), a moment later: mid-acknowledgement or after.  With
+            # late records, once it has also written late dead letters of
+            # its own.
             _until_acknowledging(job, state, before, 60)
+            if late:
+                until_late_letters(job, sink, started)
             time.sleep(moments.uniform(0.0, 1.0))
         else:
             # A moment always inside the run: a first run lasts at least
@@ -171,6 +177,7 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
             job.wait()
             if _acknowledged(sink, subscription):
                 partial += 1
+            late_at_kills.append(late_letters_in(sink))
         job.wait()
     last = subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
                           timeout=400, check=False)
@@ -189,7 +196,8 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
               f'{seed}): {kills} kills ({partial} after acknowledging part '
               f'of the stream; {ended} timed moments found the run ended), '
               f'{len(records)} records ({len(moved)} moved {SHIFT} s back), '
-              f'{figures}')
+              f'{figures}; late letters in the sink at the kills '
+              f'{late_at_kills}')
         assert kills >= 1
         assert figures['late_letters'] > 0
         assert figures['lost'] == 0 and figures['twice'] == 0
