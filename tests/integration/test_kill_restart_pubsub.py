@@ -202,7 +202,7 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         assert figures['late_letters'] > 0
         assert figures['lost'] == 0 and figures['twice'] == 0
         assert figures['late_twice'] == 0
-        assert figures['differ'] == 0
+        assert figures['differ'] == 0 and figures['panes_differ'] == 0
         assert not figures['dead_missing'] and not figures['dead_twice']
         assert figures['decode_dead'] == figures['replay_dead']
         assert '"ended":true' in open(state, encoding='utf-8').read()
