@@ -293,6 +293,8 @@ def against_counts(sink, records, moved, tmp_path):
     for w in sorted(panes_differ)[:5]:
         print('final pane differs from pandas:', w, panes.get(w),
               wanted.get(w))
+        print(stats[(stats.service == w[0]) & (stats.window_start == pd.Timestamp(w[1], unit='s', tz='UTC'))][['pane_index', 'pane_timing', 'count']].to_string())
+        print(late[late.reason.str.contains(pd.Timestamp(w[1], unit='s', tz='UTC').isoformat(), regex=False) & late.reason.str.contains(repr(w[0]), regex=False)][['source', 'error_time', 'raw']].to_string())
 
     # Decode dead letters: the replay's, payload by payload; and the final
     # panes of the windows no record was kept out of as late equal the
@@ -464,7 +466,9 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
               f'{SHIFT} s back), {figures}; late letters in the sink at '
               f'the kills {late_at_kills}; {commits}')
         assert kills >= 1
-        assert figures['late_letters'] > 0
+        # (late letters written: kept, or rolled back with a killed run's
+        # files and the record read again in its window by a restart)
+        assert max(late_at_kills + [figures['late_letters']]) > 0
         assert figures['lost'] == 0 and figures['twice'] == 0
         assert figures['late_twice'] == 0
         assert figures['differ'] == 0 and figures['panes_differ'] == 0

@@ -199,7 +199,9 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
               f'{figures}; late letters in the sink at the kills '
               f'{late_at_kills}')
         assert kills >= 1
-        assert figures['late_letters'] > 0
+        # (late letters written: kept, or rolled back with a killed run's
+        # files and the record read again in its window by a restart)
+        assert max(late_at_kills + [figures['late_letters']]) > 0
         assert figures['lost'] == 0 and figures['twice'] == 0
         assert figures['late_twice'] == 0
         assert figures['differ'] == 0 and figures['panes_differ'] == 0
