@@ -8,7 +8,8 @@ in bounded mode (``stop=idle``), with messages of several lines (each
 one dead letter, once), and with records late beyond the allowed lateness
 (every 40th record two hours back in event time, in its place in the
 stream: each in its window's final pane or in exactly one late dead
-letter, counted against pandas; see test_kill_restart.against_counts).  See transforms/io/_pubsub_acks.py.
+letter, counted against pandas; see test_kill_restart.against_counts).
+See transforms/io/_pubsub_acks.py.
 
 KILLS (environment, default 3) sets how many kills each case makes; the
 random moments come from a seed printed with the figures (pytest -s; SEED
@@ -203,7 +204,7 @@ def test_killed_and_restarted_the_final_panes_equal_a_replay(
         # files and the record read again in its window by a restart)
         assert max(late_at_kills + [figures['late_letters']]) > 0
         assert figures['lost'] == 0 and figures['twice'] == 0
-        assert figures['late_twice'] == 0
+        assert figures['late_twice'] == 0 and figures['late_unnamed'] == 0
         assert figures['differ'] == 0 and figures['panes_differ'] == 0
         assert not figures['dead_missing'] and not figures['dead_twice']
         assert figures['decode_dead'] == figures['replay_dead']
