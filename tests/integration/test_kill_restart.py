@@ -178,7 +178,7 @@ def late_letters_in(sink, since=0.0) -> int:
     return total
 
 
-def until_late_letters(job, sink, since, timeout=60):
+def until_late_letters(job, sink, since, timeout=30):
     """Waits until the running ``job`` has written a late dead letter
     (since ``since``), it ended, or ``timeout`` seconds passed."""
     deadline = time.monotonic() + timeout
