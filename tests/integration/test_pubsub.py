@@ -289,6 +289,60 @@ def test_a_state_never_records_a_horizon_lower_than_one_recorded(
     _kafka_commits.forget()
 
 
+def test_a_window_of_a_message_that_may_be_late_waits_until_it_is_settled(
+        pubsub, tmp_path, monkeypatch):
+    """Two messages of a window closing at 100 s: one read at a watermark
+    of 50 s, one read at 130 s (it may be late: its value is stamped past
+    its window), handed over but not settled (something stamped at 120 s is
+    pending: it may be pending before its decode).  The runner's horizon
+    is past the window (150 s) whichever it is; the window stays open for
+    the state and for acknowledging until the second is settled.  (Before,
+    the state recorded 150 s and the first message was acknowledged: a
+    restart kept the window's final pane and read the second again, late
+    under its watermark: in the pane and in a late dead letter, or, had
+    the window been rolled back, the first one lost.)"""
+    from google.cloud import pubsub_v1
+    from transforms.io import _kafka_commits, _pubsub_acks
+    monkeypatch.setattr(_pubsub_acks, 'MIN_INTERVAL', 0.0)
+    topic = pubsub.topic(f'settle-{next(_names)}')
+    sub = pubsub.subscription(topic, f'settle-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    _publish(topic, [b'in time', b'maybe late'])
+    state = _pubsub_acks.state_path(str(tmp_path), sub)
+    _kafka_commits.forget()
+    assert _pubsub_acks.recover(sub, state, 10) is None
+    try:
+        ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
+        received = []
+        while len(received) < 2:
+            received += ledger.client.pull(subscription=sub, max_messages=2,
+                                           timeout=10).received_messages
+        by_data = {m.message.data: m for m in received}
+        ids = {data: m.message.message_id for data, m in by_data.items()}
+        ledger.hold(ids[b'in time'], by_data[b'in time'].ack_id, 100.0, 50.0)
+        ledger.hold(ids[b'maybe late'], by_data[b'maybe late'].ack_id,
+                    100.0, 130.0)
+        ledger.read_started()
+        with open(state, encoding='utf-8') as f:
+            before = f.read()          # (the fresh start's)
+        _kafka_commits.prepare()
+        _kafka_commits.release(150.0, 120.0)
+        # Nothing acknowledged, no state written.
+        assert set(ledger.held) == set(ids.values())
+        with open(state, encoding='utf-8') as f:
+            assert f.read() == before
+        # Settled: both acknowledged, the state past the window.
+        _kafka_commits.prepare()
+        _kafka_commits.release(150.0, 150.0)
+        assert not ledger.held
+        with open(state, encoding='utf-8') as f:
+            written = orjson.loads(f.read())
+        assert sorted(written['ids']) == sorted(ids.values())
+        assert written['h'] == 150.0
+    finally:
+        _kafka_commits.forget()
+
+
 def test_a_restart_skips_messages_whose_final_panes_were_written(
         pubsub, tmp_path):
     """A killed run had written the final panes of some messages and was

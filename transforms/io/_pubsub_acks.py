@@ -318,10 +318,11 @@ def release(horizon, pending):
                 ledger.looked = ledger.reads
             elif now - ledger.acked_at < MIN_INTERVAL:
                 continue
+            final_by = _undecided_before(ledger, horizon, pending)
             ids = [m for m, (_, final, stamped, handed, _)
                    in ledger.held.items()
                    if handed is not None and handed <= ledger.looked and
-                   final <= horizon and stamped <= pending]
+                   final <= final_by and stamped <= pending]
             ended = horizon == float('inf') and not ledger.held.keys() - \
                 set(ids)
             if not ids and not ended:
@@ -331,22 +332,64 @@ def release(horizon, pending):
             origins.extend((entry[4], origin_tag(m))
                            for m, entry in zip(ids, entries)
                            if entry[4] is not None)
-            ledger.horizon = horizon
+            ledger.horizon = final_by
             ledger.acked_at = now
-            due.append((ledger, ids, ack_ids, ended))
+            due.append((ledger, ids, ack_ids, ended, final_by))
     if origins:
         # Acknowledged: a payload no dead letter took is not one of
         # theirs any longer.
         deadletter.forget_origins(origins)
-    for ledger, ids, ack_ids, ended in due:
+    for ledger, ids, ack_ids, ended, final_by in due:
         path = _STATE_PATHS.get(ledger.subscription)
         if path is not None and ids:
-            _write(path, {'h': _recorded(ledger, horizon), 't': now,
+            _write(path, {'h': _recorded(ledger, final_by), 't': now,
                           'ids': ids, 'ended': False})
         ledger.acknowledge(ack_ids)
         if path is not None and ended:
             _write(path, {'h': COMPLETE, 't': time.time(), 'ids': [],
                           'ended': True})
+
+
+# "Just before" a window closes (seconds), as in _kafka_commits.
+_BEFORE = 0.001
+
+
+def _undecided_before(ledger, horizon, pending):
+    """``horizon``, or just before the earliest window close of a message
+    that may be late and is not settled, where that is earlier: the
+    horizon up to which windows count as final for acknowledging and for
+    the state.
+
+    A message that may be late (read under a watermark past its windows,
+    so stamped after they close) and is handed over but not settled
+    (something stamped at or before its stamp is pending) may be pending
+    before its decode, and then late (its dead letter not yet written:
+    the restart must read it again), or in its window, whose final pane
+    is written: the runner's horizon passes its windows either way (its
+    value is stamped past them).  A state recording that horizon, or
+    messages of those windows acknowledged by it, had a restart keep the
+    window and read the message again, late under the restart's
+    watermark: in the final pane and in a late dead letter (counted twice;
+    the kill test's disordered case under load).  So its windows stay
+    open here until it is settled: the restart rolls them back and reads
+    it again with their other messages, none of them acknowledged.  Not
+    where a state this run (or the killed run it resumes) recorded is past
+    them already: the grouping's watermark was, so it is surely late (as
+    in _kafka_commits)."""
+    if horizon == float('inf'):
+        return horizon
+    earlier = _RESUMES.get(ledger.subscription)
+    base = ledger.recorded
+    if earlier is not None and not earlier.complete:
+        base = earlier.horizon if base is None else max(base, earlier.horizon)
+    found = horizon
+    for _, final, stamped, handed, _ in ledger.held.values():
+        if handed is None or handed > ledger.looked or \
+                final == float('-inf') or final >= stamped or \
+                stamped <= pending or (base is not None and final <= base):
+            continue
+        found = min(found, final - _BEFORE)
+    return found
 
 
 def _recorded(ledger, horizon):
