@@ -231,7 +231,11 @@ def against_counts(sink, records, moved, tmp_path):
     twice), and the windows no record was late for whose final pane
     differs from the replay's."""
     decoder = decoders.make_decoder('auto')
-    mask = privacy._MaskRecordFields(privacy.Masker(mode='mask'), ('raw',))
+    masker = privacy.Masker(mode='mask')      # the job's default, --mask
+
+    def masked(payload):
+        return masker.mask(payload.decode('utf-8', 'surrogateescape')).encode(
+            'utf-8', 'surrogateescape')
     # The oracle: each record's service and window (event time from its
     # payload, fixed windows of 60 s), counted with pandas; the payloads
     # of the moved records as the dead letters hold them (masked).
@@ -240,7 +244,7 @@ def against_counts(sink, records, moved, tmp_path):
         record = decode_payload(payload, decoder, 'decode')
         if hasattr(record, 'event_time'):
             rows.append((record.service, record.event_time.micros // 10**6,
-                         i in moved, mask._mask_value(payload),
+                         i in moved, masked(payload),
                          is_error(record), record.latency_ms))
     frame = pd.DataFrame(rows, columns=['service', 'time', 'moved', 'raw',
                                         'error', 'latency'])
