@@ -497,6 +497,19 @@ class _PullFn(beam.DoFn):
                 if state.hold_at is not None:
                     # Windows final before the restart stay closed.
                     self._advance(watermark, state, state.hold_at)
+        # The local runner restores a residual's watermark estimator empty
+        # (it never reads it back, see local_watermark): start it where
+        # this read's watermark is, so that a message is judged "may be
+        # late" under the watermark the groupings downstream may be at
+        # already (watermarks never go back: a value stamped lower does not
+        # hold one that passed its window), not the beginning of time.
+        # (Before, the first pull of each checkpointed call judged its
+        # messages so: their late dead letters named no message, and a
+        # restart wrote them again or counted them in their windows too.)
+        current = watermark.current_watermark()
+        if state.watermark is not None and \
+                (current is None or current < state.watermark):
+            watermark.set_watermark(state.watermark)
         replayed = resume.ids if resume is not None else frozenset()
         dead_lettered = resume.dead_lettered if resume is not None \
             else frozenset()
