@@ -78,6 +78,34 @@ def _published(pubsub, prefix, payloads, **attributes_of):
     return sub, _publish(topic, payloads, **attributes_of)
 
 
+def _fresh_ledger(pubsub, tmp_path, prefix, payloads):
+    """A new topic holding ``payloads``, a subscription to it (10 s ack
+    deadline) and its state file under ``tmp_path``, every ledger
+    forgotten and the subscription recovered afresh: ``(topic,
+    subscription, state)``."""
+    from transforms.io import _kafka_commits, _pubsub_acks
+    topic = pubsub.topic(f'{prefix}-{next(_names)}')
+    sub = pubsub.subscription(topic, f'{prefix}-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    _publish(topic, payloads)
+    state = _pubsub_acks.state_path(str(tmp_path), sub)
+    _kafka_commits.forget()
+    assert _pubsub_acks.recover(sub, state, 10) is None
+    return topic, sub, state
+
+
+def _pulled(ledger, sub, count):
+    """Pulls ``count`` messages of ``sub`` with the ledger's client:
+    ``(payload -> received message, payload -> message id)``."""
+    received = []
+    while len(received) < count:
+        received += ledger.client.pull(subscription=sub, max_messages=count,
+                                       timeout=10).received_messages
+    by_data = {m.message.data: m for m in received}
+    return by_data, {data: m.message.message_id
+                     for data, m in by_data.items()}
+
+
 def test_a_subscription_is_read_message_by_message(pubsub):
     topic = pubsub.topic(f'logs-{next(_names)}')
     sub = pubsub.subscription(topic, f'logs-sub-{next(_names)}')
@@ -199,12 +227,7 @@ def test_a_message_is_acknowledged_once_final_and_written(pubsub, tmp_path):
     assert _pubsub_acks.recover(sub, state, 10) is None   # a fresh start
     try:
         ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
-        received = []
-        while len(received) < 3:
-            received += ledger.client.pull(subscription=sub, max_messages=3,
-                                           timeout=10).received_messages
-        by_data = {m.message.data: m for m in received}
-        ids = {data: m.message.message_id for data, m in by_data.items()}
+        by_data, ids = _pulled(ledger, sub, 3)
         ledger.hold(ids[b'early'], by_data[b'early'].ack_id, 10.0, 5.0)
         ledger.hold(ids[b'late'], by_data[b'late'].ack_id, 20.0, 5.0)
         ledger.read_started()          # that read's output is committed
@@ -250,21 +273,11 @@ def test_a_state_never_records_a_horizon_lower_than_one_recorded(
     from google.cloud import pubsub_v1
     from transforms.io import _kafka_commits, _pubsub_acks
     monkeypatch.setattr(_pubsub_acks, 'MIN_INTERVAL', 0.0)
-    topic = pubsub.topic(f'dip-{next(_names)}')
-    sub = pubsub.subscription(topic, f'dip-sub-{next(_names)}',
-                              ack_deadline_seconds=10)
-    _publish(topic, [b'on time', b'undatable'])
-    state = _pubsub_acks.state_path(str(tmp_path), sub)
-    _kafka_commits.forget()
-    assert _pubsub_acks.recover(sub, state, 10) is None
+    topic, sub, state = _fresh_ledger(pubsub, tmp_path, 'dip',
+                                      [b'on time', b'undatable'])
     try:
         ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
-        received = []
-        while len(received) < 2:
-            received += ledger.client.pull(subscription=sub, max_messages=2,
-                                           timeout=10).received_messages
-        by_data = {m.message.data: m for m in received}
-        ids = {data: m.message.message_id for data, m in by_data.items()}
+        by_data, ids = _pulled(ledger, sub, 2)
         # A message whose window is final by 100 s.
         ledger.hold(ids[b'on time'], by_data[b'on time'].ack_id, 100.0, 50.0)
         ledger.read_started()
@@ -317,21 +330,11 @@ def test_no_state_records_a_horizon_past_a_window_of_a_held_message(
     final_at = windows.FinalAt((spec,), 0.0)
     late_from = windows.LateFrom((spec,), trigger)
     assert late_from(T0 + 10) == T0 + 60 and final_at(T0 + 10) == T0 + 120
-    topic = pubsub.topic(f'first-{next(_names)}')
-    sub = pubsub.subscription(topic, f'first-sub-{next(_names)}',
-                              ack_deadline_seconds=10)
-    _publish(topic, [b'open', b'early', b'fixed'])
-    state = _pubsub_acks.state_path(str(tmp_path), sub)
-    _kafka_commits.forget()
-    assert _pubsub_acks.recover(sub, state, 10) is None
+    topic, sub, state = _fresh_ledger(pubsub, tmp_path, 'first',
+                                      [b'open', b'early', b'fixed'])
     try:
         ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
-        received = []
-        while len(received) < 3:
-            received += ledger.client.pull(subscription=sub, max_messages=3,
-                                           timeout=10).received_messages
-        by_data = {m.message.data: m for m in received}
-        ids = {data: m.message.message_id for data, m in by_data.items()}
+        by_data, ids = _pulled(ledger, sub, 3)
         # 'early' at T0-70: windows [T0-180, T0-60) and [T0-120, T0)
         ledger.hold(ids[b'early'], by_data[b'early'].ack_id,
                     final_at(T0 - 70), T0 - 70, first=late_from(T0 - 70))
@@ -698,13 +701,8 @@ def test_a_state_lists_the_held_messages_a_restart_keeps_out_of_final_windows(
     assert not windows.LateFrom((windows.parse_window('session:5m'), spec),
                                 trigger).keeps_out
     names = [b'open', b'early', b'late', b'lagging', b'fixed']
-    topic = pubsub.topic(f'kept-{next(_names)}')
-    sub = pubsub.subscription(topic, f'kept-sub-{next(_names)}',
-                              ack_deadline_seconds=10)
-    _publish(topic, names)
-    state = _pubsub_acks.state_path(str(tmp_path), sub)
-    _kafka_commits.forget()
-    assert _pubsub_acks.recover(sub, state, 10) is None
+    topic, sub, state = _fresh_ledger(pubsub, tmp_path, 'kept',
+                                      names)
 
     def written():
         with open(state, encoding='utf-8') as f:
@@ -723,13 +721,7 @@ def test_a_state_lists_the_held_messages_a_restart_keeps_out_of_final_windows(
 
     try:
         ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
-        received = []
-        while len(received) < len(names):
-            received += ledger.client.pull(
-                subscription=sub, max_messages=len(names),
-                timeout=10).received_messages
-        by_data = {m.message.data: m for m in received}
-        ids = {data: m.message.message_id for data, m in by_data.items()}
+        by_data, ids = _pulled(ledger, sub, len(names))
         hold(b'early', T0 - 70)               # final at T0
         hold(b'open', T0 + 10)                # first window closes T0+60
         look_and_release(T0 + 100, T0 + 100)
@@ -890,21 +882,11 @@ def test_a_window_of_a_message_that_may_be_late_waits_until_it_is_settled(
     from google.cloud import pubsub_v1
     from transforms.io import _kafka_commits, _pubsub_acks
     monkeypatch.setattr(_pubsub_acks, 'MIN_INTERVAL', 0.0)
-    topic = pubsub.topic(f'settle-{next(_names)}')
-    sub = pubsub.subscription(topic, f'settle-sub-{next(_names)}',
-                              ack_deadline_seconds=10)
-    _publish(topic, [b'in time', b'maybe late'])
-    state = _pubsub_acks.state_path(str(tmp_path), sub)
-    _kafka_commits.forget()
-    assert _pubsub_acks.recover(sub, state, 10) is None
+    topic, sub, state = _fresh_ledger(pubsub, tmp_path, 'settle',
+                                      [b'in time', b'maybe late'])
     try:
         ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
-        received = []
-        while len(received) < 2:
-            received += ledger.client.pull(subscription=sub, max_messages=2,
-                                           timeout=10).received_messages
-        by_data = {m.message.data: m for m in received}
-        ids = {data: m.message.message_id for data, m in by_data.items()}
+        by_data, ids = _pulled(ledger, sub, 2)
         ledger.hold(ids[b'in time'], by_data[b'in time'].ack_id, 100.0, 50.0)
         ledger.hold(ids[b'maybe late'], by_data[b'maybe late'].ack_id,
                     100.0, 130.0)
