@@ -54,6 +54,11 @@ def summarize(c: dict) -> dict:
         'late_dead_letters': c.get('late_dead_letters', 0),
         'dropped_late': c.get('assigned', 0) - c.get('aggregated', 0)
         - c.get('late_kept', 0),
+        # assignments of records a restart read again, kept out of windows
+        # whose final pane (or late dead letter) holds them already
+        # (aggregate._CountCarried; not in window_assignments)
+        'kept_out_on_restart': c.get('final_replayed', 0)
+        + c.get('late_replayed', 0),
         'panes_early': c.get('panes.EARLY', 0),
         'panes_on_time': c.get('panes.ON_TIME', 0),
         'panes_late': c.get('panes.LATE', 0),
@@ -101,6 +106,10 @@ def format_summary(job, s, seconds) -> str:
         f'  dropped late          {s["dropped_late"]:>10}'
         f'   (after the allowed lateness, by a runner that keeps none)'
         if s['dropped_late'] else None,
+        f'  kept out on restart   {s["kept_out_on_restart"]:>10}'
+        f'   (read again: already in a final pane or a late dead letter;'
+        f' not counted above)'
+        if s.get('kept_out_on_restart') else None,
         f'panes early/on time/late  {s["panes_early"]} / {s["panes_on_time"]}'
         f' / {s["panes_late"]}',
         f'alerts raised/recovered   {s["alerts_raised"]} / '
