@@ -777,6 +777,85 @@ def test_a_state_lists_the_held_messages_a_restart_keeps_out_of_final_windows(
         _kafka_commits.forget()
 
 
+def test_a_restart_lists_the_resumed_ids_until_it_acknowledged_them(
+        pubsub, tmp_path, monkeypatch):
+    """A killed run's state lists 'once' in its ids (its final panes
+    written, its acknowledgement maybe lost) and the killed run's lease on
+    it still runs.  The restart acknowledges a message of its own before
+    'once' comes again: its state lists 'once' too (else a kill now leaves
+    a state by which the next restart reads 'once' again: counted twice).
+    Delivered again and skipped, its acknowledgement not yet sent: a state
+    still lists it.  Once the acknowledge call returned (settled), later
+    states do not, and a delivery again is read once.  A restart of the
+    state written before it came again skips it."""
+    from google.cloud import pubsub_v1
+    from transforms.io import _kafka_commits, _pubsub_acks
+    monkeypatch.setattr(_pubsub_acks, 'MIN_INTERVAL', 0.0)
+    topic, sub, state = _fresh_ledger(pubsub, tmp_path, 'carry', [b'once'])
+
+    def written():
+        with open(state, encoding='utf-8') as f:
+            return orjson.loads(f.read())
+
+    def acknowledge_own(name):
+        # acknowledged by the restart: final once its dead letter is
+        # written (an undatable payload), under the resumed horizon
+        ledger.hold(ids[name], by_data[name].ack_id, float('-inf'),
+                    float('-inf'))
+        ledger.read_started()
+        _kafka_commits.prepare()
+        _kafka_commits.release(100.0, 100.0)
+        assert ids[name] not in ledger.held
+        return written()
+
+    killed = pubsub_v1.SubscriberClient()
+    try:
+        # The killed run: 'once' pulled and leased for a minute, the state
+        # (horizon 150 s) listing it.
+        leased = []
+        while not leased:
+            leased = killed.pull(subscription=sub, max_messages=1,
+                                 timeout=10).received_messages
+        once = leased[0].message.message_id
+        killed.modify_ack_deadline(subscription=sub, ack_ids=[
+            leased[0].ack_id], ack_deadline_seconds=60)
+        _killed_state(tmp_path, sub, 150.0, [once])
+        _kafka_commits.forget()
+        assert _pubsub_acks.recover(sub, state, 10)[0] == 150.0
+        assert _pubsub_acks.resume(sub).ids == {once}
+        ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
+        _publish(topic, [b'first', b'second', b'third'])
+        by_data, ids = _pulled(ledger, sub, 3)
+        assert once not in ids.values()       # (still leased)
+        # Before 'once' comes again.
+        first = acknowledge_own(b'first')
+        assert first['h'] == 150.0
+        assert first['ids'] == [ids[b'first'], once]
+        # Delivered again (the killed run's lease over), skipped, its
+        # acknowledgement not yet returned.
+        killed.modify_ack_deadline(subscription=sub, ack_ids=[
+            leased[0].ack_id], ack_deadline_seconds=0)
+        again = []
+        while not again:
+            again = ledger.client.pull(subscription=sub, max_messages=1,
+                                       timeout=10).received_messages
+        assert again[0].message.message_id == once
+        assert acknowledge_own(b'second')['ids'] == [ids[b'second'], once]
+        # Acknowledged (the call returned), as the read does.
+        ledger.acknowledge([again[0].ack_id])
+        ledger.settled([once])
+        assert acknowledge_own(b'third')['ids'] == [ids[b'third']]
+        assert ledger.acknowledged(once)
+        # A restart of the state written before it came again skips it.
+        _killed_state(tmp_path, sub, first['h'], first['ids'])
+        _kafka_commits.forget()
+        assert _pubsub_acks.recover(sub, state, 10)[0] == 150.0
+        assert _pubsub_acks.resume(sub).ids == {ids[b'first'], once}
+    finally:
+        killed.close()
+        _kafka_commits.forget()
+
+
 def test_a_message_acknowledged_and_delivered_again_is_read_once(
         pubsub, tmp_path):
     """Pub/Sub delivers at least once: a message whose acknowledgement

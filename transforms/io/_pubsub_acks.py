@@ -267,6 +267,12 @@ class _Ledger:
         resumed = _RESUMES.get(subscription)
         self.carried = dict(resumed.kept or {}) if resumed is not None \
             and not resumed.complete else {}
+        # the resumed state's ids (their final panes written, their
+        # acknowledgement maybe lost) not yet delivered again, skipped and
+        # acknowledged by this run (the call returned): listed in this
+        # run's states too (see settled)
+        self.replaying = dict.fromkeys(sorted(resumed.ids)) \
+            if resumed is not None and not resumed.complete else {}
         self.acked_at = 0.0
         # message id -> when (wall clock) this run acknowledged it, kept
         # REMEMBER_SECONDS (see acknowledged)
@@ -313,6 +319,24 @@ class _Ledger:
         read once (its outputs are written)."""
         with _LOCK:
             return message_id in self.acked
+
+    def settled(self, message_ids):
+        """A read skipped ``message_ids``, messages of the state it resumes
+        delivered again (their final panes written before the restart: in
+        its ``ids``, or kept out of all their windows), and its acknowledge
+        call for them returned: later states need not list them.  Until
+        then every state this run writes lists them (the resumed ``ids``
+        in its ``ids``, the kept ones in its ``kept``, see release), so
+        that a kill of this run before they came again, or before their
+        acknowledgement, leaves a state by which the next restart skips
+        them.  They are remembered as acknowledged by this run (delivered
+        again, they are read once, see acknowledged)."""
+        now = time.time()
+        with _LOCK:
+            for message_id in message_ids:
+                self.replaying.pop(message_id, None)
+                self.carried.pop(message_id, None)
+            _remember_acknowledged(self, message_ids, now)
 
     def read_started(self):
         """A read starts: the runner committed the output of the last one
@@ -458,15 +482,22 @@ def release(horizon, pending):
             for m in list(ids) + list(listed):
                 ledger.carried.pop(m, None)
             kept = {**ledger.carried, **listed}
-            due.append((ledger, ids, ack_ids, ended, recorded, kept))
+            # With the resumed state's ids not yet settled: a state
+            # without them, written before they come again, would have the
+            # next restart read them again (counted twice).
+            own = set(ids)
+            listed_ids = ids + [m for m in ledger.replaying if m not in own]
+            due.append((ledger, ids, listed_ids, ack_ids, ended, recorded,
+                        kept))
     if origins:
         # Acknowledged: a payload no dead letter took is not one of
         # theirs any longer.
         deadletter.forget_origins(origins)
-    for ledger, ids, ack_ids, ended, recorded, kept in due:
+    for ledger, ids, listed_ids, ack_ids, ended, recorded, kept in due:
         path = _STATE_PATHS.get(ledger.subscription)
         if path is not None and ids:
-            state = {'h': recorded, 't': now, 'ids': ids, 'ended': False}
+            state = {'h': recorded, 't': now, 'ids': listed_ids,
+                     'ended': False}
             if kept:
                 state['kept'] = kept
             _write(path, state)
