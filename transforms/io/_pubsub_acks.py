@@ -21,8 +21,11 @@ A killed run's un-acknowledged messages are delivered again once their
 leases expire.  Before each acknowledgement, where the job writes files on
 a local disk, a state file beside them (``STATE_FILE``) records::
 
-    {"h": horizon (s), "t": wall-clock time (s), "ids": [message ids about
-     to be acknowledged], "ended": false, "kept": {message id: the
+    {"h": horizon (s), "t": wall-clock time (s), "ids": [message ids whose
+     final panes are written and whose acknowledgement may not have
+     reached the service: those about to be acknowledged, then, on a
+     restart, those of the state it resumed not yet settled], "ended":
+     false, "kept": {message id: the
      horizon (s) by which its windows hold it, of the messages held on
      that were handed over before the look that took it, some of their
      windows closing by it; only where the job gives windows.LateFrom
@@ -39,7 +42,20 @@ before the run by pipelines/run.py)
   not acknowledged, they come again and are written again;
 * skips a message delivered again whose id is in ``ids``: its final panes
   are written, its acknowledgement may not have reached the service
-  (counted ``filtered.replayed_final``, and acknowledged);
+  (counted ``filtered.replayed_final``, and acknowledged), and lists
+  those ids in every state it writes, after its own, until such a
+  message has come again, been skipped and the acknowledge call for it
+  has returned (``_Ledger.replaying``, ``_Ledger.settled``): it comes
+  again only once the killed run's leases expire, and a state of the
+  restart written before that (acknowledging a message of its own: an
+  undated one whose dead letter is written, say) which did not list it
+  would have a second restart read it again, counted twice.  The state
+  is written before the acknowledgement it covers, so a kill between
+  the two leaves a state listing it; once the call returned the service
+  has it.  (So a state lists the killed run's last batch and what that
+  run carried itself beside the restart's own batch; a message whose
+  acknowledgement did reach the service never comes again and stays
+  listed until a run ends.);
 * skips a message delivered again whose dead letter the sink holds (its
   only output, written before the kill but maybe well before its
   acknowledgement: the dead letter carries the message id, see
@@ -83,8 +99,9 @@ kept at one state is kept at the next, its windows closing by the older
 horizon still holding it (listed with the newer one).  A restart lists
 the kept messages of the state it resumes, with their horizons, at its
 own states until they come again and are listed by their own entries
-(or are acknowledged): a restart's state written before the killed
-run's leases expire must not forget them.
+(or are skipped whole and their acknowledge call returned, as for
+``ids``): a restart's state written before the killed run's leases
+expire must not forget them.
 Without ``keeps_out`` (sessions: a session a message was assigned to is
 not the one it closes in) the horizon is held before the first window
 close of every held message instead (``_held_before_first``); jobs
