@@ -200,3 +200,58 @@ def test_killed_and_restarted_into_bigquery_the_final_panes_equal_a_replay(
                        f'{ds_name}.logs_{bq_sink.ACK_STATE_TABLE}` '
                        f'ORDER BY sequence DESC LIMIT 1')
         assert '"ended":true' in state[0]['state']
+
+
+def test_a_restart_into_bigquery_lists_the_resumed_ids_in_its_state(
+        bigquery, pubsub):
+    """The Pub/Sub state kept in the sink's dataset (AckState) goes the
+    way of the state file (tests/integration/test_pubsub.py,
+    test_a_restart_lists_the_resumed_ids_until_it_acknowledged_them): a
+    restart's state, written before the resumed state's message 'once'
+    comes again, lists it beside the restart's own message; once it came
+    again, was skipped and acknowledged, the next does not."""
+    from google.cloud import pubsub_v1
+    from transforms.io import _kafka_commits
+    topic = pubsub.topic(f'carry-{next(_names)}')
+    sub = pubsub.subscription(topic, f'carry-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    ds_name = f'carry{next(_names)}'
+    bigquery.client().create_dataset(ds_name)
+    state = bq_sink.AckState(transforms_io.parse_uri(
+        f'bigquery://{bigquery.PROJECT}:{ds_name}.logs_'
+        f'?method=streaming_inserts'), sub)
+    assert state.read() is None           # (the table made)
+    publisher = pubsub_v1.PublisherClient()
+    once, own, last = (publisher.publish(topic, data).result(30)
+                       for data in (b'once', b'own', b'last'))
+    _kafka_commits.forget()
+    state.write({'h': 150.0, 't': time.time(), 'ids': [once],
+                 'ended': False})
+    try:
+        assert _pubsub_acks.recover(sub, state, 10)[0] == 150.0
+        ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
+        received = {}
+        while len(received) < 3:
+            received.update(
+                (m.message.message_id, m) for m in ledger.client.pull(
+                    subscription=sub, max_messages=3,
+                    timeout=10).received_messages)
+
+        def acknowledge_own(message_id):
+            ledger.hold(message_id, received[message_id].ack_id,
+                        float('-inf'), float('-inf'))
+            ledger.read_started()
+            _kafka_commits.prepare()
+            time.sleep(_pubsub_acks.MIN_INTERVAL)
+            _kafka_commits.release(100.0, 100.0)
+            return state.read()
+
+        first = acknowledge_own(own)
+        assert first['h'] == 150.0 and first['ids'] == [own, once]
+        # 'once' delivered again (here: pulled with the others), skipped
+        # and acknowledged, as the read does.
+        ledger.acknowledge([received[once].ack_id])
+        ledger.settled([once])
+        assert acknowledge_own(last)['ids'] == [last]
+    finally:
+        _kafka_commits.forget()

@@ -771,10 +771,188 @@ def test_a_state_lists_the_held_messages_a_restart_keeps_out_of_final_windows(
                     float('-inf'))
         look_and_release(third['h'], third['h'])
         fourth = written()
-        assert fourth['ids'] == [fresh.message.message_id]
+        # (with the resumed state's ids, not yet come again)
+        assert fourth['ids'] == [fresh.message.message_id, ids[b'fixed']]
         assert fourth['kept'] == {ids[b'open']: third['h']}
     finally:
         _kafka_commits.forget()
+
+
+def test_a_restart_lists_the_resumed_ids_until_it_acknowledged_them(
+        pubsub, tmp_path, monkeypatch):
+    """A killed run's state lists 'once' in its ids (its final panes
+    written, its acknowledgement maybe lost) and the killed run's lease on
+    it still runs.  The restart acknowledges a message of its own before
+    'once' comes again: its state lists 'once' too (else a kill now leaves
+    a state by which the next restart reads 'once' again: counted twice).
+    Delivered again and skipped, its acknowledgement not yet sent: a state
+    still lists it.  Once the acknowledge call returned (settled), later
+    states do not, and a delivery again is read once.  A restart of the
+    state written before it came again skips it."""
+    from google.cloud import pubsub_v1
+    from transforms.io import _kafka_commits, _pubsub_acks
+    monkeypatch.setattr(_pubsub_acks, 'MIN_INTERVAL', 0.0)
+    topic, sub, state = _fresh_ledger(pubsub, tmp_path, 'carry', [b'once'])
+
+    def written():
+        with open(state, encoding='utf-8') as f:
+            return orjson.loads(f.read())
+
+    def acknowledge_own(name):
+        # acknowledged by the restart: final once its dead letter is
+        # written (an undatable payload), under the resumed horizon
+        ledger.hold(ids[name], by_data[name].ack_id, float('-inf'),
+                    float('-inf'))
+        ledger.read_started()
+        _kafka_commits.prepare()
+        _kafka_commits.release(100.0, 100.0)
+        assert ids[name] not in ledger.held
+        return written()
+
+    killed = pubsub_v1.SubscriberClient()
+    try:
+        # The killed run: 'once' pulled and leased for a minute, the state
+        # (horizon 150 s) listing it.
+        leased = []
+        while not leased:
+            leased = killed.pull(subscription=sub, max_messages=1,
+                                 timeout=10).received_messages
+        once = leased[0].message.message_id
+        killed.modify_ack_deadline(subscription=sub, ack_ids=[
+            leased[0].ack_id], ack_deadline_seconds=60)
+        _killed_state(tmp_path, sub, 150.0, [once])
+        _kafka_commits.forget()
+        assert _pubsub_acks.recover(sub, state, 10)[0] == 150.0
+        assert _pubsub_acks.resume(sub).ids == {once}
+        ledger = _pubsub_acks.track(sub, pubsub_v1.SubscriberClient)
+        _publish(topic, [b'first', b'second', b'third'])
+        by_data, ids = _pulled(ledger, sub, 3)
+        assert once not in ids.values()       # (still leased)
+        # Before 'once' comes again.
+        first = acknowledge_own(b'first')
+        assert first['h'] == 150.0
+        assert first['ids'] == [ids[b'first'], once]
+        # Delivered again (the killed run's lease over), skipped, its
+        # acknowledgement not yet returned.
+        killed.modify_ack_deadline(subscription=sub, ack_ids=[
+            leased[0].ack_id], ack_deadline_seconds=0)
+        again = []
+        while not again:
+            again = ledger.client.pull(subscription=sub, max_messages=1,
+                                       timeout=10).received_messages
+        assert again[0].message.message_id == once
+        assert acknowledge_own(b'second')['ids'] == [ids[b'second'], once]
+        # Acknowledged (the call returned), as the read does.
+        ledger.acknowledge([again[0].ack_id])
+        ledger.settled([once])
+        assert acknowledge_own(b'third')['ids'] == [ids[b'third']]
+        assert ledger.acknowledged(once)
+        # A restart of the state written before it came again skips it.
+        _killed_state(tmp_path, sub, first['h'], first['ids'])
+        _kafka_commits.forget()
+        assert _pubsub_acks.recover(sub, state, 10)[0] == 150.0
+        assert _pubsub_acks.resume(sub).ids == {ids[b'first'], once}
+    finally:
+        killed.close()
+        _kafka_commits.forget()
+
+
+def test_two_restarts_read_a_message_whose_final_panes_were_written_once(
+        pubsub, tmp_path):
+    """Run 1 (a state written for it) was killed while acknowledging the
+    messages of the windows final at its horizon (their final panes
+    written; here: none in the sink, the replay leaves them out too), its
+    lease on them still running.  Run 2, the logs job as a process,
+    acknowledges messages of its own (the stream's undatable ones, final
+    once their dead letters are written) before those come again, and is
+    killed (SIGKILL) once its state lists them.  Run 3 resumes run 2's
+    state, the killed run 1's messages coming again: it skips them, and
+    its final panes and dead letters equal a file replay of the rest.
+    (Before, run 2's state listed its own messages alone: run 3 read run
+    1's again, late for their windows final at the horizon, one late dead
+    letter each beside the final panes that count them.)"""
+    import signal
+    import subprocess
+    from pipelines import logs
+    from transforms import deadletter, windows
+    from transforms.decode import decode_payload
+    from transforms.io import _pubsub_acks, synthetic
+    from transforms.logs import decoders
+    from tests.integration.test_kill_restart import REPO, _against_replay, \
+        _job
+    from tests.integration.test_kill_restart_pubsub import \
+        _until_acknowledging
+    records = list(synthetic.generate(transforms_io.parse_uri(
+        'synthetic://logs?events=1500&seed=3&rate=2')).records())
+    # Run 1's horizon: the windows of the first four minutes final.
+    start = min(t for t, _ in records)
+    horizon = windows.FinalAt((windows.parse_window('fixed:60s'),),
+                              3600.0)(start + 180)
+    decoder = decoders.make_decoder('auto')
+    first = [i for i, (t, payload) in enumerate(records)
+             if t < start + 240 and not isinstance(
+                 decode_payload(payload, decoder, 'decode'),
+                 deadletter.DeadLetter)]
+    taken = set(first)
+    rest = [r for i, r in enumerate(records) if i not in taken]
+    assert len(first) > 400 and any(
+        isinstance(decode_payload(p, decoder, 'decode'),
+                   deadletter.DeadLetter) for _, p in rest)
+    topic = pubsub.topic(f'twice-{next(_names)}')
+    sub = pubsub.subscription(topic, f'twice-sub-{next(_names)}',
+                              ack_deadline_seconds=10)
+    # Run 1's messages, leased by it until after run 2 is killed.
+    ids = _publish(topic, [records[i][1] for i in first], seq=str)
+    from google.cloud import pubsub_v1
+    killed = pubsub_v1.SubscriberClient()
+    leased = {}
+    while len(leased) < len(ids):
+        pulled = killed.pull(subscription=sub, max_messages=500,
+                             timeout=10).received_messages
+        if pulled:
+            killed.modify_ack_deadline(
+                subscription=sub, ack_ids=[m.ack_id for m in pulled],
+                ack_deadline_seconds=120)
+        leased.update((m.message.message_id, m.ack_id) for m in pulled)
+    assert set(leased) == set(ids)
+    _publish(topic, [payload for _, payload in rest], seq=str)
+    sink = tmp_path / 'out'
+    sink.mkdir()
+    _killed_state(sink, sub, horizon, ids)
+    state = _pubsub_acks.state_path(str(sink), sub)
+    with open(state, encoding='utf-8') as f:
+        before = f.read()
+    run2 = subprocess.Popen(
+        _job(f'pubsub://{sub}?stop=never', sink, True), cwd=REPO,
+        env={**os.environ, 'PYTHONPATH': REPO}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        _until_acknowledging(run2, state, before, 90)
+        assert run2.poll() is None, 'run 2 ended before it acknowledged'
+    finally:
+        run2.send_signal(signal.SIGKILL)
+        run2.wait()
+    with open(state, encoding='utf-8') as f:
+        written = orjson.loads(f.read())
+    own = set(written['ids']) - set(ids)
+    assert own and written['h'] == horizon and not written['ended']
+    # Run 1's leases expire: its messages come again.
+    try:
+        killed.modify_ack_deadline(subscription=sub, ack_ids=list(
+            leased.values()), ack_deadline_seconds=0)
+    finally:
+        killed.close()
+    summary = job_run.run(logs, [
+        '--source', f'pubsub://{sub}?stop=idle:2s', '--streaming',
+        '--sink', f'parquet://{sink}', '--trigger',
+        'late=1,lateness=1h,accumulating', '--no-summary'])
+    assert summary['balanced']
+    (got, expected, _, lost, twice, late, _, missing,
+     extra) = _against_replay(sink, rest, tmp_path)
+    assert late == summary['late_kept'] == 0
+    assert expected and (lost, twice) == (0, 0) and got == expected
+    assert not missing and not extra
+    assert summary['filters'].get('replayed_final', 0) >= len(ids)
 
 
 def test_a_message_acknowledged_and_delivered_again_is_read_once(

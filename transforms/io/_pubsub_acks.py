@@ -21,8 +21,11 @@ A killed run's un-acknowledged messages are delivered again once their
 leases expire.  Before each acknowledgement, where the job writes files on
 a local disk, a state file beside them (``STATE_FILE``) records::
 
-    {"h": horizon (s), "t": wall-clock time (s), "ids": [message ids about
-     to be acknowledged], "ended": false, "kept": {message id: the
+    {"h": horizon (s), "t": wall-clock time (s), "ids": [message ids whose
+     final panes are written and whose acknowledgement may not have
+     reached the service: those about to be acknowledged, then, on a
+     restart, those of the state it resumed not yet settled], "ended":
+     false, "kept": {message id: the
      horizon (s) by which its windows hold it, of the messages held on
      that were handed over before the look that took it, some of their
      windows closing by it; only where the job gives windows.LateFrom
@@ -39,7 +42,20 @@ before the run by pipelines/run.py)
   not acknowledged, they come again and are written again;
 * skips a message delivered again whose id is in ``ids``: its final panes
   are written, its acknowledgement may not have reached the service
-  (counted ``filtered.replayed_final``, and acknowledged);
+  (counted ``filtered.replayed_final``, and acknowledged), and lists
+  those ids in every state it writes, after its own, until such a
+  message has come again, been skipped and the acknowledge call for it
+  has returned (``_Ledger.replaying``, ``_Ledger.settled``): it comes
+  again only once the killed run's leases expire, and a state of the
+  restart written before that (acknowledging a message of its own: an
+  undated one whose dead letter is written, say) which did not list it
+  would have a second restart read it again, counted twice.  The state
+  is written before the acknowledgement it covers, so a kill between
+  the two leaves a state listing it; once the call returned the service
+  has it.  (So a state lists the killed run's last batch and what that
+  run carried itself beside the restart's own batch; a message whose
+  acknowledgement did reach the service never comes again and stays
+  listed until a run ends.);
 * skips a message delivered again whose dead letter the sink holds (its
   only output, written before the kill but maybe well before its
   acknowledgement: the dead letter carries the message id, see
@@ -83,8 +99,9 @@ kept at one state is kept at the next, its windows closing by the older
 horizon still holding it (listed with the newer one).  A restart lists
 the kept messages of the state it resumes, with their horizons, at its
 own states until they come again and are listed by their own entries
-(or are acknowledged): a restart's state written before the killed
-run's leases expire must not forget them.
+(or are skipped whole and their acknowledge call returned, as for
+``ids``): a restart's state written before the killed run's leases
+expire must not forget them.
 Without ``keeps_out`` (sessions: a session a message was assigned to is
 not the one it closes in) the horizon is held before the first window
 close of every held message instead (``_held_before_first``); jobs
@@ -267,6 +284,12 @@ class _Ledger:
         resumed = _RESUMES.get(subscription)
         self.carried = dict(resumed.kept or {}) if resumed is not None \
             and not resumed.complete else {}
+        # the resumed state's ids (their final panes written, their
+        # acknowledgement maybe lost) not yet delivered again, skipped and
+        # acknowledged by this run (the call returned): listed in this
+        # run's states too (see settled)
+        self.replaying = dict.fromkeys(sorted(resumed.ids)) \
+            if resumed is not None and not resumed.complete else {}
         self.acked_at = 0.0
         # message id -> when (wall clock) this run acknowledged it, kept
         # REMEMBER_SECONDS (see acknowledged)
@@ -313,6 +336,24 @@ class _Ledger:
         read once (its outputs are written)."""
         with _LOCK:
             return message_id in self.acked
+
+    def settled(self, message_ids):
+        """A read skipped ``message_ids``, messages of the state it resumes
+        delivered again (their final panes written before the restart: in
+        its ``ids``, or kept out of all their windows), and its acknowledge
+        call for them returned: later states need not list them.  Until
+        then every state this run writes lists them (the resumed ``ids``
+        in its ``ids``, the kept ones in its ``kept``, see release), so
+        that a kill of this run before they came again, or before their
+        acknowledgement, leaves a state by which the next restart skips
+        them.  They are remembered as acknowledged by this run (delivered
+        again, they are read once, see acknowledged)."""
+        now = time.time()
+        with _LOCK:
+            for message_id in message_ids:
+                self.replaying.pop(message_id, None)
+                self.carried.pop(message_id, None)
+            _remember_acknowledged(self, message_ids, now)
 
     def read_started(self):
         """A read starts: the runner committed the output of the last one
@@ -458,15 +499,22 @@ def release(horizon, pending):
             for m in list(ids) + list(listed):
                 ledger.carried.pop(m, None)
             kept = {**ledger.carried, **listed}
-            due.append((ledger, ids, ack_ids, ended, recorded, kept))
+            # With the resumed state's ids not yet settled: a state
+            # without them, written before they come again, would have the
+            # next restart read them again (counted twice).
+            own = set(ids)
+            listed_ids = ids + [m for m in ledger.replaying if m not in own]
+            due.append((ledger, ids, listed_ids, ack_ids, ended, recorded,
+                        kept))
     if origins:
         # Acknowledged: a payload no dead letter took is not one of
         # theirs any longer.
         deadletter.forget_origins(origins)
-    for ledger, ids, ack_ids, ended, recorded, kept in due:
+    for ledger, ids, listed_ids, ack_ids, ended, recorded, kept in due:
         path = _STATE_PATHS.get(ledger.subscription)
         if path is not None and ids:
-            state = {'h': recorded, 't': now, 'ids': ids, 'ended': False}
+            state = {'h': recorded, 't': now, 'ids': listed_ids,
+                     'ended': False}
             if kept:
                 state['kept'] = kept
             _write(path, state)

@@ -540,6 +540,8 @@ class _PullFn(beam.DoFn):
                 ledger.lease([r.ack_id for r in received])
             floor = watermark.current_watermark() or MIN_TIMESTAMP
             lines, skipped = [], []
+            # of the state resumed, skipped: settled once acknowledged
+            settling = []
             for item in received:
                 message = item.message
                 message_id = message.message_id
@@ -555,6 +557,7 @@ class _PullFn(beam.DoFn):
                     # Its final panes were written before the restart; its
                     # acknowledgement may not have reached the service.
                     skipped.append(item.ack_id)
+                    settling.append(message_id)
                     self._read.inc()
                     self._replayed.inc()
                     continue
@@ -619,6 +622,7 @@ class _PullFn(beam.DoFn):
                 if final_by is not None and final <= final_by:
                     # All its windows final: in their final panes.
                     skipped.append(item.ack_id)
+                    settling.append(message_id)
                     self._read.inc()
                     self._replayed.inc()
                     continue
@@ -658,6 +662,9 @@ class _PullFn(beam.DoFn):
                 yield TimestampedValue(LineBlock(b'\n'.join(lines)), floor)
             if skipped:
                 ledger.acknowledge(skipped)
+                # (only now: until the service has them, the states this
+                # run writes list the resumed ones, see _Ledger.settled)
+                ledger.settled(settling)
             now = time.monotonic()
             if received:
                 state.last_message = now
