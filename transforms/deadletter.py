@@ -175,6 +175,25 @@ def claim_origin(raw):
     return _claim_origin(to_bytes(raw))
 
 
+def claim_origins(payloads) -> list:
+    """:func:`claim_origin` of each of ``payloads`` (bytes) in turn, under
+    one lock: the list of their Origins (None where none), or None where
+    no read registered any."""
+    if not _ORIGINS:
+        return None
+    found = []
+    with _ORIGINS_LOCK:
+        for raw in payloads:
+            tags = _ORIGINS.get(raw)
+            if not tags:
+                found.append(None)
+                continue
+            found.append(tags.popleft())
+            if not tags:
+                del _ORIGINS[raw]
+    return found
+
+
 class Sourced(typing.NamedTuple):
     """What a value on its way to a grouping carries (``windows.WithRaw``'s
     ``raw``) where its record's origin is known: the payload its late dead
