@@ -91,8 +91,7 @@ class _CountCarried(_CountAssignments):
                     key) in origin.written:
             self._replayed.inc(self._count_of(carried.value))
             return
-        if kept_out(origin, closes_at(window, self._lateness),
-                    self._merging):
+        if kept_out(origin, window, self._lateness, self._merging):
             self._final_replayed.inc(self._count_of(carried.value))
             return
         self._assigned.inc(self._count_of(carried.value))
@@ -104,30 +103,24 @@ def closes_at(window, lateness) -> float:
     end plus the allowed lateness, the same float
     ``transforms.windows.WindowSpec.closes_at`` gives (a commit's horizon
     is compared with it)."""
-    return closes_at_us(int(window.end.micros), lateness)
+    return int(window.end.micros) / 1e6 + lateness
 
 
-def closes_at_us(end_us: int, lateness) -> float:
-    """:func:`closes_at` of a window ending at ``end_us`` (microseconds
-    since the epoch), for a step that has the window's end alone (the
-    columnar partials, ``columnar.PartialsFn(keep_out=...)``)."""
-    return int(end_us) / 1e6 + lateness
-
-
-def kept_out(origin, closes: float, merging: bool = False) -> bool:
+def kept_out(origin, window, lateness, merging: bool = False) -> bool:
     """The keep-out rule, the one place that decides it: a record whose
     ``origin`` (``deadletter.Origin``) carries ``final_by`` (a restart read
     it again; the killed run had handed it on before the horizon the
-    restart resumes) does not enter a window closing (``closes``:
-    :func:`closes_at`) at or before that horizon: that window's final
-    pane was written with the record in it, or its late dead letter was.
+    restart resumes) does not enter a ``window`` closing (its end plus
+    ``lateness``: :func:`closes_at`) at or before that horizon: that
+    window's final pane was written with the record in it, or its late
+    dead letter was.
     Never for merging windows (a session the record was assigned to is
     not the one it closes in).  Applied where each record meets the
     grouping (:class:`_CountCarried`), or where the columnar path builds
     its partials (``columnar.PartialsFn(keep_out=...)``), counted
     ``final_replayed`` in both."""
     return origin is not None and origin.final_by is not None and \
-        not merging and closes <= origin.final_by
+        not merging and closes_at(window, lateness) <= origin.final_by
 
 
 def output_name(output, window, per_window):

@@ -627,8 +627,10 @@ class PartialsFn(beam.DoFn):
         out = np.zeros(len(origins), bool)
         for row, origin in enumerate(origins):
             if origin is not None and origin.final_by is not None:
-                out[row] = aggregate.kept_out(origin, aggregate.closes_at_us(
-                    int(starts[row]) + size, self._keep_out))
+                start = int(starts[row])
+                out[row] = aggregate.kept_out(origin, IntervalWindow(
+                    Timestamp(micros=start), Timestamp(micros=start + size)),
+                    self._keep_out)
         if not out.any():
             return None
         self._final_replayed.inc(int(out.sum()))
