@@ -615,17 +615,16 @@ class PartialsFn(beam.DoFn):
         """The rows the keep-out rule leaves in the main output's
         partials (a bool mask), or None where it keeps none out; each
         row's origin is taken from the registry."""
-        origins = deadletter.claim_origins(
-            lines.take(pa.array(line_of_row)).to_pylist()) \
-            if len(line_of_row) else None
-        if origins is None:
+        claimed = deadletter.claim_origins(
+            lines.take(pa.array(line_of_row)))
+        if claimed is None:
             return None
         # (fixed windows: one window per row, in row order)
         _, starts = windows.window_starts(self._make_partials.window,
                                           columns.event_us)
         size = int(round(self._make_partials.window.size * 1e6))
-        out = np.zeros(len(origins), bool)
-        for row, origin in enumerate(origins):
+        out = np.zeros(len(line_of_row), bool)
+        for row, origin in zip(claimed[0].tolist(), claimed[1]):
             if origin is not None and origin.final_by is not None:
                 start = int(starts[row])
                 out[row] = aggregate.kept_out(origin, IntervalWindow(
