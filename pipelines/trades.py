@@ -60,9 +60,10 @@ class TradesOptions(JobOptions):
                  'pre-aggregates bars and price samples per symbol and window '
                  'before the shuffle (same results); "element" handles one '
                  'trade at a time (the reference). Session windows, '
-                 'late=N>1 and a local stream from kafka:// or pubsub:// '
-                 '(a restart resumes it: each trade carries its origin) '
-                 'always run "element" (default: %(default)s)')
+                 'late=N>1 and sliding windows on a local stream from '
+                 'kafka:// or pubsub:// (a restart resumes it: each trade '
+                 'carries its origin to the bars) always run "element" '
+                 '(default: %(default)s)')
         group.add_argument(
             '--anomaly_window', default='fixed:5m', type=window_spec,
             help='window of trades a price is judged against: fixed or '
@@ -124,11 +125,13 @@ def build(pipeline, args, context):
     # it may first be late (context.late_from: its bar's close): it
     # registers a trade that may be late for its bar as its late letter's
     # origin, and a restart registers a trade read again with the horizon
-    # it resumes, so that the bars grouping keeps it out of bars final then
-    # (docs/reliability.md).  For that each trade travels one by one with
-    # its origin (not as columnar partials, which carry none).  With
-    # sliding bar windows a trade is in several bars and may be late for
-    # some only: its late letters name their window and symbol.
+    # it resumes, so that it is kept out of bars final then
+    # (docs/reliability.md).  With fixed bar windows the columnar partials
+    # do that (each line's origin taken where the partials are built,
+    # keep_out); with sliding bar windows a trade is in several bars and
+    # may be late for some only: its late letters name their window and
+    # symbol, and each trade travels one by one with its origin to the
+    # bars grouping, which keeps it out.
     resumed = context.keeps_late and io.resumes(args.source)
     late_from = windows.LateFrom((window, anomaly_window), trigger) \
         if resumed else None
@@ -146,7 +149,7 @@ def build(pipeline, args, context):
 
     bounded = False
     carried = False
-    if args.execution == 'columnar' and not resumed and \
+    if args.execution == 'columnar' and not per_window and \
             columnar.keeps_semantics(trigger, window, anomaly_window):
         # Blocks of lines -> partial bars per (symbol, window) and price
         # samples per (symbol, anomaly window); in a batch run the window
@@ -163,7 +166,9 @@ def build(pipeline, args, context):
                                     args.source, args.max_record_bytes,
                                     json_fast=json_fast),
                        TradePartials(window, anomaly_window), JOB,
-                       window_in_key=bounded, carry_raw=carried))
+                       window_in_key=bounded, carry_raw=carried,
+                       keep_out=(trigger.lateness or 0.0) if resumed
+                       else None))
                    .with_outputs(deadletter.DEAD, PRICES, main=deadletter.OK))
         keyed = decoded.ok if bounded else \
             decoded.ok | 'Window' >> windows.ApplyKeptWindows(trigger)

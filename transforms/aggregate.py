@@ -91,9 +91,7 @@ class _CountCarried(_CountAssignments):
                     key) in origin.written:
             self._replayed.inc(self._count_of(carried.value))
             return
-        if origin is not None and origin.final_by is not None and \
-                not self._merging and \
-                closes_at(window, self._lateness) <= origin.final_by:
+        if kept_out(origin, window, self._lateness, self._merging):
             self._final_replayed.inc(self._count_of(carried.value))
             return
         self._assigned.inc(self._count_of(carried.value))
@@ -106,6 +104,23 @@ def closes_at(window, lateness) -> float:
     ``transforms.windows.WindowSpec.closes_at`` gives (a commit's horizon
     is compared with it)."""
     return int(window.end.micros) / 1e6 + lateness
+
+
+def kept_out(origin, window, lateness, merging: bool = False) -> bool:
+    """The keep-out rule, the one place that decides it: a record whose
+    ``origin`` (``deadletter.Origin``) carries ``final_by`` (a restart read
+    it again; the killed run had handed it on before the horizon the
+    restart resumes) does not enter a ``window`` closing (its end plus
+    ``lateness``: :func:`closes_at`) at or before that horizon: that
+    window's final pane was written with the record in it, or its late
+    dead letter was.
+    Never for merging windows (a session the record was assigned to is
+    not the one it closes in).  Applied where each record meets the
+    grouping (:class:`_CountCarried`), or where the columnar path builds
+    its partials (``columnar.PartialsFn(keep_out=...)``), counted
+    ``final_replayed`` in both."""
+    return origin is not None and origin.final_by is not None and \
+        not merging and closes_at(window, lateness) <= origin.final_by
 
 
 def output_name(output, window, per_window):

@@ -25,11 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import deadletter, windows
+from transforms import aggregate, deadletter, windows
 from transforms.decode import (MAX_EVENT_TIME, MIN_EVENT_TIME, DecodeCounters,
                                Filtered)
 
@@ -487,12 +488,30 @@ class PartialsFn(beam.DoFn):
     -> (codes, names)``: each row's key as an integer code, and the key of
     each code; the records of a partial are the rows of its key that its
     window holds.
+
+    ``keep_out`` (with ``carry_raw``; fixed windows of the main output):
+    the allowed lateness (seconds) of the main output's grouping, where a
+    local read registers the records a restart reads again with the
+    horizon it resumes (``deadletter.Origin.final_by``).  The origin of
+    each row's line is taken from the registry (as
+    ``deadletter.BindOrigins`` takes it on the element path), and a row
+    whose window the keep-out rule (``aggregate.kept_out``) closes to it
+    is left out of the main output's partials, counted
+    ``final_replayed``, as ``AggregatePerKey`` keeps a record out on the
+    element path; the other outputs (``(tag, ...)``) still take it.
+    ``make_partials(columns, main=kept)`` then builds the main output's
+    partials of ``kept`` (the other rows) alone.
     """
 
     def __init__(self, decoder, make_partials, job, max_buffer=20000,
-                 window_in_key=False, carry_raw=False):
+                 window_in_key=False, carry_raw=False, keep_out=None):
         if carry_raw and window_in_key:
             raise ValueError('carry_raw is for windowed (streaming) input')
+        if keep_out is not None and not (
+                carry_raw and make_partials.window.kind == 'fixed'):
+            raise ValueError('keep_out needs carry_raw and fixed windows')
+        self._keep_out = keep_out
+        self._final_replayed = Metrics.counter(job, 'final_replayed')
         self._carry_raw = carry_raw
         self._window_in_key = window_in_key
         self._decoder = decoder
@@ -592,13 +611,47 @@ class PartialsFn(beam.DoFn):
                 members[bounds[g]:bounds[g + 1]]
                 for g, f in enumerate(firsts.tolist())}
 
+    def _kept_rows(self, columns, lines, line_of_row):
+        """The rows the keep-out rule leaves in the main output's
+        partials (a bool mask), or None where it keeps none out; each
+        row's origin is taken from the registry."""
+        claimed = deadletter.claim_origins(
+            lines.take(pa.array(line_of_row)))
+        if claimed is None:
+            return None
+        # (fixed windows: one window per row, in row order)
+        _, starts = windows.window_starts(self._make_partials.window,
+                                          columns.event_us)
+        size = int(round(self._make_partials.window.size * 1e6))
+        out = np.zeros(len(line_of_row), bool)
+        for row, origin in zip(claimed[0].tolist(), claimed[1]):
+            if origin is not None and origin.final_by is not None:
+                start = int(starts[row])
+                out[row] = aggregate.kept_out(origin, IntervalWindow(
+                    Timestamp(micros=start), Timestamp(micros=start + size)),
+                    self._keep_out)
+        if not out.any():
+            return None
+        self._final_replayed.inc(int(out.sum()))
+        return ~out
+
     def _emit(self, columns, count, raw=None):
         self._counters.decoded(count)
         covered = None
+        items = None
         if raw is not None:
             lines, line_of_row = raw
-            covered = self._rows_of_partials(columns)
-        for item in self._make_partials(columns):
+            kept = self._kept_rows(columns, lines, line_of_row) \
+                if self._keep_out is not None else None
+            if kept is not None:
+                main = columns.take(kept)
+                items = self._make_partials(columns, main=main)
+                line_of_row = line_of_row[kept]
+                covered = self._rows_of_partials(main)
+            else:
+                covered = self._rows_of_partials(columns)
+        for item in items if items is not None else \
+                self._make_partials(columns):
             # (tag, key, ...) goes to the output named tag; (key, ...) to main.
             tag, (key, start, end, last_us, accumulator) = \
                 (item[0], item[1:]) if len(item) == 6 else (None, item)

@@ -175,6 +175,40 @@ def claim_origin(raw):
     return _claim_origin(to_bytes(raw))
 
 
+def claim_origins(payloads):
+    """:func:`claim_origin` of each of ``payloads`` (an Arrow binary
+    array) in turn: ``(rows, origins)``, the indices of the payloads a
+    read registered (numpy, in order) and the Origin taken for each; None
+    where it registered none of them.  The payloads are matched against
+    the registry in one vectorised pass (``pyarrow.compute.is_in``), so a
+    block of which a few lines were registered costs little more than
+    none."""
+    if not _ORIGINS or not len(payloads):
+        return None
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import pyarrow as pa  # pylint: disable=import-outside-toplevel
+    import pyarrow.compute as pc  # pylint: disable=import-outside-toplevel
+    with _ORIGINS_LOCK:
+        registered = list(_ORIGINS)
+    if not registered:
+        return None
+    rows = np.flatnonzero(pc.is_in(payloads, value_set=pa.array(
+        registered, payloads.type)).to_numpy(zero_copy_only=False))
+    if not rows.size:
+        return None
+    found = []
+    with _ORIGINS_LOCK:
+        for raw in payloads.take(pa.array(rows)).to_pylist():
+            tags = _ORIGINS.get(raw)
+            if not tags:
+                found.append(None)
+                continue
+            found.append(tags.popleft())
+            if not tags:
+                del _ORIGINS[raw]
+    return rows, found
+
+
 class Sourced(typing.NamedTuple):
     """What a value on its way to a grouping carries (``windows.WithRaw``'s
     ``raw``) where its record's origin is known: the payload its late dead

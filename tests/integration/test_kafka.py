@@ -950,3 +950,60 @@ def test_a_restart_keeps_the_price_anomalies_of_windows_judged_before_its_horizo
     assert any(horizon - 3600 < end <= horizon for end in ends)
     assert any(end > horizon for end in ends)
     assert _anomalies(resumed, 'price') == expected
+
+
+@pytest.mark.parametrize('execution', ['columnar', 'element'])
+def test_a_restart_keeps_trades_read_again_out_of_their_final_bars(
+        kafka, tmp_path, execution):
+    """trades on Kafka, fixed bars (60 s, lateness 60 s) and anomaly
+    windows (5 m): a killed run's last commit left offset 0 with every
+    record handed on before its look and a horizon (T0+250) at which the
+    first three bars are final (closing T0+120, +180, +240) and no anomaly
+    window is.  The restart reads every trade again, its watermark starting
+    at the horizon: the trades of those three bars are kept out of them
+    (their final panes were written by the killed run; counted
+    ``final_replayed``), not late dead letters, and still judged in their
+    anomaly window (a fat-finger trade among them is flagged); the later
+    bars hold every trade.  The columnar path (partials that take each
+    line's origin) and the element path alike.  (With the keep-out off in
+    the partials, the 60 trades of the final bars were late dead letters:
+    each counted twice, in its kept bar and in the dead letters.)"""
+    from pipelines import trades
+    records = []
+    for i in range(200):
+        t = T0 + 3 * i
+        stamp = Timestamp.of(t).to_rfc3339()
+        records.append((t, orjson.dumps({
+            'event_time': stamp, 'symbol': ('AAPL', 'MSFT')[i % 2],
+            'price': 1000.0 if i == 10 else 100.0 + i % 5, 'size': 10,
+            'trade_id': f't{i}'})))
+    topic = fresh(kafka, partitions=1)
+    produce(kafka, topic, records)
+    horizon = T0 + 250
+    source = killed_at(kafka, topic, f'keep-out-{execution}', horizon,
+                       read=len(records))
+    sink = tmp_path / 'out'
+    summary = run.run(trades, [
+        '--source', source, '--streaming', '--sink', f'parquet://{sink}',
+        '--trigger', 'late=1,lateness=60s,accumulating', '--execution',
+        execution, '--anomaly_min_trades', '5', '--anomaly_k', '5',
+        '--no-summary'])
+    # the oracle: a bar [s, s+60) is final at the horizon if s+120 <= it
+    starts = [int(t // 60 * 60) for t, _ in records]
+    final = [s + 120 <= horizon for s in starts]
+    assert sum(final) == 60
+    assert summary['read'] == len(records) and summary['balanced']
+    assert summary['kept_out_on_restart'] == sum(final)
+    assert summary['late_kept'] == 0 and not summary['dropped_late']
+    bars = ds.dataset(f'{sink}/bars').to_table().to_pandas()
+    got = bars.sort_values('pane_index').groupby(
+        ['symbol', 'window_start']).trade_count.last()
+    got = {(s, int(w.timestamp())): int(c) for (s, w), c in got.items()}
+    expected = {}
+    for i, (s, is_final) in enumerate(zip(starts, final)):
+        if not is_final:
+            key = (('AAPL', 'MSFT')[i % 2], s)
+            expected[key] = expected.get(key, 0) + 1
+    assert got == expected
+    anomalies = ds.dataset(f'{sink}/anomalies').to_table().to_pandas()
+    assert list(anomalies[anomalies.kind == 'price'].trade_id) == ['t10']

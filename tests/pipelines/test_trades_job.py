@@ -282,12 +282,14 @@ def test_a_restart_keeps_a_trade_read_again_out_of_its_final_bar(
     (the Kafka kill test of the trades job found 11 to 64 such trades).
     From a source a restart resumes the job tells its read when a trade may
     first be late (its bar's close) with windows whose close a restart may
-    keep it out of (``LateFrom.keeps_out``), and each trade reaches the
-    bars grouping with its origin (record by record: the columnar partials
-    carry none), where the restart's horizon keeps it out of final bars
-    (``aggregate._CountCarried``, tested on its own in
-    test_aggregate_stream.py).  A file source, which no restart resumes,
-    keeps the columnar path."""
+    keep it out of (``LateFrom.keeps_out``).  With fixed bars the columnar
+    partials take each line's origin and leave a trade out of its bars
+    final at the restart's horizon (``columnar.PartialsFn(keep_out=...)``,
+    both paths compared in test_trades_equivalence.py); with sliding bars
+    each trade reaches the bars grouping with its origin (record by
+    record), which keeps it out (``aggregate._CountCarried``, tested on
+    its own in test_aggregate_stream.py).  A file source, which no restart
+    resumes, keeps the columnar path with no keep-out."""
     from transforms import io
     seen = []
     monkeypatch.setattr(io, 'open_source', lambda text, context: (
@@ -295,25 +297,41 @@ def test_a_restart_keeps_a_trade_read_again_out_of_its_final_bar(
     final_at = None
     labels = {}
     (tmp_path / 't.jsonl').write_text('')
-    for source in ('kafka://localhost:9092/trades?group=g',
-                   f'file://{tmp_path / "t.jsonl"}'):
+    keep_out = {}
+    for name, source, window in (
+            ('kafka', 'kafka://localhost:9092/trades?group=g', 'fixed:60s'),
+            ('file', f'file://{tmp_path / "t.jsonl"}', 'fixed:60s'),
+            ('sliding', 'kafka://localhost:9092/trades?group=g',
+             'sliding:2m/1m')):
         args, beam_options = job_options.parse(trades.OPTIONS, [
             '--streaming', '--source', source, '--sink',
             f'parquet://{tmp_path / "out"}', '--trigger',
-            'late=1,lateness=1h,accumulating'])
+            'late=1,lateness=1h,accumulating', '--window', window])
         final_at = run._final_at(args)
         pipeline = beam.Pipeline(options=beam_options)
         trades.build(pipeline, args, io.Context(
             job='trades', streaming=True, keeps_late=True,
             final_at=final_at))
-        labels[source.split(':')[0]] = {
-            t.full_label for t in pipeline._current_transform().parts}
-    kafka, file = seen
+        parts = {t.full_label: t
+                 for t in pipeline._current_transform().parts}
+        labels[name] = set(parts)
+        if 'DecodePartials' in parts:
+            keep_out[name] = parts[
+                'DecodePartials'].transform._do_transform.dofn._keep_out
+    kafka, file, sliding = seen
     assert file.late_from is None and 'DecodePartials' in labels['file']
+    assert keep_out['file'] is None
     late_from = kafka.late_from
     assert late_from is not None and late_from.keeps_out
-    assert 'Origins' in labels['kafka'] and \
-        'DecodePartials' not in labels['kafka']
+    # fixed bars: the columnar partials keep a trade read again out of its
+    # bars closing by the horizon (end + the bars' lateness)
+    assert 'DecodePartials' in labels['kafka'] and \
+        'Origins' not in labels['kafka']
+    assert keep_out['kafka'] == 3600.0
+    # sliding bars: record by record, each trade with its origin
+    assert sliding.late_from is not None and sliding.late_from.keeps_out
+    assert 'Origins' in labels['sliding'] and \
+        'DecodePartials' not in labels['sliding']
     # offsets are committed once the anomaly window closes, the bar an
     # anomaly window earlier
     assert final_at(T0 + 10) == T0 + 300 + 3600

@@ -659,3 +659,30 @@ def test_sliding_commits_move_on_and_a_restart_keeps_out_final_windows(
     _kafka_commits.release(T0 + 125, None)
     _, offset, meta = commits[-1][0]
     assert _kafka_commits.Resume.parse(offset, meta).horizon < T0 + 60
+
+
+def test_the_columnar_partials_take_origins_as_bind_origins_does():
+    """A block's payloads matched against the registry at once: the rows
+    a read registered, in order, each taking the first Origin registered
+    for its payload (equal payloads their own, in turn), the others
+    untouched; nothing where none is registered."""
+    import pyarrow as pa
+    from transforms import deadletter
+    _kafka_commits.forget()
+    deadletter.forget_origins()
+    block = pa.array([b'a', b'b', b'a', b'c', b'a'], pa.binary())
+    assert deadletter.claim_origins(block) is None     # nothing registered
+    deadletter.register_origin(b'a', 'partition=0&offset=1', final_by=5.0)
+    deadletter.register_origin(b'a', 'partition=0&offset=3')
+    deadletter.register_origin(b'c', 'partition=0&offset=4')
+    deadletter.register_origin(b'z', 'partition=0&offset=9')
+    rows, origins = deadletter.claim_origins(block)
+    assert rows.tolist() == [0, 2, 3, 4]
+    assert origins == [deadletter.Origin('partition=0&offset=1', final_by=5.0),
+                       deadletter.Origin('partition=0&offset=3'),
+                       deadletter.Origin('partition=0&offset=4'), None]
+    # taken: only the payload no line held is left
+    assert deadletter.claim_origin(b'a') is None
+    assert deadletter.claim_origin(b'z') == deadletter.Origin(
+        'partition=0&offset=9')
+    deadletter.forget_origins()

@@ -57,6 +57,13 @@ class Columns:
             np.array([not (condition_codes(t) & ineligible) for t in trades],
                      bool))
 
+    def take(self, keep: np.ndarray) -> 'Columns':
+        """The rows ``keep`` (a bool mask) marks, in order."""
+        rows = pa.array(np.flatnonzero(keep))
+        return Columns(self.event_us[keep], self.symbol.take(rows),
+                       self.price[keep], self.size[keep],
+                       self.trade_id.take(rows), self.eligible[keep])
+
     @classmethod
     def concat(cls, parts):
         parts = [p for p in parts if len(p.event_us)]
@@ -292,8 +299,11 @@ class TradePartials:
         self.window = window
         self.anomaly_window = anomaly_window
 
-    def __call__(self, columns: Columns):
-        return _bars(columns, self.window) + \
+    def __call__(self, columns: Columns, main: Columns = None):
+        """``main``: the rows the bars take, where not all of them (a
+        restart keeps a trade read again out of its final bar, and still
+        in its anomaly window: ``columnar.PartialsFn(keep_out=...)``)."""
+        return _bars(columns if main is None else main, self.window) + \
             _samples(columns, self.anomaly_window)
 
     @staticmethod
