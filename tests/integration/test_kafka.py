@@ -559,7 +559,6 @@ def test_a_paced_live_stream_gets_early_panes_and_prompt_on_time_panes(
     open its EARLY panes are written, and its ON_TIME pane is written
     within the watermark lag + 2 s (+ LATENCY_TOLERANCE) of the arrival of
     the record that closes it (the first of the next window)."""
-    import threading
     import time
     import confluent_kafka
     topic = fresh(kafka)

@@ -303,7 +303,7 @@ class PubSubSource(Source):
     """``PBegin -> PCollection[bytes]``: the message payloads."""
 
     def expand(self, pbegin):
-        match = _path(self.uri)
+        _path(self.uri)            # (a bad path raises its one-line error)
         path = self.uri.location.strip('/')
         id_attribute = self.uri.param('id_attribute')
         native_dedup = 'Dataflow' in self.context.runner
