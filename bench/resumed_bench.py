@@ -18,7 +18,7 @@ figure is the cost of the path itself.  Events per CPU-second of each
 process (imports not counted); the pyarrow reference computes the bars of
 the same file (``trades_bench.pyarrow_run``).
 
-    python bench/resumed_bench.py [--events N] [--element_events M]
+    python bench/resumed_bench.py [--events N] [--element-events M]
 
 A third row builds the columnar job for ``file://`` (no restart resumes
 it: no keep-out) on the same read, for the cost of the keep-out itself.
@@ -106,7 +106,7 @@ def main():
     parser.add_argument('--events', type=int, default=1_000_000,
                         help='trades of the columnar run (default: '
                              '%(default)s)')
-    parser.add_argument('--element_events', type=int, default=100_000,
+    parser.add_argument('--element-events', type=int, default=100_000,
                         help='trades of the element run (default: '
                              '%(default)s)')
     args = parser.parse_args()
