@@ -111,7 +111,7 @@ def main():
                              '%(default)s)')
     args = parser.parse_args()
     lines = ['| trades, path | events | Beam ev/s/core | '
-             'pyarrow ev/s/core | ratio | agreement |', 
+             'pyarrow ev/s/core | ratio | agreement |',
              '|---|---|---|---|---|---|']
     for execution, events, source in (
             ('columnar', args.events, RESUMED),
