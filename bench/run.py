@@ -34,6 +34,7 @@ from bench import video_bench  # noqa: E402  pylint: disable=wrong-import-positi
 from bench import sensors_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import live_bench  # noqa: E402  pylint: disable=wrong-import-position
 from bench import stream_bench  # noqa: E402  pylint: disable=wrong-import-position
+from bench import resumed_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 RESULTS = common.BENCH / 'RESULTS.md'
 # The video_qoe row's sides are each the median of this many alternated runs
@@ -212,6 +213,13 @@ def table(rows, memory, element_events, live=None, stream=None,
             f'{r["ref_rate"]:,.0f} | {r["ratio"]:.2f} | {element} | '
             f'{r["beam_peak_mib"]:.0f} | {r["ref_peak_mib"]:.0f} | '
             f'{_agreement(r["agreement"])} |')
+    if any(r['job'] == 'trades-kafka' for r in rows):
+        lines += ['', 'trades-kafka: the trades job built as for '
+                  '`kafka://` or `pubsub://` (`--streaming`: a restart '
+                  'resumes it, so its partials apply the keep-out rule) on '
+                  'the local runner, reading the trades replay file in '
+                  'blocks (bench/resumed_bench.py); its element column is '
+                  'the path it took before (record by record).']
     for r in rows:
         if 'runs' in r:
             lines += ['', f'{r["job"]}: each side the run of median rate '
@@ -296,6 +304,10 @@ def main(argv=None):
         ('core', core_bench, core_bench.make_input, True),
         ('logs', logs_bench, common.logs_input, True),
         ('trades', trades_bench, trades_bench.make_input, True),
+        # the trades job as built for kafka:// or pubsub:// (a restart
+        # resumes it: the keep-out rule in its partials), streaming on the
+        # local runner, reading the same replay file (bench/resumed_bench.py)
+        ('trades-kafka', resumed_bench, trades_bench.make_input, True),
         ('sensors', sensors_bench, sensors_bench.make_input, True),
     ]
     known = [b[0] for b in benches] + ['video_qoe', 'stream', *LIVE] + \
