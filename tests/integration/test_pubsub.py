@@ -1099,10 +1099,10 @@ def test_every_late_dead_letter_of_a_disordered_stream_names_its_message(
     count it in its window as well), every record is in its window or a
     dead letter once."""
     import collections
-    import threading
     import pyarrow.dataset as ds
     from pipelines import logs
     from transforms import aggregate
+    from tests.integration.test_kill_restart import over_time
     records = [(t, p) for t, p in synthetic_records(
         'synthetic://logs?events=4000&seed=11&rate=2') if p]
     stream = list(records)
@@ -1115,13 +1115,9 @@ def test_every_late_dead_letter_of_a_disordered_stream_names_its_message(
                               ack_deadline_seconds=10)
     source = f'pubsub://{sub}?stop=idle:3s'
     ids = []
-
-    def publish_over_time():
-        for start in range(0, len(payloads), 500):
-            ids.extend(_publish(topic, payloads[start:start + 500]))
-            time.sleep(1.0)
-    producer = threading.Thread(target=publish_over_time)
-    producer.start()
+    producer = over_time(lambda chunk: ids.extend(_publish(topic, chunk)),
+                         payloads, chunks=-(-len(payloads) // 500),
+                         every=1.0)
     try:
         summary = job_run.run(logs, [
             '--source', source, '--streaming', '--sink',
