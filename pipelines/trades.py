@@ -21,7 +21,7 @@ from apache_beam.transforms import window as beam_window
 from pipelines.options import (JobOptions, duration, non_negative_int,
                                positive_float, window_spec)
 from transforms import columnar, deadletter, io, privacy, windows
-from transforms.aggregate import AggregatePerKey
+from transforms.aggregate import AggregatePerKey, per_window_late_from
 from transforms.deadletter import DeadLetter
 from transforms.decode import Decode, PayloadEventTime, records_and_keyed
 from transforms.market import decoders
@@ -132,9 +132,9 @@ def build(pipeline, args, context):
     # may be late for some only: its late letters name their window and
     # symbol, and each trade travels one by one with its origin to the
     # bars grouping, which keeps it out.
-    resumed = context.keeps_late and io.resumes(args.source)
-    late_from = windows.LateFrom((window, anomaly_window), trigger) \
-        if resumed else None
+    late_from = per_window_late_from(context, args.source, window, trigger,
+                                     also=(anomaly_window,))
+    resumed = late_from is not None
     per_window = resumed and window.kind == 'sliding'
     # The source's watermark follows the event times this decoder reads
     # (a block's JSON lines read at once, as the fast path reads them).

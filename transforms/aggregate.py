@@ -132,7 +132,7 @@ def output_name(output, window, per_window):
     return f'{output}@{int(window.end.micros)}'
 
 
-def per_window_late_from(context, source, window, trigger):
+def per_window_late_from(context, source, window, trigger, also=()):
     """Where a job's late dead letters of a grouping in ``window`` windows
     must name their window (``AggregatePerKey(late_output=...,
     late_per_window=True)``), the ``io.Context.late_from`` its source gets
@@ -147,12 +147,20 @@ def per_window_late_from(context, source, window, trigger):
     grouping (not as columnar partials, which carry no origin); a file or
     synthetic stream, which no restart resumes, keeps its path.  The same
     wiring for every job (logs, trades, sensors; video_qoe's rollups carry
-    their origins anyway)."""
+    their origins anyway).
+
+    ``also``: other windowings the same records are in (trades: its price
+    anomaly window).  A record's commit waits for all of them while its
+    ``window`` may be final already, so a restart may read it again into
+    a final window whether or not the windows slide: the source then gets
+    a ``late_from`` over every windowing wherever late records are kept
+    and a restart resumes the source (the job keeps such a record out of
+    its final windows, ``kept_out``)."""
     from transforms import io  # pylint: disable=import-outside-toplevel
-    if not context.keeps_late or window.kind != 'sliding' or \
-            not io.resumes(source):
+    if not context.keeps_late or not io.resumes(source) or \
+            (window.kind != 'sliding' and not also):
         return None
-    return windows.LateFrom((window,), trigger)
+    return windows.LateFrom((window, *also), trigger)
 
 
 class _CountKeyed(_CountAssignments):
